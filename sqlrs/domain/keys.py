@@ -1,0 +1,74 @@
+"""Content-addressed identities of bases, steps and states (SPEC section 4).
+
+    base_id  = H("base", runtime identity, initdb options, format version)
+    state_1  = H(base_id, step_hash_1);  state_k = H(state_{k-1}, step_hash_k)
+    step_hash = H(step kind, normalized content, psql options that change the result)
+
+Every field is type-tagged and length-prefixed, so no two different field lists hash alike
+("ab" + "c" != "a" + "bc"). The sqlrs version is deliberately not hashed; FORMAT_VERSION is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Union
+
+from sqlrs.domain.steps import PsqlOptions, Step
+
+FORMAT_VERSION = 1
+
+Field = Union[str, bytes, int, bool, None, Sequence["Field"]]
+
+
+def _encode(value: Field, out: list[bytes]) -> None:
+    if value is None:
+        out.append(b"N")
+    elif isinstance(value, bool):
+        out.append(b"T" if value else b"F")
+    elif isinstance(value, int):
+        raw = str(value).encode()
+        out.append(b"I" + len(raw).to_bytes(8, "big") + raw)
+    elif isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+        out.append(b"S" + len(raw).to_bytes(8, "big") + raw)
+    elif isinstance(value, bytes):
+        out.append(b"B" + len(value).to_bytes(8, "big") + value)
+    else:
+        items = list(value)
+        out.append(b"L" + len(items).to_bytes(8, "big"))
+        for item in items:
+            _encode(item, out)
+
+
+def digest(*fields: Field) -> str:
+    """sha256 over an unambiguous encoding of `fields`, as 64 hex characters."""
+    out: list[bytes] = []
+    _encode(list(fields), out)
+    hasher = hashlib.sha256()
+    for chunk in out:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def base_id(runtime_identity: str, initdb_options: Sequence[str]) -> str:
+    return digest("base", runtime_identity, list(initdb_options), FORMAT_VERSION)
+
+
+def step_hash(step: Step, options: PsqlOptions) -> str:
+    variables = [[name, value] for name, value in options.variables]
+    return digest("step", step.kind, step.normalized_content(), variables, options.single_transaction)
+
+
+def state_id(parent_id: str, step_digest: str) -> str:
+    return digest(parent_id, step_digest)
+
+
+def chain(base: str, steps: Sequence[Step], options: PsqlOptions) -> list[str]:
+    """State ids after each step, in order (the base itself is not included)."""
+    ids: list[str] = []
+    parent = base
+    for step in steps:
+        parent = state_id(parent, step_hash(step, options))
+        ids.append(parent)
+    return ids

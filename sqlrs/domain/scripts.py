@@ -1,0 +1,27 @@
+"""psql script structure that both the CLI and the engine need: include directives.
+
+Kept free of third-party imports so the thin CLI can use it on its hot path.
+"""
+
+from __future__ import annotations
+
+import re
+
+# psql's include meta-commands; `\i` and `\include` resolve against the cwd, the `_relative`
+# forms against the including file's directory (psql's rules).
+INCLUDE_RE = re.compile(r"^\s*\\(include_relative|include|ir|i)(?:\s+(.*?))?\s*;?\s*$")
+RELATIVE_COMMANDS = frozenset({"ir", "include_relative"})
+
+
+def parse_include(line: str) -> tuple[str, str] | None:
+    """Return (command, target) when `line` is a whole-line include directive, else None.
+
+    A target in single quotes is unquoted the way psql does for simple cases ('' is a quote).
+    """
+    match = INCLUDE_RE.match(line)
+    if not match:
+        return None
+    command, target = match.group(1), (match.group(2) or "").strip()
+    if len(target) >= 2 and target[0] == "'" and target[-1] == "'":
+        target = target[1:-1].replace("''", "'")
+    return command, target

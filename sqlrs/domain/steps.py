@@ -1,0 +1,109 @@
+"""Steps of a chain and their normalized content.
+
+The CLI reads a step's files and sends them as a *bundle*: every file it read, with the lines
+that include other files mapped to those files' indexes. The engine validates the bundle and
+derives the normalized content (includes expanded depth-first), which is what the cache key
+hashes: include spelling and paths do not matter, content does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+import attrs
+
+from sqlrs.domain.errors import UsageError
+from sqlrs.domain.scripts import parse_include
+
+StepKind = Literal["file", "command"]
+
+
+@attrs.frozen
+class Include:
+    line: int  # 0-based line index in the including file
+    file: int  # index of the included file in the bundle
+
+
+@attrs.frozen
+class ScriptFile:
+    path: str  # where the CLI read it; used only in messages
+    content: str
+    includes: tuple[Include, ...] = ()
+
+    def lines(self) -> list[str]:
+        return self.content.split("\n")
+
+
+@attrs.frozen
+class Step:
+    """One `-f` or `-c` argument: a unit of caching."""
+
+    kind: StepKind
+    source: str  # file path as the user gave it, "-" for stdin, "-c" for commands
+    files: tuple[ScriptFile, ...] = ()  # file steps: files[0] is the script itself
+    sql: str | None = None  # command steps
+
+    def validate(self) -> None:
+        if self.kind == "command":
+            if self.sql is None or self.files:
+                raise UsageError("a -c step carries its SQL and no files")
+            return
+        if self.kind != "file" or not self.files or self.sql is not None:
+            raise UsageError(f"malformed step {self.source!r}: a -f step carries its files")
+        for index, script in enumerate(self.files):
+            lines = script.lines()
+            for inc in script.includes:
+                if not 0 <= inc.file < len(self.files) or inc.file == index:
+                    raise UsageError(f"{script.path}: include on line {inc.line + 1} points nowhere")
+                if not 0 <= inc.line < len(lines) or parse_include(lines[inc.line]) is None:
+                    raise UsageError(f"{script.path}: line {inc.line + 1} is not an include directive")
+        self._check_acyclic()
+
+    def _check_acyclic(self) -> None:
+        visiting: set[int] = set()
+        done: set[int] = set()
+
+        def visit(index: int, trail: tuple[str, ...]) -> None:
+            if index in done:
+                return
+            if index in visiting:
+                raise UsageError("include cycle: " + " -> ".join((*trail, self.files[index].path)))
+            visiting.add(index)
+            for inc in self.files[index].includes:
+                visit(inc.file, (*trail, self.files[index].path))
+            visiting.discard(index)
+            done.add(index)
+
+        visit(0, ())
+
+    def normalized_content(self) -> str:
+        """The script with include directives replaced by the included content, depth-first."""
+        if self.kind == "command":
+            return self.sql or ""
+        return "\n".join(self._expand(0))
+
+    def _expand(self, index: int) -> Iterable[str]:
+        script = self.files[index]
+        targets = {inc.line: inc.file for inc in script.includes}
+        for number, line in enumerate(script.lines()):
+            if number in targets:
+                yield from self._expand(targets[number])
+            else:
+                yield line
+
+
+@attrs.frozen
+class PsqlOptions:
+    """psql options that change what the steps do; every one enters every step's hash."""
+
+    variables: tuple[tuple[str, str], ...] = ()
+    single_transaction: bool = False
+
+    @classmethod
+    def create(cls, variables: Iterable[tuple[str, str]], single_transaction: bool) -> PsqlOptions:
+        # psql applies -v in order, so a later value of the same name wins.
+        merged: dict[str, str] = {}
+        for name, value in variables:
+            merged[name] = value
+        return cls(tuple(sorted(merged.items())), single_transaction)

@@ -1,0 +1,1 @@
+"""Interfaces the services need from the outside world; adapters implement them."""

@@ -1,0 +1,46 @@
+"""The `SnapshotStore` port: volumes, copy-on-write clones and space accounting (SPEC 7).
+
+A *volume* is a directory that holds one PostgreSQL data directory (PGDATA is the volume
+itself). States and instances are volumes; the store decides how a clone is made:
+btrfs subvolume snapshots, reflink copies (XFS, btrfs), or plain copies as a last resort.
+The service layer owns the layout and atomic commits (clone to a temporary name, rename,
+metadata row in one transaction); the store only manipulates volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+
+class SnapshotStore(Protocol):
+    """Creates, clones and deletes volumes below `root`."""
+
+    backend: str  # "btrfs" | "reflink" | "copy"
+    root: Path
+
+    def create(self, path: Path) -> None:
+        """Create a new empty writable volume at `path` (parent exists, `path` does not)."""
+        ...
+
+    def clone(self, source: Path, target: Path) -> None:
+        """Make `target` a writable copy of the volume `source`, preserving ownership and modes.
+
+        Writes to either side are never visible in the other. `target` must not exist.
+        On failure nothing is left at `target`.
+        """
+        ...
+
+    def delete(self, path: Path) -> None:
+        """Remove a volume and everything in it. Idempotent: a missing path is fine."""
+        ...
+
+    def allocated_bytes(self, paths: Sequence[Path]) -> int:
+        """Bytes really allocated on disk by `paths` together, shared extents counted once
+        where the filesystem can say (otherwise: the sum of allocated blocks)."""
+        ...
+
+    def free_bytes(self) -> int:
+        """Bytes available to unprivileged writers on the filesystem holding `root`."""
+        ...
