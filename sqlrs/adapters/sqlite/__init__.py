@@ -1,0 +1,1 @@
+"""Metadata store: SQLite through SQLAlchemy 2 Core, schema managed by Alembic (SPEC 8)."""

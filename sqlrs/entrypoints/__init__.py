@@ -1,0 +1,1 @@
+"""Ways in: the thin CLI and the engine process."""

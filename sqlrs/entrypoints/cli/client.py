@@ -1,0 +1,226 @@
+"""Finding, spawning and talking to the engine with the standard library only.
+
+Discovery (SPEC section 2): TAIDON_ENGINE_ADDR / SQLRS_ENGINE_ADDR → <state_dir>/engine.json →
+spawn. A stale engine.json (dead pid, no health answer) is replaced; two CLIs racing to spawn
+serialize on a lock file and get one engine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlrs import __version__
+from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
+
+SPAWN_TIMEOUT = 60.0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None = None):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.timeout is not None:
+            sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], raw: http.client.HTTPResponse, conn: Any):
+        self.status = status
+        self.headers = headers
+        self._raw = raw
+        self._conn = conn
+
+    def json(self) -> Any:
+        body = self._raw.read()
+        self._conn.close()
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise CliError(f"engine answered with invalid JSON (HTTP {self.status})", EXIT_ENGINE) from None
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        """NDJSON objects as the engine sends them."""
+        try:
+            while True:
+                line = self._raw.readline()
+                if not line:
+                    return
+                line = line.strip()
+                if line:
+                    yield json.loads(line)
+        finally:
+            self._conn.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class EngineClient:
+    def __init__(self, endpoint: str, token: str | None):
+        self.endpoint = endpoint
+        self.token = token
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self.endpoint.startswith("unix://"):
+            return UnixHTTPConnection(self.endpoint[len("unix://"):], timeout=timeout)
+        parts = urlsplit(self.endpoint)
+        return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = 300.0,
+                accept: str = "application/json") -> Response:
+        headers = {"Accept": accept, "X-Sqlrs-Version": __version__}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self._connection(timeout)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            raw = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise CliError(f"engine at {self.endpoint} is unreachable: {exc}", EXIT_ENGINE,
+                           hint="check `sqlrs engine status`; restart with `sqlrs engine stop`") from None
+        return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, raw, conn)
+
+    def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 201, 202),
+             timeout: float | None = 300.0) -> Any:
+        """A JSON request; engine errors become CliError with the right exit code."""
+        response = self.request(method, path, body, timeout=timeout)
+        if response.status in (301, 302, 307, 308) and response.headers.get("location"):
+            response.close()
+            return self.call(method, response.headers["location"], body, ok=ok, timeout=timeout)
+        data = response.json()
+        if response.status not in ok:
+            raise_engine_error(response.status, data)
+        return data
+
+
+def raise_engine_error(status: int, data: Any) -> None:
+    if isinstance(data, dict) and "code" in data:
+        raise CliError.from_engine(data, status)
+    raise CliError(f"engine answered HTTP {status}", EXIT_ENGINE)
+
+
+# -- discovery ---------------------------------------------------------------------------------
+def _health(endpoint: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    try:
+        response = EngineClient(endpoint, None).request("GET", "/v1/health", timeout=timeout)
+        if response.status != 200:
+            response.close()
+            return None
+        data = response.json()
+        return data if isinstance(data, dict) else None
+    except (CliError, OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_engine_json(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((state_dir / "engine.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def live_engine(state_dir: Path) -> dict[str, Any] | None:
+    """engine.json's content when it names a live, answering engine; else None."""
+    info = read_engine_json(state_dir)
+    if not info or "endpoint" not in info:
+        return None
+    pid = info.get("pid")
+    if isinstance(pid, int) and not _pid_alive(pid):
+        return None
+    health = _health(str(info["endpoint"]))
+    if health is None or health.get("instance_id") != info.get("instance_id"):
+        return None
+    return info
+
+
+def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
+    """A client for the engine serving `state_dir`, spawning one when needed."""
+    address = os.environ.get("TAIDON_ENGINE_ADDR") or os.environ.get("SQLRS_ENGINE_ADDR")
+    if address:
+        token = os.environ.get("SQLRS_ENGINE_TOKEN")
+        if token is None:
+            info = read_engine_json(state_dir)
+            token = str(info.get("token")) if info and info.get("endpoint") == address else None
+        if _health(address) is None:
+            raise CliError(f"engine at {address} (from the environment) does not answer", EXIT_ENGINE,
+                           hint="unset TAIDON_ENGINE_ADDR/SQLRS_ENGINE_ADDR or start that engine")
+        return EngineClient(address, token)
+    info = live_engine(state_dir)
+    if info is None:
+        if not spawn:
+            raise CliError("no engine is running", EXIT_ENGINE, hint="it starts on demand, or: sqlrs engine start")
+        info = spawn_engine(state_dir)
+    return EngineClient(str(info["endpoint"]), str(info["token"]))
+
+
+def spawn_engine(state_dir: Path) -> dict[str, Any]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "spawn.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = live_engine(state_dir)  # someone else may have spawned it while we waited
+        if info is not None:
+            return info
+        (state_dir / "engine.failed.json").unlink(missing_ok=True)
+        log = open(state_dir / "engine.log", "ab")  # noqa: SIM115 - handed to the child
+        os.chmod(state_dir / "engine.log", 0o600)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "sqlrs.entrypoints.engine", "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            cwd="/",
+        )
+        log.close()
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        delay = 0.01
+        while time.monotonic() < deadline:
+            info = read_engine_json(state_dir)
+            if info and info.get("pid") == child.pid and _health(str(info["endpoint"])) is not None:
+                return info
+            failed = state_dir / "engine.failed.json"
+            if failed.exists() or child.poll() is not None:
+                child.poll()
+                try:
+                    reason = json.loads(failed.read_text()).get("error", "")
+                except (OSError, ValueError):
+                    reason = f"exit code {child.returncode}"
+                info = live_engine(state_dir)  # lost a race to an engine started another way
+                if info is not None:
+                    return info
+                raise CliError(f"the engine failed to start: {reason}", EXIT_ENGINE,
+                               hint=f"see {state_dir / 'engine.log'}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+        raise CliError("the engine did not start in time", EXIT_ENGINE, hint=f"see {state_dir / 'engine.log'}")

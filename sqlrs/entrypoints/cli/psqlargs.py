@@ -1,0 +1,293 @@
+"""PSQL_ARGS as the user typed them → steps with their files read, for the engine.
+
+psql's own rules: each `-f`/`-c` is one step, in order; `-v` applies to all; `\\i`/`\\include`
+resolve against the cwd and `\\ir`/`\\include_relative` against the including file. Connection
+flags are refused: sqlrs connects the tools to the instance itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlrs.domain.scripts import RELATIVE_COMMANDS, parse_include
+from sqlrs.entrypoints.cli.errors import CliError, usage
+
+CONNECTION_FLAGS = {"-h": "--host", "-p": "--port", "-U": "--username", "-d": "--dbname", "-w": "--no-password",
+                    "-W": "--password"}
+CONNECTION_LONG = set(CONNECTION_FLAGS.values())
+FILE_TOKEN = "@sqlrs-file:"
+
+# psql flags that take a value, short and long spellings
+VALUE_FLAGS = {"-f": "--file", "-c": "--command", "-v": "--set", "-o": "--output", "-L": "--log-file",
+               "-P": "--pset", "-F": "--field-separator", "-R": "--record-separator", "-T": "--table-attr",
+               "-h": "--host", "-p": "--port", "-U": "--username", "-d": "--dbname"}
+LONG_ALIASES = {"--variable": "--set"}
+SHORT_BY_LONG = {long: short for short, long in VALUE_FLAGS.items()}
+# flags without a value that prepare accepts (they change nothing in the result, or are implied)
+PREPARE_NOOP = {"-X", "--no-psqlrc", "-q", "--quiet", "-e", "--echo-queries", "-a", "--echo-all", "-b",
+                "--echo-errors", "-n", "--no-readline", "-E", "--echo-hidden"}
+SINGLE_TRANSACTION = {"-1", "--single-transaction"}
+
+
+@dataclass
+class Workspace:
+    cwd: Path
+    root: Path
+    allow_outside: bool = False
+
+    @classmethod
+    def detect(cls, allow_outside: bool) -> Workspace:
+        cwd = Path.cwd()
+        root = cwd
+        for candidate in (cwd, *cwd.parents):
+            if (candidate / ".git").exists():
+                root = candidate
+                break
+        return cls(cwd=cwd, root=root, allow_outside=allow_outside)
+
+    def display(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.cwd))
+        except ValueError:
+            return str(path)
+
+    def check(self, path: Path, given: str) -> None:
+        if self.allow_outside:
+            return
+        resolved = path.resolve()
+        try:
+            resolved.relative_to(self.root.resolve())
+        except ValueError:
+            raise usage(f"{given}: outside the workspace {self.root}",
+                        hint="run from the project directory, or pass --allow-outside") from None
+
+
+@dataclass
+class ScriptReader:
+    """Reads a script and everything it includes into one bundle (a step)."""
+
+    workspace: Workspace
+    stdin_used: bool = False
+    files: list[dict[str, Any]] = field(default_factory=list)
+    index_by_path: dict[str, int] = field(default_factory=dict)
+
+    def read_step(self, given: str) -> dict[str, Any]:
+        self.files, self.index_by_path = [], {}
+        if given == "-":
+            if self.stdin_used:
+                raise usage("-f - (stdin) can be given only once")
+            self.stdin_used = True
+            data = sys.stdin.buffer.read()
+            self._add("<stdin>", data, None, ())
+        else:
+            self._read(self.workspace.cwd / given, given, ())
+        return {"kind": "file", "source": given, "files": self.files}
+
+    def _read(self, path: Path, given: str, trail: tuple[str, ...]) -> int:
+        self.workspace.check(path, given)
+        key = str(path.resolve())
+        if key in trail:
+            raise usage("include cycle: " + " -> ".join([*(self.workspace.display(Path(p)) for p in trail), given]))
+        if key in self.index_by_path:
+            return self.index_by_path[key]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            where = f" (included from {self.workspace.display(Path(trail[-1]))})" if trail else ""
+            raise usage(f"{given}: no such file{where}") from None
+        except IsADirectoryError:
+            raise usage(f"{given}: is a directory") from None
+        except OSError as exc:
+            raise usage(f"{given}: cannot read: {exc.strerror}") from None
+        return self._add(self.workspace.display(path), data, path, (*trail, key))
+
+    def _add(self, display: str, data: bytes, path: Path | None, trail: tuple[str, ...]) -> int:
+        index = len(self.files)
+        content = data.decode("utf-8", "surrogateescape")
+        entry: dict[str, Any] = {"path": display, "content": content, "includes": []}
+        self.files.append(entry)
+        if path is not None:
+            self.index_by_path[str(path.resolve())] = index
+        base_dir = path.parent if path is not None else self.workspace.cwd
+        for number, line in enumerate(content.split("\n")):
+            if "\\i" not in line:
+                continue
+            parsed = parse_include(line)
+            if parsed is None:
+                continue
+            command, target = parsed
+            if not target:
+                raise usage(f"{display}:{number + 1}: \\{command} without a file name")
+            if target.startswith(":") or "`" in target:
+                raise usage(f"{display}:{number + 1}: cannot follow \\{command} {target}: "
+                            "file names from variables or commands are not supported")
+            target_path = Path(target)
+            if not target_path.is_absolute():
+                target_path = (base_dir if command in RELATIVE_COMMANDS else self.workspace.cwd) / target_path
+            included = self._read(target_path, target, trail)
+            entry["includes"].append({"line": number, "file": included})
+        return index
+
+
+@dataclass
+class ParsedPsql:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    variables: list[tuple[str, str]] = field(default_factory=list)
+    single_transaction: bool = False
+    tool_args: list[str] = field(default_factory=list)  # run: arguments passed on, files as tokens
+    uses_scripts: bool = False  # run: -f/-c present
+
+
+def _split_option(args: list[str], index: int) -> tuple[str, str | None, int]:
+    """(canonical flag, value or None, next index) for the option at args[index]."""
+    arg = args[index]
+    if arg.startswith("--"):
+        name, eq, inline = arg.partition("=")
+        name = LONG_ALIASES.get(name, name)
+        if name in SHORT_BY_LONG:
+            if eq:
+                return name, inline, index + 1
+            if index + 1 >= len(args):
+                raise usage(f"{arg} needs a value")
+            return name, args[index + 1], index + 2
+        return name, inline if eq else None, index + 1
+    short = arg[:2]
+    if short in VALUE_FLAGS:
+        if len(arg) > 2:
+            return VALUE_FLAGS[short], arg[2:], index + 1
+        if index + 1 >= len(args):
+            raise usage(f"{arg} needs a value")
+        return VALUE_FLAGS[short], args[index + 1], index + 2
+    return arg, None, index + 1
+
+
+def _expand_short_clusters(args: list[str]) -> list[str]:
+    """-Xq1 → -X -q -1 (psql's getopt allows clustering flags without values)."""
+    out: list[str] = []
+    for arg in args:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 and arg[:2] not in VALUE_FLAGS:
+            letters = arg[1:]
+            if all(f"-{c}" not in VALUE_FLAGS for c in letters[:-1]):
+                out.extend(f"-{c}" for c in letters)
+                continue
+        out.append(arg)
+    return out
+
+
+def _refuse_connection(flag: str) -> None:
+    if flag in CONNECTION_FLAGS or flag in CONNECTION_LONG:
+        raise usage(f"{flag}: connection options are not allowed",
+                    hint="sqlrs connects psql to the instance itself; pick the instance with --instance")
+
+
+def parse_prepare_args(args: list[str], workspace: Workspace) -> ParsedPsql:
+    reader = ScriptReader(workspace)
+    parsed = ParsedPsql()
+    args = _expand_short_clusters(args)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            index += 1
+            continue
+        if not arg.startswith("-") or arg == "-":
+            raise usage(f"unexpected argument {arg!r}: a connection string or database name is not allowed",
+                        hint="steps are -f FILE or -c SQL")
+        flag, value, index = _split_option(args, index)
+        _refuse_connection(flag)
+        if flag == "--file":
+            parsed.steps.append(reader.read_step(value or ""))
+        elif flag == "--command":
+            parsed.steps.append({"kind": "command", "source": "-c", "sql": value or ""})
+        elif flag == "--set":
+            name, eq, val = (value or "").partition("=")
+            if not name or not eq:
+                raise usage(f"-v {value}: expected NAME=VALUE")
+            parsed.variables.append((name, val))
+        elif flag in SINGLE_TRANSACTION:
+            parsed.single_transaction = True
+        elif flag in PREPARE_NOOP:
+            pass
+        else:
+            raise usage(f"psql option {flag} is not supported by prepare",
+                        hint="prepare takes -f, -c, -v, -1 and flags that only change psql's echo")
+    return parsed
+
+
+def parse_run_args(args: list[str], workspace: Workspace, tool: str) -> ParsedPsql:
+    """Arguments for run:psql / run:pgbench: files are read here, the rest passed on."""
+    reader = ScriptReader(workspace)
+    parsed = ParsedPsql()
+    if tool == "psql":
+        args = _expand_short_clusters(args)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--" and index == 0:
+            index += 1
+            continue
+        if tool == "psql":
+            if not arg.startswith("-") or arg == "-":
+                raise usage(f"unexpected argument {arg!r}: a connection string or database name is not allowed",
+                            hint="sqlrs connects psql to the instance; use -c or -f for what to run")
+            flag, value, index = _split_option(args, index)
+            _refuse_connection(flag)
+            if flag in ("--output", "--log-file"):
+                raise usage(f"{flag} writes files where the tool runs; redirect sqlrs's output instead")
+            if flag == "--file":
+                parsed.steps.append(reader.read_step(value or ""))
+                parsed.tool_args += ["-f", f"{FILE_TOKEN}{len(parsed.steps) - 1}"]
+                parsed.uses_scripts = True
+            elif value is not None:
+                if flag == "--command":
+                    parsed.uses_scripts = True
+                parsed.tool_args += [SHORT_BY_LONG.get(flag, flag), value]
+            else:
+                parsed.tool_args.append(flag)
+        else:
+            index = _pgbench_arg(args, index, reader, parsed)
+    return parsed
+
+
+PGBENCH_CONNECTION = {"-h", "--host", "-p", "--port", "-U", "--username"}
+
+
+def _pgbench_arg(args: list[str], index: int, reader: ScriptReader, parsed: ParsedPsql) -> int:
+    arg = args[index]
+    name = arg.split("=", 1)[0]
+    if name in PGBENCH_CONNECTION or (arg[:2] in ("-h", "-p", "-U") and not arg.startswith("--")):
+        _refuse_connection(arg[:2] if not arg.startswith("--") else name)
+    if not arg.startswith("-"):
+        raise usage(f"unexpected argument {arg!r}: the database is the instance's",
+                    hint="pgbench options only; sqlrs connects pgbench to the instance")
+    if arg in ("-f", "--file") or arg.startswith(("-f", "--file=")):
+        if arg in ("-f", "--file"):
+            if index + 1 >= len(args):
+                raise usage(f"{arg} needs a value")
+            value, index = args[index + 1], index + 2
+        else:
+            value, index = (arg.split("=", 1)[1] if arg.startswith("--") else arg[2:]), index + 1
+        script, at, weight = value.partition("@")
+        parsed.steps.append(reader.read_step(script))
+        parsed.tool_args += ["-f", f"{FILE_TOKEN}{len(parsed.steps) - 1}{at}{weight}"]
+        return index
+    parsed.tool_args.append(arg)
+    return index + 1
+
+
+def stdin_script(workspace: Workspace) -> dict[str, Any]:
+    return ScriptReader(workspace).read_step("-")
+
+
+def environment_is_interactive() -> bool:
+    return os.isatty(0)
+
+
+def raise_if_error(parsed: ParsedPsql) -> ParsedPsql:
+    if not parsed.steps:
+        raise CliError("nothing to prepare", 2, hint="give at least one -f FILE or -c SQL")
+    return parsed

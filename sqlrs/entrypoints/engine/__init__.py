@@ -1,0 +1,1 @@
+"""The engine process: Starlette app on Hypercorn, over a Unix socket."""

@@ -1,0 +1,5 @@
+import sys
+
+from sqlrs.entrypoints.engine.server import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""The engine process: binds its socket, writes engine.json, serves until idle.
+
+Started by the CLI (`python -m sqlrs.entrypoints.engine --state-dir DIR`), detached from the
+terminal. Exactly one engine serves a state directory: it holds `engine.lock` for its life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlrs import __version__
+from sqlrs.services.layout import Layout
+
+log = logging.getLogger("sqlrs.engine")
+
+
+def write_engine_json(path: Path, info: dict[str, Any]) -> None:
+    """Atomically publish the engine's address and token, readable by its owner only."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".engine.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(info, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def bind_listener(layout: Layout) -> tuple[socket.socket, dict[str, Any]]:
+    """A Unix socket in the state dir, or TCP on loopback when SQLRS_ENGINE_BIND asks for it."""
+    tcp = os.environ.get("SQLRS_ENGINE_BIND")
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if not ipaddress.ip_address(host).is_loopback:
+            raise SystemExit(f"sqlrs engine: refusing to listen on non-loopback address {host}")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port or 0)))
+        sock.listen(128)
+        actual = sock.getsockname()[1]
+        return sock, {"endpoint": f"http://{host}:{actual}"}
+    path = layout.engine_socket
+    path.unlink(missing_ok=True)  # we hold engine.lock: any socket here is a dead engine's
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock, {"endpoint": f"unix://{path}", "socket": str(path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sqlrs-engine")
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    state_dir = Path(args.state_dir).absolute()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    layout = Layout(state_dir=state_dir, store_root=state_dir / "store")
+
+    logging.basicConfig(
+        level=os.environ.get("SQLRS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    lock_handle = open(state_dir / "engine.lock", "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another engine serves %s; exiting", state_dir)
+        return 0
+
+    from sqlrs.entrypoints.engine.app import create_app
+    from sqlrs.entrypoints.engine.bootstrap import bootstrap
+
+    try:
+        services = bootstrap(state_dir)
+    except Exception as exc:
+        from sqlrs.domain.errors import SqlrsError
+
+        message = exc.message if isinstance(exc, SqlrsError) else f"{type(exc).__name__}: {exc}"
+        log.exception("engine start-up failed")
+        write_engine_json(state_dir / "engine.failed.json", {"error": message, "pid": os.getpid(),
+                                                              "time": time.time()})
+        return 1
+    (state_dir / "engine.failed.json").unlink(missing_ok=True)
+    sock, address = bind_listener(layout)
+    token = secrets.token_urlsafe(32)
+    instance_id = secrets.token_hex(8)
+    app, engine_state = create_app(services, token, instance_id)
+    idle_timeout = float(services.config.get("engine.idle_timeout"))
+    info = {**address, "pid": os.getpid(), "token": token, "version": __version__, "instance_id": instance_id}
+    write_engine_json(layout.engine_json, info)
+    log.info("engine %s (pid %d) serving %s", instance_id, os.getpid(), address["endpoint"])
+    try:
+        asyncio.run(serve(app, engine_state, sock, idle_timeout))
+    finally:
+        services.jobs.cancel_all()
+        try:
+            current = json.loads(layout.engine_json.read_text())
+            if current.get("instance_id") == instance_id:
+                layout.engine_json.unlink(missing_ok=True)
+                if "socket" in address:
+                    Path(address["socket"]).unlink(missing_ok=True)
+        except (OSError, ValueError):
+            pass
+        log.info("engine %s stopped", instance_id)
+    return 0
+
+
+async def serve(app: Any, engine_state: Any, sock: socket.socket, idle_timeout: float) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 3.0
+    config.keep_alive_timeout = 30.0
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, engine_state.shutdown.set)
+
+    async def idle_watch() -> None:
+        while not engine_state.shutdown.is_set():
+            await asyncio.sleep(1.0)
+            idle_for = time.monotonic() - engine_state.last_activity
+            if idle_timeout > 0 and not engine_state.busy() and idle_for > idle_timeout:
+                log.info("idle for %.0fs: exiting", idle_for)
+                engine_state.shutdown.set()
+
+    watcher = asyncio.create_task(idle_watch())
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=engine_state.shutdown.wait)  # type: ignore[arg-type]
+    finally:
+        watcher.cancel()

@@ -1,0 +1,21 @@
+"""The `ServerAdmin` port: SQL the engine itself runs on a server it manages.
+
+Used for what must happen on every start (setting the instance's password) and for building
+the base (creating the `sqlrs` role). Connects over the server's Unix socket as `postgres`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+
+class ServerAdmin(Protocol):
+    def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0) -> None:
+        """Run `statements` in autocommit mode; raise RuntimeFailure on error."""
+        ...
+
+    def set_password(self, socket_dir: Path, port: int, role: str, verifier: str) -> None:
+        """Set `role`'s password to a pre-computed SCRAM verifier."""
+        ...

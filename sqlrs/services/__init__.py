@@ -1,0 +1,1 @@
+"""Application services: what the engine does, written against the ports only."""

@@ -1,0 +1,173 @@
+"""Instances: clone a state, start a server on it, hand out a DSN; restart and remove."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import threading
+
+from sqlrs.domain.errors import NotFound, RuntimeFailure
+from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
+from sqlrs.domain.passwords import new_password, scram_verifier
+from sqlrs.ports.admin import ServerAdmin
+from sqlrs.ports.clock import Clock
+from sqlrs.ports.repository import Repository
+from sqlrs.ports.runtime import Runtime, RuntimeIdentity
+from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.layout import Layout
+from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.servers import PortAllocator, Server
+
+INSTANCE_USER = "sqlrs"
+INSTANCE_DB = "postgres"
+
+
+def new_instance_id() -> str:
+    return secrets.token_hex(6)
+
+
+def _port_clash(error: RuntimeFailure) -> bool:
+    log = str(error.details.get("log", ""))
+    return "could not bind" in log or "Address already in use" in log or "port is already allocated" in log
+
+
+class InstanceManager:
+    def __init__(
+        self,
+        repo: Repository,
+        store: SnapshotStore,
+        layout: Layout,
+        registry: RuntimeRegistry,
+        admin: ServerAdmin,
+        clock: Clock,
+        ports: PortAllocator,
+    ):
+        self.repo = repo
+        self.store = store
+        self.layout = layout
+        self.registry = registry
+        self.admin = admin
+        self.clock = clock
+        self.ports = ports
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, instance_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(instance_id, threading.Lock())
+
+    # -- servers -----------------------------------------------------------------------------
+    def start_server(self, runtime: Runtime, identity: RuntimeIdentity, key: str, rel: str,
+                     preferred_port: int | None = None) -> Server:
+        """Start a server on the volume `rel`, retrying on another port when one is taken."""
+        for attempt in range(3):
+            port = self.ports.allocate(preferred_port if attempt == 0 else None)
+            server = Server.create(runtime, identity, key, self.layout.abs(rel), self.layout.run_dir(key), port)
+            try:
+                server.start()
+                return server
+            except RuntimeFailure as exc:
+                if not _port_clash(exc) or attempt == 2:
+                    raise
+            finally:
+                # from here on the listening server itself keeps the port from being handed out
+                self.ports.release(port)
+        raise AssertionError("unreachable")
+
+    def server_of(self, instance: Instance) -> Server:
+        runtime = self.registry.get(instance.runtime)
+        identity = runtime.resolve(instance.image)
+        return Server.create(
+            runtime, identity, instance.id, self.layout.abs(instance.data_path), self.layout.run_dir(instance.id),
+            instance.port, instance.runtime_ref,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def create(
+        self,
+        state: State,
+        runtime: Runtime,
+        identity: RuntimeIdentity,
+        *,
+        name: str | None = None,
+        ephemeral: bool = False,
+        job_id: str | None = None,
+    ) -> Instance:
+        instance_id = new_instance_id()
+        rel = self.layout.instance_rel(instance_id)
+        target = self.layout.abs(rel)
+        self.store.clone(self.layout.abs(state.data_path), target)
+        server: Server | None = None
+        try:
+            server = self.start_server(runtime, identity, instance_id, rel)
+            password = new_password()
+            self.admin.set_password(server.spec.run_dir, server.spec.port, INSTANCE_USER, scram_verifier(password))
+            now = self.clock.now()
+            instance = Instance(
+                id=instance_id, state_id=state.id, runtime=runtime.name, runtime_ref=server.ref,
+                image=identity.image, host="127.0.0.1", port=server.spec.port, user=INSTANCE_USER,
+                password=password, dbname=INSTANCE_DB, data_path=rel, run_path=str(server.spec.run_dir),
+                status=InstanceStatus.RUNNING, created_at=now, last_used_at=now, ephemeral=ephemeral,
+                job_id=job_id,
+            )
+            self.repo.add_instance(instance)
+            if name:
+                self.repo.bind_name(NameBinding(name=name, instance_id=instance_id, created_at=now))
+                instance.name = name
+            self.repo.touch_state(state.id, now, hit=False)
+            return instance
+        except BaseException:
+            if server is not None:
+                server.discard()
+            self.store.delete(target)
+            shutil.rmtree(self.layout.run_dir(instance_id), ignore_errors=True)
+            raise
+
+    def live_status(self, instance: Instance) -> InstanceStatus:
+        """What the instance really is now: running, or missing when its server vanished."""
+        try:
+            server = self.server_of(instance)
+        except Exception:
+            return InstanceStatus.MISSING
+        if server.running():
+            return InstanceStatus.RUNNING
+        return InstanceStatus.MISSING
+
+    def ensure_running(self, instance: Instance) -> Instance:
+        """Restart an instance whose server vanished but whose data directory exists."""
+        with self._lock(instance.id):
+            current = self.repo.get_instance(instance.id)
+            if current is None:
+                raise NotFound(f"instance {instance.id} was removed")
+            server = self.server_of(current)
+            if server.running():
+                return current
+            if not server.spec.data_dir.exists():
+                current.status = InstanceStatus.FAILED
+                self.repo.update_instance(current)
+                raise RuntimeFailure(
+                    f"instance {current.id}: its data directory is gone",
+                    hint=f"remove it (sqlrs rm {current.id}) and prepare a new one",
+                )
+            server.discard()  # a dead container still holds the name and port
+            restarted = self.start_server(server.runtime, server.spec.identity, current.id, current.data_path,
+                                          preferred_port=current.port)
+            current.runtime_ref = restarted.ref
+            current.port = restarted.spec.port
+            current.status = InstanceStatus.RUNNING
+            current.last_used_at = self.clock.now()
+            self.repo.update_instance(current)
+            return current
+
+    def remove(self, instance: Instance) -> None:
+        """Stop the server, delete its data and run directories, forget it. Idempotent."""
+        with self._lock(instance.id):
+            try:
+                server = self.server_of(instance)
+                server.discard()
+            except Exception:
+                # the runtime may be gone (daemon stopped); data and metadata still go
+                pass
+            self.store.delete(self.layout.abs(instance.data_path))
+            shutil.rmtree(self.layout.run_dir(instance.id), ignore_errors=True)
+            self.repo.delete_instance(instance.id)

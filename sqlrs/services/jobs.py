@@ -1,0 +1,200 @@
+"""Asynchronous jobs: each runs in its own thread, reports events, can be cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from sqlrs.domain.errors import Cancelled, SqlrsError
+from sqlrs.domain.model import Job, JobStatus, Task, TaskStatus
+from sqlrs.ports.clock import Clock
+from sqlrs.ports.repository import Repository
+
+log = logging.getLogger("sqlrs.jobs")
+
+
+class Notifier:
+    """Wakes async readers (event streams) when a thread appends events for a job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[str, int] = {}
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+
+    def version(self, key: str) -> int:
+        with self._lock:
+            return self._versions.get(key, 0)
+
+    def notify(self, key: str) -> None:
+        with self._lock:
+            self._versions[key] = self._versions.get(key, 0) + 1
+            waiters = self._waiters.pop(key, [])
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self, key: str, seen_version: int, timeout: float) -> None:
+        """Return when `key` moved past `seen_version`, or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._versions.get(key, 0) != seen_version:
+                return
+            self._waiters.setdefault(key, []).append((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(key, [])
+                if (loop, future) in waiting:
+                    waiting.remove((loop, future))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class JobContext:
+    """What a running job may do: report events and tasks, and notice cancellation."""
+
+    def __init__(self, runner: JobRunner, job: Job):
+        self._runner = runner
+        self.job = job
+        self.cancel = threading.Event()
+
+    def emit(self, type_: str, **data: Any) -> None:
+        self._runner.emit(self.job.id, type_, data)
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled by request")
+
+    def set_tasks(self, tasks: list[Task]) -> None:
+        self._runner.repo.set_tasks(self.job.id, tasks)
+
+    def update_task(self, task: Task, status: TaskStatus, **fields: Any) -> None:
+        task.status = status
+        for key, value in fields.items():
+            setattr(task, key, value)
+        self._runner.repo.update_task(task)
+        self.emit("task", index=task.index, kind=task.kind, state_id=task.state_id, source=task.source,
+                  status=status.value, seconds=task.seconds)
+
+
+Handler = Callable[[JobContext], dict[str, Any]]
+
+
+class JobRunner:
+    def __init__(self, repo: Repository, clock: Clock, history_max: Callable[[], int]):
+        self.repo = repo
+        self.clock = clock
+        self.notifier = Notifier()
+        self._history_max = history_max
+        self._contexts: dict[str, JobContext] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def emit(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        self.repo.append_event(job_id, type_, data, self.clock.now())
+        self.notifier.notify(job_id)
+
+    def active_ids(self) -> set[str]:
+        with self._lock:
+            return {job_id for job_id, thread in self._threads.items() if thread.is_alive()}
+
+    def active(self) -> int:
+        with self._lock:
+            return sum(1 for thread in self._threads.values() if thread.is_alive())
+
+    def submit(self, kind: str, request: dict[str, Any], handler: Handler) -> Job:
+        job = Job(id=secrets.token_hex(6), kind=kind, status=JobStatus.QUEUED, request=request,
+                  created_at=self.clock.now())
+        self.repo.add_job(job)
+        context = JobContext(self, job)
+        thread = threading.Thread(target=self._run, args=(context, handler), name=f"job-{job.id}", daemon=True)
+        with self._lock:
+            self._contexts[job.id] = context
+            self._threads[job.id] = thread
+        self.emit(job.id, "status", {"status": job.status.value})
+        thread.start()
+        return job
+
+    def _run(self, context: JobContext, handler: Handler) -> None:
+        job = context.job
+        job.status = JobStatus.RUNNING
+        job.started_at = self.clock.now()
+        self.repo.update_job(job)
+        self.emit(job.id, "status", {"status": job.status.value})
+        try:
+            job.result = handler(context)
+            job.status = JobStatus.SUCCEEDED
+        except Cancelled as exc:
+            job.status = JobStatus.CANCELLED
+            job.error = exc.to_json()
+        except SqlrsError as exc:
+            job.status = JobStatus.FAILED
+            job.error = exc.to_json()
+        except Exception as exc:  # a bug: keep the engine alive, report without a traceback
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            job.status = JobStatus.FAILED
+            job.error = {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
+                         "details": {"hint": "see engine.log in the state directory"}}
+        job.finished_at = self.clock.now()
+        self.repo.update_job(job)
+        if job.error:
+            self.emit(job.id, "error", job.error)
+        if job.result:
+            self.emit(job.id, "result", job.result)
+        self.emit(job.id, "status", {"status": job.status.value})
+        with self._lock:
+            self._contexts.pop(job.id, None)
+            self._threads.pop(job.id, None)
+        self.prune()
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a running job to stop; False when it is not running here."""
+        with self._lock:
+            context = self._contexts.get(job_id)
+        if context is None:
+            return False
+        context.cancel.set()
+        self.emit(job_id, "log", {"stream": "engine", "text": "cancel requested"})
+        return True
+
+    def cancel_all(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            contexts = list(self._contexts.values())
+            threads = list(self._threads.values())
+        for context in contexts:
+            context.cancel.set()
+        for thread in threads:
+            thread.join(timeout)
+
+    def recover(self) -> list[Job]:
+        """Mark jobs that a previous engine left running as failed (their work is not resumed)."""
+        failed = []
+        for job in self.repo.list_jobs():
+            if not job.status.terminal:
+                job.status = JobStatus.FAILED
+                job.finished_at = self.clock.now()
+                job.error = {"code": "interrupted", "message": "the engine stopped while this job ran",
+                             "details": {"hint": "run the prepare again; finished steps are cached"}}
+                self.repo.update_job(job)
+                self.emit(job.id, "error", job.error)
+                self.emit(job.id, "status", {"status": job.status.value})
+                failed.append(job)
+        return failed
+
+    def prune(self) -> None:
+        """Keep at most `jobs.history.max` finished jobs."""
+        limit = self._history_max()
+        finished = [job for job in self.repo.list_jobs() if job.status.terminal]
+        for job in finished[: max(0, len(finished) - limit)]:
+            self.repo.delete_job(job.id)

@@ -1,0 +1,348 @@
+"""Prepare jobs: plan a chain of states, build what is missing, start an instance.
+
+A build starts a scratch server on the deepest cached prefix (or initdb for the base), applies
+each missing step with real psql, shuts the server down cleanly, and commits the data directory
+as the next state (clone to a temporary name, sync, rename, metadata row); the same scratch
+directory then continues with the next step. Each state is built under its own lock, so two
+jobs that need the same missing state build it once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from sqlrs.adapters.fsutil import syncfs
+from sqlrs.adapters.pgfiles import PG_HBA
+from sqlrs.domain import keys
+from sqlrs.domain.errors import StepFailed, StoreFailure
+from sqlrs.domain.model import State, StateKind, Task, TaskStatus
+from sqlrs.domain.steps import PsqlOptions, Step
+from sqlrs.ports.admin import ServerAdmin
+from sqlrs.ports.clock import Clock
+from sqlrs.ports.repository import Repository
+from sqlrs.ports.runtime import Runtime, RuntimeIdentity
+from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.instances import INSTANCE_USER, InstanceManager
+from sqlrs.services.jobs import JobContext
+from sqlrs.services.layout import Layout
+from sqlrs.services.requests import PrepareRequest
+from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.scripts import first_error, materialize
+from sqlrs.services.servers import Server
+
+# initdb options that shape the cluster: they enter the base id.
+INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256")
+# initdb options that only make it faster; durability comes from the sync at commit.
+INITDB_SPEED = ("--no-sync",)
+BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
+OUTPUT_LINES_KEPT = 200
+
+
+@attrs.define
+class PlanItem:
+    index: int
+    kind: str  # "base" | "step"
+    state_id: str
+    parent_id: str | None
+    source: str
+    step: Step | None
+    cached: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind if self.step is None else self.step.kind,
+                "source": self.source, "state_id": self.state_id, "parent_id": self.parent_id,
+                "cached": self.cached}
+
+
+@attrs.define
+class Scratch:
+    """The writable data directory a job builds in; `at` is the state it currently equals."""
+
+    key: str
+    rel: str
+    at: str | None = None
+    server: Server | None = None
+
+
+class PrepareService:
+    def __init__(
+        self,
+        repo: Repository,
+        store: SnapshotStore,
+        layout: Layout,
+        registry: RuntimeRegistry,
+        instances: InstanceManager,
+        admin: ServerAdmin,
+        clock: Clock,
+        default_image: Callable[[], str],
+        before_build: Callable[[JobContext], None] = lambda ctx: None,
+    ):
+        self.repo = repo
+        self.store = store
+        self.layout = layout
+        self.registry = registry
+        self.instances = instances
+        self.admin = admin
+        self.clock = clock
+        self.default_image = default_image
+        self.before_build = before_build
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- planning ----------------------------------------------------------------------------
+    def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
+        if runtime.name == "native":
+            return runtime.resolve(None)
+        return runtime.resolve(image or self.default_image())
+
+    def is_cached(self, state_id: str) -> bool:
+        state = self.repo.get_state(state_id)
+        return state is not None and self.layout.abs(state.data_path).is_dir()
+
+    def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions) -> list[PlanItem]:
+        base = keys.base_id(identity.identity, INITDB_OPTIONS)
+        items = [PlanItem(0, "base", base, None, "initdb", None, self.is_cached(base))]
+        parent = base
+        for index, (step, state_id) in enumerate(zip(steps, keys.chain(base, steps, options), strict=True), 1):
+            items.append(PlanItem(index, "step", state_id, parent, step.source, step, self.is_cached(state_id)))
+            parent = state_id
+        return items
+
+    # -- the job -----------------------------------------------------------------------------
+    def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
+        choice = self.registry.choose(request.runtime)
+        runtime = choice.runtime
+        ctx.emit("runtime", runtime=runtime.name, reason=choice.reason)
+        identity = self.identity_for(runtime, request.image)
+        items = self.plan(identity, request.steps, request.options)
+        tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
+                      TaskStatus.CACHED if item.cached else TaskStatus.PENDING) for item in items]
+        if not request.plan_only:
+            tasks.append(Task(ctx.job.id, len(items), "instance", None, "instance", TaskStatus.PENDING))
+        ctx.set_tasks(tasks)
+        plan = [item.to_json() for item in items]
+        ctx.emit("plan", runtime=runtime.name, identity=identity.description, steps=plan)
+        if request.plan_only:
+            return {"plan": plan, "runtime": runtime.name}
+
+        if not all(item.cached for item in items):
+            self.before_build(ctx)
+        final = self._build(ctx, runtime, identity, items, tasks, request.options)
+        ctx.check_cancel()
+        instance_task = tasks[-1]
+        started = time.monotonic()
+        ctx.update_task(instance_task, TaskStatus.RUNNING, started_at=self.clock.now())
+        instance = self.instances.create(final, runtime, identity, name=request.name, ephemeral=request.ephemeral,
+                                         job_id=ctx.job.id)
+        ctx.update_task(instance_task, TaskStatus.DONE, state_id=final.id, finished_at=self.clock.now(),
+                        seconds=round(time.monotonic() - started, 3))
+        return {"instance_id": instance.id, "state_id": final.id, "dsn": instance.dsn, "runtime": runtime.name,
+                "name": instance.name, "port": instance.port}
+
+    def _lock_for(self, state_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(state_id, threading.Lock())
+
+    def _acquire(self, ctx: JobContext, item: PlanItem) -> threading.Lock:
+        lock = self._lock_for(item.state_id)
+        if not lock.acquire(blocking=False):
+            ctx.emit("log", stream="engine", text=f"waiting: another job is building state {item.state_id[:12]}")
+            while not lock.acquire(timeout=0.2):
+                ctx.check_cancel()
+        return lock
+
+    def _build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
+               tasks: list[Task], options: PsqlOptions) -> State:
+        scratch: Scratch | None = None
+        final: State | None = None
+        try:
+            for item, task in zip(items, tasks, strict=False):
+                ctx.check_cancel()
+                lock = self._acquire(ctx, item)
+                try:
+                    existing = self.repo.get_state(item.state_id)
+                    if existing is not None and self.layout.abs(existing.data_path).is_dir():
+                        if task.status != TaskStatus.CACHED:  # built meanwhile by another job
+                            ctx.update_task(task, TaskStatus.CACHED)
+                        self.repo.touch_state(existing.id, self.clock.now(), hit=True)
+                        final = existing
+                        continue
+                    started = time.monotonic()
+                    ctx.update_task(task, TaskStatus.RUNNING, started_at=self.clock.now())
+                    try:
+                        scratch = self._build_one(ctx, runtime, identity, item, scratch, options)
+                        final = self._commit(scratch, item, runtime, identity, options,
+                                             time.monotonic() - started)
+                    except BaseException:
+                        ctx.update_task(task, TaskStatus.FAILED, finished_at=self.clock.now(),
+                                        seconds=round(time.monotonic() - started, 3))
+                        for later in tasks[task.index + 1 :]:
+                            if later.status == TaskStatus.PENDING:
+                                ctx.update_task(later, TaskStatus.SKIPPED)
+                        raise
+                    ctx.update_task(task, TaskStatus.DONE, finished_at=self.clock.now(),
+                                    seconds=round(time.monotonic() - started, 3))
+                finally:
+                    lock.release()
+        finally:
+            if scratch is not None:
+                self._drop_scratch(scratch)
+        assert final is not None
+        return final
+
+    def _new_scratch(self, ctx: JobContext) -> Scratch:
+        key = f"b{ctx.job.id[:6]}{secrets.token_hex(2)}"
+        return Scratch(key=key, rel=f"scratch/{key}")
+
+    def _drop_scratch(self, scratch: Scratch) -> None:
+        if scratch.server is not None:
+            scratch.server.discard()
+        self.store.delete(self.layout.abs(scratch.rel))
+        shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
+
+    def _build_one(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, item: PlanItem,
+                   scratch: Scratch | None, options: PsqlOptions) -> Scratch:
+        if scratch is not None and scratch.at != item.parent_id:
+            self._drop_scratch(scratch)
+            scratch = None
+        if scratch is None:
+            scratch = self._new_scratch(ctx)
+            data_dir = self.layout.abs(scratch.rel)
+            if item.parent_id is None:
+                ctx.emit("log", stream="engine", text=f"initdb: {identity.description}")
+                self.store.create(data_dir)
+                runtime.initdb(identity, data_dir, (*INITDB_OPTIONS, *INITDB_SPEED))
+                hba = data_dir / "pg_hba.conf"
+                hba.write_text(PG_HBA)
+                if os.geteuid() == 0 and identity.server_uid is not None:
+                    os.chown(hba, identity.server_uid, identity.server_gid or -1)
+            else:
+                parent = self.repo.get_state(item.parent_id)
+                if parent is None:
+                    raise StoreFailure(f"state {item.parent_id[:12]} vanished while building on it")
+                self.store.clone(self.layout.abs(parent.data_path), data_dir)
+            scratch.at = item.parent_id
+        ctx.check_cancel()
+        scratch.server = self.instances.start_server(runtime, identity, scratch.key, scratch.rel)
+        server = scratch.server
+        if item.step is None:
+            self.admin.execute(server.spec.run_dir, server.spec.port, BASE_SQL)
+        else:
+            self._run_step(ctx, server, item, options)
+        ctx.check_cancel()
+        server.stop()
+        scratch.server = None
+        return scratch
+
+    def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions) -> None:
+        step = item.step
+        assert step is not None
+        args = ["-X"]
+        for name, value in options.variables:
+            args += ["-v", f"{name}={value}"]
+        args += ["-v", "ON_ERROR_STOP=1"]
+        if options.single_transaction:
+            args.append("-1")
+        humanize: Callable[[str], str] = lambda text: text  # noqa: E731
+        if step.kind == "file":
+            directory = server.spec.scripts_dir / f"step{item.index}"
+            materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))
+            humanize = materialized.humanize
+            args += ["-f", materialized.entry]
+        else:
+            args += ["-c", step.sql or ""]
+        collected = OutputCollector(lambda stream, text: ctx.emit("log", index=item.index, stream=stream,
+                                                                   text=humanize(text)))
+        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, ctx.cancel)
+        collected.flush()
+        ctx.check_cancel()
+        if code != 0:
+            output = humanize(collected.text())
+            error = first_error(output)
+            where = ""
+            if error is not None and error.file:
+                where = f" at {error.file}:{error.line}"
+            message = error.message.splitlines()[0] if error else f"psql exited with {code}"
+            raise StepFailed(
+                f"step {item.index} ({step.source}) failed{where}: {message}",
+                details={"step": item.index, "source": step.source, "file": error.file if error else None,
+                         "line": error.line if error else None, "exit_code": code,
+                         "psql_error": error.message if error else None, "output": output[-8000:]},
+            )
+
+    def _commit(self, scratch: Scratch, item: PlanItem, runtime: Runtime, identity: RuntimeIdentity,
+                options: PsqlOptions, seconds: float) -> State:
+        source = self.layout.abs(scratch.rel)
+        temporary = self.layout.tmp_dir / f"{item.state_id}.{secrets.token_hex(4)}"
+        target = self.layout.abs(self.layout.state_rel(item.state_id))
+        self.store.clone(source, temporary)
+        try:
+            syncfs(temporary)
+            if target.exists():  # a leftover of a crash between rename and metadata row
+                self.store.delete(target)
+            os.rename(temporary, target)
+        except BaseException:
+            self.store.delete(temporary)
+            raise
+        now = self.clock.now()
+        state = State(
+            id=item.state_id, parent_id=item.parent_id,
+            base_id=item.state_id if item.parent_id is None else self._base_of(item.parent_id),
+            step_hash=None if item.step is None else keys.step_hash(item.step, options),
+            kind=StateKind.BASE if item.step is None else StateKind.PSQL, runtime=runtime.name,
+            source=item.source if item.step is not None else f"initdb ({identity.version})",
+            data_path=self.layout.state_rel(item.state_id), size_bytes=self.store.allocated_bytes([target]),
+            build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
+        )
+        self.repo.add_state(state)
+        scratch.at = item.state_id
+        return state
+
+    def _base_of(self, state_id: str) -> str:
+        state = self.repo.get_state(state_id)
+        return state.base_id if state is not None else state_id
+
+
+class OutputCollector:
+    """Keeps a tool's output for error messages and forwards whole lines as they arrive."""
+
+    def __init__(self, forward: Callable[[str, str], None]):
+        self._forward = forward
+        self._kept: list[str] = []
+        self._partial: dict[str, str] = {}
+        self._forwarded = 0
+
+    def feed(self, stream: str, data: bytes) -> None:
+        text = self._partial.get(stream, "") + data.decode("utf-8", "replace")
+        *lines, self._partial[stream] = text.split("\n")
+        for line in lines:
+            self._take(stream, line)
+
+    def _take(self, stream: str, line: str) -> None:
+        self._kept.append(line)
+        if len(self._kept) > 4 * OUTPUT_LINES_KEPT:
+            del self._kept[: len(self._kept) - 2 * OUTPUT_LINES_KEPT]
+        if self._forwarded < OUTPUT_LINES_KEPT:
+            self._forward(stream, line)
+            self._forwarded += 1
+        elif self._forwarded == OUTPUT_LINES_KEPT:
+            self._forward("note", "(more output not shown)")
+            self._forwarded += 1
+
+    def flush(self) -> None:
+        for stream, rest in list(self._partial.items()):
+            if rest:
+                self._take(stream, rest)
+        self._partial.clear()
+
+    def text(self) -> str:
+        return "\n".join(self._kept)
+

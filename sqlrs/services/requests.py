@@ -1,0 +1,91 @@
+"""Requests the engine accepts, structured and validated from JSON with cattrs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+import cattrs
+
+from sqlrs.domain.errors import UsageError
+from sqlrs.domain.steps import PsqlOptions, Step
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
+MAX_STEPS = 1000
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or ".." in name:
+        raise UsageError(
+            f"invalid name {name!r}", hint="names: letters, digits, '.', '_', '-'; up to 63 characters"
+        )
+    return name
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not ID_RE.match(value):
+        raise UsageError(f"invalid {what} {value!r}", hint="ids are lowercase hex, or a name")
+    return value
+
+
+@attrs.frozen
+class PrepareRequest:
+    steps: tuple[Step, ...]
+    options: PsqlOptions = PsqlOptions()
+    runtime: str | None = None
+    image: str | None = None
+    name: str | None = None
+    plan_only: bool = False
+    ephemeral: bool = False
+
+
+@attrs.frozen
+class RunRequest:
+    instance: str
+    tool: str
+    args: tuple[str, ...] = ()
+    files: tuple[Step, ...] = ()  # scripts referenced from args as "@sqlrs-file:N"
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _structure(data: Any, cls: type[Any]) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError("the request body must be a JSON object")
+    try:
+        return _converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        messages = cattrs.transform_error(exc)
+        raise UsageError("invalid request: " + "; ".join(messages[:5])) from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid request: {exc}") from None
+
+
+def parse_prepare(data: Any) -> PrepareRequest:
+    request: PrepareRequest = _structure(data, PrepareRequest)
+    if not request.steps and not request.plan_only:
+        raise UsageError("nothing to prepare", hint="give at least one -f FILE or -c SQL")
+    if len(request.steps) > MAX_STEPS:
+        raise UsageError(f"too many steps ({len(request.steps)} > {MAX_STEPS})")
+    for step in request.steps:
+        step.validate()
+    for variable, _ in request.options.variables:
+        if not variable or "=" in variable:
+            raise UsageError(f"invalid psql variable name {variable!r}")
+    if request.name is not None:
+        check_name(request.name)
+    if request.runtime not in (None, "auto", "docker", "podman", "native"):
+        raise UsageError(f"unknown runtime {request.runtime!r}", hint="auto, docker, podman or native")
+    return request
+
+
+def parse_run(data: Any) -> RunRequest:
+    request: RunRequest = _structure(data, RunRequest)
+    if request.tool not in ("psql", "pgbench"):
+        raise UsageError(f"unknown tool {request.tool!r}", hint="psql or pgbench")
+    for step in request.files:
+        step.validate()
+    return request

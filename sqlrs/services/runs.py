@@ -1,0 +1,69 @@
+"""`run:psql` / `run:pgbench`: a client tool against an instance, output streamed back."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import threading
+
+from sqlrs.domain.errors import UsageError
+from sqlrs.ports.clock import Clock
+from sqlrs.ports.repository import Repository
+from sqlrs.ports.runtime import OutputSink
+from sqlrs.services.instances import InstanceManager
+from sqlrs.services.inventory import Inventory
+from sqlrs.services.requests import RunRequest
+from sqlrs.services.scripts import materialize
+
+FILE_TOKEN = "@sqlrs-file:"
+
+
+class RunService:
+    def __init__(self, repo: Repository, inventory: Inventory, instances: InstanceManager, clock: Clock):
+        self.repo = repo
+        self.inventory = inventory
+        self.instances = instances
+        self.clock = clock
+
+    def run(self, request: RunRequest, on_output: OutputSink, cancel: threading.Event) -> int:
+        instance, _ = self.inventory.find_instance(request.instance)
+        instance = self.instances.ensure_running(instance)
+        server = self.instances.server_of(instance)
+        directory = server.spec.scripts_dir / f"run-{secrets.token_hex(4)}"
+        humanizers = []
+        try:
+            entries = []
+            for index, step in enumerate(request.files):
+                materialized = materialize(
+                    step, directory / str(index), lambda path: server.runtime.tool_path(server.spec, path)
+                )
+                entries.append(materialized.entry)
+                humanizers.append(materialized.humanize)
+            args = [self._substitute(arg, entries) for arg in request.args]
+
+            def forward(stream: str, data: bytes) -> None:
+                text = data
+                if humanizers:
+                    decoded = data.decode("utf-8", "surrogateescape")
+                    for humanize in humanizers:
+                        decoded = humanize(decoded)
+                    text = decoded.encode("utf-8", "surrogateescape")
+                on_output(stream, text)  # type: ignore[arg-type]
+
+            code = server.runtime.exec_tool(server.spec, server.ref, request.tool, args,  # type: ignore[arg-type]
+                                            forward, cancel)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        instance.last_used_at = self.clock.now()
+        self.repo.update_instance(instance)
+        return code
+
+    @staticmethod
+    def _substitute(arg: str, entries: list[str]) -> str:
+        if FILE_TOKEN not in arg:
+            return arg
+        head, _, rest = arg.partition(FILE_TOKEN)
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        if not digits or int(digits) >= len(entries):
+            raise UsageError(f"argument {arg!r} refers to a script that was not sent")
+        return head + entries[int(digits)] + rest[len(digits):]
