@@ -32,7 +32,11 @@ class ScriptFile:
     includes: tuple[Include, ...] = ()
 
     def lines(self) -> list[str]:
-        return self.content.split("\n")
+        """The file's lines; a final newline ends the last line rather than starting another."""
+        lines = self.content.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        return lines
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ def materialize(step: Step, directory: Path, visible: Callable[[Path], str]) -> 
         lines = script.lines()
         for include in script.includes:
             lines[include.line] = "\\i " + _quote(visible(paths[include.file]))
-        paths[index].write_text("\n".join(lines))
+        paths[index].write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
         os.chmod(paths[index], 0o644)
         originals[visible(paths[index])] = script.path
     return Materialized(entry=visible(paths[0]), originals=originals)

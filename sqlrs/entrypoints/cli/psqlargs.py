@@ -254,17 +254,24 @@ def parse_run_args(args: list[str], workspace: Workspace, tool: str) -> ParsedPs
 
 
 PGBENCH_CONNECTION = {"-h", "--host", "-p", "--port", "-U", "--username"}
+# pgbench options that take a separate value (short) or a value (long, also as --opt=value)
+PGBENCH_VALUE_SHORT = {"-s", "-c", "-j", "-t", "-T", "-D", "-F", "-I", "-b", "-L", "-M", "-P", "-R"}
+PGBENCH_VALUE_LONG = {"--scale", "--client", "--jobs", "--transactions", "--time", "--define", "--fillfactor",
+                      "--init-steps", "--builtin", "--latency-limit", "--protocol", "--progress", "--rate",
+                      "--partitions", "--partition-method", "--tablespace", "--index-tablespace",
+                      "--aggregate-interval", "--log-prefix", "--sampling-rate", "--random-seed", "--max-tries",
+                      "--show-script"}
 
 
 def _pgbench_arg(args: list[str], index: int, reader: ScriptReader, parsed: ParsedPsql) -> int:
     arg = args[index]
-    name = arg.split("=", 1)[0]
-    if name in PGBENCH_CONNECTION or (arg[:2] in ("-h", "-p", "-U") and not arg.startswith("--")):
-        _refuse_connection(arg[:2] if not arg.startswith("--") else name)
-    if not arg.startswith("-"):
+    name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+    if name in PGBENCH_CONNECTION:
+        _refuse_connection(name)
+    if not arg.startswith("-") or arg == "-":
         raise usage(f"unexpected argument {arg!r}: the database is the instance's",
                     hint="pgbench options only; sqlrs connects pgbench to the instance")
-    if arg in ("-f", "--file") or arg.startswith(("-f", "--file=")):
+    if name in ("-f", "--file"):
         if arg in ("-f", "--file"):
             if index + 1 >= len(args):
                 raise usage(f"{arg} needs a value")
@@ -275,6 +282,12 @@ def _pgbench_arg(args: list[str], index: int, reader: ScriptReader, parsed: Pars
         parsed.steps.append(reader.read_step(script))
         parsed.tool_args += ["-f", f"{FILE_TOKEN}{len(parsed.steps) - 1}{at}{weight}"]
         return index
+    takes_value = (arg in PGBENCH_VALUE_SHORT) or (arg in PGBENCH_VALUE_LONG)
+    if takes_value:
+        if index + 1 >= len(args):
+            raise usage(f"{arg} needs a value")
+        parsed.tool_args += [arg, args[index + 1]]
+        return index + 2
     parsed.tool_args.append(arg)
     return index + 1
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install sqlrs and everything its runtimes and tests use, on Debian 12 (as root or with sudo).
+#
+#   ./scripts/install.sh          # apt packages + .venv with sqlrs (editable) and test tools
+#   ./scripts/install.sh --demo   # ... then prepare the example under examples/library and query it
+#
+# apt: postgresql (native runtime, psql/pgbench), docker.io, podman, runc (container runtimes),
+# btrfs-progs, xfsprogs (copy-on-write snapshot stores), curl, debootstrap-free.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+log() { printf 'install: %s\n' "$*" >&2; }
+
+PACKAGES=(postgresql postgresql-contrib docker.io podman runc uidmap btrfs-progs xfsprogs curl
+          python3-venv python3-pip ca-certificates procps util-linux)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    $SUDO apt-get update -q
+    # postgresql's package would start a cluster of its own; sqlrs runs its own servers
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian starts a system cluster on 5432 we do not need; leave it alone if the admin wants it.
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+log "pip install -e .[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+log "sqlrs $(.venv/bin/sqlrs --version | awk '{print $NF}') installed: $REPO/.venv/bin/sqlrs"
+
+if [ "${1:-}" = "--demo" ]; then
+    exec ./examples/library/demo.sh
+fi

@@ -1,0 +1,3 @@
+from sqlrs.entrypoints.cli.main import main
+
+main()

@@ -1,0 +1,42 @@
+"""Fixtures for end-to-end tests: a fresh state directory per test, cleaned and checked."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _require import require
+from harness import Sqlrs, short_tmp
+
+
+def native_available() -> tuple[bool, str]:
+    from sqlrs.adapters.native import NativeRuntime
+
+    probe = NativeRuntime(pg_bin=None, user="postgres", binaries_cache=Path("/tmp/sqlrs-test-pg")).probe()
+    return probe.available, probe.reason
+
+
+@pytest.fixture
+def sqlrs_native() -> Iterator[Sqlrs]:
+    available, reason = native_available()
+    require("native", available, reason)
+    state_dir = short_tmp()
+    harness = Sqlrs(state_dir, runtime="native")
+    try:
+        yield harness
+    finally:
+        leftovers = harness.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+        assert not leftovers, f"left behind: {leftovers}"
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    path = short_tmp("ws")
+    (path / ".git").mkdir()  # the workspace root: files inside it are readable
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

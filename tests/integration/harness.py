@@ -1,0 +1,161 @@
+"""Driving the real `sqlrs` CLI in tests, and checking nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DATASETS = Path(os.environ.get("SQLRS_DATASETS", REPO.parent / "shared" / "datasets"))
+if not DATASETS.exists():  # CI clones the repo elsewhere; the datasets sit beside it there too
+    DATASETS = Path("/work/shared/datasets")
+TEST_IMAGE = os.environ.get("SQLRS_TEST_IMAGE", "localhost/sqlrs-test-postgres:16")
+
+
+def short_tmp(prefix: str = "sq") -> Path:
+    """A short directory path: PostgreSQL's socket path must fit in 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmdline and int(entry) != os.getpid():
+            found.append((int(entry), cmdline.strip()))
+    return found
+
+
+def containers_labelled(state_dir: Path) -> list[str]:
+    names = []
+    for tool in ("docker", "podman"):
+        if shutil.which(tool) is None:
+            continue
+        result = subprocess.run([tool, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                                check=False, timeout=60)
+        names += [n for n in result.stdout.split() if n.startswith("sqlrs-")]
+    return names
+
+
+class Sqlrs:
+    """One state directory, one runtime; runs the CLI as a user would."""
+
+    def __init__(self, state_dir: Path, runtime: str = "native", image: str | None = None, cwd: Path | None = None):
+        self.state_dir = state_dir
+        self.runtime = runtime
+        self.image = image if image is not None else (TEST_IMAGE if runtime in ("docker", "podman") else None)
+        self.cwd = cwd or state_dir
+        self.env = {**os.environ, "SQLRS_STATE_DIR": str(state_dir), "SQLRS_ENGINE_IDLE_TIMEOUT": "300"}
+        self.env.pop("SQLRS_ENGINE_ADDR", None)
+        self.env.pop("TAIDON_ENGINE_ADDR", None)
+
+    def run(self, *args: str, input: str | bytes | None = None, cwd: Path | None = None,
+            env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        text_input = input.decode() if isinstance(input, bytes) else input
+        return subprocess.run(
+            [sys.executable, "-m", "sqlrs", *args], input=text_input, capture_output=True, text=True,
+            cwd=str(cwd or self.cwd), env={**self.env, **(env or {})}, timeout=timeout, check=False,
+        )
+
+    def runtime_flags(self) -> list[str]:
+        flags = ["--runtime", self.runtime]
+        if self.image:
+            flags += ["--image", self.image]
+        return flags
+
+    def prepare(self, *psql_args: str, name: str | None = None, cwd: Path | None = None,
+                input: str | None = None) -> str:
+        extra = ["--name", name] if name else []
+        result = self.run("prepare:psql", *self.runtime_flags(), *extra, "--", *psql_args, cwd=cwd, input=input)
+        assert result.returncode == 0, f"prepare failed ({result.returncode}):\n{result.stderr}"
+        lines = result.stdout.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("postgresql://sqlrs:"), result.stdout
+        return lines[0]
+
+    def plan(self, *psql_args: str, cwd: Path | None = None) -> list[dict[str, Any]]:
+        result = self.run("plan:psql", *self.runtime_flags(), "-o", "json", "--", *psql_args, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        plan: list[dict[str, Any]] = json.loads(result.stdout)
+        return plan
+
+    def json(self, *args: str) -> Any:
+        result = self.run(*args, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def instances(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.json("ls", "--instances")
+        return data
+
+    def states(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.json("ls", "--states")
+        return data
+
+    def engine_pid(self) -> int | None:
+        try:
+            return int(json.loads((self.state_dir / "engine.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def close(self) -> list[str]:
+        """Remove every instance, stop the engine; return what was left behind (should be nothing)."""
+        problems = []
+        if (self.state_dir / "engine.json").exists():
+            for instance in self.instances():
+                result = self.run("rm", instance["id"])
+                if result.returncode != 0:
+                    problems.append(f"rm {instance['id']}: {result.stderr}")
+            self.run("engine", "stop")
+        deadline = time.monotonic() + 20
+        while processes_mentioning(str(self.state_dir)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        problems += [f"process {pid}: {cmd}" for pid, cmd in processes_mentioning(str(self.state_dir))]
+        return problems
+
+
+def golden(dsn: str, dataset: str, dbname: str | None = None, ignore: tuple[str, ...] = ()) -> str:
+    """Run the data set's golden.sql against `dsn` and return the diff (empty when it passes).
+
+    `ignore` names check labels whose line is left out on both sides (for catalog changes in
+    newer PostgreSQL majors; the caller then checks what that line meant another way).
+    """
+    folder = DATASETS / dataset
+    if dbname:
+        dsn = dsn.rsplit("/", 1)[0] + "/" + dbname
+    result = subprocess.run(["psql", "-X", "-d", dsn, "-f", str(folder / "golden.sql")], capture_output=True,
+                            text=True, check=False, timeout=300)
+    expected = (folder / "golden.expected").read_text()
+    if result.returncode != 0:
+        return f"psql failed: {result.stderr}"
+    actual = result.stdout
+    if ignore:
+        def keep(text: str) -> str:
+            return "".join(line for line in text.splitlines(True) if line.split("|", 1)[0] not in ignore)
+
+        expected, actual = keep(expected), keep(actual)
+    if actual == expected:
+        return ""
+    import difflib
+
+    return "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
+                                        "golden.expected", "actual"))
+
+
+def psql(dsn: str, sql: str) -> str:
+    result = subprocess.run(["psql", "-X", "-At", "-d", dsn, "-c", sql], capture_output=True, text=True,
+                            check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
