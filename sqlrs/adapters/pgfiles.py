@@ -68,24 +68,39 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def started_at(data_dir: Path) -> int | None:
+    """The start time (epoch seconds) recorded on line 3 of postmaster.pid."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        return int(lines[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def wait_ready(
     data_dir: Path,
     alive: Callable[[], bool],
     timeout: float,
     log_hint: Callable[[], str] = lambda: "",
+    launched_at: float | None = None,
 ) -> int:
     """Wait until postmaster.pid says `ready`; return the postmaster's pid.
 
     `alive` tells whether the server process or container still runs, so a server that dies
-    during start-up fails fast with its log instead of waiting for the timeout.
+    during start-up fails fast with its log instead of waiting for the timeout. A crashed
+    server leaves a postmaster.pid that still says `ready`: with `launched_at` (epoch seconds),
+    only a file written by a server started since then counts.
     """
+    not_before = int(launched_at) if launched_at is not None else None
     deadline = time.monotonic() + timeout
     delay = 0.002
     next_alive_check = time.monotonic() + 0.05
     while True:
         info = read_postmaster_pid(data_dir)
         if info is not None and info[1] == "ready":
-            return info[0]
+            start = started_at(data_dir) if not_before is not None else None
+            if not_before is None or (start is not None and start >= not_before):
+                return info[0]
         now = time.monotonic()
         # asking whether the server still runs may cost an API call: do it a few times a second
         if now >= next_alive_check:

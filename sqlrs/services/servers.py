@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -98,9 +99,10 @@ class Server:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self.runtime.prepare_run_dir(self.spec.identity, self.spec.run_dir)
+        launched_at = time.time()
         self.ref = self.runtime.start(self.spec)
         try:
-            wait_ready(self.spec.data_dir, self.running, timeout, self.log_tail)
+            wait_ready(self.spec.data_dir, self.running, timeout, self.log_tail, launched_at=launched_at)
         except RuntimeFailure:
             self.discard()
             raise

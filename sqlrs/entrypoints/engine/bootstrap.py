@@ -56,15 +56,17 @@ def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Ru
             binaries_cache=layout.binaries_dir,
         )
 
+    labels = {"sqlrs.state_dir": str(layout.state_dir)}
+
     def docker() -> Runtime:
         from sqlrs.adapters.containers.docker import DockerRuntime
 
-        return DockerRuntime()
+        return DockerRuntime(labels=labels, default_image=str(config.get("dbms.image")))
 
     def podman() -> Runtime:
         from sqlrs.adapters.containers.podman import PodmanRuntime
 
-        return PodmanRuntime()
+        return PodmanRuntime(labels=labels, default_image=str(config.get("dbms.image")))
 
     return {"docker": docker, "podman": podman, "native": native}
 

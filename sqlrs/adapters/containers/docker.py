@@ -1,0 +1,199 @@
+"""The docker runtime: PostgreSQL servers in Docker containers, through the `docker` SDK.
+
+The daemon is found like the docker CLI does without contexts: `DOCKER_HOST` (and
+`DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`), else unix:///var/run/docker.sock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+
+from sqlrs.adapters.containers.base import (
+    DEFAULT_IMAGE,
+    ContainerConfig,
+    ContainerRuntime,
+    ContainerState,
+    Frames,
+    ImageInfo,
+)
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+API_TIMEOUT = 120
+
+
+class DockerRuntime(ContainerRuntime):
+    """Runs each instance in its own Docker container (see `base` for the layout)."""
+
+    name = "docker"
+    cli = "docker"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        default_image: str = DEFAULT_IMAGE,
+        labels: Mapping[str, str] | None = None,
+    ):
+        super().__init__(default_image=default_image, labels=labels)
+        self._base_url = base_url
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+
+    # -- connection ---------------------------------------------------------------------------
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self._base_url:
+            kwargs["base_url"] = self._base_url
+        else:
+            kwargs.update(docker.utils.kwargs_from_env())
+            kwargs.setdefault("base_url", DEFAULT_DOCKER_HOST)
+        return kwargs
+
+    @property
+    def endpoint(self) -> str:
+        return str(self._client_kwargs()["base_url"])
+
+    @property
+    def client(self) -> docker.DockerClient:
+        # Built lazily: the SDK asks the daemon for its API version when the client is made.
+        with self._client_lock:
+            if self._client is None:
+                self._client = docker.DockerClient(**self._client_kwargs(), timeout=API_TIMEOUT)
+            return self._client
+
+    @property
+    def _api(self) -> docker.APIClient:
+        return self.client.api
+
+    def _ping(self, timeout: float) -> str:
+        probe = docker.DockerClient(**self._client_kwargs(), timeout=timeout)
+        try:
+            probe.api.ping()
+            return str(probe.api.version().get("Version", "?"))
+        finally:
+            probe.close()
+
+    def _is_not_found(self, exc: BaseException) -> bool:
+        return isinstance(exc, docker.errors.NotFound)
+
+    # -- images -------------------------------------------------------------------------------
+    def _image(self, reference: str) -> ImageInfo | None:
+        try:
+            attrs = self._api.inspect_image(reference)
+        except docker.errors.NotFound:
+            return None
+        return ImageInfo(id=str(attrs["Id"]), repo_digests=tuple(attrs.get("RepoDigests") or ()))
+
+    def _pull(self, reference: str) -> None:
+        self.client.images.pull(reference)
+
+    # -- containers ---------------------------------------------------------------------------
+    def _create(self, config: ContainerConfig) -> str:
+        kwargs: dict[str, Any] = {
+            "image": config.image,
+            "entrypoint": list(config.entrypoint),
+            "command": list(config.command) or None,
+            "user": config.user,
+            "labels": dict(config.labels),
+            "detach": True,
+            "mounts": [
+                docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in config.mounts
+            ],
+        }
+        if config.name:
+            kwargs["name"] = config.name
+        if config.ports:
+            kwargs["ports"] = {f"{port}/tcp": host for port, host in config.ports.items()}
+        if config.environment:
+            kwargs["environment"] = dict(config.environment)
+        if config.shm_size:
+            kwargs["shm_size"] = config.shm_size
+        if config.stop_signal:
+            kwargs["stop_signal"] = config.stop_signal
+        if not config.network:
+            kwargs["network_mode"] = "none"
+        container = self.client.containers.create(**kwargs)
+        return str(container.id)
+
+    def _start(self, container: str) -> None:
+        self._api.start(container)
+
+    def _state(self, container: str) -> ContainerState | None:
+        try:
+            state = self._api.inspect_container(container)["State"]
+        except docker.errors.NotFound:
+            return None
+        return ContainerState(
+            running=bool(state.get("Running")) and not state.get("Restarting"),
+            status=str(state.get("Status", "")),
+            exit_code=state.get("ExitCode"),
+        )
+
+    def _kill(self, container: str, signal: str) -> None:
+        try:
+            self._api.kill(container, signal=signal)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # not running
+                raise
+
+    def _logs(self, container: str) -> tuple[bytes, bytes]:
+        out = self._api.logs(container, stdout=True, stderr=False)
+        err = self._api.logs(container, stdout=False, stderr=True)
+        return cast(bytes, out), cast(bytes, err)
+
+    def _remove(self, container: str) -> None:
+        try:
+            self._api.remove_container(container, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc):
+                raise
+
+    def _find(self, labels: Mapping[str, str | None], running_only: bool = False) -> list[str]:
+        filters = {"label": [key if value is None else f"{key}={value}" for key, value in labels.items()]}
+        found = self._api.containers(all=not running_only, filters=filters)
+        return [str(entry["Id"]) for entry in found]
+
+    # -- exec ---------------------------------------------------------------------------------
+    def _exec(
+        self, container: str, cmd: Sequence[str], user: str, env: Mapping[str, str], workdir: str | None
+    ) -> tuple[str, Frames]:
+        created = self._api.exec_create(
+            container,
+            list(cmd),
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+            user=user,
+            environment=dict(env) or None,
+            workdir=workdir,
+        )
+        exec_id = str(created["Id"])
+        frames = self._api.exec_start(exec_id, stream=True, demux=True)
+        return exec_id, cast(Frames, frames)
+
+    def _exec_result(self, exec_id: str) -> tuple[bool, int | None]:
+        info = self._api.exec_inspect(exec_id)
+        code = info.get("ExitCode")
+        return bool(info.get("Running")), (int(code) if code is not None else None)
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+__all__ = ["DockerRuntime"]
