@@ -231,6 +231,9 @@ class PrepareService:
                 self.store.clone(self.layout.abs(parent.data_path), data_dir)
             scratch.at = item.parent_id
         ctx.check_cancel()
+        if scratch.server is not None:  # the previous step's stopped server (a container) goes first
+            scratch.server.discard()
+            scratch.server = None
         scratch.server = self.instances.start_server(runtime, identity, scratch.key, scratch.rel)
         server = scratch.server
         if item.step is None:
@@ -238,8 +241,7 @@ class PrepareService:
         else:
             self._run_step(ctx, server, item, options)
         ctx.check_cancel()
-        server.stop()
-        scratch.server = None
+        server.stop()  # stays in scratch.server: a stopped container is removed with the scratch
         return scratch
 
     def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions) -> None:

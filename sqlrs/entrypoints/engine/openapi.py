@@ -1,0 +1,198 @@
+"""The engine API's OpenAPI document, written as data.
+
+`python -m sqlrs.entrypoints.engine.openapi > sqlrs/entrypoints/engine/openapi.json` refreshes
+the committed copy; tests check that the app's routes and answers agree with it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlrs import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _list(name: str) -> dict[str, Any]:
+    return {"description": "A JSON array, or NDJSON with Accept: application/x-ndjson",
+            "content": {"application/json": {"schema": {"type": "array", "items": _ref(name)}},
+                        "application/x-ndjson": {"schema": _ref(name)}}}
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "Invalid request"),
+    "401": _json(_ref("Error"), "Missing or wrong bearer token"),
+    "404": _json(_ref("Error"), "Not found"),
+    "409": _json(_ref("Error"), "Conflict, ambiguous id, or incompatible CLI version"),
+}
+
+
+def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
+        body: str | None = None, auth: bool = True) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **(ERRORS if auth else {})}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if not auth:
+        op["security"] = []
+    return op
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+
+
+def _flag(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "boolean"},
+            "description": description}
+
+
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+INTEGER = {"type": "integer"}
+NUMBER = {"type": "number"}
+BOOLEAN = {"type": "boolean"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["code", "message", "details"],
+              "properties": {"code": STRING, "message": STRING, "details": {"type": "object"}}},
+    "Health": {"type": "object", "required": ["status", "version", "instance_id", "pid"],
+               "properties": {"status": STRING, "version": STRING, "instance_id": STRING, "pid": INTEGER}},
+    "ScriptFile": {"type": "object", "required": ["path", "content"],
+                   "properties": {"path": STRING, "content": STRING,
+                                  "includes": {"type": "array", "items": {
+                                      "type": "object", "required": ["line", "file"],
+                                      "properties": {"line": INTEGER, "file": INTEGER}}}}},
+    "Step": {"type": "object", "required": ["kind", "source"],
+             "properties": {"kind": {"enum": ["file", "command"]}, "source": STRING,
+                            "files": {"type": "array", "items": _ref("ScriptFile")}, "sql": NULLABLE_STRING}},
+    "PrepareRequest": {"type": "object", "required": ["steps"], "additionalProperties": False, "properties": {
+        "steps": {"type": "array", "items": _ref("Step")},
+        "options": {"type": "object", "properties": {
+            "variables": {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}},
+            "single_transaction": BOOLEAN}},
+        "runtime": {"enum": [None, "auto", "docker", "podman", "native"]}, "image": NULLABLE_STRING,
+        "name": NULLABLE_STRING, "plan_only": BOOLEAN, "ephemeral": BOOLEAN}},
+    "JobCreated": {"type": "object", "required": ["job_id", "status", "status_url", "events_url"],
+                   "properties": {"job_id": STRING, "status": STRING, "status_url": STRING, "events_url": STRING}},
+    "Job": {"type": "object", "required": ["id", "kind", "status", "created_at", "finished_at", "error"],
+            "properties": {"id": STRING, "kind": STRING,
+                           "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                           "created_at": STRING, "started_at": NULLABLE_STRING, "finished_at": NULLABLE_STRING,
+                           "error": {"type": ["object", "null"]}, "result": {"type": ["object", "null"]},
+                           "tasks": {"type": "array"}}},
+    "Event": {"type": "object", "required": ["type"],
+              "properties": {"job_id": STRING, "seq": INTEGER, "ts": STRING, "type": STRING, "data": {"type": "object"}}},
+    "RunRequest": {"type": "object", "required": ["instance", "tool"], "additionalProperties": False, "properties": {
+        "instance": STRING, "tool": {"enum": ["psql", "pgbench"]}, "args": {"type": "array", "items": STRING},
+        "files": {"type": "array", "items": _ref("Step")}}},
+    "RunOutput": {"type": "object", "description": "One NDJSON line: output, an error, or the exit code (last).",
+                  "properties": {"stream": {"enum": ["stdout", "stderr"]}, "data": STRING,
+                                 "exit_code": INTEGER, "error": _ref("Error")}},
+    "State": {"type": "object", "required": ["id", "parent_id", "size_bytes", "build_seconds", "created_at",
+                                             "last_used_at", "instances"],
+              "properties": {"id": STRING, "parent_id": NULLABLE_STRING, "base_id": STRING,
+                             "step_hash": NULLABLE_STRING, "kind": STRING, "runtime": STRING, "source": STRING,
+                             "size_bytes": INTEGER, "build_seconds": NUMBER, "created_at": STRING,
+                             "last_used_at": STRING, "hits": INTEGER, "instances": INTEGER}},
+    "Instance": {"type": "object", "required": ["id", "state_id", "name", "dsn", "runtime", "status", "created_at"],
+                 "properties": {"id": STRING, "state_id": STRING, "name": NULLABLE_STRING, "dsn": STRING,
+                                "runtime": STRING, "status": STRING, "host": STRING, "port": INTEGER,
+                                "user": STRING, "password": STRING, "dbname": STRING, "image": NULLABLE_STRING,
+                                "ephemeral": BOOLEAN, "job_id": NULLABLE_STRING, "created_at": STRING,
+                                "last_used_at": STRING}},
+    "Name": {"type": "object", "required": ["name", "instance_id", "created_at"],
+             "properties": {"name": STRING, "instance_id": STRING, "created_at": STRING}},
+    "Removal": {"type": "object", "required": ["dry_run", "removed"],
+                "properties": {"dry_run": BOOLEAN, "not_found": BOOLEAN,
+                               "removed": {"type": "array", "items": {"type": "object", "required": ["kind", "id"]}}}},
+    "Config": {"type": "object", "additionalProperties": {
+        "type": "object", "required": ["value", "source"], "properties": {"value": {}, "source": STRING}}},
+    "Status": {"type": "object", "required": ["engine", "runtime", "runtimes", "snapshot", "cache", "instances",
+                                              "warnings"],
+               "properties": {"engine": {"type": "object"}, "runtime": {"type": "object"},
+                              "runtimes": {"type": "array"}, "snapshot": {"type": "object"},
+                              "cache": {"type": "object"}, "instances": INTEGER,
+                              "warnings": {"type": "array", "items": STRING}}},
+}
+
+
+def document() -> dict[str, Any]:
+    job_id = _path_param("job_id", "Job id or unique prefix")
+    state_id = _path_param("state_id", "State id or unique prefix")
+    instance_id = _path_param("instance_id", "Instance id, unique prefix, or name (307 to the id URL)")
+    paths: dict[str, Any] = {
+        "/v1/health": {"get": _op("Liveness; no token needed", {"200": _json(_ref("Health"))}, auth=False)},
+        "/v1/prepare-jobs": {
+            "post": _op("Start a prepare (or plan_only) job", {"201": _json(_ref("JobCreated"), "Created")},
+                        body="PrepareRequest"),
+            "get": _op("List jobs", {"200": _list("Job")}),
+        },
+        "/v1/prepare-jobs/{job_id}": {"get": _op("A job with its tasks", {"200": _json(_ref("Job"))},
+                                                 params=[job_id])},
+        "/v1/prepare-jobs/{job_id}/events": {"get": _op(
+            "Job events as NDJSON, resumable with ?after=SEQ; heartbeat lines while nothing happens",
+            {"200": {"description": "NDJSON stream", "content": {"application/x-ndjson": {"schema": _ref("Event")}}}},
+            params=[job_id, {"name": "after", "in": "query", "schema": INTEGER},
+                    {"name": "follow", "in": "query", "schema": BOOLEAN}])},
+        "/v1/prepare-jobs/{job_id}/cancel": {"post": _op("Ask a running job to stop",
+                                                         {"202": _json({"type": "object"}, "Accepted"),
+                                                          "200": _json({"type": "object"}, "Not running")},
+                                                         params=[job_id])},
+        "/v1/runs": {"post": _op("Run psql or pgbench against an instance; output streams as NDJSON",
+                                 {"200": {"description": "NDJSON stream",
+                                          "content": {"application/x-ndjson": {"schema": _ref("RunOutput")}}}},
+                                 body="RunRequest")},
+        "/v1/states": {"get": _op("List states", {"200": _list("State")})},
+        "/v1/states/{state_id}": {
+            "get": _op("One state", {"200": _json(_ref("State"))}, params=[state_id]),
+            "delete": _op("Remove a state (idempotent)", {"200": _json(_ref("Removal"))},
+                          params=[state_id, _flag("recurse", "also dependent states and instances"),
+                                  _flag("force", "even when a running job uses it"),
+                                  _flag("dry_run", "only say what would go")]),
+        },
+        "/v1/instances": {"get": _op("List instances", {"200": _list("Instance")})},
+        "/v1/instances/{instance_id}": {
+            "get": _op("One instance", {"200": _json(_ref("Instance")),
+                                        "307": {"description": "Resolved by name or prefix"}},
+                       params=[instance_id]),
+            "delete": _op("Remove an instance (idempotent)", {"200": _json(_ref("Removal"))},
+                          params=[instance_id, _flag("dry_run", "only say what would go")]),
+        },
+        "/v1/names": {"get": _op("List names", {"200": _list("Name")})},
+        "/v1/names/{name}": {"get": _op("One name", {"200": _json(_ref("Name"))},
+                                        params=[_path_param("name", "Name")])},
+        "/v1/config": {
+            "get": _op("Effective configuration with sources", {"200": _json(_ref("Config"))}),
+            "patch": _op("Set keys (null unsets)", {"200": _json(_ref("Config"))},
+                         body=None),
+        },
+        "/v1/config/schema": {"get": _op("JSON Schema of the configuration", {"200": _json({"type": "object"})})},
+        "/v1/status": {"get": _op("Engine, runtime, snapshot backend, cache",
+                                  {"200": _json(_ref("Status"))}, params=[_flag("cache", "per-state details")])},
+        "/v1/engine/shutdown": {"post": _op("Stop the engine", {"202": _json({"type": "object"}, "Accepted")})},
+        "/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+    }
+    paths["/v1/config"]["patch"]["requestBody"] = {
+        "required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sqlrs engine API", "version": __version__.split(".")[0] + ".x",
+                 "description": "Served by the sqlrs engine over a Unix socket (see SPEC section 9)."},
+        "servers": [{"url": "unix:///<state_dir>/engine.sock"}],
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "paths": paths,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(document(), indent=2, sort_keys=True))
