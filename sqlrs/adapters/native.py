@@ -11,6 +11,7 @@ user (default `postgres`). That user must reach the binaries: when it cannot (a 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import grp
 import hashlib
@@ -25,7 +26,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -87,10 +88,8 @@ def candidate_bin_dirs(configured: str | None) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
-        try:
+        with contextlib.suppress(RuntimeUnavailable):
             found.append(("pg_config on PATH", Path(_run_text([pg_config, "--bindir"]))))
-        except RuntimeUnavailable:
-            pass
     versions = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split(".")],
@@ -142,7 +141,7 @@ class NativeRuntime:
             ) from None
         return entry.pw_uid, entry.pw_gid
 
-    def _popen_user_kwargs(self) -> dict[str, object]:
+    def _popen_user_kwargs(self) -> dict[str, Any]:
         ids = self._server_ids()
         if ids is None:
             return {}
@@ -158,7 +157,7 @@ class NativeRuntime:
             [str(build_dir / "postgres"), "--version"],
             capture_output=True,
             check=False,
-            **self._popen_user_kwargs(),  # type: ignore[arg-type]
+            **self._popen_user_kwargs(),
         )
         return probe.returncode == 0
 
@@ -249,7 +248,7 @@ class NativeRuntime:
             text=True,
             check=False,
             cwd="/",
-            **self._popen_user_kwargs(),  # type: ignore[arg-type]
+            **self._popen_user_kwargs(),
         )
         if result.returncode != 0:
             raise RuntimeFailure("initdb failed", details={"log": (result.stderr or result.stdout)[-4000:]})
@@ -276,7 +275,7 @@ class NativeRuntime:
                     stderr=log,
                     cwd="/",
                     start_new_session=True,  # outlives the engine; not hit by the terminal's Ctrl+C
-                    **self._popen_user_kwargs(),  # type: ignore[arg-type]
+                    **self._popen_user_kwargs(),
                 )
             except OSError as exc:
                 raise RuntimeFailure(f"cannot start postgres: {exc}") from exc
@@ -312,7 +311,8 @@ class NativeRuntime:
                 return
             if wait_stopped(spec.data_dir, lambda: self._alive(pid), wait) or not self._alive(pid):
                 return
-        raise RuntimeFailure(f"postgres (pid {pid}) does not stop", details={"log": tail(spec.run_dir / "postgres.log")})
+        log = tail(spec.run_dir / "postgres.log")
+        raise RuntimeFailure(f"postgres (pid {pid}) does not stop", details={"log": log})
 
     def discard(self, spec: InstanceSpec, ref: str) -> None:
         if ref and self._alive(int(ref)):
@@ -347,7 +347,7 @@ class NativeRuntime:
                 cwd=str(spec.scripts_dir),
                 env=tool_env,
                 start_new_session=True,
-                **self._popen_user_kwargs(),  # type: ignore[arg-type]
+                **self._popen_user_kwargs(),
             )
         except OSError as exc:
             raise RuntimeFailure(f"cannot run {tool}: {exc}") from exc
@@ -393,7 +393,5 @@ def pump(child: subprocess.Popen[bytes], on_output: OutputSink, cancel: threadin
 
 
 def _kill_group(child: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

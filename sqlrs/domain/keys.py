@@ -18,7 +18,7 @@ from sqlrs.domain.steps import PsqlOptions, Step
 
 FORMAT_VERSION = 1
 
-Field = Union[str, bytes, int, bool, None, Sequence["Field"]]
+Field = Union[str, bytes, int, bool, None, Sequence["Field"]]  # noqa: UP007 - recursive alias
 
 
 def _encode(value: Field, out: list[bytes]) -> None:

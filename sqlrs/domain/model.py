@@ -14,12 +14,12 @@ from typing import Any
 import attrs
 
 
-class StateKind(str, enum.Enum):
+class StateKind(enum.StrEnum):
     BASE = "base"
     PSQL = "psql"
 
 
-class InstanceStatus(str, enum.Enum):
+class InstanceStatus(enum.StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPED = "stopped"
@@ -27,7 +27,7 @@ class InstanceStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -39,7 +39,7 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     CACHED = "cached"
     PENDING = "pending"
     RUNNING = "running"

@@ -33,7 +33,7 @@ def check_id(value: str, what: str = "id") -> str:
 @attrs.frozen
 class PrepareRequest:
     steps: tuple[Step, ...]
-    options: PsqlOptions = PsqlOptions()
+    options: PsqlOptions = attrs.field(factory=PsqlOptions)
     runtime: str | None = None
     image: str | None = None
     name: str | None = None

@@ -109,7 +109,8 @@ def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None,
 
     parsed = parse_prepare_args(list(args), Workspace.detect(allow_outside))
     if not parsed.steps and not plan_only:
-        raise usage("nothing to prepare", hint="give at least one -f FILE or -c SQL, e.g. sqlrs prepare:psql -- -f schema.sql")
+        raise usage("nothing to prepare",
+                    hint="give at least one -f FILE or -c SQL, e.g. sqlrs prepare:psql -- -f schema.sql")
     return {
         "steps": parsed.steps,
         "options": {"variables": [list(v) for v in parsed.variables], "single_transaction": parsed.single_transaction},

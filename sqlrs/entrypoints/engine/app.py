@@ -214,7 +214,7 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
         def work() -> None:
             try:
-                code = services.runs.run(run_request, on_output, cancel)  # type: ignore[arg-type]
+                code = services.runs.run(run_request, on_output, cancel)
                 put({"exit_code": code})
             except SqlrsError as exc:
                 put({"error": exc.to_json(), "exit_code": exc.exit_code})
@@ -356,7 +356,7 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         SqlrsError: on_sqlrs_error, HTTPException: on_http_error, Exception: on_unexpected,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=handlers)
     return GuardMiddleware(app, state), state  # type: ignore[return-value]
 
 
@@ -364,7 +364,7 @@ def status_report(services: Services, state: EngineState, with_cache: bool) -> d
     probes = services.registry.probe_all()
     try:
         choice = services.registry.choose(None)
-        runtime = {"name": choice.runtime.name, "reason": choice.reason}
+        runtime: dict[str, str | None] = {"name": choice.runtime.name, "reason": choice.reason}
     except SqlrsError as exc:
         runtime = {"name": None, "reason": exc.message}
     store = services.store

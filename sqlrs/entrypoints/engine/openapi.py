@@ -90,7 +90,8 @@ SCHEMAS: dict[str, Any] = {
                            "error": {"type": ["object", "null"]}, "result": {"type": ["object", "null"]},
                            "tasks": {"type": "array"}}},
     "Event": {"type": "object", "required": ["type"],
-              "properties": {"job_id": STRING, "seq": INTEGER, "ts": STRING, "type": STRING, "data": {"type": "object"}}},
+              "properties": {"job_id": STRING, "seq": INTEGER, "ts": STRING, "type": STRING,
+                             "data": {"type": "object"}}},
     "RunRequest": {"type": "object", "required": ["instance", "tool"], "additionalProperties": False, "properties": {
         "instance": STRING, "tool": {"enum": ["psql", "pgbench"]}, "args": {"type": "array", "items": STRING},
         "files": {"type": "array", "items": _ref("Step")}}},

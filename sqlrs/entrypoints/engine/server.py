@@ -151,6 +151,6 @@ async def serve(app: Any, engine_state: Any, sock: socket.socket, idle_timeout: 
 
     watcher = asyncio.create_task(idle_watch())
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=engine_state.shutdown.wait)  # type: ignore[arg-type]
+        await hypercorn_serve(app, config, shutdown_trigger=engine_state.shutdown.wait)
     finally:
         watcher.cancel()
