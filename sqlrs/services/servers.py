@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -119,8 +120,6 @@ class Server:
     def discard(self) -> None:
         """Stop whatever runs and release it; never raises for things already gone."""
         if self.ref:
-            try:
+            with contextlib.suppress(Exception):
                 self.runtime.stop(self.spec, self.ref, timeout=15.0)
-            except Exception:
-                pass
             self.runtime.discard(self.spec, self.ref)
