@@ -22,8 +22,8 @@ import attrs
 from sqlrs.adapters.fsutil import syncfs
 from sqlrs.adapters.pgfiles import PG_HBA
 from sqlrs.domain import keys
-from sqlrs.domain.errors import StepFailed, StoreFailure
-from sqlrs.domain.model import State, StateKind, Task, TaskStatus
+from sqlrs.domain.errors import Conflict, StepFailed, StoreFailure
+from sqlrs.domain.model import Instance, State, StateKind, Task, TaskStatus
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -133,19 +133,41 @@ class PrepareService:
         if request.plan_only:
             return {"plan": plan, "runtime": runtime.name}
 
+        named = self.named_instance(request.name)
+        instance_task = tasks[-1]
+        if named is not None and request.on_name == "reuse" and named.state_id == items[-1].state_id:
+            instance = self.instances.ensure_running(named)
+            ctx.update_task(instance_task, TaskStatus.CACHED, state_id=named.state_id)
+            ctx.emit("log", stream="engine", text=f"reusing instance {instance.id} ({request.name})")
+            return self._result(instance, runtime, reused=True)
+        if named is not None and request.on_name == "error":
+            raise name_taken(request.name or "", named)
+
         if not all(item.cached for item in items):
             self.before_build(ctx)
         final = self._build(ctx, runtime, identity, items, tasks, request.options)
         ctx.check_cancel()
-        instance_task = tasks[-1]
         started = time.monotonic()
         ctx.update_task(instance_task, TaskStatus.RUNNING, started_at=self.clock.now())
         instance = self.instances.create(final, runtime, identity, name=request.name, ephemeral=request.ephemeral,
                                          job_id=ctx.job.id)
+        if named is not None:
+            ctx.emit("log", stream="engine", text=f"replacing instance {named.id} ({request.name})")
+            self.instances.remove(named)
         ctx.update_task(instance_task, TaskStatus.DONE, state_id=final.id, finished_at=self.clock.now(),
                         seconds=round(time.monotonic() - started, 3))
-        return {"instance_id": instance.id, "state_id": final.id, "dsn": instance.dsn, "runtime": runtime.name,
-                "name": instance.name, "port": instance.port}
+        return self._result(instance, runtime, reused=False)
+
+    @staticmethod
+    def _result(instance: Instance, runtime: Runtime, reused: bool) -> dict[str, Any]:
+        return {"instance_id": instance.id, "state_id": instance.state_id, "dsn": instance.dsn,
+                "runtime": runtime.name, "name": instance.name, "port": instance.port, "reused": reused}
+
+    def named_instance(self, name: str | None) -> Instance | None:
+        if not name:
+            return None
+        binding = self.repo.get_name(name)
+        return self.repo.get_instance(binding.instance_id) if binding is not None else None
 
     def _lock_for(self, state_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -311,6 +333,11 @@ class PrepareService:
     def _base_of(self, state_id: str) -> str:
         state = self.repo.get_state(state_id)
         return state.base_id if state is not None else state_id
+
+
+def name_taken(name: str, instance: Instance) -> Conflict:
+    return Conflict(f"name {name!r} is bound to instance {instance.id}",
+                    hint="--reuse keeps it when its state matches, --fresh replaces it, or choose another name")
 
 
 class OutputCollector:

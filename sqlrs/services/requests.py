@@ -39,6 +39,9 @@ class PrepareRequest:
     name: str | None = None
     plan_only: bool = False
     ephemeral: bool = False
+    # what to do when `name` is already bound: "error", "reuse" (keep the instance if its state
+    # matches, else replace it) or "fresh" (always replace it)
+    on_name: str = "error"
 
 
 @attrs.frozen
@@ -77,6 +80,8 @@ def parse_prepare(data: Any) -> PrepareRequest:
             raise UsageError(f"invalid psql variable name {variable!r}")
     if request.name is not None:
         check_name(request.name)
+    if request.on_name not in ("error", "reuse", "fresh"):
+        raise UsageError(f"on_name must be error, reuse or fresh, not {request.on_name!r}")
     if request.runtime not in (None, "auto", "docker", "podman", "native"):
         raise UsageError(f"unknown runtime {request.runtime!r}", hint="auto, docker, podman or native")
     return request

@@ -104,7 +104,8 @@ def cli(ctx: click.Context, state_dir: Path | None, quiet: bool) -> None:
 
 # -- prepare -------------------------------------------------------------------------------------
 def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None, name: str | None,
-                  allow_outside: bool, plan_only: bool = False, ephemeral: bool = False) -> dict[str, Any]:
+                  allow_outside: bool, plan_only: bool = False, ephemeral: bool = False,
+                  on_name: str = "error") -> dict[str, Any]:
     from sqlrs.entrypoints.cli.psqlargs import Workspace, parse_prepare_args
 
     parsed = parse_prepare_args(list(args), Workspace.detect(allow_outside))
@@ -115,88 +116,8 @@ def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None,
         "steps": parsed.steps,
         "options": {"variables": [list(v) for v in parsed.variables], "single_transaction": parsed.single_transaction},
         "runtime": runtime, "image": image, "name": name, "plan_only": plan_only, "ephemeral": ephemeral,
+        "on_name": on_name,
     }
-
-
-class Progress:
-    """Line-based progress on stderr from job events."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.total = 0
-        self.started = time.monotonic()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        kind, data = event.get("type"), event.get("data", {})
-        elapsed = f"{time.monotonic() - self.started:6.1f}s"
-        if kind == "runtime":
-            click.echo(f"{elapsed} runtime {data.get('reason')}", err=True)
-        elif kind == "plan":
-            steps = data.get("steps", [])
-            self.total = len(steps)
-            cached = sum(1 for s in steps if s.get("cached"))
-            click.echo(f"{elapsed} plan: {len(steps)} states ({cached} cached, {len(steps) - cached} to build)",
-                       err=True)
-        elif kind == "task":
-            status, index = data.get("status"), data.get("index")
-            if data.get("kind") == "instance":
-                if status == "running":
-                    click.echo(f"{elapsed} starting instance", err=True)
-                return
-            label = f"[{index}/{max(self.total - 1, 0)}]"
-            source = data.get("source")
-            state = short(data.get("state_id"))
-            if status == "running":
-                click.echo(f"{elapsed} {label} build  {source} -> {state}", err=True)
-            elif status == "done":
-                click.echo(f"{elapsed} {label} done   {source} ({data.get('seconds')}s)", err=True)
-            elif status == "cached":
-                click.echo(f"{elapsed} {label} cached {source} ({state})", err=True)
-            elif status == "failed":
-                click.echo(f"{elapsed} {label} FAILED {source}", err=True)
-        elif kind == "log":
-            text = data.get("text", "")
-            if data.get("stream") == "engine":
-                click.echo(f"{elapsed} {text}", err=True)
-
-
-def watch_job(ctx: Ctx, job_id: str, progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Follow a job's events to its end; return its result or raise its error."""
-    client = ctx.client()
-    after = 0
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    status = None
-    for _attempt in range(100):
-        response = client.request("GET", f"/v1/prepare-jobs/{job_id}/events?after={after}", timeout=None)
-        if response.status != 200:
-            from sqlrs.entrypoints.cli.client import raise_engine_error
-
-            raise_engine_error(response.status, response.json())
-        try:
-            for event in response.lines():
-                if event.get("type") == "heartbeat":
-                    continue
-                after = int(event.get("seq", after))
-                kind, data = event.get("type"), event.get("data", {})
-                if kind == "result":
-                    result = data
-                elif kind == "error":
-                    error = data
-                elif kind == "status":
-                    status = data.get("status")
-                progress(event)
-        except (OSError, ValueError):
-            pass  # the stream broke: resume from the last event seen
-        if status in ("succeeded", "failed", "cancelled"):
-            break
-    if error is not None:
-        raise CliError.from_engine(error)
-    if status != "succeeded" or result is None:
-        raise CliError(f"job {job_id} ended as {status}", EXIT_ENGINE)
-    return result
 
 
 def _submit(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +133,9 @@ def do_prepare(ctx: Ctx, body: dict[str, Any], watch: bool) -> dict[str, Any] | 
         click.echo(submitted["status_url"])
         click.echo(submitted["events_url"])
         return None
-    return watch_job(ctx, job_id, Progress(not ctx.quiet))
+    from sqlrs.entrypoints.cli.watching import make_progress, watch_job
+
+    return watch_job(ctx, job_id, make_progress(ctx.quiet))
 
 
 PREPARE_HELP = """Build (or reuse) the state PSQL_ARGS describe and start an instance of it.
@@ -246,12 +169,20 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command("prepare:psql", context_settings=PASSTHROUGH, help=PREPARE_HELP)
 @prepare_options
 @click.option("--name", help="Bind a name to the new instance (use it wherever an id is accepted).")
+@click.option("--reuse", is_flag=True, help="With --name: return the named instance if its state matches, "
+              "else replace it.")
+@click.option("--fresh", is_flag=True, help="With --name: replace the named instance with a new one.")
 @click.option("--watch/--no-watch", default=True, help="Follow the job (default) or print its id and return.")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                 watch: bool, psql_args: tuple[str, ...]) -> None:
-    body = _prepare_body(psql_args, image, runtime, name, allow_outside)
+                 reuse: bool, fresh: bool, watch: bool, psql_args: tuple[str, ...]) -> None:
+    if reuse and fresh:
+        raise usage("--reuse and --fresh exclude each other")
+    if (reuse or fresh) and not name:
+        raise usage("--reuse and --fresh need --name")
+    on_name = "reuse" if reuse else "fresh" if fresh else "error"
+    body = _prepare_body(psql_args, image, runtime, name, allow_outside, on_name=on_name)
     result = do_prepare(ctx, body, watch)
     if result is not None:
         click.echo(result["dsn"])
@@ -265,8 +196,10 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
 def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, output: str,
               psql_args: tuple[str, ...]) -> None:
     """Show the step chain PSQL_ARGS describe: state ids, cached or to build. Builds nothing."""
+    from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
+
     body = _prepare_body(psql_args, image, runtime, None, allow_outside, plan_only=True)
-    result = watch_job(ctx, _submit(ctx, body)["job_id"], lambda event: None)
+    result = watch_job(ctx, _submit(ctx, body)["job_id"], NoProgress())
     plan = result.get("plan", [])
     if output == "json":
         emit_json(plan)
@@ -280,8 +213,10 @@ def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: b
 @click.pass_obj
 def watch(ctx: Ctx, job_id: str) -> None:
     """Attach to a prepare job; prints its DSN on stdout when it succeeds."""
+    from sqlrs.entrypoints.cli.watching import make_progress, watch_job
+
     job = ctx.client().call("GET", f"/v1/prepare-jobs/{job_id}")
-    result = watch_job(ctx, job["id"], Progress(not ctx.quiet))
+    result = watch_job(ctx, job["id"], make_progress(ctx.quiet))
     if "dsn" in result:
         click.echo(result["dsn"])
     else:
@@ -367,7 +302,7 @@ def run_composite(argv: list[str]) -> NoReturn:
 
     @click.pass_obj
     def capture_prepare(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                        watch: bool, psql_args: tuple[str, ...]) -> None:
+                        reuse: bool, fresh: bool, watch: bool, psql_args: tuple[str, ...]) -> None:
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
         holder["ctx"] = ctx
@@ -657,6 +592,14 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(argv, prog_name="sqlrs", standalone_mode=False)
     except CliError as error:
         fail(error)
+    except Exception as exc:
+        from sqlrs.entrypoints.cli.watching import Detached
+
+        if not isinstance(exc, Detached):
+            raise
+        click.echo(f"detached: job {exc.job_id} keeps running; attach again with: sqlrs watch {exc.job_id}",
+                   err=True)
+        sys.exit(0)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

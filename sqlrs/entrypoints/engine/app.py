@@ -26,6 +26,7 @@ from sqlrs.domain import config as config_schema
 from sqlrs.domain.errors import NotFound, SqlrsError, UsageError
 from sqlrs.domain.serde import json_converter
 from sqlrs.entrypoints.engine.bootstrap import Services
+from sqlrs.services.prepare import name_taken
 from sqlrs.services.requests import check_name, parse_prepare, parse_run
 
 log = logging.getLogger("sqlrs.engine")
@@ -147,6 +148,10 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
     async def create_job(request: Request) -> Response:
         body = await read_json(request)
         prepare_request = await run_in_threadpool(parse_prepare, body)
+        if prepare_request.name and prepare_request.on_name == "error" and not prepare_request.plan_only:
+            named = await run_in_threadpool(services.prepare.named_instance, prepare_request.name)
+            if named is not None:
+                raise name_taken(prepare_request.name, named)  # before queueing anything
         job = services.jobs.submit(
             "plan" if prepare_request.plan_only else "prepare", body,
             lambda ctx: services.prepare.run(ctx, prepare_request),
