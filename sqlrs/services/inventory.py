@@ -11,6 +11,7 @@ from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.layout import Layout
+from sqlrs.services.locks import StateLocks
 from sqlrs.services.requests import NAME_RE, check_id
 
 
@@ -27,7 +28,8 @@ def _one(matches: list[Any], what: str, ref: str) -> Any:
 
 class Inventory:
     def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, instances: InstanceManager,
-                 active_jobs: Any):
+                 active_jobs: Any, locks: StateLocks | None = None):
+        self.locks = locks or StateLocks()
         self.repo = repo
         self.store = store
         self.layout = layout
@@ -140,10 +142,18 @@ class Inventory:
                            hint="wait for them, or use --force")
         removed = [{"kind": "instance", "id": i.id, "name": i.name} for i in instances]
         removed += [{"kind": "state", "id": s.id, "name": None} for s in states]
-        if not dry_run:
-            for instance in instances:
-                self.instances.remove(instance)
-            for doomed in states:
+        if dry_run:
+            return {"dry_run": dry_run, "removed": removed}
+        for instance in instances:
+            self.instances.remove(instance)
+        for doomed in states:
+            lock = self.locks.get(doomed.id)
+            # a job that reached this state holds its lock while it checks or builds on it
+            if not lock.acquire(timeout=0 if not force else 60):
+                raise Conflict(f"state {doomed.id[:12]} is in use by a running job", hint="try again, or --force")
+            try:
                 self.repo.delete_state(doomed.id)  # invisible first, then the data goes
                 self.store.delete(self.layout.abs(doomed.data_path))
+            finally:
+                lock.release()
         return {"dry_run": dry_run, "removed": removed}

@@ -33,6 +33,7 @@ from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
+from sqlrs.services.locks import StateLocks
 from sqlrs.services.requests import PrepareRequest
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.scripts import first_error, materialize
@@ -84,6 +85,7 @@ class PrepareService:
         clock: Clock,
         default_image: Callable[[], str],
         before_build: Callable[[JobContext], None] = lambda ctx: None,
+        locks: StateLocks | None = None,
     ):
         self.repo = repo
         self.store = store
@@ -94,8 +96,7 @@ class PrepareService:
         self.clock = clock
         self.default_image = default_image
         self.before_build = before_build
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self.locks = locks or StateLocks()
 
     # -- planning ----------------------------------------------------------------------------
     def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
@@ -169,12 +170,8 @@ class PrepareService:
         binding = self.repo.get_name(name)
         return self.repo.get_instance(binding.instance_id) if binding is not None else None
 
-    def _lock_for(self, state_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(state_id, threading.Lock())
-
     def _acquire(self, ctx: JobContext, item: PlanItem) -> threading.Lock:
-        lock = self._lock_for(item.state_id)
+        lock = self.locks.get(item.state_id)
         if not lock.acquire(blocking=False):
             ctx.emit("log", stream="engine", text=f"waiting: another job is building state {item.state_id[:12]}")
             while not lock.acquire(timeout=0.2):

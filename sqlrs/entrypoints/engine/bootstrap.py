@@ -22,6 +22,7 @@ from sqlrs.services.instances import InstanceManager
 from sqlrs.services.inventory import Inventory
 from sqlrs.services.jobs import JobRunner
 from sqlrs.services.layout import Layout
+from sqlrs.services.locks import StateLocks
 from sqlrs.services.prepare import PrepareService
 from sqlrs.services.runs import RunService
 from sqlrs.services.runtimes import RuntimeRegistry
@@ -116,9 +117,10 @@ def bootstrap(state_dir: Path) -> Services:
     ports = PortAllocator(lambda: [instance.port for instance in repo.list_instances()])
     instances = InstanceManager(repo, store, layout, registry, admin, clock, ports)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
+    locks = StateLocks()
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
-                             default_image=lambda: str(config.get("dbms.image")))
-    inventory = Inventory(repo, store, layout, instances, jobs.active_ids)
+                             default_image=lambda: str(config.get("dbms.image")), locks=locks)
+    inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
