@@ -11,6 +11,13 @@ from psycopg import sql
 
 from sqlrs.domain.errors import RuntimeFailure
 
+PROBE_NAME = "sqlrs-engine"
+# Client sessions, not background workers, not this probe, not other engine sessions.
+CONNECTIONS_SQL = (
+    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+    "AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM %s"
+)
+
 
 class PsycopgAdmin:
     def _connect(self, socket_dir: Path, port: int, timeout: float) -> psycopg.Connection:
@@ -24,6 +31,7 @@ class PsycopgAdmin:
                     dbname="postgres",
                     autocommit=True,
                     connect_timeout=max(1, int(timeout)),
+                    application_name=PROBE_NAME,
                 )
             except psycopg.OperationalError as exc:
                 # "the database system is starting up" can follow a ready postmaster.pid briefly
@@ -46,3 +54,19 @@ class PsycopgAdmin:
                 conn.execute(query)
             except psycopg.Error as exc:
                 raise RuntimeFailure(f"cannot set the instance password: {exc}".strip()) from exc
+
+    def client_connections(self, socket_dir: Path, port: int, timeout: float = 5.0) -> int:
+        try:
+            conn = psycopg.connect(host=str(socket_dir), port=port, user="postgres", dbname="postgres",
+                                   autocommit=True, connect_timeout=max(1, int(timeout)),
+                                   application_name=PROBE_NAME)
+        except psycopg.OperationalError as exc:
+            if "too many clients" in str(exc) or "remaining connection slots" in str(exc):
+                return 1  # full of clients: certainly in use
+            raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
+        with conn:
+            try:
+                row = conn.execute(CONNECTIONS_SQL, (PROBE_NAME,)).fetchone()
+            except psycopg.Error as exc:
+                raise RuntimeFailure(f"cannot read pg_stat_activity: {exc}".strip()) from exc
+        return int(row[0]) if row else 0

@@ -84,6 +84,14 @@ KEYS: tuple[ConfigKey, ...] = (
               "Seconds without requests or running jobs after which the engine exits.",
               env="SQLRS_ENGINE_IDLE_TIMEOUT"),
     ConfigKey("jobs.history.max", "integer", 200, "Finished jobs kept (oldest dropped first)."),
+    ConfigKey("instance.ttl_seconds", "integer", 0,
+              "Default idle TTL of new instances: one with no client connected for this many seconds is "
+              "stopped and removed; 0: instances live until removed. The engine stays up while instances "
+              "with a TTL exist.", env="SQLRS_INSTANCE_TTL"),
+    ConfigKey("pool.max_instances", "integer", 16,
+              "Upper bound of warm (started, not yet claimed) instances across all pools; 0 disables pools."),
+    ConfigKey("pool.idle_seconds", "integer", 600,
+              "A warm pool that nobody claimed from or renewed for this many seconds is drained."),
 )
 BY_NAME = {key.name: key for key in KEYS}
 

@@ -89,6 +89,8 @@ class Instance:
     ephemeral: bool = False
     job_id: str | None = None
     name: str | None = None
+    ttl_seconds: int = 0  # removed after this many seconds with no client connected; 0: never
+    pooled: bool = False  # a warm spare of its state's pool, not handed out yet
 
     @property
     def dsn(self) -> str:

@@ -25,3 +25,27 @@ def parse_include(line: str) -> tuple[str, str] | None:
     if len(target) >= 2 and target[0] == "'" and target[-1] == "'":
         target = target[1:-1].replace("''", "'")
     return command, target
+
+
+CONNECT_RE = re.compile(r"^\s*\\(?:c|connect)(?:\s+(.*?))?\s*$")
+
+
+def connect_target_outside(line: str) -> str | None:
+    """The offending argument when `line` is a `\\c`/`\\connect` that leaves the instance.
+
+    Steps may switch database and user inside their instance (`\\c chinook`, `\\c db user`), never
+    to another host or port, and not by a conninfo string: what a state contains must come from
+    its scripts and the instance alone.
+    """
+    match = CONNECT_RE.match(line)
+    if not match or not match.group(1):
+        return None
+    args = match.group(1).split()
+    for arg in args:
+        if "=" in arg or arg.startswith(("postgres://", "postgresql://")):
+            return arg
+    if len(args) > 2 and args[2] != "-":
+        return args[2]
+    if len(args) > 3 and args[3] != "-":
+        return args[3]
+    return None

@@ -14,7 +14,7 @@ from typing import Literal
 import attrs
 
 from sqlrs.domain.errors import UsageError
-from sqlrs.domain.scripts import parse_include
+from sqlrs.domain.scripts import connect_target_outside, parse_include
 
 StepKind = Literal["file", "command"]
 
@@ -52,6 +52,7 @@ class Step:
         if self.kind == "command":
             if self.sql is None or self.files:
                 raise UsageError("a -c step carries its SQL and no files")
+            self._check_connects("-c", self.sql.split("\n"))
             return
         if self.kind != "file" or not self.files or self.sql is not None:
             raise UsageError(f"malformed step {self.source!r}: a -f step carries its files")
@@ -62,7 +63,20 @@ class Step:
                     raise UsageError(f"{script.path}: include on line {inc.line + 1} points nowhere")
                 if not 0 <= inc.line < len(lines) or parse_include(lines[inc.line]) is None:
                     raise UsageError(f"{script.path}: line {inc.line + 1} is not an include directive")
+            self._check_connects(script.path, lines)
         self._check_acyclic()
+
+    @staticmethod
+    def _check_connects(path: str, lines: list[str]) -> None:
+        for number, line in enumerate(lines, 1):
+            if "\\c" not in line:
+                continue
+            outside = connect_target_outside(line)
+            if outside is not None:
+                raise UsageError(
+                    f"{path}:{number}: \\connect to {outside!r} leaves the instance",
+                    hint="steps may change database or user (\\c dbname [user]), not host, port or conninfo",
+                )
 
     def _check_acyclic(self) -> None:
         visiting: set[int] = set()

@@ -19,3 +19,7 @@ class ServerAdmin(Protocol):
     def set_password(self, socket_dir: Path, port: int, role: str, verifier: str) -> None:
         """Set `role`'s password to a pre-computed SCRAM verifier."""
         ...
+
+    def client_connections(self, socket_dir: Path, port: int, timeout: float = 5.0) -> int:
+        """How many client backends are connected (pg_stat_activity), not counting this probe."""
+        ...

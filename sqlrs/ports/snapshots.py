@@ -44,3 +44,14 @@ class SnapshotStore(Protocol):
     def free_bytes(self) -> int:
         """Bytes available to unprivileged writers on the filesystem holding `root`."""
         ...
+
+    def total_bytes(self) -> int:
+        """Size of the filesystem holding `root` (free space plus everything allocated)."""
+        ...
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Flush the store's filesystem and wait (up to `timeout` seconds) until the space of
+        deleted volumes is really free, so that `free_bytes()` reflects the deletes (btrfs frees
+        deleted subvolumes in a background cleaner, XFS frees unlinked inodes lazily). Eviction
+        calls it between deleting states and measuring free space again."""
+        ...

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import threading
+from pathlib import Path
 
+from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid
 from sqlrs.domain.errors import NotFound, RuntimeFailure
 from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
 from sqlrs.domain.passwords import new_password, scram_verifier
@@ -20,10 +23,24 @@ from sqlrs.services.servers import PortAllocator, Server
 
 INSTANCE_USER = "sqlrs"
 INSTANCE_DB = "postgres"
+log = logging.getLogger("sqlrs.engine")
 
 
 def new_instance_id() -> str:
     return secrets.token_hex(6)
+
+
+def _drop_stale_pidfile(data_dir: Path) -> None:
+    """Remove the postmaster.pid of a killed server whose process is gone.
+
+    It still says `ready`: readiness of the new server (read from that file, with a one-second
+    resolution start time) could be taken from it when both started within the same second.
+    PostgreSQL itself would discard the file, as its pid is dead. Container servers record a pid
+    of their own namespace; their adapter clears the file before starting a container.
+    """
+    info = read_postmaster_pid(data_dir)
+    if info is not None and info[0] > 1 and not pid_alive(info[0]):
+        (data_dir / "postmaster.pid").unlink(missing_ok=True)
 
 
 def _port_clash(error: RuntimeFailure) -> bool:
@@ -77,10 +94,34 @@ class InstanceManager:
     def server_of(self, instance: Instance) -> Server:
         runtime = self.registry.get(instance.runtime)
         identity = runtime.resolve(instance.image)
+        return self._server(runtime, identity, instance)
+
+    def _server(self, runtime: Runtime, identity: RuntimeIdentity, instance: Instance) -> Server:
         return Server.create(
             runtime, identity, instance.id, self.layout.abs(instance.data_path), self.layout.run_dir(instance.id),
             instance.port, instance.runtime_ref,
         )
+
+    def _handle(self, instance: Instance) -> Server:
+        """The instance's server for asking, stopping and releasing it: no image lookup.
+
+        Neither needs the runtime identity, so they work (and stay fast) even when the image
+        is gone or was never inspected by this engine.
+        """
+        runtime = self.registry.get(instance.runtime)
+        unresolved = RuntimeIdentity(runtime=instance.runtime, identity="", version="", description="",
+                                     image=instance.image)
+        return self._server(runtime, unresolved, instance)
+
+    def _release(self, instance: Instance) -> None:
+        """Kill and release every server of the instance (its data is about to go)."""
+        server = self._handle(instance)
+        refs = [server.ref] if server.ref else []
+        leftovers = getattr(server.runtime, "leftovers", None)  # container runtimes: by label too
+        if leftovers is not None:
+            refs += [ref for ref in leftovers({"sqlrs.instance": instance.id}) if ref not in refs]
+        for ref in refs:
+            server.runtime.discard(server.spec, ref)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def create(
@@ -92,6 +133,8 @@ class InstanceManager:
         name: str | None = None,
         ephemeral: bool = False,
         job_id: str | None = None,
+        ttl_seconds: int = 0,
+        pooled: bool = False,
     ) -> Instance:
         instance_id = new_instance_id()
         rel = self.layout.instance_rel(instance_id)
@@ -108,7 +151,7 @@ class InstanceManager:
                 image=identity.image, host="127.0.0.1", port=server.spec.port, user=INSTANCE_USER,
                 password=password, dbname=INSTANCE_DB, data_path=rel, run_path=str(server.spec.run_dir),
                 status=InstanceStatus.RUNNING, created_at=now, last_used_at=now, ephemeral=ephemeral,
-                job_id=job_id,
+                job_id=job_id, ttl_seconds=ttl_seconds, pooled=pooled,
             )
             self.repo.add_instance(instance)
             if name:
@@ -126,11 +169,13 @@ class InstanceManager:
     def live_status(self, instance: Instance) -> InstanceStatus:
         """What the instance really is now: running, or missing when its server vanished."""
         try:
-            server = self.server_of(instance)
-        except Exception:
+            running = self._handle(instance).running()
+        except Exception:  # the runtime is unreachable (daemon down)
             return InstanceStatus.MISSING
-        if server.running():
+        if running:
             return InstanceStatus.RUNNING
+        if instance.status == InstanceStatus.FAILED or not self.layout.abs(instance.data_path).is_dir():
+            return InstanceStatus.FAILED  # nothing to restart from
         return InstanceStatus.MISSING
 
     def ensure_running(self, instance: Instance) -> Instance:
@@ -139,7 +184,7 @@ class InstanceManager:
             current = self.repo.get_instance(instance.id)
             if current is None:
                 raise NotFound(f"instance {instance.id} was removed")
-            server = self.server_of(current)
+            server = self._handle(current)
             if server.running():
                 return current
             if not server.spec.data_dir.exists():
@@ -149,8 +194,12 @@ class InstanceManager:
                     f"instance {current.id}: its data directory is gone",
                     hint=f"remove it (sqlrs rm {current.id}) and prepare a new one",
                 )
-            server.discard()  # a dead container still holds the name and port
-            restarted = self.start_server(server.runtime, server.spec.identity, current.id, current.data_path,
+            log.info("instance %s: its %s server vanished; restarting it on its data directory",
+                     current.id, current.runtime)
+            identity = server.runtime.resolve(current.image)
+            server.discard()  # a dead container still holds the name
+            _drop_stale_pidfile(server.spec.data_dir)
+            restarted = self.start_server(server.runtime, identity, current.id, current.data_path,
                                           preferred_port=current.port)
             current.runtime_ref = restarted.ref
             current.port = restarted.spec.port
@@ -163,11 +212,11 @@ class InstanceManager:
         """Stop the server, delete its data and run directories, forget it. Idempotent."""
         with self._lock(instance.id):
             try:
-                server = self.server_of(instance)
-                server.discard()
-            except Exception:
-                # the runtime may be gone (daemon stopped); data and metadata still go
-                pass
+                self._release(instance)
+            except Exception as exc:
+                # the runtime may be gone (daemon stopped): data and metadata still go; a container
+                # left behind is removed by the next engine start (bootstrap.recover)
+                log.warning("instance %s: cannot release its %s server: %s", instance.id, instance.runtime, exc)
             self.store.delete(self.layout.abs(instance.data_path))
             shutil.rmtree(self.layout.run_dir(instance.id), ignore_errors=True)
             self.repo.delete_instance(instance.id)

@@ -70,6 +70,7 @@ class Inventory:
             "runtime": instance.runtime, "status": status, "host": instance.host, "port": instance.port,
             "user": instance.user, "password": instance.password, "dbname": instance.dbname,
             "image": instance.image, "ephemeral": instance.ephemeral, "job_id": instance.job_id,
+            "ttl_seconds": instance.ttl_seconds, "pooled": instance.pooled,
             "created_at": json_converter.unstructure(instance.created_at),
             "last_used_at": json_converter.unstructure(instance.last_used_at),
         }

@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -30,6 +31,7 @@ from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.faults import crash_point
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -86,6 +88,8 @@ class PrepareService:
         default_image: Callable[[], str],
         before_build: Callable[[JobContext], None] = lambda ctx: None,
         locks: StateLocks | None = None,
+        after_commit: Callable[[JobContext, State], None] = lambda ctx, state: None,
+        warnings: Callable[[], list[str]] = lambda: [],
     ):
         self.repo = repo
         self.store = store
@@ -97,6 +101,8 @@ class PrepareService:
         self.default_image = default_image
         self.before_build = before_build
         self.locks = locks or StateLocks()
+        self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
+        self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
 
     # -- planning ----------------------------------------------------------------------------
     def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
@@ -126,13 +132,15 @@ class PrepareService:
         items = self.plan(identity, request.steps, request.options)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
                       TaskStatus.CACHED if item.cached else TaskStatus.PENDING) for item in items]
-        if not request.plan_only:
+        if not request.plan_only and not request.build_only:
             tasks.append(Task(ctx.job.id, len(items), "instance", None, "instance", TaskStatus.PENDING))
         ctx.set_tasks(tasks)
         plan = [item.to_json() for item in items]
         ctx.emit("plan", runtime=runtime.name, identity=identity.description, steps=plan)
         if request.plan_only:
             return {"plan": plan, "runtime": runtime.name}
+        for text in self.warnings():
+            ctx.emit("warning", text=text)
 
         named = self.named_instance(request.name)
         instance_task = tasks[-1]
@@ -147,11 +155,13 @@ class PrepareService:
         if not all(item.cached for item in items):
             self.before_build(ctx)
         final = self._build(ctx, runtime, identity, items, tasks, request.options)
+        if request.build_only:
+            return {"state_id": final.id, "instance_id": None, "runtime": runtime.name}
         ctx.check_cancel()
         started = time.monotonic()
         ctx.update_task(instance_task, TaskStatus.RUNNING, started_at=self.clock.now())
         instance = self.instances.create(final, runtime, identity, name=request.name, ephemeral=request.ephemeral,
-                                         job_id=ctx.job.id)
+                                         job_id=ctx.job.id, ttl_seconds=request.ttl_seconds or 0)
         if named is not None:
             ctx.emit("log", stream="engine", text=f"replacing instance {named.id} ({request.name})")
             self.instances.remove(named)
@@ -209,6 +219,7 @@ class PrepareService:
                         raise
                     ctx.update_task(task, TaskStatus.DONE, finished_at=self.clock.now(),
                                     seconds=round(time.monotonic() - started, 3))
+                    self.after_commit(ctx, final)
                 finally:
                     lock.release()
         finally:
@@ -307,12 +318,14 @@ class PrepareService:
         self.store.clone(source, temporary)
         try:
             syncfs(temporary)
+            crash_point("commit:cloned")
             if target.exists():  # a leftover of a crash between rename and metadata row
                 self.store.delete(target)
             os.rename(temporary, target)
         except BaseException:
             self.store.delete(temporary)
             raise
+        crash_point("commit:renamed")
         now = self.clock.now()
         state = State(
             id=item.state_id, parent_id=item.parent_id,
@@ -320,12 +333,20 @@ class PrepareService:
             step_hash=None if item.step is None else keys.step_hash(item.step, options),
             kind=StateKind.BASE if item.step is None else StateKind.PSQL, runtime=runtime.name,
             source=item.source if item.step is not None else f"initdb ({identity.version})",
-            data_path=self.layout.state_rel(item.state_id), size_bytes=self.store.allocated_bytes([target]),
+            data_path=self.layout.state_rel(item.state_id), size_bytes=self._increment(item, target),
             build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
         )
         self.repo.add_state(state)
         scratch.at = item.state_id
         return state
+
+    def _increment(self, item: PlanItem, target: Path) -> int:
+        """Bytes the new state adds to the cache: its allocation beyond its parent's (extents it
+        shares with the parent count once, as the parent's)."""
+        parent = self.layout.abs(self.layout.state_rel(item.parent_id)) if item.parent_id else None
+        if parent is None or not parent.is_dir():
+            return self.store.allocated_bytes([target])
+        return max(0, self.store.allocated_bytes([parent, target]) - self.store.allocated_bytes([parent]))
 
     def _base_of(self, state_id: str) -> str:
         state = self.repo.get_state(state_id)

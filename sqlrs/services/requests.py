@@ -42,6 +42,10 @@ class PrepareRequest:
     # what to do when `name` is already bound: "error", "reuse" (keep the instance if its state
     # matches, else replace it) or "fresh" (always replace it)
     on_name: str = "error"
+    # idle TTL of the new instance in seconds (0: none; None: config instance.ttl_seconds)
+    ttl_seconds: int | None = None
+    # build (or find) the chain's states and start no instance; the result carries the state id
+    build_only: bool = False
 
 
 @attrs.frozen
@@ -53,6 +57,20 @@ class RunRequest:
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _strict(kind: type[Any]) -> Any:
+    def structure(value: Any, _: Any) -> Any:
+        # cattrs would coerce (str(5), bool("no")); a request with wrong types is a client error
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+for _kind in (str, int, bool):
+    _converter.register_structure_hook(_kind, _strict(_kind))
 
 
 def _structure(data: Any, cls: type[Any]) -> Any:
@@ -84,6 +102,10 @@ def parse_prepare(data: Any) -> PrepareRequest:
         raise UsageError(f"on_name must be error, reuse or fresh, not {request.on_name!r}")
     if request.runtime not in (None, "auto", "docker", "podman", "native"):
         raise UsageError(f"unknown runtime {request.runtime!r}", hint="auto, docker, podman or native")
+    if request.ttl_seconds is not None and request.ttl_seconds < 0:
+        raise UsageError("ttl_seconds must not be negative")
+    if request.build_only and request.name is not None:
+        raise UsageError("build_only starts no instance: it takes no name")
     return request
 
 
@@ -93,4 +115,46 @@ def parse_run(data: Any) -> RunRequest:
         raise UsageError(f"unknown tool {request.tool!r}", hint="psql or pgbench")
     for step in request.files:
         step.validate()
+    return request
+
+
+@attrs.frozen
+class InstanceRequest:
+    """POST /v1/instances: an instance of a cached state, from its warm pool when `pool`."""
+
+    state_id: str
+    image: str | None = None
+    pool: bool = False
+    ttl_seconds: int | None = None  # None: config instance.ttl_seconds
+    name: str | None = None
+
+
+@attrs.frozen
+class PoolRequest:
+    """PUT /v1/pools/{state_id}: keep `size` started spares of the state ready."""
+
+    size: int
+    image: str | None = None
+    holder: str | None = None  # who uses the pool; it is drained when its last holder leaves
+    wait_ready: float = 0.0  # seconds to wait until `size` spares are ready before answering
+
+
+def parse_instance(data: Any) -> InstanceRequest:
+    request: InstanceRequest = _structure(data, InstanceRequest)
+    check_id(request.state_id, "state id")
+    if request.ttl_seconds is not None and request.ttl_seconds < 0:
+        raise UsageError("ttl_seconds must not be negative")
+    if request.name is not None:
+        check_name(request.name)
+    return request
+
+
+def parse_pool(data: Any) -> PoolRequest:
+    request: PoolRequest = _structure(data, PoolRequest)
+    if request.size < 0:
+        raise UsageError("size must not be negative")
+    if not 0 <= request.wait_ready <= 600:
+        raise UsageError("wait_ready takes 0 to 600 seconds")
+    if request.holder is not None and not 0 < len(request.holder) <= 200:
+        raise UsageError("holder takes 1 to 200 characters")
     return request

@@ -15,14 +15,19 @@ from sqlrs.adapters.pgfiles import tail, wait_ready
 from sqlrs.domain.errors import RuntimeFailure
 from sqlrs.ports.runtime import InstanceSpec, Runtime, RuntimeIdentity
 
-# Disposable servers: durability comes from a clean shutdown and a sync before a state is
-# committed, never from fsync inside the server, so builds and instances skip it.
+# Disposable servers: durability against machine crashes comes from a clean shutdown and a sync
+# before a state is committed, never from fsync inside the server, so builds and instances skip
+# it. Commits still reach the kernel before they return (synchronous_commit stays on), so a
+# killed server loses nothing a client saw committed.
 SERVER_SETTINGS = {
     "fsync": "off",
     "full_page_writes": "off",
-    "synchronous_commit": "off",
     "min_wal_size": "32MB",
     "max_wal_size": "2GB",
+    # copy-on-write stores: WAL segments are neither zero-filled nor recycled (PostgreSQL's advice
+    # for CoW filesystems), so a state carries one sparse segment instead of several full ones
+    "wal_init_zero": "off",
+    "wal_recycle": "off",
 }
 
 START_TIMEOUT = 120.0
@@ -37,11 +42,14 @@ class PortAllocator:
         self._lock = threading.Lock()
 
     def allocate(self, preferred: int | None = None) -> int:
+        """A free port; `preferred` (the caller's own port, e.g. a restarted instance's) if it is free."""
         with self._lock:
+            if preferred and preferred not in self._reserved and _bindable(preferred):
+                self._reserved.add(preferred)
+                return preferred
             taken = set(self._in_use()) | self._reserved
-            candidates = [preferred] if preferred else []
             for _ in range(50):
-                port = candidates.pop() if candidates else _free_port()
+                port = _free_port()
                 if port not in taken and _bindable(port):
                     self._reserved.add(port)
                     return port

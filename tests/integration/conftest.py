@@ -4,39 +4,48 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from _require import require
+from fixtures import native_available, sqlrs_native, workspace
 from harness import Sqlrs, short_tmp
 
-
-def native_available() -> tuple[bool, str]:
-    from sqlrs.adapters.native import NativeRuntime
-
-    probe = NativeRuntime(pg_bin=None, user="postgres", binaries_cache=Path("/tmp/sqlrs-test-pg")).probe()
-    return probe.available, probe.reason
+__all__ = ["sqlrs_native", "sqlrs_runtime", "workspace"]
 
 
-@pytest.fixture
-def sqlrs_native() -> Iterator[Sqlrs]:
-    available, reason = native_available()
-    require("native", available, reason)
+# -- one state directory per runtime, shared by a module's tests ---------------------------------
+RUNTIME_NAMES = ("native", "docker", "podman")
+
+
+def runtime_available(name: str) -> tuple[bool, str]:
+    if name == "native":
+        return native_available()
+    from _containers import container_runtime_available
+
+    return container_runtime_available(name)
+
+
+@pytest.fixture(scope="module", params=RUNTIME_NAMES)
+def sqlrs_runtime(request: pytest.FixtureRequest) -> Iterator[Sqlrs]:
+    """A state directory driven with `--runtime <param>` (docker/podman: the local test image).
+
+    Module-scoped: the tests of one module share its cache (and engine), so each test removes
+    the instances it made. Teardown removes any instance left, stops the engine, and fails on
+    what remains after that (processes, containers labelled with the state dir).
+    """
+    from _containers import containers, remove_containers
+
+    name = request.param
+    available, reason = runtime_available(name)
+    require(name, available, reason)
     state_dir = short_tmp()
-    harness = Sqlrs(state_dir, runtime="native")
+    harness = Sqlrs(state_dir, runtime=name)
     try:
         yield harness
     finally:
         leftovers = harness.close()
+        stray = containers(state_dir)
+        remove_containers(stray)
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not leftovers, f"left behind: {leftovers}"
-
-
-@pytest.fixture
-def workspace() -> Iterator[Path]:
-    path = short_tmp("ws")
-    (path / ".git").mkdir()  # the workspace root: files inside it are readable
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+        assert not stray, f"containers left behind: {stray}"

@@ -159,3 +159,23 @@ def psql(dsn: str, sql: str) -> str:
                             check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def api(sq: Sqlrs, path: str, method: str = "GET") -> Any:
+    """Call the engine's HTTP API as a client other than the CLI would (curl on the socket)."""
+    info = json.loads((sq.state_dir / "engine.json").read_text())
+    out = subprocess.run(["curl", "-s", "-X", method, "--unix-socket", info["socket"], "-H",
+                          f"Authorization: Bearer {info['token']}", f"http://engine{path}"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    if "/events" in path:
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return json.loads(out)
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pexpect
-from harness import DATASETS, Sqlrs, processes_mentioning, psql
+from harness import DATASETS, Sqlrs, api, processes_mentioning, psql, wait_for
 
 SAKILA = DATASETS / "sakila"
 SAKILA_FILES = ("-f", "1-postgres-sakila-schema.sql", "-f", "2-postgres-sakila-insert-data-using-copy.sql")
-
-
-def api(sq: Sqlrs, path: str, method: str = "GET") -> Any:
-    info = json.loads((sq.state_dir / "engine.json").read_text())
-    out = subprocess.run(["curl", "-s", "-X", method, "--unix-socket", info["socket"], "-H",
-                          f"Authorization: Bearer {info['token']}", f"http://engine{path}"],
-                         capture_output=True, text=True, check=True, timeout=120).stdout
-    if "/events" in path:
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
-    return json.loads(out)
 
 
 def write(path: Path, text: str) -> None:
@@ -55,6 +43,12 @@ def test_detached_prepare_reattaches_with_complete_events(sqlrs_native: Sqlrs) -
     assert result["data"]["dsn"] == dsn
 
 
+def slow_step_running(sq: Sqlrs) -> bool:
+    jobs = api(sq, "/v1/prepare-jobs")
+    return any(t["index"] == 2 and t["status"] == "running"
+               for job in jobs for t in api(sq, f"/v1/prepare-jobs/{job['id']}")["tasks"])
+
+
 def test_interactive_detach_then_stop_from_watch(sqlrs_native: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_native
     write(workspace / "a.sql", "CREATE TABLE a AS SELECT 1 AS x;\n")
@@ -64,7 +58,7 @@ def test_interactive_detach_then_stop_from_watch(sqlrs_native: Sqlrs, workspace:
     child = pexpect.spawn(sys.executable, args, cwd=str(workspace), env=sq.env, encoding="utf-8", timeout=90,
                           dimensions=(40, 160))
     child.expect("building")
-    time.sleep(0.5)
+    wait_for(lambda: slow_step_running(sq), what="slow.sql building")
     child.sendintr()
     child.expect(r"\[s\]top, \[d\]etach or \[c\]ontinue")
     child.sendline("d")
@@ -78,6 +72,7 @@ def test_interactive_detach_then_stop_from_watch(sqlrs_native: Sqlrs, workspace:
     watcher = pexpect.spawn(sys.executable, ["-m", "sqlrs", "watch", job_id], env=sq.env, encoding="utf-8",
                             timeout=90, dimensions=(40, 160))
     watcher.expect("building")
+    assert slow_step_running(sq)
     watcher.sendintr()
     watcher.expect(r"\[s\]top, \[d\]etach or \[c\]ontinue")
     watcher.sendline("s")

@@ -696,3 +696,10 @@ class ContainerRuntime:
             return self._find(wanted)
         except Exception as exc:
             raise self._failure("cannot list containers", exc) from exc
+
+    def remove_container(self, ref: str) -> None:
+        """Kill and remove one container (e.g. one of `leftovers`); a missing one is fine."""
+        try:
+            self._remove(ref)
+        except Exception as exc:
+            raise self._failure(f"cannot remove container {ref[:12]}", exc) from exc

@@ -92,7 +92,10 @@ class DockerRuntime(ContainerRuntime):
         return ImageInfo(id=str(attrs["Id"]), repo_digests=tuple(attrs.get("RepoDigests") or ()))
 
     def _pull(self, reference: str) -> None:
-        self.client.images.pull(reference)
+        try:
+            self.client.images.pull(reference)
+        except docker.errors.APIError as exc:  # the daemon's own words, not the SDK's HTTP wrapping
+            raise RuntimeError(str(exc.explanation or exc)) from exc
 
     # -- containers ---------------------------------------------------------------------------
     def _create(self, config: ContainerConfig) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "ReflinkStore",
     "open_store",
     "probe_backends",
+    "select_backend",
 ]
 
 BACKENDS: tuple[str, ...] = ("btrfs", "reflink", "copy")
@@ -101,6 +102,12 @@ def open_store(root: Path, backend: str = "auto") -> SnapshotStore:
     Raises UsageError for an unknown backend name and StoreFailure (one-line reason plus a hint)
     when the requested backend does not work on the filesystem holding `root`.
     """
+    return select_backend(root, backend)[0]
+
+
+def select_backend(root: Path, backend: str = "auto") -> tuple[SnapshotStore, list[str]]:
+    """`open_store`, plus why the better backends were passed over ("btrfs: ... on ext4";
+    empty when the requested or best backend worked), for warnings about a copy fallback."""
     root = Path(os.path.abspath(root))
     if backend != "auto" and backend not in _STORES:
         if backend == "zfs":
@@ -112,11 +119,11 @@ def open_store(root: Path, backend: str = "auto") -> SnapshotStore:
     problem = _ensure_root(root)
     if problem:
         raise StoreFailure(problem, hint="choose a writable store location")
-    reasons = []
+    reasons: list[str] = []
     for name in BACKENDS if backend == "auto" else (backend,):
         ok, reason = _PROBES[name](root)
         if ok:
-            return _STORES[name](root)
+            return _STORES[name](root), reasons
         reasons.append(f"{name}: {reason}")
     if backend == "auto":
         raise StoreFailure(f"no snapshot backend works at {root} ({'; '.join(reasons)})", hint=_HINTS["copy"])

@@ -96,11 +96,15 @@ class BaseStore:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
+    def total_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_blocks * st.f_frsize
+
     def settle(self, timeout: float = 60.0) -> None:
-        """Not part of the port: flush the store's filesystem and wait (up to `timeout`
-        seconds) until the space of deleted volumes is really free, so that `free_bytes()`
-        reflects the deletes. XFS frees unlinked inodes in a background worker (statfs only
-        kicks it), btrfs frees deleted subvolumes in its cleaner thread."""
+        """Flush the store's filesystem and wait (up to `timeout` seconds) until the space of
+        deleted volumes is really free, so that `free_bytes()` reflects the deletes. XFS frees
+        unlinked inodes in a background worker (statfs only kicks it), btrfs frees deleted
+        subvolumes in its cleaner thread."""
         _fs.syncfs(self.root)
         self._wait_free_stable(min(timeout, 2.0))
 

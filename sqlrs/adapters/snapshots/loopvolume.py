@@ -128,42 +128,59 @@ def _check_mountpoint(mountpoint: Path) -> None:
         )
 
 
-def create_loop_volume(image: Path, mountpoint: Path, fs: str, size_bytes: int) -> None:
-    """Create a sparse `size_bytes` image, format it as `fs` (btrfs, or XFS with reflink=1)
-    and mount it on `mountpoint` (created if missing, must be empty).
-
-    Checks before touching anything: root, the mkfs tool, the filesystem name, a free
-    mountpoint, a new image path, and that the host filesystem has `size_bytes` free (the
-    image is sparse but may grow to that). On failure nothing is left behind.
-    """
+def preflight(image: Path, mountpoint: Path, fs: str, size_bytes: int, replacing: bool = False) -> None:
+    """Every check `create_loop_volume` makes before touching anything, in its order: the
+    filesystem name, root, the mkfs and mount tools, the minimum size, a new image path, a free
+    mountpoint, and that the host filesystem has `size_bytes` free (the image is sparse but may
+    grow to that). With `replacing`, an existing image at `image` and a volume mounted on
+    `mountpoint` are about to be removed: they are no obstacle and the image's space counts as
+    free. Raises UsageError or StoreFailure with a one-line message and a hint."""
     _require_fs(fs)
     image, mountpoint = Path(os.path.abspath(image)), Path(os.path.abspath(mountpoint))
     _require_root("creating a loop volume")
     tool, package = MKFS[fs]
-    mkfs = _tool(tool, package)
+    _tool(tool, package)
     _tool("mount", "mount")
     if size_bytes < MIN_SIZE[fs]:
         raise UsageError(
             f"a {fs} volume needs at least {format_size(MIN_SIZE[fs])}, got {format_size(size_bytes)}",
             hint="choose a larger --store-size, e.g. 10G",
         )
+    reclaimable = 0
     if os.path.lexists(image):
-        raise StoreFailure(
-            f"cannot create loop volume: {image} already exists",
-            hint="remove it, or mount the existing volume (sqlrs re-mounts it on start)",
-        )
-    if _fs.find_mount(mountpoint) is not None:
+        if not replacing:
+            raise StoreFailure(
+                f"cannot create loop volume: {image} already exists",
+                hint="remove it, or mount the existing volume (sqlrs re-mounts it on start)",
+            )
+        with contextlib.suppress(OSError):
+            reclaimable = os.lstat(image).st_blocks * 512
+    if not replacing and _fs.find_mount(mountpoint) is not None:
         raise StoreFailure(f"cannot mount on {mountpoint}: something is already mounted there")
     existing = image.parent
     while not existing.exists():
         existing = existing.parent
     st = os.statvfs(existing)
-    free = st.f_bavail * st.f_frsize
+    free = st.f_bavail * st.f_frsize + reclaimable
     if free < size_bytes:
         raise StoreFailure(
             f"not enough free space for a {format_size(size_bytes)} volume at {image.parent}: {format_size(free)} free",
             hint="choose a smaller --store-size or put the image on another disk",
         )
+
+
+def create_loop_volume(image: Path, mountpoint: Path, fs: str, size_bytes: int) -> None:
+    """Create a sparse `size_bytes` image, format it as `fs` (btrfs, or XFS with reflink=1)
+    and mount it on `mountpoint` (created if missing, must be empty).
+
+    Checks before touching anything (`preflight`): root, the mkfs tool, the filesystem name, a
+    free mountpoint, a new image path, and that the host filesystem has `size_bytes` free. On
+    failure nothing is left behind.
+    """
+    preflight(image, mountpoint, fs, size_bytes)
+    image, mountpoint = Path(os.path.abspath(image)), Path(os.path.abspath(mountpoint))
+    tool, package = MKFS[fs]
+    mkfs = _tool(tool, package)
     created_mountpoint = not mountpoint.exists()
     _check_mountpoint(mountpoint)
     try:

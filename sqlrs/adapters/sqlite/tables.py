@@ -81,6 +81,8 @@ instances = Table(
     Column("last_used_at", UtcDateTime, nullable=False),
     Column("ephemeral", Boolean, nullable=False, default=False),
     Column("job_id", String(64), nullable=True),
+    Column("ttl_seconds", Integer, nullable=False, default=0),
+    Column("pooled", Boolean, nullable=False, default=False),
     Index("ix_instances_state", "state_id"),
 )
 

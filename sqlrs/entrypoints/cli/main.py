@@ -14,6 +14,7 @@ import click
 
 from sqlrs import __version__
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
+from sqlrs.entrypoints.cli.init_cmd import init_group
 
 RUN_COMMANDS = ("run:psql", "run:pgbench")
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": ["--help"]}
@@ -105,19 +106,34 @@ def cli(ctx: click.Context, state_dir: Path | None, quiet: bool) -> None:
 # -- prepare -------------------------------------------------------------------------------------
 def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None, name: str | None,
                   allow_outside: bool, plan_only: bool = False, ephemeral: bool = False,
-                  on_name: str = "error") -> dict[str, Any]:
+                  on_name: str = "error", ttl_seconds: int | None = None) -> dict[str, Any]:
     from sqlrs.entrypoints.cli.psqlargs import Workspace, parse_prepare_args
 
     parsed = parse_prepare_args(list(args), Workspace.detect(allow_outside))
     if not parsed.steps and not plan_only:
         raise usage("nothing to prepare",
                     hint="give at least one -f FILE or -c SQL, e.g. sqlrs prepare:psql -- -f schema.sql")
-    return {
+    body: dict[str, Any] = {
         "steps": parsed.steps,
         "options": {"variables": [list(v) for v in parsed.variables], "single_transaction": parsed.single_transaction},
         "runtime": runtime, "image": image, "name": name, "plan_only": plan_only, "ephemeral": ephemeral,
         "on_name": on_name,
     }
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
+    return body
+
+
+def parse_duration(text: str) -> int:
+    """'90' / '90s' / '15m' / '2h' / '1d' -> seconds; a usage error otherwise."""
+    value = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    factor = units.get(value[-1:], 0)
+    number = value[:-1] if factor else value
+    factor = factor or 1
+    if not number.isdigit():
+        raise usage(f"--ttl {text}: expected seconds or a duration like 90s, 15m, 2h")
+    return int(number) * factor
 
 
 def _submit(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
@@ -173,16 +189,20 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
               "else replace it.")
 @click.option("--fresh", is_flag=True, help="With --name: replace the named instance with a new one.")
 @click.option("--watch/--no-watch", default=True, help="Follow the job (default) or print its id and return.")
+@click.option("--ttl", "ttl", metavar="DURATION",
+              help="Remove the instance after it had no client connected for this long (90s, 15m, 2h; "
+                   "0: never; default: config instance.ttl_seconds).")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                 reuse: bool, fresh: bool, watch: bool, psql_args: tuple[str, ...]) -> None:
+                 reuse: bool, fresh: bool, watch: bool, ttl: str | None, psql_args: tuple[str, ...]) -> None:
     if reuse and fresh:
         raise usage("--reuse and --fresh exclude each other")
     if (reuse or fresh) and not name:
         raise usage("--reuse and --fresh need --name")
     on_name = "reuse" if reuse else "fresh" if fresh else "error"
-    body = _prepare_body(psql_args, image, runtime, name, allow_outside, on_name=on_name)
+    body = _prepare_body(psql_args, image, runtime, name, allow_outside, on_name=on_name,
+                         ttl_seconds=parse_duration(ttl) if ttl is not None else None)
     result = do_prepare(ctx, body, watch)
     if result is not None:
         click.echo(result["dsn"])
@@ -261,6 +281,9 @@ def interactive_psql(ctx: Ctx, instance: str, tool_args: list[str]) -> int:
     import shutil
 
     data = ctx.client().call("GET", f"/v1/instances/{instance}")
+    if data.get("status") == "missing":  # its server vanished: any run restarts it on its data dir
+        do_run(ctx, "psql", data["id"], ("-X", "-c", ""), False)
+        data = ctx.client().call("GET", f"/v1/instances/{data['id']}")  # its port may have changed
     psql = shutil.which("psql")
     if psql is None:
         raise CliError("psql is not installed here for an interactive session", hint=f"connect with: {data['dsn']}")
@@ -302,7 +325,7 @@ def run_composite(argv: list[str]) -> NoReturn:
 
     @click.pass_obj
     def capture_prepare(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                        reuse: bool, fresh: bool, watch: bool, psql_args: tuple[str, ...]) -> None:
+                        reuse: bool, fresh: bool, watch: bool, ttl: str | None, psql_args: tuple[str, ...]) -> None:
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
         holder["ctx"] = ctx
@@ -368,8 +391,8 @@ def ls(ctx: Ctx, what: str | None, tree: bool, output: str, as_json: bool) -> No
         emit_json(data)
         return
     if what == "instances":
-        table([[i["id"], i.get("name") or "-", short(i["state_id"]), i["runtime"], i["status"], i["dsn"]]
-               for i in data], ["ID", "NAME", "STATE", "RUNTIME", "STATUS", "DSN"])
+        table([[i["id"], i.get("name") or "-", short(i["state_id"]), i["runtime"], i["status"], expires(i), i["dsn"]]
+               for i in data], ["ID", "NAME", "STATE", "RUNTIME", "STATUS", "EXPIRES", "DSN"])
     elif what == "states":
         table([[short(s["id"]), short(s.get("parent_id")), s["kind"], s["source"], human_bytes(s["size_bytes"]),
                 f"{s['build_seconds']}s", str(s.get("hits", 0)), str(s["instances"]), s["last_used_at"][:19]]
@@ -382,6 +405,19 @@ def ls(ctx: Ctx, what: str | None, tree: bool, output: str, as_json: bool) -> No
               ["ID", "KIND", "STATUS", "CREATED", "FINISHED", "ERROR"])
     if not data:
         ctx.note(f"no {what}")
+
+
+def expires(instance: dict[str, Any]) -> str:
+    """The EXPIRES column: time left of an idle TTL, 'in use' while clients are connected."""
+    if instance.get("pooled"):
+        return "pool spare"
+    left = instance.get("expires_in_seconds")
+    if left is None:
+        return "-"
+    if instance.get("connections"):
+        return f"in use (ttl {int(instance.get('ttl_seconds') or 0)}s)"
+    seconds = int(left)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def draw_tree(states: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
@@ -526,6 +562,9 @@ def config_unset(ctx: Ctx, key: str) -> None:
     ctx.client().call("PATCH", "/v1/config", {key: None})
 
 
+cli.add_command(init_group)
+
+
 @cli.group("engine")
 def engine_group() -> None:
     """Start, stop or inspect the engine process (it also starts on demand)."""
@@ -592,6 +631,12 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(argv, prog_name="sqlrs", standalone_mode=False)
     except CliError as error:
         fail(error)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
     except Exception as exc:
         from sqlrs.entrypoints.cli.watching import Detached
 
@@ -600,12 +645,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"detached: job {exc.job_id} keeps running; attach again with: sqlrs watch {exc.job_id}",
                    err=True)
         sys.exit(0)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

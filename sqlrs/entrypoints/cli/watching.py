@@ -232,6 +232,11 @@ def watch_job(ctx: Any, job_id: str, progress: ProgressSink, can_prompt: bool | 
                         error = data
                     elif kind == "status":
                         status = data.get("status")
+                    elif kind == "warning" and not getattr(ctx, "quiet", False):
+                        progress.pause()  # loud: its own line on stderr, whatever the progress style
+                        sys.stderr.write(f"WARNING: {data.get('text', '')}\n")
+                        sys.stderr.flush()
+                        progress.resume()
                     progress(event)
             except KeyboardInterrupt:
                 on_interrupt(client, job_id, progress, prompt)

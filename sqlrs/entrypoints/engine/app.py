@@ -10,9 +10,12 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -24,14 +27,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sqlrs import __version__
 from sqlrs.domain import config as config_schema
 from sqlrs.domain.errors import NotFound, SqlrsError, UsageError
+from sqlrs.domain.model import Instance
 from sqlrs.domain.serde import json_converter
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.services.prepare import name_taken
-from sqlrs.services.requests import check_name, parse_prepare, parse_run
+from sqlrs.services.requests import check_name, parse_instance, parse_pool, parse_prepare, parse_run
 
 log = logging.getLogger("sqlrs.engine")
 
-MAX_BODY = 512 * 1024 * 1024
+MAX_BODY = int(os.environ.get("SQLRS_MAX_BODY", 256 * 1024 * 1024))
 HEARTBEAT_SECONDS = 5.0
 NDJSON = "application/x-ndjson"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -39,6 +43,11 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
     return JSONResponse({"code": code, "message": message, "details": details or {}}, status_code=status)
+
+
+class BodyTooLarge(UsageError):
+    code = "body_too_large"
+    http_status = 413
 
 
 class EngineState:
@@ -55,7 +64,9 @@ class EngineState:
         self.lock = threading.Lock()
 
     def busy(self) -> bool:
-        return self.in_flight > 0 or self.services.jobs.active() > 0
+        # instances with a TTL keep the engine up: nobody else would remove them when they expire
+        lifetime = self.services.lifetime
+        return self.in_flight > 0 or self.services.jobs.active() > 0 or (lifetime is not None and lifetime.pending())
 
 
 class GuardMiddleware:
@@ -98,14 +109,19 @@ class GuardMiddleware:
 
 
 async def read_json(request: Request) -> Any:
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise SqlrsError("request body too large", details={"limit": MAX_BODY})
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise UsageError("invalid Content-Length") from None
+    if declared > MAX_BODY:
+        raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {MAX_BODY}",
+                           details={"limit": MAX_BODY})
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise UsageError(f"request body exceeds {MAX_BODY} bytes")
+            raise BodyTooLarge(f"request body exceeds the limit of {MAX_BODY} bytes", details={"limit": MAX_BODY})
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
@@ -148,6 +164,9 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
     async def create_job(request: Request) -> Response:
         body = await read_json(request)
         prepare_request = await run_in_threadpool(parse_prepare, body)
+        if prepare_request.ttl_seconds is None and not prepare_request.plan_only:
+            prepare_request = attrs.evolve(prepare_request,
+                                           ttl_seconds=int(services.config.get("instance.ttl_seconds")))
         if prepare_request.name and prepare_request.on_name == "error" and not prepare_request.plan_only:
             named = await run_in_threadpool(services.prepare.named_instance, prepare_request.name)
             if named is not None:
@@ -206,6 +225,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         run_request = parse_run(await read_json(request))
         instance, _ = await run_in_threadpool(inventory.find_instance, run_request.instance)
         await run_in_threadpool(services.instances.ensure_running, instance)
+        if services.lifetime is not None:
+            services.lifetime.touch(instance.id)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         cancel = threading.Event()
@@ -264,15 +285,100 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         )
         return JSONResponse(result)
 
+    def with_lifetime(item: dict[str, Any]) -> dict[str, Any]:
+        """An instance's JSON with its remaining TTL and last seen connection count."""
+        if services.lifetime is not None:
+            last_used = item.get("last_used_at")
+            item.update(services.lifetime.describe(
+                item["id"], int(item.get("ttl_seconds") or 0), bool(item.get("pooled")),
+                datetime.fromisoformat(last_used) if isinstance(last_used, str) else None))
+        return item
+
     async def list_instances(request: Request) -> Response:
-        return listing(request, await run_in_threadpool(inventory.list_instances))
+        items = await run_in_threadpool(inventory.list_instances)
+        return listing(request, [with_lifetime(item) for item in items])
 
     async def get_instance(request: Request) -> Response:
         ref = request.path_params["instance_id"]
         instance, by_name = await run_in_threadpool(inventory.find_instance, ref)
         if by_name or instance.id != ref:
             return RedirectResponse(f"/v1/instances/{instance.id}", status_code=307)
-        return JSONResponse(await run_in_threadpool(inventory.instance_json, instance))
+        return JSONResponse(with_lifetime(await run_in_threadpool(inventory.instance_json, instance)))
+
+    async def create_instance(request: Request) -> Response:
+        wanted = parse_instance(await read_json(request))
+        started = time.monotonic()
+
+        def create() -> tuple[Instance, bool]:  # one thread hop: a pool claim must stay a few milliseconds
+            state = inventory.find_state(wanted.state_id)
+            ttl = wanted.ttl_seconds
+            if ttl is None:
+                ttl = int(services.config.get("instance.ttl_seconds"))
+            if wanted.name:
+                named = services.prepare.named_instance(wanted.name)
+                if named is not None:
+                    raise name_taken(wanted.name, named)
+            if wanted.pool:
+                claimed = services.pool.claim(state.id, ttl, wanted.name)
+                if claimed is not None:
+                    return claimed, True
+            runtime, identity = services.pool.resolve(state, wanted.image)
+            return services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl), False
+
+        instance, from_pool = await run_in_threadpool(create)
+        services.lifetime.noticed(instance)
+        payload = with_lifetime(inventory.instance_json(instance, live=False))
+        payload.update(from_pool=from_pool, seconds=round(time.monotonic() - started, 4))
+        return JSONResponse(payload, status_code=201, headers={"Location": f"/v1/instances/{instance.id}"})
+
+    async def patch_instance(request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict) or set(body) != {"ttl_seconds"} or not isinstance(body["ttl_seconds"], int) \
+                or isinstance(body["ttl_seconds"], bool) or body["ttl_seconds"] < 0:
+            raise UsageError("PATCH /v1/instances/{id} takes {\"ttl_seconds\": N} (N >= 0; 0: no TTL)")
+        instance, _ = await run_in_threadpool(inventory.find_instance, request.path_params["instance_id"])
+
+        def update() -> dict[str, Any]:
+            current = services.repo.get_instance(instance.id)
+            if current is None:
+                raise NotFound(f"instance {instance.id} was removed")
+            current.ttl_seconds = body["ttl_seconds"]
+            current.last_used_at = services.clock.now()
+            services.repo.update_instance(current)
+            services.lifetime.touch(current.id)
+            services.lifetime.noticed(current)
+            return inventory.instance_json(current)
+
+        return JSONResponse(with_lifetime(await run_in_threadpool(update)))
+
+    # -- warm pools ------------------------------------------------------------------------------
+    async def list_pools(request: Request) -> Response:
+        return listing(request, services.pool.pools())
+
+    async def put_pool(request: Request) -> Response:
+        wanted = parse_pool(await read_json(request))
+        state = await run_in_threadpool(inventory.find_state, request.path_params["state_id"])
+        data = await run_in_threadpool(services.pool.configure, state, wanted.size, wanted.image, wanted.holder)
+        if wanted.wait_ready > 0 and wanted.size > 0:
+            data = await run_in_threadpool(services.pool.wait_ready, state.id, wanted.size, wanted.wait_ready)
+        return JSONResponse(data)
+
+    async def get_pool(request: Request) -> Response:
+        state = await run_in_threadpool(inventory.find_state, request.path_params["state_id"])
+        return JSONResponse(services.pool.get(state.id))
+
+    async def delete_pool(request: Request) -> Response:
+        try:
+            state = await run_in_threadpool(inventory.find_state, request.path_params["state_id"])
+        except NotFound:
+            return JSONResponse({"state_id": request.path_params["state_id"], "drained": False, "holders": 0,
+                                 "not_found": True})
+        holder = request.query_params.get("holder") or None
+        data = await run_in_threadpool(services.pool.release, state.id, holder)
+        if data is None:
+            return JSONResponse({"state_id": state.id, "drained": False, "holders": 0, "not_found": True})
+        return JSONResponse({"state_id": state.id, "drained": data["holders"] == 0 or holder is None,
+                             "holders": 0 if holder is None else data["holders"]})
 
     async def delete_instance(request: Request) -> Response:
         ref = request.path_params["instance_id"]
@@ -332,8 +438,14 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         Route("/v1/states/{state_id}", get_state, methods=["GET"]),
         Route("/v1/states/{state_id}", delete_state, methods=["DELETE"]),
         Route("/v1/instances", list_instances, methods=["GET"]),
+        Route("/v1/instances", create_instance, methods=["POST"]),
         Route("/v1/instances/{instance_id}", get_instance, methods=["GET"]),
+        Route("/v1/instances/{instance_id}", patch_instance, methods=["PATCH"]),
         Route("/v1/instances/{instance_id}", delete_instance, methods=["DELETE"]),
+        Route("/v1/pools", list_pools, methods=["GET"]),
+        Route("/v1/pools/{state_id}", get_pool, methods=["GET"]),
+        Route("/v1/pools/{state_id}", put_pool, methods=["PUT"]),
+        Route("/v1/pools/{state_id}", delete_pool, methods=["DELETE"]),
         Route("/v1/names", list_names, methods=["GET"]),
         Route("/v1/names/{name}", get_name, methods=["GET"]),
         Route("/v1/config", get_config, methods=["GET"]),
@@ -361,7 +473,23 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         SqlrsError: on_sqlrs_error, HTTPException: on_http_error, Exception: on_unexpected,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # idle TTLs and warm pools run as engine background threads for the life of the server
+        if services.pool is not None:
+            await run_in_threadpool(services.pool.recover)
+            services.pool.start()
+        if services.lifetime is not None:
+            services.lifetime.start()
+        try:
+            yield
+        finally:
+            if services.pool is not None:
+                await run_in_threadpool(services.pool.close)  # drains the pools: spares are removed
+            if services.lifetime is not None:
+                await run_in_threadpool(services.lifetime.stop)
+
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     return GuardMiddleware(app, state), state  # type: ignore[return-value]
 
 
@@ -384,13 +512,21 @@ def status_report(services: Services, state: EngineState, with_cache: bool) -> d
                    "state_dir": str(services.layout.state_dir), "running_jobs": services.jobs.active()},
         "runtime": runtime,
         "runtimes": [{"name": p.name, "available": p.available, "reason": p.reason} for p in probes],
-        "snapshot": {"backend": store.backend, "root": str(store.root), "free_bytes": store.free_bytes()},
-        "cache": {"states": len(states), "size_bytes": sum(s.size_bytes for s in states),
-                  "max_bytes": services.config.get("cache.capacity.max_bytes"),
-                  "reserve_bytes": services.config.get("cache.capacity.reserve_bytes")},
+        "snapshot": {"backend": store.backend, "root": str(store.root), "free_bytes": store.free_bytes(),
+                     "volume": {"image": services.config.get("store.volume.image") or None,
+                                "fs": services.config.get("store.volume.fs") or None}},
+        "cache": services.cache.usage() if services.cache is not None else {
+            "states": len(states), "size_bytes": sum(s.size_bytes for s in states),
+            "max_bytes": services.config.get("cache.capacity.max_bytes"),
+            "reserve_bytes": services.config.get("cache.capacity.reserve_bytes")},
         "instances": len(instances),
+        "pools": services.pool.pools() if services.pool is not None else [],
         "warnings": warnings,
     }
+    cache = report["cache"]
+    if cache.get("max_bytes") and cache["size_bytes"] > cache["max_bytes"]:
+        warnings.append(f"the state cache ({cache['size_bytes']} bytes) is over cache.capacity.max_bytes "
+                        f"({cache['max_bytes']}): states in use cannot be evicted")
     if with_cache:
         report["cache"]["states_detail"] = services.inventory.list_states()
     return report

@@ -18,6 +18,7 @@ from sqlrs.ports.clock import Clock, SystemClock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime
 from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.cache import CacheService, Limits
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.inventory import Inventory
 from sqlrs.services.jobs import JobRunner
@@ -45,6 +46,9 @@ class Services:
     inventory: Inventory
     runs: RunService
     store_note: str = ""
+    lifetime: Any = None  # LifetimeService: idle TTLs (started and stopped by the app's lifespan)
+    pool: Any = None  # PoolService: warm pools (idem)
+    cache: Any = None  # CacheService
 
 
 def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Runtime]]:
@@ -73,7 +77,7 @@ def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Ru
 
 
 def open_store(config: Any, layout_state_dir: Path) -> tuple[SnapshotStore, str]:
-    from sqlrs.adapters.snapshots import open_store as open_snapshot_store
+    from sqlrs.adapters.snapshots import select_backend
 
     store_root = Path(config.get("store.path") or layout_state_dir / "store")
     image = config.get("store.volume.image")
@@ -82,11 +86,15 @@ def open_store(config: Any, layout_state_dir: Path) -> tuple[SnapshotStore, str]
 
         ensure_mounted(Path(image), store_root, config.get("store.volume.fs") or "btrfs")
     store_root.mkdir(parents=True, exist_ok=True)
-    store = open_snapshot_store(store_root, config.get("snapshot.backend"))
+    requested = config.get("snapshot.backend")
+    store, passed_over = select_backend(store_root, requested)
     note = ""
     if store.backend == "copy":
-        note = ("snapshot backend is 'copy': every clone copies the whole data directory; "
-                "use `sqlrs init local --snapshot btrfs` (or reflink) for instant clones")
+        why = ("because snapshot.backend is set to copy" if requested == "copy" else
+               f"because {store_root} has no copy-on-write support ({'; '.join(passed_over)})")
+        note = ("SLOW SNAPSHOTS: the snapshot backend is 'copy' " + why + ": every instance and every "
+                "build step copies the whole data directory (seconds per GB, no disk shared between "
+                "instances). Fix: `sqlrs init local --snapshot btrfs` (or --snapshot reflink) as root")
     return store, note
 
 
@@ -118,13 +126,35 @@ def bootstrap(state_dir: Path) -> Services:
     instances = InstanceManager(repo, store, layout, registry, admin, clock, ports)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
     locks = StateLocks()
+    cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
+                                                                    int(config.get("cache.capacity.reserve_bytes"))),
+                         jobs.active_ids, locks)
+    pending_warnings = [note] if note else []
+
+    def warn_once() -> list[str]:  # shown by the first prepare after the engine starts
+        taken = pending_warnings[:]
+        pending_warnings.clear()
+        return taken
+
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
-                             default_image=lambda: str(config.get("dbms.image")), locks=locks)
+                             default_image=lambda: str(config.get("dbms.image")), locks=locks,
+                             before_build=cache.before_build, after_commit=cache.after_commit, warnings=warn_once)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
+    from sqlrs.services.lifetime import LifetimeService
+    from sqlrs.services.pool import PoolService, resolve_identity
+    from sqlrs.services.prepare import INITDB_OPTIONS
+
+    lifetime = LifetimeService(repo, instances, admin, clock)
+    pool = PoolService(
+        repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
+                                                              INITDB_OPTIONS),
+        clock, max_instances=lambda: int(config.get("pool.max_instances")),
+        idle_seconds=lambda: int(config.get("pool.idle_seconds")), on_claim=lifetime.noticed,
+    )
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
-                        store_note=note)
+                        store_note=note, cache=cache, lifetime=lifetime, pool=pool)
     recover(services)
     return services
 
@@ -153,11 +183,50 @@ def _kill_leftover_native(data_dir: Path) -> None:
         time.sleep(0.05)
 
 
+CONTAINER_RUNTIMES = ("docker", "podman")
+
+
+def _remove_leftover_containers(services: Services, everywhere: bool) -> None:
+    """Remove this state dir's containers that no instance owns, after an engine crash.
+
+    They are scratch servers of interrupted builds, one-shot initdb/inspect containers and
+    servers of instances that were never recorded (or removed while the daemon was down).
+    Containers of known instances stay: they are re-adopted. A runtime's SDK is imported and its
+    daemon asked only when `everywhere` (scratch or orphan directories were left over: any
+    runtime may have made them) or when the metadata names that runtime; an unreachable daemon
+    is skipped (its containers are removed by a later start).
+    """
+    repo, registry = services.repo, services.registry
+    instances = repo.list_instances()
+    used = {instance.runtime for instance in instances} | {state.runtime for state in repo.list_states()}
+    owned = {instance.runtime_ref for instance in instances if instance.runtime_ref}
+    labels = {"sqlrs.state_dir": str(services.layout.state_dir)}
+    for name in CONTAINER_RUNTIMES:
+        if name not in registry.names() or not (everywhere or name in used):
+            continue
+        probe = registry.probe(name)
+        if not probe.available:
+            log.info("not checking %s for leftover containers: %s", name, probe.reason)
+            continue
+        runtime: Any = registry.get(name)
+        try:
+            for ref in runtime.leftovers(labels):
+                if ref not in owned:
+                    log.info("removing leftover %s container %s", name, ref[:12])
+                    runtime.remove_container(ref)
+        except Exception as exc:  # never keep the engine from starting
+            log.warning("cannot remove leftover %s containers: %s", name, exc)
+
+
 def recover(services: Services) -> None:
     """Make the store and metadata agree after a crash: nothing half-made stays visible."""
     layout, repo, store = services.layout, services.repo, services.store
     services.jobs.recover()
-    for leftover in [*layout.tmp_dir.iterdir(), *layout.scratch_dir.iterdir()]:
+    known_instances = {instance.id for instance in repo.list_instances()}
+    leftovers = [*layout.tmp_dir.iterdir(), *layout.scratch_dir.iterdir()]
+    orphans = [directory for directory in layout.instances_dir.iterdir() if directory.name not in known_instances]
+    _remove_leftover_containers(services, everywhere=bool(leftovers or orphans))
+    for leftover in leftovers:
         log.info("removing leftover %s", leftover)
         _kill_leftover_native(leftover)
         store.delete(leftover)
@@ -171,13 +240,11 @@ def recover(services: Services) -> None:
         if not layout.abs(state.data_path).is_dir():
             log.warning("state %s lost its data directory; forgetting it", state.id)
             repo.delete_state(state.id)
-    known_instances = {instance.id for instance in repo.list_instances()}
-    for directory in layout.instances_dir.iterdir():
-        if directory.name not in known_instances:
-            log.info("removing orphan instance directory %s", directory)
-            _kill_leftover_native(directory)
-            store.delete(directory)
-            shutil.rmtree(layout.run_dir(directory.name), ignore_errors=True)
+    for directory in orphans:
+        log.info("removing orphan instance directory %s", directory)
+        _kill_leftover_native(directory)
+        store.delete(directory)
+        shutil.rmtree(layout.run_dir(directory.name), ignore_errors=True)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

@@ -40,6 +40,10 @@ def write_engine_json(path: Path, info: dict[str, Any]) -> None:
         raise
 
 
+class RefusedBind(Exception):
+    """The configured engine address is not a loopback address."""
+
+
 def bind_listener(layout: Layout) -> tuple[socket.socket, dict[str, Any]]:
     """A Unix socket in the state dir, or TCP on loopback when SQLRS_ENGINE_BIND asks for it."""
     tcp = os.environ.get("SQLRS_ENGINE_BIND")
@@ -47,7 +51,7 @@ def bind_listener(layout: Layout) -> tuple[socket.socket, dict[str, Any]]:
         host, _, port = tcp.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         if not ipaddress.ip_address(host).is_loopback:
-            raise SystemExit(f"sqlrs engine: refusing to listen on non-loopback address {host}")
+            raise RefusedBind(f"refusing to listen on non-loopback address {host}")
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, int(port or 0)))
@@ -92,18 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     from sqlrs.entrypoints.engine.app import create_app
     from sqlrs.entrypoints.engine.bootstrap import bootstrap
 
+    def failed(message: str) -> int:
+        log.error("engine start-up failed: %s", message)
+        write_engine_json(state_dir / "engine.failed.json", {"error": message, "pid": os.getpid(),
+                                                              "time": time.time()})
+        return 1
+
+    try:
+        sock, address = bind_listener(layout)
+    except (RefusedBind, OSError) as exc:
+        return failed(str(exc))
     try:
         services = bootstrap(state_dir)
     except Exception as exc:
         from sqlrs.domain.errors import SqlrsError
 
-        message = exc.message if isinstance(exc, SqlrsError) else f"{type(exc).__name__}: {exc}"
         log.exception("engine start-up failed")
-        write_engine_json(state_dir / "engine.failed.json", {"error": message, "pid": os.getpid(),
-                                                              "time": time.time()})
-        return 1
+        sock.close()
+        if "socket" in address:
+            Path(address["socket"]).unlink(missing_ok=True)
+        return failed(exc.message if isinstance(exc, SqlrsError) else f"{type(exc).__name__}: {exc}")
     (state_dir / "engine.failed.json").unlink(missing_ok=True)
-    sock, address = bind_listener(layout)
     token = secrets.token_urlsafe(32)
     instance_id = secrets.token_hex(8)
     app, engine_state = create_app(services, token, instance_id)

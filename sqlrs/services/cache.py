@@ -1,0 +1,243 @@
+"""Keeping the state cache within its bounds (SPEC 10): `cache.capacity.max_bytes` and a
+free-space reserve `cache.capacity.reserve_bytes` on the store's filesystem (at most a tenth
+of that filesystem's size).
+
+Before a job builds anything and after each state it commits, the cache is measured: the real
+allocated bytes of all states together (`SnapshotStore.allocated_bytes` in one call, so extents
+shared between a state and its parent count once) against the cap, and the store's free space
+against the reserve. When either is short, unreferenced leaf states go, least valuable first
+(`sqlrs.domain.eviction`). When eviction cannot make enough room, the job fails with `NoSpace`
+(code `no_space`) and nothing is evicted in vain.
+
+A state is referenced when an instance was cloned from it, a running job lists it in its tasks
+(the job uses it as a cached prefix or is building on it), or it has child states. References are
+checked again right before each delete, holding the state's lock (`StateLocks`, shared with
+builds and `sqlrs rm`); one lock serializes evictions, so two jobs never evict concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from sqlrs.domain.errors import NoSpace, SqlrsError
+from sqlrs.domain.eviction import Entry, choose_victims, reclaimable_bytes
+from sqlrs.domain.model import State
+from sqlrs.ports.clock import Clock
+from sqlrs.ports.repository import Repository
+from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.jobs import JobContext
+from sqlrs.services.layout import Layout
+from sqlrs.services.locks import StateLocks
+
+log = logging.getLogger("sqlrs.cache")
+
+ROUNDS = 3  # measure, evict, measure again: sizes are estimates of what a delete frees
+RESERVE_SHARE_MAX = 10  # the free-space reserve is at most 1/10 of the store's filesystem
+
+
+def human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+@attrs.frozen
+class Limits:
+    max_bytes: int  # 0: no cap
+    reserve_bytes: int  # 0: no reserve
+
+
+@attrs.frozen
+class Measure:
+    cache_bytes: int
+    free_bytes: int
+    limits: Limits
+
+    @property
+    def over_cap(self) -> int:
+        return self.cache_bytes - self.limits.max_bytes if self.limits.max_bytes > 0 else 0
+
+    @property
+    def below_reserve(self) -> int:
+        return self.limits.reserve_bytes - self.free_bytes if self.limits.reserve_bytes > 0 else 0
+
+    @property
+    def needed(self) -> int:
+        return max(0, self.over_cap, self.below_reserve)
+
+
+class CacheService:
+    def __init__(
+        self,
+        repo: Repository,
+        store: SnapshotStore,
+        layout: Layout,
+        clock: Clock,
+        limits: Callable[[], Limits],
+        active_jobs: Callable[[], set[str]],
+        locks: StateLocks | None = None,
+    ):
+        self.repo = repo
+        self.store = store
+        self.layout = layout
+        self.clock = clock
+        self._limits = limits
+        self._active_jobs = active_jobs
+        self.locks = locks or StateLocks()
+        self._lock = threading.Lock()
+        self.evicted_states = 0
+        self.evicted_bytes = 0
+
+    # -- hooks for PrepareService -------------------------------------------------------------
+    def before_build(self, ctx: JobContext) -> None:
+        self.enforce(ctx)
+
+    def after_commit(self, ctx: JobContext, state: State) -> None:
+        self.enforce(ctx)
+
+    # -- measuring ----------------------------------------------------------------------------
+    def cache_bytes(self, states: list[State] | None = None) -> int:
+        """Real allocated bytes of all cached states together (shared extents once)."""
+        states = self.repo.list_states() if states is None else states
+        if not states:
+            return 0
+        return self.store.allocated_bytes([self.layout.abs(state.data_path) for state in states])
+
+    def limits(self) -> Limits:
+        """The configured bounds; the reserve is at most a tenth of the store's filesystem, so
+        that the default (1 GiB) does not make a small dedicated store volume unusable."""
+        configured = self._limits()
+        reserve = configured.reserve_bytes
+        if reserve > 0:
+            reserve = min(reserve, self.store.total_bytes() // RESERVE_SHARE_MAX)
+        return Limits(configured.max_bytes, reserve)
+
+    def _measure(self, limits: Limits) -> Measure:
+        cache = self.cache_bytes() if limits.max_bytes > 0 else 0
+        free = self.store.free_bytes() if limits.reserve_bytes > 0 else 0
+        return Measure(cache, free, limits)
+
+    def pinned(self) -> set[str]:
+        """States an instance or a running job uses."""
+        used = {instance.state_id for instance in self.repo.list_instances()}
+        for job_id in self._active_jobs():
+            used.update(task.state_id for task in self.repo.list_tasks(job_id) if task.state_id)
+        return used
+
+    def entries(self, states: list[State] | None = None) -> list[Entry]:
+        states = self.repo.list_states() if states is None else states
+        pinned = self.pinned()
+        return [Entry(id=s.id, parent_id=s.parent_id, size_bytes=s.size_bytes, build_seconds=s.build_seconds,
+                      last_used_at=s.last_used_at, hits=s.hits, pinned=s.id in pinned) for s in states]
+
+    def usage(self) -> dict[str, Any]:
+        """For `sqlrs status`: real cache size, bounds, what could be evicted, evictions so far."""
+        states = self.repo.list_states()
+        limits = self.limits()
+        return {
+            "states": len(states),
+            "size_bytes": self.cache_bytes(states),
+            "increments_bytes": sum(state.size_bytes for state in states),
+            "max_bytes": limits.max_bytes,
+            "reserve_bytes": limits.reserve_bytes,
+            "evictable_bytes": reclaimable_bytes(self.entries(states)),
+            "evicted_states": self.evicted_states,
+            "evicted_bytes": self.evicted_bytes,
+        }
+
+    # -- evicting -----------------------------------------------------------------------------
+    def enforce(self, ctx: JobContext | None = None) -> list[str]:
+        """Evict until the cache is under its cap and the reserve is free; the evicted ids.
+
+        Raises NoSpace when the unreferenced leaves cannot make enough room (then nothing is
+        evicted in this round)."""
+        limits = self.limits()
+        if limits.max_bytes <= 0 and limits.reserve_bytes <= 0:
+            return []
+        evicted: list[str] = []
+        with self._lock:
+            for _round in range(ROUNDS):
+                measure = self._measure(limits)
+                if measure.needed <= 0:
+                    return evicted
+                entries = self.entries()
+                available = reclaimable_bytes(entries)
+                if available < measure.needed:
+                    raise self._no_space(measure, available, entries)
+                victims = choose_victims(entries, measure.needed, self.clock.now())
+                deleted = [victim for victim in victims if self._evict(victim, ctx)]
+                evicted += [victim.id for victim in deleted]
+                if not deleted:
+                    break
+                if measure.below_reserve > 0:
+                    self.store.settle()  # deleted space shows in free_bytes only when released
+            measure = self._measure(limits)
+            if measure.needed > 0:
+                entries = self.entries()
+                raise self._no_space(measure, reclaimable_bytes(entries), entries)
+        return evicted
+
+    def _evict(self, victim: Entry, ctx: JobContext | None) -> bool:
+        lock = self.locks.get(victim.id)
+        if not lock.acquire(blocking=False):
+            return False  # a job is checking or building on it right now
+        try:
+            state = self.repo.get_state(victim.id)
+            if state is None:
+                return False
+            if victim.id in self.pinned() or self.repo.child_states(victim.id):
+                return False  # became referenced since the victims were chosen
+            self.repo.delete_state(state.id)  # invisible first, then the data goes
+            try:
+                self.store.delete(self.layout.abs(state.data_path))
+            except SqlrsError as exc:  # recover() removes the orphan directory at the next start
+                log.warning("evicted state %s but could not delete its data: %s", state.id, exc.message)
+        finally:
+            lock.release()
+        self.evicted_states += 1
+        self.evicted_bytes += max(0, state.size_bytes)
+        text = (f"evicted state {state.id[:12]} ({state.source}, {human(state.size_bytes)}, "
+                f"built in {state.build_seconds}s) to keep the cache within its bounds")
+        log.info("%s", text)
+        if ctx is not None:
+            ctx.emit("log", stream="engine", text=text)
+        return True
+
+    def _no_space(self, measure: Measure, available: int, entries: list[Entry]) -> NoSpace:
+        pinned = sorted(entry.id for entry in entries if entry.pinned)
+        details: dict[str, Any] = {
+            "needed_bytes": measure.needed,
+            "available_bytes": available,
+            "cache_bytes": measure.cache_bytes,
+            "max_bytes": measure.limits.max_bytes,
+            "free_bytes": measure.free_bytes,
+            "reserve_bytes": measure.limits.reserve_bytes,
+            "pinned_states": pinned,
+        }
+        can = f"only {human(available)} can be evicted" if available else "no state can be evicted"
+        why = "the others are in use by instances or running jobs, or have dependent states"
+        if measure.over_cap >= measure.below_reserve:
+            details["reason"] = "max_bytes"
+            return NoSpace(
+                f"the state cache ({human(measure.cache_bytes)}) is over cache.capacity.max_bytes "
+                f"({human(measure.limits.max_bytes)}) by {human(measure.over_cap)} and {can}: {why}",
+                hint="raise the cap (sqlrs config set cache.capacity.max_bytes 20G) or remove instances "
+                     "(sqlrs ls; sqlrs rm ID) so that their states can be evicted",
+                details=details,
+            )
+        details["reason"] = "reserve_bytes"
+        return NoSpace(
+            f"the store has {human(measure.free_bytes)} free, less than cache.capacity.reserve_bytes "
+            f"({human(measure.limits.reserve_bytes)}), and {can}: {why}",
+            hint="free disk space, grow the store volume, lower cache.capacity.reserve_bytes, or remove "
+                 "instances (sqlrs rm ID) so that their states can be evicted",
+            details=details,
+        )

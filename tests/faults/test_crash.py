@@ -1,0 +1,98 @@
+"""kill -9 of the engine at the worst moments: nothing half-made becomes visible, nothing leaks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from harness import Sqlrs, api, processes_mentioning, psql, wait_for
+
+
+def kill_engine(sq: Sqlrs) -> int:
+    pid = sq.engine_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10, "engine death")
+    return pid
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
+
+
+def assert_store_consistent(sq: Sqlrs) -> None:
+    """Every state directory has a metadata row and vice versa; no temporary or scratch debris."""
+    store = sq.state_dir / "store"
+    rows = {s["id"] for s in sq.states()}
+    dirs = {p.name for p in (store / "states").iterdir()}
+    assert rows == dirs, (rows, dirs)
+    assert list((store / "tmp").iterdir()) == []
+    assert list((store / "scratch").iterdir()) == []
+    assert not processes_mentioning(str(store / "scratch"))
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def test_kill_during_build(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    sq = sqlrs_native
+    write(workspace / "a.sql", "CREATE TABLE a AS SELECT 1 AS x;\n")
+    write(workspace / "slow.sql", "SELECT pg_sleep(60);\n")
+    submitted = sq.run("prepare:psql", "--runtime", "native", "--no-watch", "--", "-f", "a.sql", "-f", "slow.sql",
+                       cwd=workspace)
+    job_id = submitted.stdout.split()[0]
+    wait_for(lambda: any(t["index"] == 2 and t["status"] == "running"
+                         for t in api(sq, f"/v1/prepare-jobs/{job_id}")["tasks"]), what="step 2 running")
+    assert processes_mentioning(str(sq.state_dir / "store" / "scratch"))  # a scratch server runs
+    kill_engine(sq)
+    # the next command starts a new engine, which cleans up after the dead one
+    jobs = sq.json("ls", "--jobs")
+    job = next(j for j in jobs if j["id"] == job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
+    assert_store_consistent(sq)
+    plan = sq.plan("-f", "a.sql", "-f", "slow.sql", cwd=workspace)
+    assert [p["cached"] for p in plan] == [True, True, False]
+    assert not [cmd for _, cmd in processes_mentioning("pg_sleep")]
+
+
+@pytest.mark.parametrize("point", ["commit:cloned", "commit:renamed"])
+def test_kill_during_snapshot_commit(sqlrs_native: Sqlrs, workspace: Path, point: str) -> None:
+    sq = sqlrs_native
+    write(workspace / "a.sql", "CREATE TABLE a AS SELECT 1 AS x;\n")
+    write(workspace / "b.sql", "CREATE TABLE b AS SELECT 2 AS x;\n")
+    sq.prepare("-f", "a.sql", cwd=workspace)  # base and a are committed
+    sq.run("engine", "stop")
+    crashed = sq.run("prepare:psql", "--runtime", "native", "--", "-f", "a.sql", "-f", "b.sql", cwd=workspace,
+                     env={"SQLRS_CRASH_AT": point})
+    assert crashed.returncode == 3, crashed.stderr  # the engine died under the CLI
+    plan = sq.plan("-f", "a.sql", "-f", "b.sql", cwd=workspace)
+    assert [p["cached"] for p in plan] == [True, True, False]  # b's half-made state is not visible
+    assert_store_consistent(sq)
+    dsn = sq.prepare("-f", "a.sql", "-f", "b.sql", cwd=workspace)
+    assert psql(dsn, "SELECT a.x + b.x FROM a, b") == "3"
+
+
+def test_kill_while_idle_with_running_instances(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    sq = sqlrs_native
+    write(workspace / "a.sql", "CREATE TABLE a AS SELECT 1 AS x;\n")
+    dsn = sq.prepare("-f", "a.sql", name="keep", cwd=workspace)
+    psql(dsn, "INSERT INTO a VALUES (2)")
+    kill_engine(sq)
+    lock = sq.state_dir / "engine.lock"
+    assert lock.exists()  # a stale lock file: must not make anyone wait
+    started = time.monotonic()
+    instances = sq.instances()
+    assert time.monotonic() - started < 20
+    assert [i["status"] for i in instances] == ["running"]  # re-adopted
+    assert psql(dsn, "SELECT sum(x) FROM a") == "3"
+    result = sq.run("run:psql", "--instance", "keep", "--", "-At", "-c", "SELECT count(*) FROM a")
+    assert result.stdout.strip() == "2"
+    assert sq.run("rm", "keep").returncode == 0
+    assert not processes_mentioning(str(sq.state_dir / "store" / "instances"))
