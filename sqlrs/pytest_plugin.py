@@ -72,7 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sqlrs-ttl", type=int, default=None, dest="sqlrs_ttl", metavar="SECONDS",
                     help="Idle TTL of the instances tests get (0: none).")
     group.addoption("--sqlrs-report", default=None, dest="sqlrs_report", metavar="FILE",
-                    help="Write per-test instance wait times and prepare times as JSON.")
+                    help="Write per-test instance wait times and prepare times as JSON (give it as "
+                         "--sqlrs-report=FILE: pytest may take a separate FILE argument for a test path).")
     parser.addini("sqlrs_files", "SQL files of the default state, in order (relative to the ini file)",
                   type="linelist", default=[])
     parser.addini("sqlrs_sql", "SQL commands run after sqlrs_files (one per line)", type="linelist", default=[])
@@ -404,6 +405,7 @@ def sqlrs_module_instance(request: pytest.FixtureRequest) -> Iterator[Instance]:
     try:
         yield instance
     finally:
-        failed = any(_failed(item) for item in request.session.items
-                     if item.path == module.path and REPORTS_KEY in item.stash)
+        failed = any(_failed(item) for item in request.session.items  # a test that used it failed
+                     if item.path == module.path and "sqlrs_module_instance" in getattr(item, "fixturenames", ())
+                     and REPORTS_KEY in item.stash)
         session.done(module, instance, failed)

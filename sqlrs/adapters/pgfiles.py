@@ -112,7 +112,7 @@ def wait_ready(
                 f"PostgreSQL did not become ready within {timeout:.0f}s", details={"log": log_hint()}
             )
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.02)
+        delay = min(delay * 1.5, 0.005)  # a server is ready in ~20 ms: poll finely
 
 
 def wait_stopped(data_dir: Path, alive: Callable[[], bool], timeout: float) -> bool:

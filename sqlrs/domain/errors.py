@@ -115,6 +115,14 @@ class Cancelled(SqlrsError):
     exit_code = EXIT_FAILED
 
 
+class ContentRequired(SqlrsError):
+    """A step sent as a digest only must be built: the client has to send its content."""
+
+    code = "content_required"
+    http_status = 409
+    exit_code = EXIT_FAILED
+
+
 class Unauthorized(SqlrsError):
     code = "unauthorized"
     http_status = 401

@@ -2,7 +2,7 @@
 
     base_id  = H("base", runtime identity, initdb options, format version)
     state_1  = H(base_id, step_hash_1);  state_k = H(state_{k-1}, step_hash_k)
-    step_hash = H(step kind, normalized content, psql options that change the result)
+    step_hash = H(step kind, sha256(normalized content), psql options that change the result)
 
 Every field is type-tagged and length-prefixed, so no two different field lists hash alike
 ("ab" + "c" != "a" + "bc"). The sqlrs version is deliberately not hashed; FORMAT_VERSION is.
@@ -57,7 +57,7 @@ def base_id(runtime_identity: str, initdb_options: Sequence[str]) -> str:
 
 def step_hash(step: Step, options: PsqlOptions) -> str:
     variables = [[name, value] for name, value in options.variables]
-    return digest("step", step.kind, step.normalized_content(), variables, options.single_transaction)
+    return digest("step", step.kind, step.content_digest(), variables, options.single_transaction)
 
 
 def state_id(parent_id: str, step_digest: str) -> str:

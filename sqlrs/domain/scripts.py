@@ -5,7 +5,9 @@ Kept free of third-party imports so the thin CLI can use it on its hot path.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterator, Sequence
 
 # psql's include meta-commands; `\i` and `\include` resolve against the cwd, the `_relative`
 # forms against the including file's directory (psql's rules).
@@ -49,3 +51,35 @@ def connect_target_outside(line: str) -> str | None:
     if len(args) > 3 and args[3] != "-":
         return args[3]
     return None
+
+
+def script_lines(content: str) -> list[str]:
+    """A script's lines; a final newline ends the last line rather than starting another."""
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def normalized_content(files: Sequence[tuple[str, Sequence[tuple[int, int]]]]) -> str:
+    """files[0] with every include line replaced by the included file's lines, depth-first.
+
+    Each file is (content, [(line index, included file index), ...]). This is what a `-f` step's
+    cache key hashes: how an include is spelled, and where the file lies, do not matter.
+    """
+
+    def expand(index: int) -> Iterator[str]:
+        content, includes = files[index]
+        targets = dict(includes)
+        for number, line in enumerate(script_lines(content)):
+            if number in targets:
+                yield from expand(targets[number])
+            else:
+                yield line
+
+    return "\n".join(expand(0))
+
+
+def content_digest(text: str) -> str:
+    """sha256 of a step's normalized content, as sent by the CLI and checked by the engine."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -2,8 +2,11 @@
 
 The CLI reads a step's files and sends them as a *bundle*: every file it read, with the lines
 that include other files mapped to those files' indexes. The engine validates the bundle and
-derives the normalized content (includes expanded depth-first), which is what the cache key
-hashes: include spelling and paths do not matter, content does.
+derives the normalized content (includes expanded depth-first), whose digest is what the cache
+key hashes: include spelling and paths do not matter, content does.
+
+A step may also arrive *without content*, as its digest only: the CLI asks first whether the
+chain is cached, and sends megabytes of scripts only when something must be built.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from typing import Literal
 import attrs
 
 from sqlrs.domain.errors import UsageError
-from sqlrs.domain.scripts import connect_target_outside, parse_include
+from sqlrs.domain.scripts import (
+    connect_target_outside,
+    content_digest,
+    normalized_content,
+    parse_include,
+    script_lines,
+)
+
+DIGEST_LENGTH = 64
 
 StepKind = Literal["file", "command"]
 
@@ -33,10 +44,7 @@ class ScriptFile:
 
     def lines(self) -> list[str]:
         """The file's lines; a final newline ends the last line rather than starting another."""
-        lines = self.content.split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        return lines
+        return script_lines(self.content)
 
 
 @attrs.frozen
@@ -47,8 +55,27 @@ class Step:
     source: str  # file path as the user gave it, "-" for stdin, "-c" for commands
     files: tuple[ScriptFile, ...] = ()  # file steps: files[0] is the script itself
     sql: str | None = None  # command steps
+    digest: str | None = None  # sha256 of the normalized content; alone, it stands for the content
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.files) or self.sql is not None
 
     def validate(self) -> None:
+        if self.kind not in ("file", "command"):
+            raise UsageError(f"unknown step kind {self.kind!r}", hint="file (-f) or command (-c)")
+        if self.digest is not None and (len(self.digest) != DIGEST_LENGTH
+                                        or any(c not in "0123456789abcdef" for c in self.digest)):
+            raise UsageError(f"step {self.source!r}: digest must be 64 lowercase hex characters")
+        if not self.has_content:
+            if self.digest is None:
+                raise UsageError(f"step {self.source!r} carries neither content nor digest")
+            return
+        self._validate_content()
+        if self.digest is not None and self.digest != content_digest(self.normalized_content()):
+            raise UsageError(f"step {self.source!r}: the content does not match its digest")
+
+    def _validate_content(self) -> None:
         if self.kind == "command":
             if self.sql is None or self.files:
                 raise UsageError("a -c step carries its SQL and no files")
@@ -99,16 +126,17 @@ class Step:
         """The script with include directives replaced by the included content, depth-first."""
         if self.kind == "command":
             return self.sql or ""
-        return "\n".join(self._expand(0))
+        return normalized_content([(f.content, [(i.line, i.file) for i in f.includes]) for f in self.files])
 
-    def _expand(self, index: int) -> Iterable[str]:
-        script = self.files[index]
-        targets = {inc.line: inc.file for inc in script.includes}
-        for number, line in enumerate(script.lines()):
-            if number in targets:
-                yield from self._expand(targets[number])
-            else:
-                yield line
+    def content_digest(self) -> str:
+        """What the cache key hashes: the digest of the normalized content."""
+        if not self.has_content:
+            assert self.digest is not None
+            return self.digest
+        return content_digest(self.normalized_content())
+
+    def without_content(self) -> Step:
+        return Step(kind=self.kind, source=self.source, digest=self.content_digest())
 
 
 @attrs.frozen

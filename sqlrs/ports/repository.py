@@ -59,6 +59,10 @@ class Repository(Protocol):
         """Delete the job with its tasks and events."""
         ...
 
+    def prune_jobs(self, keep: int, finished_statuses: Sequence[str]) -> int:
+        """Delete the oldest finished jobs (with tasks and events) beyond the newest `keep`."""
+        ...
+
     def set_tasks(self, job_id: str, tasks: Sequence[Task]) -> None:
         """Replace the job's task list."""
         ...

@@ -194,7 +194,4 @@ class JobRunner:
 
     def prune(self) -> None:
         """Keep at most `jobs.history.max` finished jobs."""
-        limit = self._history_max()
-        finished = [job for job in self.repo.list_jobs() if job.status.terminal]
-        for job in finished[: max(0, len(finished) - limit)]:
-            self.repo.delete_job(job.id)
+        self.repo.prune_jobs(self._history_max(), [status.value for status in JobStatus if status.terminal])

@@ -23,7 +23,14 @@ import attrs
 from sqlrs.adapters.fsutil import syncfs
 from sqlrs.adapters.pgfiles import PG_HBA
 from sqlrs.domain import keys
-from sqlrs.domain.errors import Conflict, StepFailed, StoreFailure
+from sqlrs.domain.errors import (
+    Conflict,
+    ContentRequired,
+    RuntimeFailure,
+    RuntimeUnavailable,
+    StepFailed,
+    StoreFailure,
+)
 from sqlrs.domain.model import Instance, State, StateKind, Task, TaskStatus
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
@@ -63,6 +70,13 @@ class PlanItem:
         return {"index": self.index, "kind": self.kind if self.step is None else self.step.kind,
                 "source": self.source, "state_id": self.state_id, "parent_id": self.parent_id,
                 "cached": self.cached}
+
+
+@attrs.define
+class ScratchSlot:
+    """The job's scratch, if any: whatever is in it is removed when the build ends."""
+
+    current: Scratch | None = None
 
 
 @attrs.define
@@ -126,8 +140,25 @@ class PrepareService:
     # -- the job -----------------------------------------------------------------------------
     def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
         choice = self.registry.choose(request.runtime)
-        runtime = choice.runtime
-        ctx.emit("runtime", runtime=runtime.name, reason=choice.reason)
+        ctx.emit("runtime", runtime=choice.runtime.name, reason=choice.reason)
+        try:
+            return self._run_on(ctx, request, choice.runtime)
+        except (RuntimeFailure, RuntimeUnavailable, OSError):
+            # the runtime may have gone away (daemon stopped): the next choice asks it again
+            self.registry.forget_probe(choice.runtime.name)
+            raise
+
+    def require_content_for_builds(self, request: PrepareRequest) -> None:
+        """Raise ContentRequired when a step sent without content would have to be built."""
+        runtime = self.registry.choose(request.runtime).runtime
+        items = self.plan(self.identity_for(runtime, request.image), request.steps, request.options)
+        missing = [item.index for item in items if not item.cached and item.step is not None
+                   and not item.step.has_content]
+        if missing:
+            raise ContentRequired(f"steps {missing} are not cached: send their content",
+                                  details={"steps": missing})
+
+    def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
         identity = self.identity_for(runtime, request.image)
         items = self.plan(identity, request.steps, request.options)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
@@ -190,7 +221,7 @@ class PrepareService:
 
     def _build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
                tasks: list[Task], options: PsqlOptions) -> State:
-        scratch: Scratch | None = None
+        slot = ScratchSlot()
         final: State | None = None
         try:
             for item, task in zip(items, tasks, strict=False):
@@ -207,7 +238,7 @@ class PrepareService:
                     started = time.monotonic()
                     ctx.update_task(task, TaskStatus.RUNNING, started_at=self.clock.now())
                     try:
-                        scratch = self._build_one(ctx, runtime, identity, item, scratch, options)
+                        scratch = self._build_one(ctx, runtime, identity, item, slot, options)
                         final = self._commit(scratch, item, runtime, identity, options,
                                              time.monotonic() - started)
                     except BaseException:
@@ -223,8 +254,8 @@ class PrepareService:
                 finally:
                     lock.release()
         finally:
-            if scratch is not None:
-                self._drop_scratch(scratch)
+            if slot.current is not None:
+                self._drop_scratch(slot.current)
         assert final is not None
         return final
 
@@ -239,12 +270,15 @@ class PrepareService:
         shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
 
     def _build_one(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, item: PlanItem,
-                   scratch: Scratch | None, options: PsqlOptions) -> Scratch:
+                   slot: ScratchSlot, options: PsqlOptions) -> Scratch:
+        scratch = slot.current
         if scratch is not None and scratch.at != item.parent_id:
+            slot.current = None
             self._drop_scratch(scratch)
             scratch = None
         if scratch is None:
-            scratch = self._new_scratch(ctx)
+            # in the slot before anything is made, so a failure below still removes it
+            scratch = slot.current = self._new_scratch(ctx)
             data_dir = self.layout.abs(scratch.rel)
             if item.parent_id is None:
                 ctx.emit("log", stream="engine", text=f"initdb: {identity.description}")
@@ -277,6 +311,9 @@ class PrepareService:
     def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions) -> None:
         step = item.step
         assert step is not None
+        if not step.has_content:  # it was cached when the job was submitted, and evicted since
+            raise ContentRequired(f"step {item.index} ({step.source}) is no longer cached: send its content",
+                                  details={"steps": [item.index]})
         args = ["-X"]
         for name, value in options.variables:
             args += ["-v", f"{name}={value}"]

@@ -56,6 +56,11 @@ class RuntimeRegistry:
             self._probes[name] = (time.monotonic(), answer)
         return answer
 
+    def forget_probe(self, name: str) -> None:
+        """Drop a remembered answer, e.g. after the runtime failed under a job."""
+        with self._lock:
+            self._probes.pop(name, None)
+
     def probe_all(self, fresh: bool = False) -> list[Probe]:
         return [self.probe(name, fresh) for name in self.names()]
 
@@ -65,7 +70,9 @@ class RuntimeRegistry:
         else:
             wanted, origin = self._configured()
         if wanted and wanted != "auto":
-            probe = self.probe(wanted, fresh=True)
+            probe = self.probe(wanted)
+            if not probe.available:  # a cached "no" may be stale: ask again before refusing
+                probe = self.probe(wanted, fresh=True)
             if not probe.available:
                 raise RuntimeUnavailable(
                     f"runtime {wanted} ({origin}) is not available: {probe.reason}",

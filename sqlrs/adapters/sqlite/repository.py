@@ -228,6 +228,19 @@ class SqliteRepository:
             conn.execute(delete(t.tasks).where(t.tasks.c.job_id == job_id))
             conn.execute(delete(t.jobs).where(t.jobs.c.id == job_id))
 
+    def prune_jobs(self, keep: int, finished_statuses: Sequence[str]) -> int:
+        with self._begin() as conn:
+            doomed = [row[0] for row in conn.execute(
+                select(t.jobs.c.id).where(t.jobs.c.status.in_(list(finished_statuses)))
+                .order_by(t.jobs.c.created_at.desc()).offset(keep)
+            ).all()]
+            for chunk in range(0, len(doomed), 500):
+                ids = doomed[chunk:chunk + 500]
+                conn.execute(delete(t.events).where(t.events.c.job_id.in_(ids)))
+                conn.execute(delete(t.tasks).where(t.tasks.c.job_id.in_(ids)))
+                conn.execute(delete(t.jobs).where(t.jobs.c.id.in_(ids)))
+        return len(doomed)
+
     def set_tasks(self, job_id: str, tasks: Sequence[Task]) -> None:
         with self._begin() as conn:
             conn.execute(delete(t.tasks).where(t.tasks.c.job_id == job_id))

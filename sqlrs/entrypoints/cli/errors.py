@@ -18,8 +18,9 @@ EXIT_BY_CODE = {
 
 class CliError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED, hint: str | None = None,
-                 details: dict[str, Any] | None = None):
+                 details: dict[str, Any] | None = None, code: str | None = None):
         super().__init__(message)
+        self.code = code
         self.message = message
         self.exit_code = exit_code
         self.hint = hint
@@ -33,7 +34,7 @@ class CliError(Exception):
         exit_code = EXIT_BY_CODE.get(code, EXIT_FAILED)
         if code == "ambiguous" and details.get("candidates"):
             hint = "candidates: " + ", ".join(details["candidates"])
-        return cls(str(error.get("message", "engine error")), exit_code, hint, details)
+        return cls(str(error.get("message", "engine error")), exit_code, hint, details, code)
 
 
 def usage(message: str, hint: str | None = None) -> CliError:

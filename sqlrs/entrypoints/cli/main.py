@@ -136,8 +136,32 @@ def parse_duration(text: str) -> int:
     return int(number) * factor
 
 
+def _lean(body: dict[str, Any]) -> dict[str, Any]:
+    """The request with every step as its content digest only: enough when the chain is cached."""
+    from sqlrs.domain.scripts import content_digest, normalized_content
+
+    steps = []
+    for step in body["steps"]:
+        if step["kind"] == "command":
+            text = step["sql"]
+        else:
+            text = normalized_content([(f["content"], [(i["line"], i["file"]) for i in f["includes"]])
+                                       for f in step["files"]])
+        steps.append({"kind": step["kind"], "source": step["source"], "digest": content_digest(text)})
+    return {**body, "steps": steps}
+
+
 def _submit(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = ctx.client().call("POST", "/v1/prepare-jobs", body)
+    """Submit a job; scripts travel only when the engine says it has to build from them."""
+    client = ctx.client()
+    if body["steps"]:
+        try:
+            lean: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", _lean(body))
+            return lean
+        except CliError as error:
+            if error.code != "content_required":
+                raise
+    data: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", body)
     return data
 
 
@@ -151,7 +175,14 @@ def do_prepare(ctx: Ctx, body: dict[str, Any], watch: bool) -> dict[str, Any] | 
         return None
     from sqlrs.entrypoints.cli.watching import make_progress, watch_job
 
-    return watch_job(ctx, job_id, make_progress(ctx.quiet))
+    try:
+        return watch_job(ctx, job_id, make_progress(ctx.quiet))
+    except CliError as error:
+        if error.code != "content_required":
+            raise
+        # a cached state was evicted between submitting and building: send the scripts this time
+        full = ctx.client().call("POST", "/v1/prepare-jobs", body)
+        return watch_job(ctx, full["job_id"], make_progress(ctx.quiet))
 
 
 PREPARE_HELP = """Build (or reuse) the state PSQL_ARGS describe and start an instance of it.

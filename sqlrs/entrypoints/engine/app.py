@@ -132,6 +132,12 @@ async def read_json(request: Request) -> Any:
         raise UsageError(f"the request body is not valid JSON: {exc}") from None
 
 
+def summarize_request(body: dict[str, Any], parsed: Any) -> dict[str, Any]:
+    """The request as the job keeps it: steps by source and digest, not megabytes of scripts."""
+    return {**body, "steps": [{"kind": step.kind, "source": step.source, "digest": step.content_digest()}
+                              for step in parsed.steps]}
+
+
 def listing(request: Request, items: list[dict[str, Any]]) -> Response:
     if NDJSON in request.headers.get("accept", ""):
         body = "".join(json.dumps(item) + "\n" for item in items)
@@ -171,8 +177,10 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
             named = await run_in_threadpool(services.prepare.named_instance, prepare_request.name)
             if named is not None:
                 raise name_taken(prepare_request.name, named)  # before queueing anything
+        if not prepare_request.plan_only and not all(step.has_content for step in prepare_request.steps):
+            await run_in_threadpool(services.prepare.require_content_for_builds, prepare_request)
         job = services.jobs.submit(
-            "plan" if prepare_request.plan_only else "prepare", body,
+            "plan" if prepare_request.plan_only else "prepare", summarize_request(body, prepare_request),
             lambda ctx: services.prepare.run(ctx, prepare_request),
         )
         payload = {"job_id": job.id, "status": job.status.value, **job_urls(job.id)}
