@@ -43,26 +43,11 @@ PYTHON = sys.executable
 TEST_IMAGE = os.environ.get("SQLRS_TEST_IMAGE", "localhost/sqlrs-test-postgres:16")
 PG_BIN = Path(os.environ.get("SQLRS_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_snapshots import pgbench_sql  # noqa: E402 - one definition of the pgbench-shaped data set
+
 
 # -- data sets ------------------------------------------------------------------------------------
-def pgbench_sql(scale: int) -> str:
-    """What `pgbench -i -s SCALE` creates, as one SQL script (so every method loads the same)."""
-    return f"""\
-CREATE TABLE pgbench_branches (bid int NOT NULL, bbalance int, filler char(88)) WITH (fillfactor=100);
-CREATE TABLE pgbench_tellers (tid int NOT NULL, bid int, tbalance int, filler char(84)) WITH (fillfactor=100);
-CREATE TABLE pgbench_accounts (aid int NOT NULL, bid int, abalance int, filler char(84)) WITH (fillfactor=100);
-CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22));
-INSERT INTO pgbench_branches (bid, bbalance) SELECT b, 0 FROM generate_series(1, {scale}) AS b;
-INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT t, (t - 1) / 10 + 1, 0 FROM generate_series(1, {10 * scale}) AS t;
-INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
-  SELECT a, (a - 1) / 100000 + 1, 0, '' FROM generate_series(1, {100000 * scale}) AS a;
-ALTER TABLE pgbench_branches ADD PRIMARY KEY (bid);
-ALTER TABLE pgbench_tellers ADD PRIMARY KEY (tid);
-ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid);
-VACUUM ANALYZE;
-"""
-
-
 @dataclass
 class Dataset:
     name: str
@@ -159,6 +144,9 @@ class Sqlrs:
             self.cli("init", "local", "--snapshot", self.backend, "--store-size", os.environ.get(
                 "SQLRS_BENCH_STORE_SIZE", "24G"))
         self.cli("engine", "start")
+        # build the base cluster once, so "cold" below means the data set's own steps
+        self.cli("prepare:psql", *self.flags(), "--", "-c", "SELECT 1", cwd=self.state_dir)
+        self.rm_all_instances()
 
     def flags(self) -> list[str]:
         flags = ["--runtime", self.runtime]
@@ -320,31 +308,20 @@ class Bench:
 
     def _sqlrs_dataset(self, tool: Sqlrs, dataset: Dataset, cold: bool) -> None:
         runs = self.args.runs
-        if cold and tool.runtime == "native" or cold and tool.runtime in self.args.cold_runtimes:
-            first_step = None
+        if cold and tool.runtime in self.args.cold_runtimes:
 
-            def cold_once(index: int) -> str:
-                nonlocal first_step
-                if index > 0 and first_step:
-                    tool.rm_all_instances()
-                    tool.rm(first_step, "--recurse")
-                dsn = tool.prepare(dataset)
-                first_step = tool.plan(dataset)[1]["state_id"]
-                return dsn
+            def forget_steps(index: int) -> None:  # untimed: back to "only the base is cached"
+                tool.rm_all_instances()
+                tool.rm(tool.plan(dataset)[1]["state_id"], "--recurse")
 
-            self.measure(f"{tool.label} cold build", dataset, max(1, runs // 2), cold_once,
-                         note="steps built, base cached, engine warm")
+            if tool.plan(dataset)[1]["cached"]:
+                forget_steps(0)
+            self.measure(f"{tool.label} cold build", dataset, max(1, runs // 2), lambda index: tool.prepare(dataset),
+                         cleanup=forget_steps, note="steps built, base cached, engine warm")
         tool.prepare(dataset)  # cached from here on
         tool.rm_all_instances()
-        ids: list[str] = []
-
-        def hit(index: int) -> str:
-            return tool.prepare(dataset)
-
-        self.measure(f"{tool.label} hit", dataset, runs, hit, cleanup=lambda i: None,
-                     note="cached chain, new instance")
-        del ids
-        tool.rm_all_instances()
+        self.measure(f"{tool.label} hit", dataset, runs, lambda index: tool.prepare(dataset),
+                     cleanup=lambda index: tool.rm_all_instances(), note="cached chain, new instance")
         state = tool.plan(dataset)[-1]
         dataset.size_bytes = dataset.size_bytes or state_size(tool, state["state_id"])
 
@@ -354,36 +331,37 @@ class Bench:
         server.start()
         try:
             for dataset in data:
-                runs = self.args.runs
-                counter = iter(range(10**6))
-
-                def reload(index: int) -> str:
-                    name = f"reload_{next(counter)}"
-                    return server.load(dataset, name)
-
-                def drop_reload(index: int) -> None:
-                    if dataset.dbname == "postgres":
-                        server.sql(f'DROP DATABASE IF EXISTS "reload_{index}"')
-
-                self.measure("psql reload", dataset, runs, reload, cleanup=drop_reload,
-                             note="CREATE DATABASE + psql -f, shared server")
-                template = f"tpl_{dataset.name}"
-                source = server.load(dataset, template)
-                source_db = source.rsplit("/", 1)[1]
-                if source_db != template:
-                    server.sql(f'ALTER DATABASE "{source_db}" RENAME TO "{template}"')
-                server.sql(f'ALTER DATABASE "{template}" IS_TEMPLATE true')
-
-                def copy(index: int) -> str:
-                    server.sql(f'CREATE DATABASE "copy_{index}" TEMPLATE "{template}"')
-                    return server.dsn(f"copy_{index}")
-
-                self.measure("template copy", dataset, runs, copy,
-                             cleanup=lambda index: server.sql(f'DROP DATABASE "copy_{index}"'),
-                             note="CREATE DATABASE ... TEMPLATE, shared server")
-                self._pytest_postgresql(server, dataset, template, runs)
+                self._shared_dataset(server, dataset)
         finally:
             server.stop()
+
+    def _shared_dataset(self, server: SharedServer, dataset: Dataset) -> None:
+        runs = self.args.runs
+        counter = iter(range(10**6))
+
+        def reload(index: int) -> str:
+            return server.load(dataset, f"reload_{next(counter)}")
+
+        def drop_reload(index: int) -> None:
+            if dataset.dbname == "postgres":
+                server.sql(f'DROP DATABASE IF EXISTS "reload_{index}"')
+
+        self.measure("psql reload", dataset, runs, reload, cleanup=drop_reload,
+                     note="CREATE DATABASE + psql -f, shared server")
+        template = f"tpl_{dataset.name}"
+        source_db = server.load(dataset, template).rsplit("/", 1)[1]
+        if source_db != template:
+            server.sql(f'ALTER DATABASE "{source_db}" RENAME TO "{template}"')
+        server.sql(f'ALTER DATABASE "{template}" IS_TEMPLATE true')
+
+        def copy(index: int) -> str:
+            server.sql(f'CREATE DATABASE "copy_{index}" TEMPLATE "{template}"')
+            return server.dsn(f"copy_{index}")
+
+        self.measure("template copy", dataset, runs, copy,
+                     cleanup=lambda index: server.sql(f'DROP DATABASE "copy_{index}"'),
+                     note="CREATE DATABASE ... TEMPLATE, shared server")
+        self._pytest_postgresql(server, dataset, template, runs)
 
     def _pytest_postgresql(self, server: SharedServer, dataset: Dataset, template: str, runs: int) -> None:
         try:
@@ -415,29 +393,33 @@ class Bench:
         command = ("sh -c 'initdb -U postgres --auth=trust -D \"$PGDATA\" >/dev/null && "
                    "exec postgres -c listen_addresses=* -c fsync=off'")
         for dataset in data:
-            containers: dict[int, Any] = {}
+            self._testcontainers_dataset(dataset, DockerContainer, wait_for_logs, command)
 
-            def once(index: int) -> str:
-                container = DockerContainer(TEST_IMAGE).with_command(command).with_exposed_ports(5432)
-                container.with_kwargs(user="postgres")
-                container.start()
-                containers[index] = container
-                wait_for_logs(container, "database system is ready to accept connections", timeout=60)
-                host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
-                base = f"postgresql://postgres@{host}:{port}"
-                for _ in range(100):  # the log line can precede the TCP listener by a moment
-                    try:
-                        usable(f"{base}/postgres", "SELECT 1")
-                        break
-                    except Exception:
-                        time.sleep(0.05)
-                run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", f"{base}/postgres", *dataset.psql_args()],
-                    cwd=dataset.cwd)
-                return f"{base}/{dataset.dbname}"
+    def _testcontainers_dataset(self, dataset: Dataset, container_class: Any, wait_for_logs: Any,
+                                command: str) -> None:
+        containers: dict[int, Any] = {}
 
-            self.measure("testcontainers", dataset, max(1, self.args.runs // 2), once,
-                         cleanup=lambda index: containers.pop(index).stop(),
-                         note=f"fresh container ({TEST_IMAGE}) + initdb + psql -f")
+        def once(index: int) -> str:
+            container = container_class(TEST_IMAGE).with_command(command).with_exposed_ports(5432)
+            container.with_kwargs(user="postgres")
+            container.start()
+            containers[index] = container
+            wait_for_logs(container, "database system is ready to accept connections", timeout=60)
+            host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
+            base = f"postgresql://postgres@{host}:{port}"
+            for _ in range(100):  # the log line can precede the TCP listener by a moment
+                try:
+                    usable(f"{base}/postgres", "SELECT 1")
+                    break
+                except Exception:
+                    time.sleep(0.05)
+            run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", f"{base}/postgres", *dataset.psql_args()],
+                cwd=dataset.cwd)
+            return f"{base}/{dataset.dbname}"
+
+        self.measure("testcontainers", dataset, max(1, self.args.runs // 2), once,
+                     cleanup=lambda index: containers.pop(index).stop(),
+                     note=f"fresh container ({TEST_IMAGE}) + initdb + psql -f")
 
     # CLI overhead, rebuild, many instances -------------------------------------------------------------
     def bench_cli(self) -> None:
@@ -538,7 +520,7 @@ class Bench:
                 before = df_used(store)
                 start = time.perf_counter()
                 with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
-                    list(pool.map(lambda _: tool.prepare(dataset), range(count)))
+                    list(pool.map(tool.prepare, [dataset] * count))
                 concurrent_s = time.perf_counter() - start
                 used_concurrent = df_used(store) - before
                 section[tool.label] = {"back_to_back_s": round(serial, 2), "concurrent_s": round(concurrent_s, 2),
@@ -569,19 +551,19 @@ class Bench:
     # report ---------------------------------------------------------------------------------------
     def report(self) -> str:
         lines = ["## Time to a usable, isolated database", "",
-                 "| method | data set | median ms | min–max ms | n | vs sqlrs native hit | note |",
+                 "| method | data set | median ms | min-max ms | n | vs sqlrs native hit | note |",
                  "|---|---|---:|---:|---:|---:|---|"]
         hits = {r.dataset: r.median for r in self.results if r.method.startswith("sqlrs native") and
                 r.method.endswith(" hit")}
         for r in sorted(self.results, key=lambda r: (r.dataset, r.median)):
-            ratio = r.median / hits[r.dataset] if r.dataset in hits and hits[r.dataset] else float("nan")
+            ratio = r.median / hits[r.dataset] if hits.get(r.dataset) else float("nan")
             lines.append(f"| {r.method} | {r.dataset} | {r.median * 1000:.0f} | "
-                         f"{min(r.seconds) * 1000:.0f}–{max(r.seconds) * 1000:.0f} | {len(r.seconds)} | "
+                         f"{min(r.seconds) * 1000:.0f}-{max(r.seconds) * 1000:.0f} | {len(r.seconds)} | "
                          f"{ratio:.2f}x | {r.note} |")
         if "cli" in self.sections:
-            lines += ["", "## CLI overhead (warm engine)", "", "| command | median ms | min–max ms | vs floor |",
+            lines += ["", "## CLI overhead (warm engine)", "", "| command | median ms | min-max ms | vs floor |",
                       "|---|---:|---:|---:|"]
-            lines += [f"| {row['command']} | {row['median_ms']} | {row['min_ms']}–{row['max_ms']} | "
+            lines += [f"| {row['command']} | {row['median_ms']} | {row['min_ms']}-{row['max_ms']} | "
                       f"{row['vs_floor']}x |" for row in self.sections["cli"]]
         if "rebuild" in self.sections:
             rb = self.sections["rebuild"]

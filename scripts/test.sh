@@ -14,4 +14,4 @@ if [[ ",$SQLRS_REQUIRE," == *,docker,* || ",$SQLRS_REQUIRE," == *,podman,* ]]; t
     ./scripts/services.sh
     ./scripts/build-test-image.sh
 fi
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 tests "$@"

@@ -211,7 +211,10 @@ def spawn_engine(state_dir: Path) -> dict[str, Any]:
                 return info
             failed = state_dir / "engine.failed.json"
             if failed.exists() or child.poll() is not None:
-                child.poll()
+                try:
+                    child.wait(timeout=10)  # it exits right after saying why: leave nothing running
+                except subprocess.TimeoutExpired:
+                    pass
                 try:
                     reason = json.loads(failed.read_text()).get("error", "")
                 except (OSError, ValueError):
