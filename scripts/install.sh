@@ -35,7 +35,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 log "pip install -e .[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+# compat mode: a plain path entry, not an import hook that every CLI start would pay for
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" --config-settings editable_mode=compat
 log "sqlrs $(.venv/bin/sqlrs --version | awk '{print $NF}') installed: $REPO/.venv/bin/sqlrs"
 
 if [ "${1:-}" = "--demo" ]; then

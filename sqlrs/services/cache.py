@@ -95,6 +95,7 @@ class CacheService:
         self._lock = threading.Lock()
         self.evicted_states = 0
         self.evicted_bytes = 0
+        self._measured: tuple[frozenset[str], int] | None = None
 
     # -- hooks for PrepareService -------------------------------------------------------------
     def before_build(self, ctx: JobContext) -> None:
@@ -109,7 +110,14 @@ class CacheService:
         states = self.repo.list_states() if states is None else states
         if not states:
             return 0
-        return self.store.allocated_bytes([self.layout.abs(state.data_path) for state in states])
+        # states never change, so the walk over their extents is redone only when the set does
+        key = frozenset(state.id for state in states)
+        remembered = self._measured
+        if remembered is not None and remembered[0] == key:
+            return remembered[1]
+        total = self.store.allocated_bytes([self.layout.abs(state.data_path) for state in states])
+        self._measured = (key, total)
+        return total
 
     def limits(self) -> Limits:
         """The configured bounds; the reserve is at most a tenth of the store's filesystem, so

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,8 +54,20 @@ def engine() -> Iterator[EngineClient]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def http_connection(client: EngineClient) -> http.client.HTTPConnection:
+    """A plain http.client connection on the engine's socket (the tests' own HTTP client)."""
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(30)
+            self.sock.connect(client.endpoint[len("unix://"):])
+
+    return UnixConnection("engine")
+
+
 def send(client: EngineClient, method: str, path: str, body: bytes | None) -> tuple[int, Any]:
-    conn = client._connection(30)
+    conn = http_connection(client)
     headers = {"Authorization": f"Bearer {client.token}", "Content-Type": "application/json"}
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
@@ -116,8 +130,6 @@ def test_arbitrary_ids_and_names(engine: EngineClient, ref: str) -> None:
 
 def test_huge_bodies_are_refused_with_413(engine: EngineClient) -> None:
     # declared too large: refused from the headers alone, before a byte of the body is read
-    import socket
-
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(engine.endpoint[len("unix://"):])
     sock.sendall(f"POST /v1/prepare-jobs HTTP/1.1\r\nHost: engine\r\nAuthorization: Bearer {engine.token}\r\n"
@@ -133,7 +145,7 @@ def test_huge_bodies_are_refused_with_413(engine: EngineClient) -> None:
     assert head.startswith("HTTP/1.1 413"), head
     assert '"body_too_large"' in head
     # streamed without a length (chunked): refused once the limit is crossed
-    conn = engine._connection(30)
+    conn = http_connection(engine)
     conn.putrequest("POST", "/v1/prepare-jobs")
     conn.putheader("Authorization", f"Bearer {engine.token}")
     conn.putheader("Transfer-Encoding", "chunked")

@@ -8,47 +8,33 @@ serialize on a lock file and get one engine.
 from __future__ import annotations
 
 import fcntl
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlrs import __version__
+from sqlrs.entrypoints.cli import wire
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
 
 SPAWN_TIMEOUT = 60.0
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None = None):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 class Response:
-    def __init__(self, status: int, headers: dict[str, str], raw: http.client.HTTPResponse, conn: Any):
-        self.status = status
-        self.headers = headers
-        self._raw = raw
-        self._conn = conn
+    def __init__(self, reply: wire.Reply):
+        self.status = reply.status
+        self.headers = reply.headers
+        self._reply = reply
 
     def json(self) -> Any:
-        body = self._raw.read()
-        self._conn.close()
+        try:
+            body = self._reply.read()
+        finally:
+            self._reply.close()
         if not body:
             return None
         try:
@@ -59,49 +45,51 @@ class Response:
     def lines(self) -> Iterator[dict[str, Any]]:
         """NDJSON objects as the engine sends them."""
         try:
-            while True:
-                line = self._raw.readline()
-                if not line:
-                    return
+            for line in self._reply.iter_lines():
                 line = line.strip()
                 if line:
                     yield json.loads(line)
         finally:
-            self._conn.close()
+            self._reply.close()
 
     def close(self) -> None:
-        self._conn.close()
+        self._reply.close()
 
 
 class EngineClient:
-    def __init__(self, endpoint: str, token: str | None):
+    def __init__(self, endpoint: str, token: str | None,
+                 rediscover: Callable[[], tuple[str, str | None]] | None = None):
         self.endpoint = endpoint
         self.token = token
-
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self.endpoint.startswith("unix://"):
-            return UnixHTTPConnection(self.endpoint[len("unix://"):], timeout=timeout)
-        parts = urlsplit(self.endpoint)
-        return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+        # engine.json was trusted without a health request (one round trip less on every
+        # command); if the engine is not there after all, this finds or spawns the real one
+        self._rediscover = rediscover
 
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = 300.0,
                 accept: str = "application/json") -> Response:
         headers = {"Accept": accept, "X-Sqlrs-Version": __version__}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection(timeout)
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            raw = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            sock = wire.connect(self.endpoint, timeout)
+        except OSError:
+            if self._rediscover is None:
+                raise CliError(f"engine at {self.endpoint} is unreachable", EXIT_ENGINE,
+                               hint="check `sqlrs engine status`; restart with `sqlrs engine stop`") from None
+            self.endpoint, self.token = self._rediscover()
+            self._rediscover = None
+            return self.request(method, path, body, timeout=timeout, accept=accept)
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            reply = wire.exchange(sock, method, path, headers, payload)
+        except OSError as exc:
+            sock.close()
             raise CliError(f"engine at {self.endpoint} is unreachable: {exc}", EXIT_ENGINE,
                            hint="check `sqlrs engine status`; restart with `sqlrs engine stop`") from None
-        return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, raw, conn)
+        return Response(reply)
 
     def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 201, 202),
              timeout: float | None = 300.0) -> Any:
@@ -179,12 +167,21 @@ def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
             raise CliError(f"engine at {address} (from the environment) does not answer", EXIT_ENGINE,
                            hint="unset TAIDON_ENGINE_ADDR/SQLRS_ENGINE_ADDR or start that engine")
         return EngineClient(address, token)
-    info = live_engine(state_dir)
-    if info is None:
-        if not spawn:
-            raise CliError("no engine is running", EXIT_ENGINE, hint="it starts on demand, or: sqlrs engine start")
-        info = spawn_engine(state_dir)
-    return EngineClient(str(info["endpoint"]), str(info["token"]))
+
+    def discover() -> tuple[str, str | None]:
+        found = live_engine(state_dir)
+        if found is None:
+            if not spawn:
+                raise CliError("no engine is running", EXIT_ENGINE,
+                               hint="it starts on demand, or: sqlrs engine start")
+            found = spawn_engine(state_dir)
+        return str(found["endpoint"]), str(found["token"])
+
+    info = read_engine_json(state_dir)
+    pid = info.get("pid") if info else None
+    if info and "endpoint" in info and "token" in info and isinstance(pid, int) and _pid_alive(pid):
+        return EngineClient(str(info["endpoint"]), str(info["token"]), rediscover=discover)
+    return EngineClient(*discover())
 
 
 def spawn_engine(state_dir: Path) -> dict[str, Any]:

@@ -151,22 +151,42 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "steps": steps}
 
 
-def _submit(ctx: Ctx, body: dict[str, Any]) -> dict[str, Any]:
-    """Submit a job; scripts travel only when the engine says it has to build from them."""
+def _post_job(ctx: Ctx, body: dict[str, Any], watch: bool) -> tuple[dict[str, Any], Any]:
+    """POST a job: (the created job, the open event stream when `watch`)."""
     client = ctx.client()
+    if not watch:
+        data: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", body)
+        return data, None
+    response = client.request("POST", "/v1/prepare-jobs?watch=true", body, timeout=None,
+                              accept="application/x-ndjson")
+    if response.status != 201:
+        from sqlrs.entrypoints.cli.client import raise_engine_error
+
+        raise_engine_error(response.status, response.json())
+    lines = response.lines()
+    created = next(lines)
+    return created, lines_response(response, lines)
+
+
+def lines_response(response: Any, lines: Any) -> Any:
+    """The rest of a stream whose first line was read, as something `watch_job` can follow."""
+    response.lines = lambda: lines
+    return response
+
+
+def _submit(ctx: Ctx, body: dict[str, Any], watch: bool = False) -> tuple[dict[str, Any], Any]:
+    """Submit a job; scripts travel only when the engine says it has to build from them."""
     if body["steps"]:
         try:
-            lean: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", _lean(body))
-            return lean
+            return _post_job(ctx, _lean(body), watch)
         except CliError as error:
             if error.code != "content_required":
                 raise
-    data: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", body)
-    return data
+    return _post_job(ctx, body, watch)
 
 
 def do_prepare(ctx: Ctx, body: dict[str, Any], watch: bool) -> dict[str, Any] | None:
-    submitted = _submit(ctx, body)
+    submitted, stream = _submit(ctx, body, watch)
     job_id = submitted["job_id"]
     if not watch:
         click.echo(job_id)
@@ -176,7 +196,7 @@ def do_prepare(ctx: Ctx, body: dict[str, Any], watch: bool) -> dict[str, Any] | 
     from sqlrs.entrypoints.cli.watching import make_progress, watch_job
 
     try:
-        return watch_job(ctx, job_id, make_progress(ctx.quiet))
+        return watch_job(ctx, job_id, make_progress(ctx.quiet), stream=stream)
     except CliError as error:
         if error.code != "content_required":
             raise
@@ -250,7 +270,8 @@ def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: b
     from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
 
     body = _prepare_body(psql_args, image, runtime, None, allow_outside, plan_only=True)
-    result = watch_job(ctx, _submit(ctx, body)["job_id"], NoProgress())
+    submitted, stream = _submit(ctx, body, watch=True)
+    result = watch_job(ctx, submitted["job_id"], NoProgress(), stream=stream)
     plan = result.get("plan", [])
     if output == "json":
         emit_json(plan)
@@ -606,6 +627,7 @@ def engine_group() -> None:
 def engine_start(ctx: Ctx) -> None:
     """Start the engine if it is not running; print its endpoint."""
     client = ctx.client()
+    client.call("GET", "/v1/health")  # finds or spawns the engine for real
     click.echo(client.endpoint)
 
 

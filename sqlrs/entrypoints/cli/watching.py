@@ -201,11 +201,13 @@ def on_interrupt(client: Any, job_id: str, progress: ProgressSink, can_prompt: b
         progress.resume()
 
 
-def watch_job(ctx: Any, job_id: str, progress: ProgressSink, can_prompt: bool | None = None) -> dict[str, Any]:
+def watch_job(ctx: Any, job_id: str, progress: ProgressSink, can_prompt: bool | None = None,
+              stream: Any = None) -> dict[str, Any]:
     """Follow a job's events to its end; return its result or raise its error.
 
-    The stream is resumed from the last event seen whenever it breaks or the user pressed Ctrl+C
-    and chose to continue, so nothing is missed.
+    `stream` is an already open event stream (from `POST ...?watch=true`). The stream is resumed
+    from the last event seen whenever it breaks or the user pressed Ctrl+C and chose to continue,
+    so nothing is missed.
     """
     client = ctx.client()
     prompt = interactive() if can_prompt is None else can_prompt
@@ -216,13 +218,17 @@ def watch_job(ctx: Any, job_id: str, progress: ProgressSink, can_prompt: bool | 
     try:
         while status not in ("succeeded", "failed", "cancelled"):
             try:
-                response = client.request("GET", f"/v1/prepare-jobs/{job_id}/events?after={after}", timeout=None)
-                if response.status != 200:
+                if stream is not None:
+                    response, stream = stream, None
+                else:
+                    response = client.request("GET", f"/v1/prepare-jobs/{job_id}/events?after={after}",
+                                              timeout=None)
+                if response.status not in (200, 201):
                     from sqlrs.entrypoints.cli.client import raise_engine_error
 
                     raise_engine_error(response.status, response.json())
                 for event in response.lines():
-                    if event.get("type") == "heartbeat":
+                    if event.get("type") in ("heartbeat", "created"):
                         continue
                     after = int(event.get("seq", after))
                     kind, data = event.get("type"), event.get("data", {})

@@ -73,7 +73,9 @@ SCHEMAS: dict[str, Any] = {
                                       "properties": {"line": INTEGER, "file": INTEGER}}}}},
     "Step": {"type": "object", "required": ["kind", "source"],
              "properties": {"kind": {"enum": ["file", "command"]}, "source": STRING,
-                            "files": {"type": "array", "items": _ref("ScriptFile")}, "sql": NULLABLE_STRING}},
+                            "files": {"type": "array", "items": _ref("ScriptFile")}, "sql": NULLABLE_STRING,
+                            "digest": {"type": ["string", "null"], "description":
+                                       "sha256 of the normalized content; alone it stands for the content"}}},
     "PrepareRequest": {"type": "object", "required": ["steps"], "additionalProperties": False, "properties": {
         "steps": {"type": "array", "items": _ref("Step")},
         "options": {"type": "object", "properties": {
@@ -179,8 +181,14 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/health": {"get": _op("Liveness; no token needed", {"200": _json(_ref("Health"))}, auth=False)},
         "/v1/prepare-jobs": {
-            "post": _op("Start a prepare (or plan_only) job", {"201": _json(_ref("JobCreated"), "Created")},
-                        body="PrepareRequest"),
+            "post": _op("Start a prepare (or plan_only) job; with ?watch=true the answer is an NDJSON stream: "
+                        "a `created` line (the JobCreated fields), then the job's events",
+                        {"201": {"description": "Created", "content": {
+                            "application/json": {"schema": _ref("JobCreated")},
+                            "application/x-ndjson": {"schema": _ref("Event")}}},
+                         "409": _json(_ref("Error"), "content_required: send the steps' content, or a conflict")},
+                        body="PrepareRequest",
+                        params=[_flag("watch", "stream the job's events in the answer")]),
             "get": _op("List jobs", {"200": _list("Job")}),
         },
         "/v1/prepare-jobs/{job_id}": {"get": _op("A job with its tasks", {"200": _json(_ref("Job"))},
