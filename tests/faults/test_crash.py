@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Sqlrs, api, processes_mentioning, psql, wait_for
+from harness import Sqlrs, api, processes_mentioning, psql, wait_for, write
 
 
 def kill_engine(sq: Sqlrs) -> int:
@@ -35,10 +35,6 @@ def assert_store_consistent(sq: Sqlrs) -> None:
     assert list((store / "tmp").iterdir()) == []
     assert list((store / "scratch").iterdir()) == []
     assert not processes_mentioning(str(store / "scratch"))
-
-
-def write(path: Path, text: str) -> None:
-    path.write_text(text)
 
 
 def test_kill_during_build(sqlrs_native: Sqlrs, workspace: Path) -> None:

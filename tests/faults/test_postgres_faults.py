@@ -7,11 +7,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from harness import Sqlrs, processes_mentioning, psql, wait_for
-
-
-def write(path: Path, text: str) -> None:
-    path.write_text(text)
+from harness import Sqlrs, processes_mentioning, psql, wait_for, write
 
 
 def postmaster_pid(sq: Sqlrs, instance_id: str) -> int:

@@ -8,11 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from harness import Sqlrs, api, psql, wait_for
-
-
-def write(path: Path, text: str) -> None:
-    path.write_text(text)
+from harness import Sqlrs, api, psql, wait_for, write
 
 
 @pytest.mark.parametrize("clients", [2, 8])

@@ -12,11 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from harness import Sqlrs, processes_mentioning, psql
-
-
-def write(path: Path, text: str) -> None:
-    path.write_text(text)
+from harness import Sqlrs, processes_mentioning, psql, write
 
 
 def curl_status(info: dict[str, str], path: str, *headers: str) -> str:

@@ -126,6 +126,36 @@ class Sqlrs:
         return problems
 
 
+def write(path: Path, text: str) -> Path:
+    """A test script file, its folders made on the way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def check_rebuild_of_last_step(sq: Sqlrs, workspace: Path) -> tuple[str, str]:
+    """Three steps prepared; the last edited: the plan and the build touch only that step.
+
+    Returns the DSNs of the instance before and after the edit (both still running)."""
+    write(workspace / "1.sql", "CREATE TABLE t (id int);\n")
+    write(workspace / "2.sql", "INSERT INTO t SELECT generate_series(1, 100);\n")
+    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) AS n FROM t;\n")
+    args = ("-f", "1.sql", "-f", "2.sql", "-f", "3.sql")
+    before_edit = sq.prepare(*args, cwd=workspace)
+    assert psql(before_edit, "SELECT n FROM v") == "100"
+    before = {s["id"] for s in sq.states()}
+    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) * 2 AS n FROM t;\n")
+    plan = sq.plan(*args, cwd=workspace)
+    assert [p["cached"] for p in plan] == [True, True, True, False]
+    after_edit = sq.prepare(*args, cwd=workspace)
+    assert psql(after_edit, "SELECT n FROM v") == "200"
+    assert psql(before_edit, "SELECT n FROM v") == "100"
+    after = {s["id"]: s for s in sq.states()}
+    assert set(after) - before == {plan[3]["state_id"]}
+    assert after[plan[3]["state_id"]]["parent_id"] == plan[2]["state_id"]
+    return before_edit, after_edit
+
+
 def golden(dsn: str, dataset: str, dbname: str | None = None, ignore: tuple[str, ...] = ()) -> str:
     """Run the data set's golden.sql against `dsn` and return the diff (empty when it passes).
 

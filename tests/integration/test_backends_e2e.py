@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from _require import require
-from harness import DATASETS, Sqlrs, golden, processes_mentioning, psql, short_tmp
+from harness import DATASETS, Sqlrs, check_rebuild_of_last_step, golden, processes_mentioning, psql, short_tmp, write
 
 from sqlrs.adapters.snapshots import _fs, open_store
 
@@ -118,12 +118,6 @@ def status(sq: Sqlrs) -> dict[str, Any]:
     return data
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def remove_instances(sq: Sqlrs) -> None:
     for instance in sq.instances():
         result = sq.run("rm", instance["id"])
@@ -179,24 +173,7 @@ def test_sakila_golden_cache_hit_and_rm(sqlrs_cow: CowSqlrs) -> None:
 
 
 def test_editing_the_last_step_rebuilds_only_it(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
-    sq = sqlrs_cow
-    write(workspace / "1.sql", "CREATE TABLE t (id int);\n")
-    write(workspace / "2.sql", "INSERT INTO t SELECT generate_series(1, 100);\n")
-    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) AS n FROM t;\n")
-    args = ("-f", "1.sql", "-f", "2.sql", "-f", "3.sql")
-    dsn = sq.prepare(*args, cwd=workspace)
-    assert psql(dsn, "SELECT n FROM v") == "100"
-    first = {s["id"] for s in sq.states()}
-
-    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) * 2 AS n FROM t;\n")
-    plan = sq.plan(*args, cwd=workspace)
-    assert [p["cached"] for p in plan] == [True, True, True, False]
-    dsn2 = sq.prepare(*args, cwd=workspace)
-    assert psql(dsn2, "SELECT n FROM v") == "200"
-    assert psql(dsn, "SELECT n FROM v") == "100"
-    second = {s["id"]: s for s in sq.states()}
-    assert set(second) - first == {plan[3]["state_id"]}
-    assert second[plan[3]["state_id"]]["parent_id"] == plan[2]["state_id"]
+    check_rebuild_of_last_step(sqlrs_cow, workspace)
 
 
 def test_rm_leaves_nothing_behind(sqlrs_cow: CowSqlrs, workspace: Path) -> None:

@@ -8,14 +8,10 @@ import time
 from pathlib import Path
 
 import pexpect
-from harness import DATASETS, Sqlrs, api, processes_mentioning, psql, wait_for
+from harness import DATASETS, Sqlrs, api, processes_mentioning, psql, wait_for, write
 
 SAKILA = DATASETS / "sakila"
 SAKILA_FILES = ("-f", "1-postgres-sakila-schema.sql", "-f", "2-postgres-sakila-insert-data-using-copy.sql")
-
-
-def write(path: Path, text: str) -> None:
-    path.write_text(text)
 
 
 def test_detached_prepare_reattaches_with_complete_events(sqlrs_native: Sqlrs) -> None:

@@ -25,19 +25,23 @@ import pytest
 from _containers import containers, remove_containers
 from _require import require
 from conftest import runtime_available
-from harness import DATASETS, TEST_IMAGE, Sqlrs, golden, processes_mentioning, psql, short_tmp
+from harness import (
+    DATASETS,
+    TEST_IMAGE,
+    Sqlrs,
+    check_rebuild_of_last_step,
+    golden,
+    processes_mentioning,
+    psql,
+    short_tmp,
+    write,
+)
 
 SAKILA = DATASETS / "sakila"
 CHINOOK = DATASETS / "chinook"
 SAKILA_FILES = ("-f", "1-postgres-sakila-schema.sql", "-f", "2-postgres-sakila-insert-data-using-copy.sql")
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def instance_ids(sq: Sqlrs) -> set[str]:
@@ -109,23 +113,7 @@ def test_datasets_golden_cache_hit_and_rm(sqlrs_runtime: Sqlrs) -> None:
 
 def test_editing_last_of_three_steps_rebuilds_only_it(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_runtime
-    write(workspace / "1.sql", "CREATE TABLE t (id int);\n")
-    write(workspace / "2.sql", "INSERT INTO t SELECT generate_series(1, 100);\n")
-    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) AS n FROM t;\n")
-    args = ("-f", "1.sql", "-f", "2.sql", "-f", "3.sql")
-    dsn = sq.prepare(*args, cwd=workspace)
-    assert psql(dsn, "SELECT n FROM v") == "100"
-    before = {s["id"] for s in sq.states()}
-
-    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) * 2 AS n FROM t;\n")
-    plan = sq.plan(*args, cwd=workspace)
-    assert [p["cached"] for p in plan] == [True, True, True, False]
-    dsn2 = sq.prepare(*args, cwd=workspace)
-    assert psql(dsn2, "SELECT n FROM v") == "200"
-    after = {s["id"]: s for s in sq.states()}
-    assert set(after) - before == {plan[3]["state_id"]}
-    assert after[plan[3]["state_id"]]["parent_id"] == plan[2]["state_id"]
-    for url in (dsn, dsn2):
+    for url in check_rebuild_of_last_step(sq, workspace):
         rm(sq, instance_by_dsn(sq, url)["id"])
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import DATASETS, Sqlrs, golden, processes_mentioning, psql
+from harness import DATASETS, Sqlrs, check_rebuild_of_last_step, golden, processes_mentioning, psql, write
 
 SAKILA = DATASETS / "sakila"
 CHINOOK = DATASETS / "chinook"
@@ -56,33 +56,8 @@ def test_chinook_golden(sqlrs_native: Sqlrs) -> None:
     assert golden(dsn, "chinook", dbname="chinook") == ""
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def test_editing_last_of_three_steps_rebuilds_only_it(sqlrs_native: Sqlrs, workspace: Path) -> None:
-    sq = sqlrs_native
-    write(workspace / "1.sql", "CREATE TABLE t (id int);\n")
-    write(workspace / "2.sql", "INSERT INTO t SELECT generate_series(1, 100);\n")
-    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) AS n FROM t;\n")
-    args = ("-f", "1.sql", "-f", "2.sql", "-f", "3.sql")
-    dsn = sq.prepare(*args, cwd=workspace)
-    assert psql(dsn, "SELECT n FROM v") == "100"
-    first = {s["id"]: s for s in sq.states()}
-
-    write(workspace / "3.sql", "CREATE VIEW v AS SELECT count(*) * 2 AS n FROM t;\n")
-    plan = sq.plan(*args, cwd=workspace)
-    assert [p["cached"] for p in plan] == [True, True, True, False]
-    assert [p["state_id"] for p in plan[:3]] == [p for p in [plan[0]["state_id"], plan[1]["state_id"],
-                                                             plan[2]["state_id"]]]
-    dsn2 = sq.prepare(*args, cwd=workspace)
-    assert psql(dsn2, "SELECT n FROM v") == "200"
-    second = {s["id"]: s for s in sq.states()}
-    new_states = set(second) - set(first)
-    assert new_states == {plan[3]["state_id"]}
-    assert second[plan[3]["state_id"]]["parent_id"] == plan[2]["state_id"]
+    check_rebuild_of_last_step(sqlrs_native, workspace)
 
 
 def test_include_spelling_does_not_change_state(sqlrs_native: Sqlrs, workspace: Path) -> None:

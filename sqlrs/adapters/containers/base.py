@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -188,9 +188,13 @@ class ContainerRuntime:
     def __init__(
         self,
         *,
+        base_url: str | None = None,
         default_image: str = DEFAULT_IMAGE,
         labels: Mapping[str, str] | None = None,
     ):
+        self._base_url = base_url  # the daemon's API socket; None: the SDK's own default
+        self._client: Any = None  # the SDK client, made on first use
+        self._client_lock = threading.Lock()
         self.default_image = default_image
         self.labels = dict(labels or {})  # extra labels on every container (e.g. sqlrs.state_dir)
         self._facts: dict[str, ImageFacts] = {}  # image id -> facts, discovered once

@@ -6,7 +6,6 @@ The daemon is found like the docker CLI does without contexts: `DOCKER_HOST` (an
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -16,7 +15,6 @@ import docker.types
 import docker.utils
 
 from sqlrs.adapters.containers.base import (
-    DEFAULT_IMAGE,
     ContainerConfig,
     ContainerRuntime,
     ContainerState,
@@ -33,18 +31,6 @@ class DockerRuntime(ContainerRuntime):
 
     name = "docker"
     cli = "docker"
-
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        default_image: str = DEFAULT_IMAGE,
-        labels: Mapping[str, str] | None = None,
-    ):
-        super().__init__(default_image=default_image, labels=labels)
-        self._base_url = base_url
-        self._client: docker.DockerClient | None = None
-        self._client_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------------------
     def _client_kwargs(self) -> dict[str, Any]:

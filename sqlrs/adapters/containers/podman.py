@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +18,6 @@ import podman
 import podman.errors
 
 from sqlrs.adapters.containers.base import (
-    DEFAULT_IMAGE,
     ContainerConfig,
     ContainerRuntime,
     ContainerState,
@@ -101,18 +99,6 @@ class PodmanRuntime(ContainerRuntime):
 
     name = "podman"
     cli = "podman"
-
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        default_image: str = DEFAULT_IMAGE,
-        labels: Mapping[str, str] | None = None,
-    ):
-        super().__init__(default_image=default_image, labels=labels)
-        self._base_url = base_url
-        self._client: podman.PodmanClient | None = None
-        self._client_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------------------
     @property
