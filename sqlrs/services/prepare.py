@@ -168,6 +168,9 @@ class PrepareService:
         ctx.set_tasks(tasks)
         plan = [item.to_json() for item in items]
         ctx.emit("plan", runtime=runtime.name, identity=identity.description, steps=plan)
+        if request.image and runtime.name == "native":
+            ctx.emit("warning", text=f"the native runtime ignores the image {request.image}: its states are "
+                                     f"based on {identity.description}; use --runtime docker|podman for images")
         if request.plan_only:
             return {"plan": plan, "runtime": runtime.name}
         for text in self.warnings():

@@ -10,20 +10,15 @@ from pathlib import Path
 import pytest
 from harness import Sqlrs, api, processes_mentioning, psql, wait_for, write
 
+from sqlrs.adapters.pgfiles import pid_alive
+
 
 def kill_engine(sq: Sqlrs) -> int:
     pid = sq.engine_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10, "engine death")
+    wait_for(lambda: not pid_alive(pid), 10, "engine death")
     return pid
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except OSError:
-        return True
 
 
 def assert_store_consistent(sq: Sqlrs) -> None:

@@ -19,6 +19,7 @@ from _require import require
 from harness import REPO, Sqlrs, processes_mentioning, psql, short_tmp
 from test_backends_e2e import attached_loops, native_available, volume_teardown
 
+from sqlrs.adapters.pgfiles import pid_alive
 from sqlrs.adapters.snapshots import _fs
 
 NOBODY = 65534
@@ -147,7 +148,7 @@ def test_copy_is_recorded_and_warned_about_loudly(sq: Sqlrs) -> None:
     auto = sq.run("init", "local", "--snapshot", "auto")
     assert auto.returncode == 0, auto.stderr
     assert "uses copy here" in auto.stdout and "WARNING" in auto.stderr
-    assert pid is not None and not os.path.exists(f"/proc/{pid}")
+    assert pid is not None and not pid_alive(pid)
     assert json.loads((sq.state_dir / "config.json").read_text())["snapshot.backend"] == "auto"
     assert sq.json("status")["snapshot"]["backend"] == "copy"
     assert all(i["status"] == "running" for i in sq.instances())

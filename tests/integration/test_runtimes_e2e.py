@@ -37,6 +37,8 @@ from harness import (
     write,
 )
 
+from sqlrs.adapters.pgfiles import pid_alive
+
 SAKILA = DATASETS / "sakila"
 CHINOOK = DATASETS / "chinook"
 SAKILA_FILES = ("-f", "1-postgres-sakila-schema.sql", "-f", "2-postgres-sakila-insert-data-using-copy.sql")
@@ -188,15 +190,6 @@ def test_composite_leaves_no_instance_and_no_container(sqlrs_runtime: Sqlrs, wor
 
 
 # -- a vanished server is recreated from its data directory -------------------------------------------
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (the engine reaps its children lazily)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def vanisher(sq: Sqlrs, instance_id: str, how: str) -> list[str]:
     """The command that makes the instance's server disappear behind sqlrs' back.
 
@@ -225,9 +218,9 @@ def test_vanished_server_is_recreated_from_its_data_dir(sqlrs_runtime: Sqlrs, wo
     if sq.runtime == "native":
         pid = int(command[-1])
         deadline = time.monotonic() + 20
-        while alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not alive(pid)
+        assert not pid_alive(pid)
 
     listed = {i["id"]: i for i in sq.instances()}
     assert listed[instance["id"]]["status"] == "missing"
@@ -261,11 +254,19 @@ def test_vanished_server_is_recreated_from_its_data_dir(sqlrs_runtime: Sqlrs, wo
 
 # -- images ---------------------------------------------------------------------------------------------
 def test_missing_image_is_a_clear_one_line_error(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
+    """Containers: a one-line error with a hint. Native has no images: it says it ignores one."""
     sq = sqlrs_runtime
-    if sq.runtime == "native":
-        pytest.skip("images are for container runtimes")
     write(workspace / "s.sql", "SELECT 1;\n")
     image = "localhost/sqlrs-no-such-image:1"
+    if sq.runtime == "native":
+        result = sq.run("prepare:psql", "--runtime", "native", "--image", image, "--", "-f", "s.sql",
+                        cwd=workspace)
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
+        assert any(f"native runtime ignores the image {image}" in line for line in warnings), result.stderr
+        assert psql(result.stdout.strip(), "SELECT 1") == "1"
+        rm(sq, instance_by_dsn(sq, result.stdout.strip())["id"])
+        return
     before = set(containers(sq.state_dir))
     for command in ("prepare:psql", "plan:psql"):
         result = sq.run(command, "--runtime", sq.runtime, "--image", image, "--", "-f", "s.sql", cwd=workspace)
@@ -306,7 +307,7 @@ def test_engine_crash_mid_build_leaves_no_server(sqlrs_runtime: Sqlrs, workspace
     pid = sq.engine_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    while alive(pid):
+    while pid_alive(pid):
         time.sleep(0.05)
     assert scratch_servers()  # the crash left the scratch server running
 

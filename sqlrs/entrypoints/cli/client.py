@@ -12,12 +12,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlrs import __version__
+from sqlrs.adapters.pgfiles import pid_alive
 from sqlrs.entrypoints.cli import wire
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
 
@@ -123,13 +125,16 @@ def _health(endpoint: str, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+ENGINE_STOP_TIMEOUT = 30.0  # seconds a stopping engine may take to finish its requests
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until the engine process `pid` is gone (a zombie counts as gone); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 
@@ -147,7 +152,7 @@ def live_engine(state_dir: Path) -> dict[str, Any] | None:
     if not info or "endpoint" not in info:
         return None
     pid = info.get("pid")
-    if isinstance(pid, int) and not _pid_alive(pid):
+    if isinstance(pid, int) and not pid_alive(pid):
         return None
     health = _health(str(info["endpoint"]))
     if health is None or health.get("instance_id") != info.get("instance_id"):
@@ -179,7 +184,7 @@ def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
 
     info = read_engine_json(state_dir)
     pid = info.get("pid") if info else None
-    if info and "endpoint" in info and "token" in info and isinstance(pid, int) and _pid_alive(pid):
+    if info and "endpoint" in info and "token" in info and isinstance(pid, int) and pid_alive(pid):
         return EngineClient(str(info["endpoint"]), str(info["token"]), rediscover=discover)
     return EngineClient(*discover())
 
@@ -205,6 +210,9 @@ def spawn_engine(state_dir: Path) -> dict[str, Any]:
         while time.monotonic() < deadline:
             info = read_engine_json(state_dir)
             if info and info.get("pid") == child.pid and _health(str(info["endpoint"])) is not None:
+                # a library process may outlive the engine: reap it when it exits, or it lingers
+                # as a zombie that looks alive to whoever waits for the engine to stop
+                threading.Thread(target=child.wait, name="sqlrs-engine-reaper", daemon=True).start()
                 return info
             failed = state_dir / "engine.failed.json"
             if failed.exists() or child.poll() is not None:

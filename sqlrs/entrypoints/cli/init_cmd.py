@@ -39,7 +39,6 @@ from sqlrs.entrypoints.cli.errors import CliError, usage
 FS_OF = {"btrfs": "btrfs", "reflink": "xfs"}
 STORE_ENTRIES = ("states", "instances", "scratch", "tmp")  # what the engine creates in the store
 DEFAULT_STORE_SIZE = "10G"
-ENGINE_STOP_TIMEOUT = 30.0
 
 
 def _cli_error(exc: Any) -> CliError:
@@ -283,6 +282,8 @@ class Init:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Stop a running engine and keep any from starting while the store changes."""
+        from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT
+
         with open(self.state_dir / "spawn.lock", "a+") as spawn_lock:
             fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # CLIs wait here instead of spawning an engine
             self._stop_engine()
@@ -300,7 +301,7 @@ class Init:
                 yield
 
     def _stop_engine(self) -> None:
-        from sqlrs.entrypoints.cli.client import EngineClient, live_engine
+        from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT, EngineClient, live_engine, wait_for_exit
 
         info = live_engine(self.state_dir)
         if info is None:
@@ -313,12 +314,7 @@ class Init:
         pid = int(info.get("pid", 0))
         self.ctx.note(f"stopping the engine (pid {pid}); it starts again on demand")
         client.call("POST", "/v1/engine/shutdown")
-        deadline = time.monotonic() + ENGINE_STOP_TIMEOUT
-        while pid and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        if not pid or wait_for_exit(pid, ENGINE_STOP_TIMEOUT):
+            return
         raise CliError(f"the engine (pid {pid}) did not stop in time",
                        hint="stop it with `sqlrs engine stop` and retry")

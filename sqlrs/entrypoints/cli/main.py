@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -635,7 +634,7 @@ def engine_start(ctx: Ctx) -> None:
 @click.pass_obj
 def engine_stop(ctx: Ctx) -> None:
     """Stop the engine (running instances keep running and are re-adopted later)."""
-    from sqlrs.entrypoints.cli.client import live_engine
+    from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT, live_engine, wait_for_exit
 
     info = live_engine(ctx.state_dir)
     if info is None:
@@ -644,13 +643,9 @@ def engine_stop(ctx: Ctx) -> None:
     client = ctx.client(spawn=False)
     client.call("POST", "/v1/engine/shutdown")
     pid = int(info.get("pid", 0))
-    deadline = time.monotonic() + 30
-    while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
+    if pid and not wait_for_exit(pid, ENGINE_STOP_TIMEOUT):
+        raise CliError(f"the engine (pid {pid}) did not exit within {ENGINE_STOP_TIMEOUT:.0f}s",
+                       hint=f"see {ctx.state_dir / 'engine.log'}; kill it with `kill {pid}`")
     ctx.note(f"engine (pid {pid}) stopped")
 
 
