@@ -70,6 +70,12 @@ def normalized_content(files: Sequence[tuple[str, Sequence[tuple[int, int]]]]) -
 
     def expand(index: int) -> Iterator[str]:
         content, includes = files[index]
+        if not includes:
+            # the whole file as one piece: data files run to megabytes, and splitting them into
+            # lines only to join them again is most of a cache hit's time in the CLI
+            if content:
+                yield content[:-1] if content.endswith("\n") else content
+            return
         targets = dict(includes)
         for number, line in enumerate(script_lines(content)):
             if number in targets:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sqlrs.domain.errors import UsageError
-from sqlrs.domain.scripts import parse_include
+from sqlrs.domain.scripts import normalized_content, parse_include, script_lines
 from sqlrs.domain.steps import Include, ScriptFile, Step
 
 
@@ -43,3 +45,34 @@ def test_normalized_content_expands_depth_first() -> None:
                                     b))
     shared.validate()  # the same file twice is not a cycle
     assert shared.normalized_content() == "three\nthree"
+
+
+def _line_by_line(files: list[tuple[str, list[tuple[int, int]]]], index: int = 0) -> list[str]:
+    """The definition normalized_content implements faster: every line, includes expanded."""
+    content, includes = files[index]
+    targets = dict(includes)
+    lines: list[str] = []
+    for number, line in enumerate(script_lines(content)):
+        lines += _line_by_line(files, targets[number]) if number in targets else [line]
+    return lines
+
+
+_text = st.text(alphabet="ab;\n\r\t é", max_size=40)
+
+
+@given(leaves=st.lists(_text, min_size=1, max_size=3), main=st.lists(_text, max_size=4),
+       picks=st.lists(st.integers(min_value=0, max_value=2), max_size=4), trailing=st.booleans())
+def test_normalized_content_is_the_lines_with_includes_expanded(
+        leaves: list[str], main: list[str], picks: list[int], trailing: bool) -> None:
+    # main: its own lines with include lines between them; leaves: files without includes
+    lines, includes = [], []
+    for number, text in enumerate(main):
+        lines.append(text.replace("\n", " "))
+        if number < len(picks):
+            includes.append((len(lines), 1 + picks[number] % len(leaves)))
+            lines.append("\\i leaf.sql")
+    content = "\n".join(lines) + ("\n" if trailing and lines else "")
+    files = [(content, includes), *((leaf, []) for leaf in leaves)]
+    assert normalized_content(files) == "\n".join(_line_by_line(files))
+    for leaf in leaves:
+        assert normalized_content([(leaf, [])]) == "\n".join(script_lines(leaf))

@@ -112,6 +112,8 @@ class ScriptReader:
         self.files.append(entry)
         if path is not None:
             self.index_by_path[str(path.resolve())] = index
+        if "\\i" not in content:
+            return index  # no include directive can be in it
         base_dir = path.parent if path is not None else self.workspace.cwd
         for number, line in enumerate(content.split("\n")):
             if "\\i" not in line:
