@@ -37,6 +37,9 @@ fi
 log "pip install -e .[test]"
 # compat mode: a plain path entry, not an import hook that every CLI start would pay for
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" --config-settings editable_mode=compat
+# an editable install leaves sqlrs' own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
+# (CI images often set it) every CLI start would then compile them again: ~20 ms of each command
+.venv/bin/python -m compileall -q sqlrs
 log "sqlrs $(.venv/bin/sqlrs --version | awk '{print $NF}') installed: $REPO/.venv/bin/sqlrs"
 
 if [ "${1:-}" = "--demo" ]; then

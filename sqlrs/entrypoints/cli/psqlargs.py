@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,15 @@ PREPARE_NOOP = {"-X", "--no-psqlrc", "-q", "--quiet", "-e", "--echo-queries", "-
 SINGLE_TRANSACTION = {"-1", "--single-transaction"}
 
 
-@dataclass
 class Workspace:
-    cwd: Path
-    root: Path
-    allow_outside: bool = False
+    """Where relative paths start (cwd) and which tree scripts may come from (root)."""
+
+    # plain classes, not dataclasses: this module is on every prepare's path, and a dataclass
+    # costs about a millisecond to define
+    def __init__(self, cwd: Path, root: Path, allow_outside: bool = False):
+        self.cwd = cwd
+        self.root = root
+        self.allow_outside = allow_outside
 
     @classmethod
     def detect(cls, allow_outside: bool) -> Workspace:
@@ -66,14 +69,14 @@ class Workspace:
                         hint="run from the project directory, or pass --allow-outside") from None
 
 
-@dataclass
 class ScriptReader:
     """Reads a script and everything it includes into one bundle (a step)."""
 
-    workspace: Workspace
-    stdin_used: bool = False
-    files: list[dict[str, Any]] = field(default_factory=list)
-    index_by_path: dict[str, int] = field(default_factory=dict)
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self.stdin_used = False
+        self.files: list[dict[str, Any]] = []
+        self.index_by_path: dict[str, int] = {}
 
     def read_step(self, given: str) -> dict[str, Any]:
         self.files, self.index_by_path = [], {}
@@ -135,13 +138,15 @@ class ScriptReader:
         return index
 
 
-@dataclass
 class ParsedPsql:
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    variables: list[tuple[str, str]] = field(default_factory=list)
-    single_transaction: bool = False
-    tool_args: list[str] = field(default_factory=list)  # run: arguments passed on, files as tokens
-    uses_scripts: bool = False  # run: -f/-c present
+    """psql arguments taken apart: steps and settings for prepare, arguments for run."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self.variables: list[tuple[str, str]] = []
+        self.single_transaction = False
+        self.tool_args: list[str] = []  # run: arguments passed on, files as tokens
+        self.uses_scripts = False  # run: -f/-c present
 
 
 def _split_option(args: list[str], index: int) -> tuple[str, str | None, int]:
