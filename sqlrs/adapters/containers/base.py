@@ -89,6 +89,27 @@ class ContainerConfig:
     stop_signal: str | None = None
     network: bool = True  # False: no network at all (one-shot containers)
 
+    def create_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments both SDKs' `containers.create` spell alike (not image, mounts,
+        stop signal: those differ and each backend adds them)."""
+        kwargs: dict[str, Any] = {
+            "entrypoint": list(self.entrypoint),
+            "command": list(self.command) or None,
+            "user": self.user,
+            "labels": dict(self.labels),
+        }
+        if self.name:
+            kwargs["name"] = self.name
+        if self.ports:
+            kwargs["ports"] = {f"{port}/tcp": host for port, host in self.ports.items()}
+        if self.environment:
+            kwargs["environment"] = dict(self.environment)
+        if self.shm_size:
+            kwargs["shm_size"] = self.shm_size
+        if not self.network:
+            kwargs["network_mode"] = "none"
+        return kwargs
+
 
 @attrs.frozen
 class ContainerState:

@@ -85,31 +85,15 @@ class DockerRuntime(ContainerRuntime):
 
     # -- containers ---------------------------------------------------------------------------
     def _create(self, config: ContainerConfig) -> str:
-        kwargs: dict[str, Any] = {
-            "image": config.image,
-            "entrypoint": list(config.entrypoint),
-            "command": list(config.command) or None,
-            "user": config.user,
-            "labels": dict(config.labels),
-            "detach": True,
-            "mounts": [
-                docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                for m in config.mounts
-            ],
-        }
-        if config.name:
-            kwargs["name"] = config.name
-        if config.ports:
-            kwargs["ports"] = {f"{port}/tcp": host for port, host in config.ports.items()}
-        if config.environment:
-            kwargs["environment"] = dict(config.environment)
-        if config.shm_size:
-            kwargs["shm_size"] = config.shm_size
+        kwargs = config.create_kwargs()
+        kwargs["mounts"] = [
+            docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+            for m in config.mounts
+        ]
+        kwargs["detach"] = True
         if config.stop_signal:
             kwargs["stop_signal"] = config.stop_signal
-        if not config.network:
-            kwargs["network_mode"] = "none"
-        container = self.client.containers.create(**kwargs)
+        container = self.client.containers.create(config.image, **kwargs)
         return str(container.id)
 
     def _start(self, container: str) -> None:

@@ -166,28 +166,13 @@ class PodmanRuntime(ContainerRuntime):
 
     # -- containers ---------------------------------------------------------------------------
     def _create(self, config: ContainerConfig) -> str:
-        kwargs: dict[str, Any] = {
-            "entrypoint": list(config.entrypoint),
-            "command": list(config.command) or None,
-            "user": config.user,
-            "labels": dict(config.labels),
-            "mounts": [
-                {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only}
-                for m in config.mounts
-            ],
-        }
-        if config.name:
-            kwargs["name"] = config.name
-        if config.ports:
-            kwargs["ports"] = {f"{port}/tcp": host for port, host in config.ports.items()}
-        if config.environment:
-            kwargs["environment"] = dict(config.environment)
-        if config.shm_size:
-            kwargs["shm_size"] = config.shm_size
+        kwargs = config.create_kwargs()
+        kwargs["mounts"] = [
+            {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only}
+            for m in config.mounts
+        ]
         if config.stop_signal:
             kwargs["stop_signal"] = _SIGNALS.get(config.stop_signal, config.stop_signal)
-        if not config.network:
-            kwargs["network_mode"] = "none"
         container = self.client.containers.create(config.image, **kwargs)
         return str(container.id)
 
