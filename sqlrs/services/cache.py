@@ -33,6 +33,7 @@ from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
+from sqlrs.services.standby import StandbyClones
 
 log = logging.getLogger("sqlrs.cache")
 
@@ -84,7 +85,9 @@ class CacheService:
         limits: Callable[[], Limits],
         active_jobs: Callable[[], set[str]],
         locks: StateLocks | None = None,
+        standby: StandbyClones | None = None,
     ):
+        self.standby = standby
         self.repo = repo
         self.store = store
         self.layout = layout
@@ -204,6 +207,8 @@ class CacheService:
             if victim.id in self.pinned() or self.repo.child_states(victim.id):
                 return False  # became referenced since the victims were chosen
             self.repo.delete_state(state.id)  # invisible first, then the data goes
+            if self.standby is not None:
+                self.standby.discard(state.id)
             try:
                 self.store.delete(self.layout.abs(state.data_path))
             except SqlrsError as exc:  # recover() removes the orphan directory at the next start

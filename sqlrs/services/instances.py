@@ -20,6 +20,7 @@ from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.layout import Layout
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.servers import PortAllocator, Server
+from sqlrs.services.standby import StandbyClones
 
 INSTANCE_USER = "sqlrs"
 INSTANCE_DB = "postgres"
@@ -58,7 +59,9 @@ class InstanceManager:
         admin: ServerAdmin,
         clock: Clock,
         ports: PortAllocator,
+        standby: StandbyClones | None = None,
     ):
+        self.standby = standby
         self.repo = repo
         self.store = store
         self.layout = layout
@@ -139,7 +142,9 @@ class InstanceManager:
         instance_id = new_instance_id()
         rel = self.layout.instance_rel(instance_id)
         target = self.layout.abs(rel)
-        self.store.clone(self.layout.abs(state.data_path), target)
+        source = self.layout.abs(state.data_path)
+        if self.standby is None or not self.standby.take(state.id, target):
+            self.store.clone(source, target)
         server: Server | None = None
         try:
             server = self.start_server(runtime, identity, instance_id, rel)
@@ -158,6 +163,8 @@ class InstanceManager:
                 self.repo.bind_name(NameBinding(name=name, instance_id=instance_id, created_at=now))
                 instance.name = name
             self.repo.touch_state(state.id, now, hit=False)
+            if self.standby is not None:
+                self.standby.refill(state.id, source)  # for the next instance of this state
             return instance
         except BaseException:
             if server is not None:

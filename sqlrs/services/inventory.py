@@ -154,6 +154,8 @@ class Inventory:
                 raise Conflict(f"state {doomed.id[:12]} is in use by a running job", hint="try again, or --force")
             try:
                 self.repo.delete_state(doomed.id)  # invisible first, then the data goes
+                if self.instances.standby is not None:
+                    self.instances.standby.discard(doomed.id)
                 self.store.delete(self.layout.abs(doomed.data_path))
             finally:
                 lock.release()

@@ -68,6 +68,10 @@ class Layout:
     def tmp_dir(self) -> Path:
         return self.store_root / "tmp"
 
+    @property
+    def standby_dir(self) -> Path:
+        return self.store_root / "standby"
+
     def state_rel(self, state_id: str) -> str:
         return f"states/{state_id}"
 
@@ -79,5 +83,5 @@ class Layout:
 
     def ensure(self) -> None:
         for path in (self.state_dir, self.store_root, self.states_dir, self.instances_dir, self.scratch_dir,
-                     self.tmp_dir, self.run_root):
+                     self.tmp_dir, self.standby_dir, self.run_root):
             path.mkdir(parents=True, exist_ok=True)

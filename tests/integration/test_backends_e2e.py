@@ -23,7 +23,17 @@ from typing import Any
 
 import pytest
 from _require import require
-from harness import DATASETS, Sqlrs, check_rebuild_of_last_step, golden, processes_mentioning, psql, short_tmp, write
+from harness import (
+    DATASETS,
+    Sqlrs,
+    check_rebuild_of_last_step,
+    golden,
+    processes_mentioning,
+    psql,
+    short_tmp,
+    wait_for,
+    write,
+)
 
 from sqlrs.adapters.snapshots import _fs, open_store
 
@@ -187,13 +197,48 @@ def test_rm_leaves_nothing_behind(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
     assert removed.returncode == 0, removed.stderr
     assert sq.instances() == [] and sq.states() == []
     store_root = sq.state_dir / "store"
-    for sub in ("states", "instances", "scratch", "tmp"):
+    for sub in ("states", "instances", "scratch", "tmp", "standby"):
         assert list((store_root / sub).iterdir()) == [], sub
     assert not processes_mentioning(str(store_root))
     if sq.backend == "btrfs":
         listing = subprocess.run(["btrfs", "subvolume", "list", "-o", str(store_root)], capture_output=True,
                                  text=True, check=True).stdout
         assert listing.strip() == "", listing
+
+
+def test_a_hit_takes_the_standby_clone_made_after_the_previous_one(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
+    sq = sqlrs_cow
+    standby = sq.state_dir / "store" / "standby"
+    write(workspace / "a.sql", "CREATE TABLE a AS SELECT generate_series(1, 1000) AS x;\n")
+    first = sq.prepare("-f", "a.sql", cwd=workspace)
+    state_id = sq.plan("-f", "a.sql", cwd=workspace)[-1]["state_id"]
+    wait_for(lambda: len(list(standby.iterdir())) == 1, 20, "a standby clone of the state")
+    [made] = list(standby.iterdir())
+    assert made.name.startswith(state_id)
+    identity = (made.stat().st_dev, made.stat().st_ino)
+
+    second = sq.prepare("-f", "a.sql", cwd=workspace)
+    instance = next(i for i in sq.instances() if i["dsn"] == second)
+    taken = sq.state_dir / "store" / "instances" / instance["id"]
+    assert (taken.stat().st_dev, taken.stat().st_ino) == identity  # renamed, not cloned again
+    assert not made.exists()
+    assert psql(second, "SELECT count(*) FROM a") == "1000"
+    psql(second, "INSERT INTO a VALUES (0)")
+    assert psql(first, "SELECT count(*) FROM a") == "1000"  # instances stay isolated
+    wait_for(lambda: len(list(standby.iterdir())) == 1, 20, "the next standby clone")
+    assert list(standby.iterdir()) != [made]
+
+    # none survives an engine restart: nothing records them
+    remove_instances(sq)
+    assert sq.run("engine", "stop").returncode == 0
+    assert sq.run("engine", "start").returncode == 0
+    assert list(standby.iterdir()) == []
+    # removing the state discards its standby clone, also one still being made
+    sq.prepare("-f", "a.sql", cwd=workspace)
+    remove_instances(sq)
+    removed = sq.run("rm", state_id)
+    assert removed.returncode == 0, removed.stderr
+    assert list(standby.iterdir()) == []
 
 
 def test_the_volume_is_mounted_again_after_a_reboot(sqlrs_cow: CowSqlrs, workspace: Path) -> None:

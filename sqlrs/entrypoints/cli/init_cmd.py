@@ -37,7 +37,7 @@ import click
 from sqlrs.entrypoints.cli.errors import CliError, usage
 
 FS_OF = {"btrfs": "btrfs", "reflink": "xfs"}
-STORE_ENTRIES = ("states", "instances", "scratch", "tmp")  # what the engine creates in the store
+STORE_ENTRIES = ("states", "instances", "scratch", "tmp", "standby")  # what Layout.ensure makes in the store
 DEFAULT_STORE_SIZE = "10G"
 
 

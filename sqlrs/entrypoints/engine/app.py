@@ -505,6 +505,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 await run_in_threadpool(services.pool.close)  # drains the pools: spares are removed
             if services.lifetime is not None:
                 await run_in_threadpool(services.lifetime.stop)
+            if services.instances.standby is not None:
+                await run_in_threadpool(services.instances.standby.close)
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     return GuardMiddleware(app, state), state  # type: ignore[return-value]

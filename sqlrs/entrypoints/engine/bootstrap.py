@@ -28,6 +28,7 @@ from sqlrs.services.prepare import PrepareService
 from sqlrs.services.runs import RunService
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.servers import PortAllocator
+from sqlrs.services.standby import StandbyClones
 
 log = logging.getLogger("sqlrs.engine")
 
@@ -123,12 +124,13 @@ def bootstrap(state_dir: Path) -> Services:
     registry = RuntimeRegistry(_runtime_factories(config, layout), configured_runtime)
     admin = PsycopgAdmin()
     ports = PortAllocator(lambda: [instance.port for instance in repo.list_instances()])
-    instances = InstanceManager(repo, store, layout, registry, admin, clock, ports)
+    standby = StandbyClones(store, layout)
+    instances = InstanceManager(repo, store, layout, registry, admin, clock, ports, standby)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
     locks = StateLocks()
     cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
                                                                     int(config.get("cache.capacity.reserve_bytes"))),
-                         jobs.active_ids, locks)
+                         jobs.active_ids, locks, standby)
     pending_warnings = [note] if note else []
 
     def warn_once() -> list[str]:  # shown by the first prepare after the engine starts
@@ -223,6 +225,8 @@ def recover(services: Services) -> None:
     layout, repo, store = services.layout, services.repo, services.store
     services.jobs.recover()
     known_instances = {instance.id for instance in repo.list_instances()}
+    if services.instances.standby is not None:
+        services.instances.standby.clear_leftovers()
     leftovers = [*layout.tmp_dir.iterdir(), *layout.scratch_dir.iterdir()]
     orphans = [directory for directory in layout.instances_dir.iterdir() if directory.name not in known_instances]
     _remove_leftover_containers(services, everywhere=bool(leftovers or orphans))
