@@ -84,25 +84,23 @@ class StandbyClones:
 
     def clear_leftovers(self) -> None:
         """Delete every standby clone on disk: at engine start none is known."""
-        self.layout.standby_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.layout.standby_dir.iterdir():
             self._delete(leftover)
 
     def _make(self, state_id: str, data_dir: Path, generation: int) -> None:
-        clone = self.layout.standby_dir / f"{state_id}.{secrets.token_hex(4)}"
+        target = self.layout.standby_dir / f"{state_id}.{secrets.token_hex(4)}"
+        clone: Path | None = target
         try:
-            self.store.clone(data_dir, clone)
+            self.store.clone(data_dir, target)
         except Exception as exc:  # the state went meanwhile, or no space: a later hit just clones
             log.info("no standby clone of state %s: %s", state_id[:12], exc)
-            with self._lock:
-                self._making.pop(state_id, None)
-            return
+            clone = None
         with self._lock:
             self._making.pop(state_id, None)
-            stale = self._generation.get(state_id, 0) != generation
-            if not stale:
+            if clone is not None and self._generation.get(state_id, 0) == generation:
                 self._ready[state_id] = clone
-        if stale:
+                return
+        if clone is not None:  # discarded while it was being made
             self._delete(clone)
 
     def _delete(self, clone: Path) -> None:

@@ -31,6 +31,7 @@ class Response:
         self.status = reply.status
         self.headers = reply.headers
         self._reply = reply
+        self._lines: Iterator[dict[str, Any]] | None = None
 
     def json(self) -> Any:
         try:
@@ -45,7 +46,12 @@ class Response:
             raise CliError(f"engine answered with invalid JSON (HTTP {self.status})", EXIT_ENGINE) from None
 
     def lines(self) -> Iterator[dict[str, Any]]:
-        """NDJSON objects as the engine sends them."""
+        """NDJSON objects as the engine sends them; called again, it goes on where the last left."""
+        if self._lines is None:
+            self._lines = self._read_lines()
+        return self._lines
+
+    def _read_lines(self) -> Iterator[dict[str, Any]]:
         try:
             for line in self._reply.iter_lines():
                 line = line.strip()
@@ -128,10 +134,12 @@ def _health(endpoint: str, timeout: float = 2.0) -> dict[str, Any] | None:
 ENGINE_STOP_TIMEOUT = 30.0  # seconds a stopping engine may take to finish its requests
 
 
-def wait_for_exit(pid: int, timeout: float) -> bool:
-    """Wait until the engine process `pid` is gone (a zombie counts as gone); False on timeout."""
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
+def shutdown_engine(client: EngineClient, pid: int) -> bool:
+    """Ask the engine to stop and wait until its process `pid` is gone (a zombie counts as
+    gone); False when it is still there after ENGINE_STOP_TIMEOUT."""
+    client.call("POST", "/v1/engine/shutdown")
+    deadline = time.monotonic() + ENGINE_STOP_TIMEOUT
+    while pid and pid_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
@@ -146,13 +154,21 @@ def read_engine_json(state_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def live_engine(state_dir: Path) -> dict[str, Any] | None:
-    """engine.json's content when it names a live, answering engine; else None."""
+def recorded_engine(state_dir: Path) -> dict[str, Any] | None:
+    """engine.json's content when it names an endpoint and a live process; else None."""
     info = read_engine_json(state_dir)
     if not info or "endpoint" not in info:
         return None
     pid = info.get("pid")
     if isinstance(pid, int) and not pid_alive(pid):
+        return None
+    return info
+
+
+def live_engine(state_dir: Path) -> dict[str, Any] | None:
+    """engine.json's content when it names a live, answering engine; else None."""
+    info = recorded_engine(state_dir)
+    if info is None:
         return None
     health = _health(str(info["endpoint"]))
     if health is None or health.get("instance_id") != info.get("instance_id"):
@@ -182,9 +198,8 @@ def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
             found = spawn_engine(state_dir)
         return str(found["endpoint"]), str(found["token"])
 
-    info = read_engine_json(state_dir)
-    pid = info.get("pid") if info else None
-    if info and "endpoint" in info and "token" in info and isinstance(pid, int) and pid_alive(pid):
+    info = recorded_engine(state_dir)
+    if info is not None and "token" in info and isinstance(info.get("pid"), int):
         return EngineClient(str(info["endpoint"]), str(info["token"]), rediscover=discover)
     return EngineClient(*discover())
 

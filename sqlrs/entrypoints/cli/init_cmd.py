@@ -301,7 +301,7 @@ class Init:
                 yield
 
     def _stop_engine(self) -> None:
-        from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT, EngineClient, live_engine, wait_for_exit
+        from sqlrs.entrypoints.cli.client import EngineClient, live_engine, shutdown_engine
 
         info = live_engine(self.state_dir)
         if info is None:
@@ -313,8 +313,7 @@ class Init:
                            hint="wait for them (sqlrs ls --jobs), or pass --force to stop them")
         pid = int(info.get("pid", 0))
         self.ctx.note(f"stopping the engine (pid {pid}); it starts again on demand")
-        client.call("POST", "/v1/engine/shutdown")
-        if not pid or wait_for_exit(pid, ENGINE_STOP_TIMEOUT):
+        if shutdown_engine(client, pid):
             return
         raise CliError(f"the engine (pid {pid}) did not stop in time",
                        hint="stop it with `sqlrs engine stop` and retry")

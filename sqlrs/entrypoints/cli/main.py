@@ -162,15 +162,8 @@ def _post_job(ctx: Ctx, body: dict[str, Any], watch: bool) -> tuple[dict[str, An
         from sqlrs.entrypoints.cli.client import raise_engine_error
 
         raise_engine_error(response.status, response.json())
-    lines = response.lines()
-    created = next(lines)
-    return created, lines_response(response, lines)
-
-
-def lines_response(response: Any, lines: Any) -> Any:
-    """The rest of a stream whose first line was read, as something `watch_job` can follow."""
-    response.lines = lambda: lines
-    return response
+    created = next(response.lines())  # the rest of the stream is the job's events
+    return created, response
 
 
 def _submit(ctx: Ctx, body: dict[str, Any], watch: bool = False) -> tuple[dict[str, Any], Any]:
@@ -634,16 +627,14 @@ def engine_start(ctx: Ctx) -> None:
 @click.pass_obj
 def engine_stop(ctx: Ctx) -> None:
     """Stop the engine (running instances keep running and are re-adopted later)."""
-    from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT, live_engine, wait_for_exit
+    from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT, live_engine, shutdown_engine
 
     info = live_engine(ctx.state_dir)
     if info is None:
         ctx.note("engine is not running")
         return
-    client = ctx.client(spawn=False)
-    client.call("POST", "/v1/engine/shutdown")
     pid = int(info.get("pid", 0))
-    if pid and not wait_for_exit(pid, ENGINE_STOP_TIMEOUT):
+    if not shutdown_engine(ctx.client(spawn=False), pid):
         raise CliError(f"the engine (pid {pid}) did not exit within {ENGINE_STOP_TIMEOUT:.0f}s",
                        hint=f"see {ctx.state_dir / 'engine.log'}; kill it with `kill {pid}`")
     ctx.note(f"engine (pid {pid}) stopped")
