@@ -168,6 +168,7 @@ class Instance:
     connections: int | None = None
     pooled: bool = False
     from_pool: bool = False  # handed out by a warm pool (set by Client.create_instance)
+    kind: str = "server"  # "server": a server of its own; "database": a database in a shared server
     engine_seconds: float | None = None  # how long the engine took to hand it out
     client: Client | None = field(default=None, repr=False, compare=False)
 
@@ -181,7 +182,7 @@ class Instance:
             name=data.get("name"), ttl_seconds=int(data.get("ttl_seconds") or 0),
             expires_in_seconds=data.get("expires_in_seconds"), connections=data.get("connections"),
             pooled=bool(data.get("pooled", False)), from_pool=bool(data.get("from_pool", False)),
-            engine_seconds=data.get("seconds"), client=client,
+            engine_seconds=data.get("seconds"), kind=str(data.get("kind", "server")), client=client,
         )
 
     # connection facts ---------------------------------------------------------------------------
@@ -416,10 +417,14 @@ class Client:
 
     # instances ----------------------------------------------------------------------------------
     def create_instance(self, state: State | str, *, pool: bool = False, ttl: Seconds | None = None,
-                        name: str | None = None) -> Instance:
+                        name: str | None = None, kind: str = "server") -> Instance:
         """Start an instance of a cached state; with `pool=True` claim a warm spare when the state
-        has a pool (see `set_pool`), which takes milliseconds."""
-        body: dict[str, Any] = {"state_id": str(state), "pool": pool, "name": name,
+        has a pool (see `set_pool`), which takes milliseconds.
+
+        `kind="database"`: a database of its own in the state's shared server (a template copy made
+        ahead: milliseconds on any store, but database-level isolation: instances of one state
+        share a server, its roles and settings). `kind="server"` (default): a server of its own."""
+        body: dict[str, Any] = {"state_id": str(state), "pool": pool, "name": name, "kind": kind,
                                 "image": state.image if isinstance(state, State) else self.image}
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:
@@ -430,7 +435,8 @@ class Client:
     def instance(self, files: Iterable[StrPath] | StrPath = (), *, state: State | str | None = None,
                  sql: Iterable[str] | str = (), variables: Mapping[str, Any] | None = None,
                  single_transaction: bool = False, psql_args: Sequence[str] = (), pool: bool = False,
-                 ttl: Seconds | None = None, name: str | None = None, keep: bool = False) -> Iterator[Instance]:
+                 ttl: Seconds | None = None, name: str | None = None, keep: bool = False,
+                 kind: str = "server") -> Iterator[Instance]:
         """A fresh instance for the `with` block, removed afterwards (unless `keep`), whatever happens.
 
         Give the chain (`files`, `sql`, ...; built or found cached first) or a `state` from `build()`.
@@ -438,7 +444,7 @@ class Client:
         if state is None:
             state = self.build(files, sql=sql, variables=variables, single_transaction=single_transaction,
                                psql_args=psql_args)
-        instance = self.create_instance(state, pool=pool, ttl=ttl, name=name)
+        instance = self.create_instance(state, pool=pool, ttl=ttl, name=name, kind=kind)
         try:
             yield instance
         finally:

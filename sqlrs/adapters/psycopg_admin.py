@@ -20,7 +20,7 @@ CONNECTIONS_SQL = (
 
 
 class PsycopgAdmin:
-    def _connect(self, socket_dir: Path, port: int, timeout: float) -> psycopg.Connection:
+    def _connect(self, socket_dir: Path, port: int, timeout: float, dbname: str = "postgres") -> psycopg.Connection:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -28,7 +28,7 @@ class PsycopgAdmin:
                     host=str(socket_dir),
                     port=port,
                     user="postgres",
-                    dbname="postgres",
+                    dbname=dbname,
                     autocommit=True,
                     connect_timeout=max(1, int(timeout)),
                     application_name=PROBE_NAME,
@@ -39,13 +39,21 @@ class PsycopgAdmin:
                     raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
                 time.sleep(0.01)
 
-    def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0) -> None:
-        with self._connect(socket_dir, port, timeout) as conn:
+    def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0,
+                dbname: str = "postgres") -> None:
+        with self._connect(socket_dir, port, timeout, dbname) as conn:
             for statement in statements:
                 try:
                     conn.execute(statement.encode())
                 except psycopg.Error as exc:
                     raise RuntimeFailure(f"server rejected {statement.split()[0:2]}: {exc}".strip()) from exc
+
+    def query(self, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+        with self._connect(socket_dir, port, 30.0, dbname) as conn:
+            try:
+                return [tuple(row) for row in conn.execute(sql.encode()).fetchall()]
+            except psycopg.Error as exc:
+                raise RuntimeFailure(f"server rejected a query: {exc}".strip()) from exc
 
     def set_password(self, socket_dir: Path, port: int, role: str, verifier: str) -> None:
         query = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
@@ -55,7 +63,8 @@ class PsycopgAdmin:
             except psycopg.Error as exc:
                 raise RuntimeFailure(f"cannot set the instance password: {exc}".strip()) from exc
 
-    def client_connections(self, socket_dir: Path, port: int, timeout: float = 5.0) -> int:
+    def client_connections(self, socket_dir: Path, port: int, timeout: float = 5.0,
+                           database: str | None = None) -> int:
         try:
             conn = psycopg.connect(host=str(socket_dir), port=port, user="postgres", dbname="postgres",
                                    autocommit=True, connect_timeout=max(1, int(timeout)),
@@ -66,7 +75,10 @@ class PsycopgAdmin:
             raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
         with conn:
             try:
-                row = conn.execute(CONNECTIONS_SQL, (PROBE_NAME,)).fetchone()
+                if database is None:
+                    row = conn.execute(CONNECTIONS_SQL, (PROBE_NAME,)).fetchone()
+                else:
+                    row = conn.execute(CONNECTIONS_SQL + " AND datname = %s", (PROBE_NAME, database)).fetchone()
             except psycopg.Error as exc:
                 raise RuntimeFailure(f"cannot read pg_stat_activity: {exc}".strip()) from exc
         return int(row[0]) if row else 0

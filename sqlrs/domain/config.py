@@ -99,6 +99,10 @@ KEYS: tuple[ConfigKey, ...] = (
               "Upper bound of warm (started, not yet claimed) instances across all pools; 0 disables pools."),
     ConfigKey("pool.idle_seconds", "integer", 600,
               "A warm pool that nobody claimed from or renewed for this many seconds is drained."),
+    ConfigKey("databases.spares", "integer", 2,
+              "Database instances: copies of the state's database made ahead in its shared server."),
+    ConfigKey("databases.host_idle_seconds", "integer", 600,
+              "A shared server with no database instance for this many seconds is stopped."),
 )
 BY_NAME = {key.name: key for key in KEYS}
 

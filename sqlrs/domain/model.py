@@ -27,6 +27,12 @@ class InstanceStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class InstanceKind(enum.StrEnum):
+    SERVER = "server"  # its own PostgreSQL server on a clone of the state: server-level isolation
+    DATABASE = "database"  # a database in the state's shared server: database-level isolation
+    HOST = "host"  # the shared server of a state that holds its database instances (never handed out)
+
+
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -91,6 +97,8 @@ class Instance:
     name: str | None = None
     ttl_seconds: int = 0  # removed after this many seconds with no client connected; 0: never
     pooled: bool = False  # a warm spare of its state's pool, not handed out yet
+    kind: InstanceKind = InstanceKind.SERVER
+    host_id: str | None = None  # a database instance: the host instance whose server holds it
 
     @property
     def dsn(self) -> str:

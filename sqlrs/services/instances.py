@@ -7,10 +7,11 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid
 from sqlrs.domain.errors import NotFound, RuntimeFailure
-from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
+from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
 from sqlrs.domain.passwords import new_password, scram_verifier
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -21,6 +22,9 @@ from sqlrs.services.layout import Layout
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.servers import PortAllocator, Server
 from sqlrs.services.standby import StandbyClones
+
+if TYPE_CHECKING:
+    from sqlrs.services.databases import DatabaseInstances
 
 INSTANCE_USER = "sqlrs"
 INSTANCE_DB = "postgres"
@@ -71,6 +75,9 @@ class InstanceManager:
         self.ports = ports
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # database instances live in a shared server per state (services/databases.py); wired by
+        # the composition root, as that service builds on this one
+        self.databases: DatabaseInstances | None = None
 
     def _lock(self, instance_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -100,8 +107,9 @@ class InstanceManager:
         return self._server(runtime, identity, instance)
 
     def _server(self, runtime: Runtime, identity: RuntimeIdentity, instance: Instance) -> Server:
+        key = instance.host_id or instance.id  # a database instance is served by its host's server
         return Server.create(
-            runtime, identity, instance.id, self.layout.abs(instance.data_path), self.layout.run_dir(instance.id),
+            runtime, identity, key, self.layout.abs(instance.data_path), self.layout.run_dir(key),
             instance.port, instance.runtime_ref,
         )
 
@@ -138,6 +146,7 @@ class InstanceManager:
         job_id: str | None = None,
         ttl_seconds: int = 0,
         pooled: bool = False,
+        kind: InstanceKind = InstanceKind.SERVER,
     ) -> Instance:
         instance_id = new_instance_id()
         rel = self.layout.instance_rel(instance_id)
@@ -156,7 +165,7 @@ class InstanceManager:
                 image=identity.image, host="127.0.0.1", port=server.spec.port, user=INSTANCE_USER,
                 password=password, dbname=INSTANCE_DB, data_path=rel, run_path=str(server.spec.run_dir),
                 status=InstanceStatus.RUNNING, created_at=now, last_used_at=now, ephemeral=ephemeral,
-                job_id=job_id, ttl_seconds=ttl_seconds, pooled=pooled,
+                job_id=job_id, ttl_seconds=ttl_seconds, pooled=pooled, kind=kind,
             )
             self.repo.add_instance(instance)
             if name:
@@ -187,6 +196,8 @@ class InstanceManager:
 
     def ensure_running(self, instance: Instance) -> Instance:
         """Restart an instance whose server vanished but whose data directory exists."""
+        if instance.kind == InstanceKind.DATABASE and self.databases is not None:
+            return self.databases.ensure_running(instance)
         with self._lock(instance.id):
             current = self.repo.get_instance(instance.id)
             if current is None:
@@ -216,6 +227,15 @@ class InstanceManager:
             return current
 
     def remove(self, instance: Instance) -> None:
+        """Remove an instance of any kind and forget it. Idempotent."""
+        if self.databases is not None and instance.kind == InstanceKind.DATABASE:
+            self.databases.remove(instance)
+        elif self.databases is not None and instance.kind == InstanceKind.HOST:
+            self.databases.remove_host(instance)
+        else:
+            self.remove_server(instance)
+
+    def remove_server(self, instance: Instance) -> None:
         """Stop the server, delete its data and run directories, forget it. Idempotent."""
         with self._lock(instance.id):
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlrs.domain.errors import Ambiguous, Conflict, NotFound
-from sqlrs.domain.model import Instance, Job, State, TaskStatus
+from sqlrs.domain.model import Instance, InstanceKind, Job, State, TaskStatus
 from sqlrs.domain.serde import json_converter
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
@@ -70,7 +70,8 @@ class Inventory:
             "runtime": instance.runtime, "status": status, "host": instance.host, "port": instance.port,
             "user": instance.user, "password": instance.password, "dbname": instance.dbname,
             "image": instance.image, "ephemeral": instance.ephemeral, "job_id": instance.job_id,
-            "ttl_seconds": instance.ttl_seconds, "pooled": instance.pooled,
+            "ttl_seconds": instance.ttl_seconds, "pooled": instance.pooled, "kind": instance.kind.value,
+            "host_id": instance.host_id,
             "created_at": json_converter.unstructure(instance.created_at),
             "last_used_at": json_converter.unstructure(instance.last_used_at),
         }
@@ -78,18 +79,22 @@ class Inventory:
     def state_json(self, state: State, counts: dict[str, int] | None = None) -> dict[str, Any]:
         data = json_converter.unstructure(state)
         data["instances"] = (counts or {}).get(state.id, 0) if counts is not None else len(
-            self.repo.list_instances(state.id))
+            self.user_instances(state.id))
         data.pop("data_path", None)
         return data
 
     def list_states(self) -> list[dict[str, Any]]:
         counts: dict[str, int] = {}
-        for instance in self.repo.list_instances():
+        for instance in self.user_instances():
             counts[instance.state_id] = counts.get(instance.state_id, 0) + 1
         return [self.state_json(state, counts) for state in self.repo.list_states()]
 
+    def user_instances(self, state_id: str | None = None) -> list[Instance]:
+        """Instances users were handed: not the shared servers that hold database instances."""
+        return [i for i in self.repo.list_instances(state_id) if i.kind != InstanceKind.HOST]
+
     def list_instances(self) -> list[dict[str, Any]]:
-        return [self.instance_json(instance) for instance in self.repo.list_instances()]
+        return [self.instance_json(instance) for instance in self.user_instances()]
 
     def job_json(self, job: Job, with_tasks: bool = False) -> dict[str, Any]:
         data = json_converter.unstructure(job)
@@ -129,7 +134,8 @@ class Inventory:
     def remove_state(self, state: State, *, recurse: bool, force: bool, dry_run: bool) -> dict[str, Any]:
         states = self._descendants(state)
         ids = {s.id for s in states}
-        instances = [i for i in self.repo.list_instances() if i.state_id in ids]
+        instances = [i for i in self.user_instances() if i.state_id in ids]
+        hosts = [i for i in self.repo.list_instances() if i.state_id in ids and i.kind == InstanceKind.HOST]
         children = [s for s in states if s.id != state.id]
         if (children or instances) and not recurse:
             raise Conflict(
@@ -145,7 +151,7 @@ class Inventory:
         removed += [{"kind": "state", "id": s.id, "name": None} for s in states]
         if dry_run:
             return {"dry_run": dry_run, "removed": removed}
-        for instance in instances:
+        for instance in [*instances, *hosts]:  # database instances before the shared server holding them
             self.instances.remove(instance)
         for doomed in states:
             lock = self.locks.get(doomed.id)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlrs.domain.model import Instance, InstanceStatus
+from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
@@ -155,8 +155,9 @@ class LifetimeService:
         count = 0
         if self.instances.live_status(instance) == InstanceStatus.RUNNING:
             try:
-                count = self.admin.client_connections(Path(instance.run_path), instance.port,
-                                                      timeout=2.0)
+                count = self.admin.client_connections(
+                    Path(instance.run_path), instance.port, timeout=2.0,
+                    database=instance.dbname if instance.kind == InstanceKind.DATABASE else None)
             except Exception as exc:  # a server that does not answer has no usable connection
                 log.info("instance %s: cannot count its connections: %s", instance.id, exc)
         with self._lock:

@@ -127,6 +127,8 @@ class InstanceRequest:
     pool: bool = False
     ttl_seconds: int | None = None  # None: config instance.ttl_seconds
     name: str | None = None
+    # "server": a server of its own; "database": a database in the state's shared server
+    kind: str = "server"
 
 
 @attrs.frozen
@@ -146,6 +148,10 @@ def parse_instance(data: Any) -> InstanceRequest:
         raise UsageError("ttl_seconds must not be negative")
     if request.name is not None:
         check_name(request.name)
+    if request.kind not in ("server", "database"):
+        raise UsageError(f"unknown instance kind {request.kind!r}", hint="server or database")
+    if request.kind == "database" and request.pool:
+        raise UsageError("warm pools hold server instances", hint="database instances are copied ahead anyway")
     return request
 
 

@@ -83,6 +83,8 @@ instances = Table(
     Column("job_id", String(64), nullable=True),
     Column("ttl_seconds", Integer, nullable=False, default=0),
     Column("pooled", Boolean, nullable=False, default=False),
+    Column("kind", String(16), nullable=False, default="server"),
+    Column("host_id", String(64), nullable=True),
     Index("ix_instances_state", "state_id"),
 )
 

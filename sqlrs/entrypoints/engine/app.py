@@ -66,7 +66,9 @@ class EngineState:
     def busy(self) -> bool:
         # instances with a TTL keep the engine up: nobody else would remove them when they expire
         lifetime = self.services.lifetime
-        return self.in_flight > 0 or self.services.jobs.active() > 0 or (lifetime is not None and lifetime.pending())
+        databases = self.services.databases  # shared servers are stopped by this engine once idle
+        return (self.in_flight > 0 or self.services.jobs.active() > 0 or (lifetime is not None and lifetime.pending())
+                or (databases is not None and databases.pending()))
 
 
 class GuardMiddleware:
@@ -340,6 +342,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 if claimed is not None:
                     return claimed, True
             runtime, identity = services.pool.resolve(state, wanted.image)
+            if wanted.kind == "database":
+                return services.databases.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl), False
             return services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl), False
 
         instance, from_pool = await run_in_threadpool(create)
@@ -498,6 +502,9 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         if services.pool is not None:
             await run_in_threadpool(services.pool.recover)
             services.pool.start()
+        if services.databases is not None:
+            await run_in_threadpool(services.databases.recover)
+            services.databases.start()
         if services.lifetime is not None:
             services.lifetime.start()
         try:
@@ -505,6 +512,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         finally:
             if services.pool is not None:
                 await run_in_threadpool(services.pool.close)  # drains the pools: spares are removed
+            if services.databases is not None:
+                await run_in_threadpool(services.databases.close)  # drops the copies made ahead
             if services.lifetime is not None:
                 await run_in_threadpool(services.lifetime.stop)
             if services.instances.standby is not None:
@@ -543,6 +552,7 @@ def status_report(services: Services, state: EngineState, with_cache: bool) -> d
             "reserve_bytes": services.config.get("cache.capacity.reserve_bytes")},
         "instances": len(instances),
         "pools": services.pool.pools() if services.pool is not None else [],
+        "shared_servers": services.databases.hosts() if services.databases is not None else [],
         "warnings": warnings,
     }
     cache = report["cache"]

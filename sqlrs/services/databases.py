@@ -1,0 +1,310 @@
+"""Database instances: a database of its own in a shared, per-state server (template copies).
+
+A server instance is a PostgreSQL server of its own on a clone of the state: server-level
+isolation, and a cost that is flat in the state's size on copy-on-write stores — but a full copy
+of the data directory on the `copy` store. There the fastest known hand-out is what template-copy
+tools do (pytest-postgresql, IntegreSQL): `CREATE DATABASE ... TEMPLATE` inside a server that
+already runs. A *database instance* is that: the state gets one shared server (its *host*, an
+instance of kind `host` that is never handed out), and each database instance is a database in
+it, copied from the host's template database, with a few copies made ahead so a claim is a rename
+away from an ordinary `CREATE DATABASE`.
+
+Isolation is database-level, stated plainly: database instances of one state share a server, its
+roles, settings and a password; each has its own database (its DSN names it). Only the state's
+`postgres` database is copied: a state that holds other databases (e.g. one made by `CREATE
+DATABASE` in a script) is refused with a hint to use server instances.
+
+Lifetime: a database instance obeys the same TTL and removal rules as a server instance; removing
+it drops its database. A host with no database instances is stopped after `databases.host_idle_seconds`,
+and goes with its state (`rm`, eviction). Copies made ahead live only in the host: the engine drops
+those it does not know when it starts (`recover`), so a crash leaves nothing behind once the engine
+is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlrs.domain.errors import NotFound, RuntimeFailure, UsageError
+from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
+from sqlrs.ports.admin import ServerAdmin
+from sqlrs.ports.clock import Clock
+from sqlrs.ports.repository import Repository
+from sqlrs.ports.runtime import Runtime, RuntimeIdentity
+from sqlrs.services.instances import InstanceManager, new_instance_id
+
+log = logging.getLogger("sqlrs.databases")
+
+TEMPLATE_DB = "sqlrs_template"  # the host's copy of the state's `postgres` database; nobody connects to it
+PREFIX = "sqlrs_"  # database instances and copies made ahead: sqlrs_<instance id>
+CHECK_SECONDS = 2.0
+
+
+def database_name(instance_id: str) -> str:
+    return f"{PREFIX}{instance_id}"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+class DatabaseInstances:
+    def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
+                 spares: Callable[[], int], host_idle_seconds: Callable[[], int]):
+        self.repo = repo
+        self.instances = instances
+        self.admin = admin
+        self.clock = clock
+        self.spares = spares
+        self.host_idle_seconds = host_idle_seconds
+        self._lock = threading.Lock()
+        self._state_locks: dict[str, threading.Lock] = {}
+        self._ready: dict[str, list[str]] = {}  # host id -> instance ids whose databases exist already
+        self._making: dict[str, int] = {}  # host id -> copies being made
+        self._idle_since: dict[str, float] = {}
+        self._wake = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- hosts -------------------------------------------------------------------------------------
+    def _state_lock(self, state_id: str) -> threading.Lock:
+        with self._lock:
+            return self._state_locks.setdefault(state_id, threading.Lock())
+
+    def host_of(self, state_id: str) -> Instance | None:
+        hosts = [i for i in self.repo.list_instances(state_id) if i.kind == InstanceKind.HOST]
+        return hosts[0] if hosts else None
+
+    def _host(self, state: State, runtime: Runtime, identity: RuntimeIdentity) -> Instance:
+        """The state's shared server, started (and its template made) when it has none."""
+        with self._state_lock(state.id):
+            host = self.host_of(state.id)
+            if host is not None:
+                running = self.instances.ensure_running(host)
+                if running.port != host.port or running.runtime_ref != host.runtime_ref:
+                    self._follow(running)
+                return running
+            host = self.instances.create(state, runtime, identity, kind=InstanceKind.HOST)
+            try:
+                run_dir, port = Path(host.run_path), host.port
+                others = self.admin.query(run_dir, port, "SELECT datname FROM pg_database WHERE datname NOT IN "
+                                                         "('postgres', 'template0', 'template1') ORDER BY 1")
+                if others:
+                    names = ", ".join(str(row[0]) for row in others)
+                    raise UsageError(
+                        f"state {state.id[:12]} holds databases besides postgres ({names}): a database "
+                        "instance copies only postgres",
+                        hint="use a server instance (kind server) for this state")
+                self.admin.execute(run_dir, port, [f"CREATE DATABASE {TEMPLATE_DB} TEMPLATE postgres"],
+                                   dbname="template1")
+            except BaseException:
+                self.instances.remove(host)
+                raise
+            log.info("state %s: shared server %s on port %d for database instances", state.id[:12], host.id,
+                     host.port)
+            return host
+
+    def _follow(self, host: Instance) -> None:
+        """The host was restarted (maybe on another port): its database instances follow it."""
+        for instance in self._databases_of(host.id):
+            instance.port, instance.runtime_ref, instance.status = host.port, host.runtime_ref, host.status
+            self.repo.update_instance(instance)
+
+    def _databases_of(self, host_id: str) -> list[Instance]:
+        return [i for i in self.repo.list_instances() if i.kind == InstanceKind.DATABASE and i.host_id == host_id]
+
+    # -- database instances ---------------------------------------------------------------------
+    def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
+               ttl_seconds: int = 0, job_id: str | None = None, ephemeral: bool = False) -> Instance:
+        host = self._host(state, runtime, identity)
+        with self._lock:
+            ready = self._ready.setdefault(host.id, [])
+            instance_id = ready.pop(0) if ready else None
+            self._wake.notify_all()  # make the next copy ahead
+        if instance_id is None:
+            instance_id = new_instance_id()
+            self._copy(host, instance_id)
+        now = self.clock.now()
+        instance = Instance(
+            id=instance_id, state_id=state.id, runtime=host.runtime, runtime_ref=host.runtime_ref,
+            image=host.image, host=host.host, port=host.port, user=host.user, password=host.password,
+            dbname=database_name(instance_id), data_path=host.data_path, run_path=host.run_path,
+            status=InstanceStatus.RUNNING, created_at=now, last_used_at=now, ephemeral=ephemeral, job_id=job_id,
+            ttl_seconds=ttl_seconds, kind=InstanceKind.DATABASE, host_id=host.id,
+        )
+        try:
+            self.repo.add_instance(instance)
+            if name:
+                self.repo.bind_name(NameBinding(name=name, instance_id=instance_id, created_at=now))
+                instance.name = name
+        except BaseException:
+            self._drop(host, database_name(instance_id))
+            raise
+        self.repo.touch_state(state.id, now, hit=False)
+        with self._lock:
+            self._idle_since.pop(host.id, None)
+        return instance
+
+    def _copy(self, host: Instance, instance_id: str) -> None:
+        self.admin.execute(Path(host.run_path), host.port,
+                           [f"CREATE DATABASE {_quote(database_name(instance_id))} TEMPLATE {TEMPLATE_DB}"])
+
+    def _drop(self, host: Instance, dbname: str) -> None:
+        self.admin.execute(Path(host.run_path), host.port, [f"DROP DATABASE IF EXISTS {_quote(dbname)} WITH (FORCE)"])
+
+    def remove(self, instance: Instance) -> None:
+        """Drop the instance's database and forget it (its host stays for the next ones)."""
+        host = self.repo.get_instance(instance.host_id or "")
+        if host is not None and self.instances.live_status(host) == InstanceStatus.RUNNING:
+            try:
+                self._drop(host, instance.dbname)
+            except RuntimeFailure as exc:  # the host is going away anyway, or will be re-adopted
+                log.warning("instance %s: cannot drop its database: %s", instance.id, exc.message)
+        self.repo.delete_instance(instance.id)
+        if host is not None:
+            with self._lock:
+                self._idle_since.setdefault(host.id, time.monotonic())
+
+    def remove_host(self, host: Instance) -> None:
+        """Stop a host with every database instance it holds (its state goes, or it idled)."""
+        for instance in self._databases_of(host.id):
+            self.repo.delete_instance(instance.id)  # their databases go with the host's data directory
+        with self._lock:
+            self._ready.pop(host.id, None)
+            self._idle_since.pop(host.id, None)
+        self.instances.remove_server(host)
+
+    def ensure_running(self, instance: Instance) -> Instance:
+        """A database instance runs when its host does: restart the host, follow its port."""
+        host = self.repo.get_instance(instance.host_id or "")
+        if host is None:
+            raise NotFound(f"instance {instance.id}: its shared server is gone",
+                           hint=f"remove it (sqlrs rm {instance.id}) and prepare a new one")
+        running = self.instances.ensure_running(host)
+        if running.port != instance.port or running.runtime_ref != instance.runtime_ref:
+            self._follow(running)
+        current = self.repo.get_instance(instance.id)
+        if current is None:
+            raise NotFound(f"instance {instance.id} was removed")
+        return current
+
+    # -- background: copies ahead, idle hosts --------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="sqlrs-databases", daemon=True)
+            self._thread.start()
+
+    def pending(self) -> bool:
+        """True while shared servers run: the engine stays up to stop them once they idle."""
+        return any(i.kind == InstanceKind.HOST for i in self.repo.list_instances())
+
+    def close(self) -> None:
+        """Stop the background work; copies made ahead are dropped, and shared servers that hold
+        no database instance are stopped (they are cheap to start again; the others stay, like
+        every instance, and a new engine re-adopts them)."""
+        self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        with self._lock:
+            ready, self._ready = self._ready, {}
+        for host_id, instance_ids in ready.items():
+            host = self.repo.get_instance(host_id)
+            for instance_id in instance_ids:
+                if host is not None:
+                    try:
+                        self._drop(host, database_name(instance_id))
+                    except Exception as exc:  # the next start drops it
+                        log.info("cannot drop copy %s: %s", instance_id, exc)
+        for host in [i for i in self.repo.list_instances() if i.kind == InstanceKind.HOST]:
+            if not self._databases_of(host.id):
+                try:
+                    self.remove_host(host)
+                except Exception as exc:  # the next start looks again
+                    log.warning("cannot stop shared server %s: %s", host.id, exc)
+
+    def recover(self) -> None:
+        """Drop databases in hosts that no database instance owns (copies made ahead by an engine
+        that is gone, or half-made ones) and hosts whose state is gone."""
+        known = {i.dbname for i in self.repo.list_instances() if i.kind == InstanceKind.DATABASE}
+        for host in [i for i in self.repo.list_instances() if i.kind == InstanceKind.HOST]:
+            if self.repo.get_state(host.state_id) is None:
+                self.remove_host(host)
+                continue
+            if self.instances.live_status(host) != InstanceStatus.RUNNING:
+                continue
+            try:
+                rows = self.admin.query(Path(host.run_path), host.port,
+                                        f"SELECT datname FROM pg_database WHERE datname LIKE '{PREFIX}%' "
+                                        f"AND datname <> '{TEMPLATE_DB}'")
+                for (dbname,) in rows:
+                    if dbname not in known:
+                        log.info("host %s: dropping leftover database %s", host.id, dbname)
+                        self._drop(host, str(dbname))
+            except RuntimeFailure as exc:
+                log.warning("host %s: cannot check its databases: %s", host.id, exc.message)
+
+    def hosts(self) -> list[dict[str, object]]:
+        """For `status`: each shared server, what it holds and has ready."""
+        with self._lock:
+            ready = {host_id: len(ids) for host_id, ids in self._ready.items()}
+        return [{"id": host.id, "state_id": host.state_id, "port": host.port, "runtime": host.runtime,
+                 "databases": len(self._databases_of(host.id)), "ready": ready.get(host.id, 0)}
+                for host in self.repo.list_instances() if host.kind == InstanceKind.HOST]
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # keep going: the next tick tries again
+                log.exception("database instances: background check failed")
+            with self._lock:
+                self._wake.wait(CHECK_SECONDS)
+
+    def _tick(self) -> None:
+        idle_limit = float(self.host_idle_seconds())
+        for host in [i for i in self.repo.list_instances() if i.kind == InstanceKind.HOST]:
+            if self._stop.is_set():
+                return
+            if self._databases_of(host.id):
+                with self._lock:
+                    self._idle_since.pop(host.id, None)
+            else:
+                with self._lock:
+                    since = self._idle_since.setdefault(host.id, time.monotonic())
+                if idle_limit >= 0 and time.monotonic() - since >= idle_limit:
+                    log.info("host %s of state %s: no database instance for %.0fs; stopping it", host.id,
+                             host.state_id[:12], time.monotonic() - since)
+                    self.remove_host(host)
+                    continue
+            self._refill(host)
+
+    def _refill(self, host: Instance) -> None:
+        wanted = int(self.spares())
+        while not self._stop.is_set():
+            with self._lock:
+                have = len(self._ready.get(host.id, [])) + self._making.get(host.id, 0)
+                if have >= wanted:
+                    return
+                self._making[host.id] = self._making.get(host.id, 0) + 1
+            instance_id = new_instance_id()
+            made = False
+            try:
+                if self.instances.live_status(host) == InstanceStatus.RUNNING:
+                    self._copy(host, instance_id)
+                    made = True
+            except Exception as exc:
+                log.info("host %s: cannot make a copy ahead: %s", host.id, exc)
+            with self._lock:
+                self._making[host.id] -= 1
+                if made and self.repo.get_instance(host.id) is not None:
+                    self._ready.setdefault(host.id, []).append(instance_id)
+                    continue
+            return  # the host is not running or went meanwhile: the next tick looks again

@@ -1,0 +1,90 @@
+"""Database instances: databases of their own in a state's shared server (template copies), on
+every runtime. They are instances like the others (ls, rm, TTL), and nothing stays behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from harness import Sqlrs, short_tmp
+
+import sqlrs
+
+
+def client_for(sq: Sqlrs, workspace: Path) -> sqlrs.Client:
+    return sqlrs.Client(sq.state_dir, runtime=sq.runtime, image=sq.image, base_dir=workspace)
+
+
+def datnames(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_database_instances_share_a_server_and_are_isolated(sqlrs_runtime: Sqlrs) -> None:
+    workspace = short_tmp("ws")
+    (workspace / "schema.sql").write_text("CREATE TABLE item (id int PRIMARY KEY);\nINSERT INTO item VALUES (1);\n")
+    client = client_for(sqlrs_runtime, workspace)
+    state = client.build("schema.sql")
+    first = client.create_instance(state, kind="database", name="db-one")
+    second = client.create_instance(state, kind="database", ttl=3600)
+    assert first.kind == second.kind == "database"
+    assert first.port == second.port and first.dbname != second.dbname
+    with psycopg.connect(first.dsn) as conn:
+        conn.execute("INSERT INTO item VALUES (2)")
+    with psycopg.connect(second.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM item").fetchone() == (1,)  # the other's write is not here
+    assert client.get_instance("db-one").id == first.id
+    listed = {i["id"]: i for i in sqlrs_runtime.instances()}
+    assert set(listed) == {first.id, second.id}  # the shared server itself is not a user instance
+    assert listed[first.id]["kind"] == "database" and listed[first.id]["status"] == "running"
+    ran = sqlrs_runtime.run("run:psql", "--instance", "db-one", "--", "-Atc", "SELECT count(*) FROM item")
+    assert ran.returncode == 0 and ran.stdout.strip() == "2", ran.stderr
+    shared = client.status()["shared_servers"]
+    assert [(s["state_id"], s["databases"]) for s in shared] == [(state.id, 2)]
+
+    assert client.remove(first)
+    assert first.dbname not in datnames(second.dsn)
+    states = {s["id"]: s for s in sqlrs_runtime.states()}
+    assert states[state.id]["instances"] == 1
+    removed = sqlrs_runtime.run("rm", state.id, "--recurse", "-o", "json")
+    assert removed.returncode == 0, removed.stderr
+    assert {item["id"] for item in json.loads(removed.stdout)["removed"]} >= {second.id, state.id}
+    assert client.status()["shared_servers"] == []
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(second.dsn, connect_timeout=5)
+
+
+def test_a_state_with_other_databases_is_refused_for_database_instances(sqlrs_runtime: Sqlrs) -> None:
+    workspace = short_tmp("ws")
+    client = client_for(sqlrs_runtime, workspace)
+    state = client.build(sql=["CREATE DATABASE other"])
+    with pytest.raises(sqlrs.UsageError) as caught:
+        client.create_instance(state, kind="database")
+    assert "holds databases besides postgres (other)" in str(caught.value)
+    assert "server instance" in str(caught.value)
+    assert client.status()["shared_servers"] == []
+    with client.instance(state=state) as server:  # a server instance of it is fine
+        assert "other" in datnames(server.dsn)
+    assert sqlrs_runtime.run("rm", state.id, "--recurse").returncode == 0
+
+
+def test_an_engine_stop_stops_idle_shared_servers_and_keeps_busy_ones(sqlrs_runtime: Sqlrs) -> None:
+    workspace = short_tmp("ws")
+    (workspace / "t.sql").write_text("CREATE TABLE t (id int);\n")
+    client = client_for(sqlrs_runtime, workspace)
+    state = client.build("t.sql")
+    kept = client.create_instance(state, kind="database")
+    assert sqlrs_runtime.run("engine", "stop").returncode == 0
+    with psycopg.connect(kept.dsn) as conn:  # instances outlive the engine; so does their server
+        conn.execute("INSERT INTO t VALUES (1)")
+    client = client_for(sqlrs_runtime, workspace)  # a new engine re-adopts it
+    assert [s["databases"] for s in client.status()["shared_servers"]] == [1]
+    assert client.remove(kept)
+    assert sqlrs_runtime.run("engine", "stop").returncode == 0  # no database left: its server goes
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(kept.dsn, connect_timeout=5)
+    client = client_for(sqlrs_runtime, workspace)
+    assert client.status()["shared_servers"] == []
+    assert sqlrs_runtime.run("rm", state.id, "--recurse").returncode == 0
