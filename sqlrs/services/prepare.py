@@ -211,8 +211,14 @@ class PrepareService:
         ctx.check_cancel()
         started = time.monotonic()
         ctx.update_task(instance_task, TaskStatus.RUNNING, started_at=self.clock.now())
-        instance = self.instances.create(final, runtime, identity, name=request.name, ephemeral=request.ephemeral,
-                                         job_id=ctx.job.id, ttl_seconds=request.ttl_seconds or 0)
+        if request.instance_kind == "database" and self.instances.databases is not None:
+            instance = self.instances.databases.create(final, runtime, identity, name=request.name,
+                                                       ephemeral=request.ephemeral, job_id=ctx.job.id,
+                                                       ttl_seconds=request.ttl_seconds or 0)
+        else:
+            instance = self.instances.create(final, runtime, identity, name=request.name,
+                                             ephemeral=request.ephemeral, job_id=ctx.job.id,
+                                             ttl_seconds=request.ttl_seconds or 0)
         if named is not None:
             ctx.emit("log", stream="engine", text=f"replacing instance {named.id} ({request.name})")
             self.instances.remove(named)

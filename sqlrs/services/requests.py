@@ -46,6 +46,8 @@ class PrepareRequest:
     ttl_seconds: int | None = None
     # build (or find) the chain's states and start no instance; the result carries the state id
     build_only: bool = False
+    # "server": a server of its own; "database": a database in the state's shared server
+    instance_kind: str = "server"
 
 
 @attrs.frozen
@@ -106,7 +108,14 @@ def parse_prepare(data: Any) -> PrepareRequest:
         raise UsageError("ttl_seconds must not be negative")
     if request.build_only and request.name is not None:
         raise UsageError("build_only starts no instance: it takes no name")
+    check_instance_kind(request.instance_kind)
     return request
+
+
+def check_instance_kind(kind: str) -> str:
+    if kind not in ("server", "database"):
+        raise UsageError(f"unknown instance kind {kind!r}", hint="server or database")
+    return kind
 
 
 def parse_run(data: Any) -> RunRequest:
@@ -148,8 +157,7 @@ def parse_instance(data: Any) -> InstanceRequest:
         raise UsageError("ttl_seconds must not be negative")
     if request.name is not None:
         check_name(request.name)
-    if request.kind not in ("server", "database"):
-        raise UsageError(f"unknown instance kind {request.kind!r}", hint="server or database")
+    check_instance_kind(request.kind)
     if request.kind == "database" and request.pool:
         raise UsageError("warm pools hold server instances", hint="database instances are copied ahead anyway")
     return request

@@ -88,3 +88,19 @@ def test_an_engine_stop_stops_idle_shared_servers_and_keeps_busy_ones(sqlrs_runt
     client = client_for(sqlrs_runtime, workspace)
     assert client.status()["shared_servers"] == []
     assert sqlrs_runtime.run("rm", state.id, "--recurse").returncode == 0
+
+
+def test_the_cli_hands_out_database_instances(sqlrs_native: Sqlrs) -> None:
+    dsn = sqlrs_native.run("prepare:psql", "--kind", "database", "--name", "shop", "--", "-c",
+                           "CREATE TABLE t AS SELECT 7 AS x")
+    assert dsn.returncode == 0, dsn.stderr
+    assert "/sqlrs_" in dsn.stdout.strip() and dsn.stdout.count("\n") == 1
+    with psycopg.connect(dsn.stdout.strip()) as conn:
+        assert conn.execute("SELECT x FROM t").fetchone() == (7,)
+    composite = sqlrs_native.run("prepare:psql", "--kind", "database", "--", "-c", "CREATE TABLE t AS SELECT 7 AS x",
+                                 "run:psql", "--", "-Atc", "SELECT current_database() LIKE 'sqlrs_%', x FROM t")
+    assert composite.returncode == 0, composite.stderr
+    assert composite.stdout.strip() == "t|7"
+    assert [i["name"] for i in sqlrs_native.instances()] == ["shop"]  # the composite's instance is gone
+    bad = sqlrs_native.run("prepare:psql", "--kind", "cluster", "--", "-c", "select 1")
+    assert bad.returncode == 2 and "Invalid value for '--kind'" in bad.stderr

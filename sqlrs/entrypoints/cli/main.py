@@ -105,7 +105,7 @@ def cli(ctx: click.Context, state_dir: Path | None, quiet: bool) -> None:
 # -- prepare -------------------------------------------------------------------------------------
 def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None, name: str | None,
                   allow_outside: bool, plan_only: bool = False, ephemeral: bool = False,
-                  on_name: str = "error", ttl_seconds: int | None = None) -> dict[str, Any]:
+                  on_name: str = "error", ttl_seconds: int | None = None, kind: str | None = None) -> dict[str, Any]:
     from sqlrs.entrypoints.cli.psqlargs import Workspace, parse_prepare_args
 
     parsed = parse_prepare_args(list(args), Workspace.detect(allow_outside))
@@ -120,6 +120,8 @@ def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None,
     }
     if ttl_seconds is not None:
         body["ttl_seconds"] = ttl_seconds
+    if kind is not None:
+        body["instance_kind"] = kind
     return body
 
 
@@ -220,6 +222,9 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--runtime", type=click.Choice(["auto", "docker", "podman", "native"]),
                      help="Where PostgreSQL runs (default: config container.runtime, else auto)."),
         click.option("--allow-outside", is_flag=True, help="Allow reading files outside the workspace root."),
+        click.option("--kind", type=click.Choice(["server", "database"]),
+                     help="server (default): a PostgreSQL server of its own; database: a database of its own "
+                          "in the state's shared server (fast on any store; database-level isolation)."),
     ]):
         func = decorator(func)
     return func
@@ -237,15 +242,16 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
                    "0: never; default: config instance.ttl_seconds).")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                 reuse: bool, fresh: bool, watch: bool, ttl: str | None, psql_args: tuple[str, ...]) -> None:
+def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+                 name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+                 psql_args: tuple[str, ...]) -> None:
     if reuse and fresh:
         raise usage("--reuse and --fresh exclude each other")
     if (reuse or fresh) and not name:
         raise usage("--reuse and --fresh need --name")
     on_name = "reuse" if reuse else "fresh" if fresh else "error"
     body = _prepare_body(psql_args, image, runtime, name, allow_outside, on_name=on_name,
-                         ttl_seconds=parse_duration(ttl) if ttl is not None else None)
+                         ttl_seconds=parse_duration(ttl) if ttl is not None else None, kind=kind)
     result = do_prepare(ctx, body, watch)
     if result is not None:
         click.echo(result["dsn"])
@@ -256,8 +262,8 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
 @click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default="table")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, output: str,
-              psql_args: tuple[str, ...]) -> None:
+def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+              output: str, psql_args: tuple[str, ...]) -> None:
     """Show the step chain PSQL_ARGS describe: state ids, cached or to build. Builds nothing."""
     from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
 
@@ -368,12 +374,13 @@ def run_composite(argv: list[str]) -> NoReturn:
     holder: dict[str, Any] = {}
 
     @click.pass_obj
-    def capture_prepare(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                        reuse: bool, fresh: bool, watch: bool, ttl: str | None, psql_args: tuple[str, ...]) -> None:
+    def capture_prepare(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+                        name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+                        psql_args: tuple[str, ...]) -> None:
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
         holder["ctx"] = ctx
-        holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True)
+        holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True, kind=kind)
 
     original = prepare_psql.callback
     prepare_psql.callback = capture_prepare
