@@ -38,6 +38,7 @@ class RuntimeRegistry:
         self._instances: dict[str, Runtime] = {}
         self._probes: dict[str, tuple[float, Probe]] = {}
         self._unusable: dict[tuple[str, str], tuple[float, str]] = {}  # (runtime, what) -> (when, why)
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def names(self) -> tuple[str, ...]:
@@ -51,10 +52,16 @@ class RuntimeRegistry:
                 self._instances[name] = self._factories[name]()
             return self._instances[name]
 
-    def probe(self, name: str, fresh: bool = False) -> Probe:
+    def probe(self, name: str, fresh: bool = False, wait: bool = True) -> Probe:
+        """The runtime's answer, asked again after _PROBE_TTL. With `wait=False` (`status`) a stale
+        answer is returned at once and refreshed in the background: a docker or podman probe is a
+        daemon round trip (5-50 ms) that `sqlrs status` in a loop would otherwise pay every TTL."""
         with self._lock:
             cached = self._probes.get(name)
         if cached and not fresh and time.monotonic() - cached[0] < _PROBE_TTL:
+            return cached[1]
+        if cached and not fresh and not wait:
+            self._refresh_in_background(name)
             return cached[1]
         try:
             answer = self.get(name).probe()
@@ -63,6 +70,21 @@ class RuntimeRegistry:
         with self._lock:
             self._probes[name] = (time.monotonic(), answer)
         return answer
+
+    def _refresh_in_background(self, name: str) -> None:
+        with self._lock:
+            if name in self._refreshing:
+                return
+            self._refreshing.add(name)
+
+        def refresh() -> None:
+            try:
+                self.probe(name, fresh=True)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(name)
+
+        threading.Thread(target=refresh, name=f"sqlrs-probe-{name}", daemon=True).start()
 
     def forget_probe(self, name: str) -> None:
         """Drop a remembered answer, e.g. after the runtime failed under a job."""
@@ -122,10 +144,11 @@ class RuntimeRegistry:
             answers.append(probe)
         return answers
 
-    def probe_all(self, fresh: bool = False) -> list[Probe]:
-        return [self.probe(name, fresh) for name in self.names()]
+    def probe_all(self, fresh: bool = False, wait: bool = True) -> list[Probe]:
+        return [self.probe(name, fresh, wait) for name in self.names()]
 
-    def choose(self, requested: str | None, usable: tuple[str, UsabilityCheck] | None = None) -> Choice:
+    def choose(self, requested: str | None, usable: tuple[str, UsabilityCheck] | None = None,
+               wait: bool = True) -> Choice:
         """The runtime for a request: `requested`, else the configured one, else the first in
         `auto` order whose daemon answers and which passes `usable` (what, check) — e.g. can get
         the image. An explicitly chosen runtime is not checked here: using it reports why it
@@ -135,8 +158,8 @@ class RuntimeRegistry:
         else:
             wanted, origin = self._configured()
         if wanted and wanted != "auto":
-            probe = self.probe(wanted)
-            if not probe.available:  # a cached "no" may be stale: ask again before refusing
+            probe = self.probe(wanted, wait=wait)
+            if not probe.available and wait:  # a cached "no" may be stale: ask again before refusing
                 probe = self.probe(wanted, fresh=True)
             if not probe.available:
                 raise RuntimeUnavailable(
@@ -147,7 +170,7 @@ class RuntimeRegistry:
         probes: list[Probe] = []
         passed_over: list[Probe] = []
         for name in self.names():
-            probe = self.probe(name)
+            probe = self.probe(name, wait=wait)
             if probe.available and usable is not None:
                 problem = self.unusable(name, usable[0], usable[1])
                 if problem is not None:
