@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from sqlrs.domain.scripts import RELATIVE_COMMANDS, parse_include
 from sqlrs.entrypoints.cli.errors import CliError, usage
+
+TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 CONNECTION_FLAGS = {"-h": "--host", "-p": "--port", "-U": "--username", "-d": "--dbname", "-w": "--no-password",
                     "-W": "--password"}

@@ -9,7 +9,10 @@ is all this needs to speak.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+
+TYPE_CHECKING = False  # collections.abc/typing are not imported on the CLI's hot path
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class WireError(OSError):
