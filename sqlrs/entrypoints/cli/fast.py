@@ -439,7 +439,13 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
     }
     if ttl_seconds is not None:
         body["ttl_seconds"] = ttl_seconds
-    result = _do_prepare(ctx, body, watch)
+    from sqlrs.entrypoints.cli.watching import Detached
+
+    try:
+        result = _do_prepare(ctx, body, watch)
+    except Detached as exc:  # main.main()'s answer to it
+        echo(f"detached: job {exc.job_id} keeps running; attach again with: sqlrs watch {exc.job_id}", err=True)
+        sys.exit(0)
     if result is not None:
         echo(result["dsn"])
 
@@ -521,15 +527,11 @@ def run_fast(argv: list[str]) -> None:
         raise Fallback
     ctx = Ctx(state_dir, bool(top["quiet"]))
     from sqlrs.entrypoints.cli.errors import CliError
-    from sqlrs.entrypoints.cli.watching import Detached
 
     try:
         COMMANDS[command](ctx, **values)
     except CliError as error:
         fail(error)
-    except Detached as exc:
-        echo(f"detached: job {exc.job_id} keeps running; attach again with: sqlrs watch {exc.job_id}", err=True)
-        sys.exit(0)
     except KeyboardInterrupt:
         echo("interrupted", err=True)
         sys.exit(130)
