@@ -63,3 +63,4 @@ def test_a_waiting_probe_asks_again_when_stale() -> None:
     age(registry, "native")
     assert registry.probe("native").reason == "answer 2"
     assert runtime.calls == 2
+
