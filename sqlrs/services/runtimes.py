@@ -39,6 +39,7 @@ class RuntimeRegistry:
         self._probes: dict[str, tuple[float, Probe]] = {}
         self._unusable: dict[tuple[str, str], tuple[float, str]] = {}  # (runtime, what) -> (when, why)
         self._refreshing: set[str] = set()
+        self._usable_at: dict[tuple[str, str], float] = {}  # (runtime, what) -> when a check said yes
         self._lock = threading.Lock()
 
     def names(self) -> tuple[str, ...]:
@@ -92,24 +93,33 @@ class RuntimeRegistry:
             self._probes.pop(name, None)
             for key in [key for key in self._unusable if key[0] == name]:
                 del self._unusable[key]
+            for key in [key for key in self._usable_at if key[0] == name]:
+                del self._usable_at[key]
 
-    def unusable(self, name: str, what: str, check: UsabilityCheck) -> str | None:
+    def unusable(self, name: str, what: str, check: UsabilityCheck, wait: bool = True) -> str | None:
         """Why runtime `name` cannot serve `what` (e.g. an image), asking `check` at most every
-        _PROBE_TTL seconds for a "no"; None when it can. A "yes" is not remembered: the check
-        (an image lookup) is cheap when the answer is yes, and an image may vanish."""
+        _PROBE_TTL seconds for a "no"; None when it can. A "yes" is not remembered for requests:
+        the check (an image lookup) is cheap when the answer is yes, and an image may vanish; only
+        `wait=False` (`status`, which must not pay a daemon round trip each time) trusts a recent
+        one."""
         key = (name, what)
         with self._lock:
             cached = self._unusable.get(key)
+            said_yes = self._usable_at.get(key)
         if cached and time.monotonic() - cached[0] < _PROBE_TTL:
             return cached[1]
+        if not wait and said_yes is not None and time.monotonic() - said_yes < _PROBE_TTL:
+            return None
         try:
             check(self.get(name))
         except RuntimeUnavailable as exc:
             with self._lock:
                 self._unusable[key] = (time.monotonic(), exc.message)
+                self._usable_at.pop(key, None)
             return exc.message
         with self._lock:
             self._unusable.pop(key, None)
+            self._usable_at[key] = time.monotonic()
         return None
 
     def rebuild(self, name: str) -> Probe:
@@ -128,6 +138,8 @@ class RuntimeRegistry:
                 self._probes[name] = (time.monotonic(), answer)
                 for key in [key for key in self._unusable if key[0] == name]:
                     del self._unusable[key]
+                for key in [key for key in self._usable_at if key[0] == name]:
+                    del self._usable_at[key]
         return answer
 
     def validate(self, usable: tuple[str, UsabilityCheck] | None = None) -> list[Probe]:
@@ -172,7 +184,7 @@ class RuntimeRegistry:
         for name in self.names():
             probe = self.probe(name, wait=wait)
             if probe.available and usable is not None:
-                problem = self.unusable(name, usable[0], usable[1])
+                problem = self.unusable(name, usable[0], usable[1], wait)
                 if problem is not None:
                     probe = Probe(name, False, problem)
                     passed_over.append(probe)

@@ -64,3 +64,20 @@ def test_a_waiting_probe_asks_again_when_stale() -> None:
     assert registry.probe("native").reason == "answer 2"
     assert runtime.calls == 2
 
+
+
+def test_status_trusts_a_recent_yes_of_the_usability_check_and_requests_ask_again() -> None:
+    registry, _ = make()
+    asked: list[str] = []
+
+    def check(runtime: Any) -> None:
+        asked.append(runtime.name)
+
+    assert registry.unusable("native", "img", check) is None
+    assert registry.unusable("native", "img", check, wait=False) is None  # status: the yes from just now
+    assert asked == ["native"]
+    assert registry.unusable("native", "img", check) is None  # a request asks again
+    assert asked == ["native", "native"]
+    registry.forget_probe("native")
+    assert registry.unusable("native", "img", check, wait=False) is None
+    assert asked == ["native", "native", "native"]
