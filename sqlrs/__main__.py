@@ -1,3 +1,3 @@
-from sqlrs.entrypoints.cli.main import main
+from sqlrs.entrypoints.cli.fast import main
 
 main()

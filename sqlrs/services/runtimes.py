@@ -38,6 +38,8 @@ class RuntimeRegistry:
         self._instances: dict[str, Runtime] = {}
         self._probes: dict[str, tuple[float, Probe]] = {}
         self._unusable: dict[tuple[str, str], tuple[float, str]] = {}  # (runtime, what) -> (when, why)
+        self._refreshing: set[str] = set()
+        self._usable_at: dict[tuple[str, str], float] = {}  # (runtime, what) -> when a check said yes
         self._lock = threading.Lock()
 
     def names(self) -> tuple[str, ...]:
@@ -51,10 +53,16 @@ class RuntimeRegistry:
                 self._instances[name] = self._factories[name]()
             return self._instances[name]
 
-    def probe(self, name: str, fresh: bool = False) -> Probe:
+    def probe(self, name: str, fresh: bool = False, wait: bool = True) -> Probe:
+        """The runtime's answer, asked again after _PROBE_TTL. With `wait=False` (`status`) a stale
+        answer is returned at once and refreshed in the background: a docker or podman probe is a
+        daemon round trip (5-50 ms) that `sqlrs status` in a loop would otherwise pay every TTL."""
         with self._lock:
             cached = self._probes.get(name)
         if cached and not fresh and time.monotonic() - cached[0] < _PROBE_TTL:
+            return cached[1]
+        if cached and not fresh and not wait:
+            self._refresh_in_background(name)
             return cached[1]
         try:
             answer = self.get(name).probe()
@@ -64,30 +72,54 @@ class RuntimeRegistry:
             self._probes[name] = (time.monotonic(), answer)
         return answer
 
+    def _refresh_in_background(self, name: str) -> None:
+        with self._lock:
+            if name in self._refreshing:
+                return
+            self._refreshing.add(name)
+
+        def refresh() -> None:
+            try:
+                self.probe(name, fresh=True)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(name)
+
+        threading.Thread(target=refresh, name=f"sqlrs-probe-{name}", daemon=True).start()
+
     def forget_probe(self, name: str) -> None:
         """Drop a remembered answer, e.g. after the runtime failed under a job."""
         with self._lock:
             self._probes.pop(name, None)
             for key in [key for key in self._unusable if key[0] == name]:
                 del self._unusable[key]
+            for key in [key for key in self._usable_at if key[0] == name]:
+                del self._usable_at[key]
 
-    def unusable(self, name: str, what: str, check: UsabilityCheck) -> str | None:
+    def unusable(self, name: str, what: str, check: UsabilityCheck, wait: bool = True) -> str | None:
         """Why runtime `name` cannot serve `what` (e.g. an image), asking `check` at most every
-        _PROBE_TTL seconds for a "no"; None when it can. A "yes" is not remembered: the check
-        (an image lookup) is cheap when the answer is yes, and an image may vanish."""
+        _PROBE_TTL seconds for a "no"; None when it can. A "yes" is not remembered for requests:
+        the check (an image lookup) is cheap when the answer is yes, and an image may vanish; only
+        `wait=False` (`status`, which must not pay a daemon round trip each time) trusts a recent
+        one."""
         key = (name, what)
         with self._lock:
             cached = self._unusable.get(key)
+            said_yes = self._usable_at.get(key)
         if cached and time.monotonic() - cached[0] < _PROBE_TTL:
             return cached[1]
+        if not wait and said_yes is not None and time.monotonic() - said_yes < _PROBE_TTL:
+            return None
         try:
             check(self.get(name))
         except RuntimeUnavailable as exc:
             with self._lock:
                 self._unusable[key] = (time.monotonic(), exc.message)
+                self._usable_at.pop(key, None)
             return exc.message
         with self._lock:
             self._unusable.pop(key, None)
+            self._usable_at[key] = time.monotonic()
         return None
 
     def rebuild(self, name: str) -> Probe:
@@ -106,6 +138,8 @@ class RuntimeRegistry:
                 self._probes[name] = (time.monotonic(), answer)
                 for key in [key for key in self._unusable if key[0] == name]:
                     del self._unusable[key]
+                for key in [key for key in self._usable_at if key[0] == name]:
+                    del self._usable_at[key]
         return answer
 
     def validate(self, usable: tuple[str, UsabilityCheck] | None = None) -> list[Probe]:
@@ -122,10 +156,11 @@ class RuntimeRegistry:
             answers.append(probe)
         return answers
 
-    def probe_all(self, fresh: bool = False) -> list[Probe]:
-        return [self.probe(name, fresh) for name in self.names()]
+    def probe_all(self, fresh: bool = False, wait: bool = True) -> list[Probe]:
+        return [self.probe(name, fresh, wait) for name in self.names()]
 
-    def choose(self, requested: str | None, usable: tuple[str, UsabilityCheck] | None = None) -> Choice:
+    def choose(self, requested: str | None, usable: tuple[str, UsabilityCheck] | None = None,
+               wait: bool = True) -> Choice:
         """The runtime for a request: `requested`, else the configured one, else the first in
         `auto` order whose daemon answers and which passes `usable` (what, check) — e.g. can get
         the image. An explicitly chosen runtime is not checked here: using it reports why it
@@ -135,8 +170,8 @@ class RuntimeRegistry:
         else:
             wanted, origin = self._configured()
         if wanted and wanted != "auto":
-            probe = self.probe(wanted)
-            if not probe.available:  # a cached "no" may be stale: ask again before refusing
+            probe = self.probe(wanted, wait=wait)
+            if not probe.available and wait:  # a cached "no" may be stale: ask again before refusing
                 probe = self.probe(wanted, fresh=True)
             if not probe.available:
                 raise RuntimeUnavailable(
@@ -147,9 +182,9 @@ class RuntimeRegistry:
         probes: list[Probe] = []
         passed_over: list[Probe] = []
         for name in self.names():
-            probe = self.probe(name)
+            probe = self.probe(name, wait=wait)
             if probe.available and usable is not None:
-                problem = self.unusable(name, usable[0], usable[1])
+                problem = self.unusable(name, usable[0], usable[1], wait)
                 if problem is not None:
                     probe = Probe(name, False, problem)
                     passed_over.append(probe)

@@ -7,21 +7,22 @@ serialize on a lock file and get one engine.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 from sqlrs import __version__
-from sqlrs.adapters.pgfiles import pid_alive
 from sqlrs.entrypoints.cli import wire
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
+
+# Everything `status`, `ls`, `rm`, `run:psql` and a prepare hit need is imported above; what only
+# spawning needs (subprocess, threading, fcntl, pathlib) is imported there (sqlrs/entrypoints/cli/fast.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    StateDir = str | os.PathLike[str]
 
 SPAWN_TIMEOUT = 60.0
 
@@ -146,15 +147,39 @@ def shutdown_engine(client: EngineClient, pid: int) -> bool:
     return True
 
 
-def read_engine_json(state_dir: Path) -> dict[str, Any] | None:
+def pid_alive(pid: int) -> bool:
+    """True when `pid` is a live process (a zombie counts as dead).
+
+    sqlrs.adapters.pgfiles.pid_alive, repeated: that module imports pathlib and the domain's
+    errors, which every CLI command would pay for this one check."""
     try:
-        info = json.loads((state_dir / "engine.json").read_text())
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # state is the field after the parenthesised command name
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def read_engine_json(state_dir: StateDir) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(state_dir, "engine.json"), encoding="utf-8") as handle:
+            info = json.loads(handle.read())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
 
 
-def recorded_engine(state_dir: Path) -> dict[str, Any] | None:
+def recorded_engine(state_dir: StateDir) -> dict[str, Any] | None:
     """engine.json's content when it names an endpoint and a live process; else None."""
     info = read_engine_json(state_dir)
     if not info or "endpoint" not in info:
@@ -165,7 +190,7 @@ def recorded_engine(state_dir: Path) -> dict[str, Any] | None:
     return info
 
 
-def live_engine(state_dir: Path) -> dict[str, Any] | None:
+def live_engine(state_dir: StateDir) -> dict[str, Any] | None:
     """engine.json's content when it names a live, answering engine; else None."""
     info = recorded_engine(state_dir)
     if info is None:
@@ -176,7 +201,7 @@ def live_engine(state_dir: Path) -> dict[str, Any] | None:
     return info
 
 
-def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
+def connect(state_dir: StateDir, spawn: bool = True) -> EngineClient:
     """A client for the engine serving `state_dir`, spawning one when needed."""
     address = os.environ.get("TAIDON_ENGINE_ADDR") or os.environ.get("SQLRS_ENGINE_ADDR")
     if address:
@@ -204,18 +229,25 @@ def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
     return EngineClient(*discover())
 
 
-def spawn_engine(state_dir: Path) -> dict[str, Any]:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "spawn.lock", "a+") as lock:
+def spawn_engine(state_dir: StateDir) -> dict[str, Any]:
+    import fcntl
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "spawn.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        info = live_engine(state_dir)  # someone else may have spawned it while we waited
+        info = live_engine(folder)  # someone else may have spawned it while we waited
         if info is not None:
             return info
-        (state_dir / "engine.failed.json").unlink(missing_ok=True)
-        log = open(state_dir / "engine.log", "ab")  # noqa: SIM115 - handed to the child
-        os.chmod(state_dir / "engine.log", 0o600)
+        (folder / "engine.failed.json").unlink(missing_ok=True)
+        log = open(folder / "engine.log", "ab")  # noqa: SIM115 - handed to the child
+        os.chmod(folder / "engine.log", 0o600)
         child = subprocess.Popen(
-            [sys.executable, "-m", "sqlrs.entrypoints.engine", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "sqlrs.entrypoints.engine", "--state-dir", str(folder)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
             cwd="/",
         )
@@ -223,13 +255,13 @@ def spawn_engine(state_dir: Path) -> dict[str, Any]:
         deadline = time.monotonic() + SPAWN_TIMEOUT
         delay = 0.01
         while time.monotonic() < deadline:
-            info = read_engine_json(state_dir)
+            info = read_engine_json(folder)
             if info and info.get("pid") == child.pid and _health(str(info["endpoint"])) is not None:
                 # a library process may outlive the engine: reap it when it exits, or it lingers
                 # as a zombie that looks alive to whoever waits for the engine to stop
                 threading.Thread(target=child.wait, name="sqlrs-engine-reaper", daemon=True).start()
                 return info
-            failed = state_dir / "engine.failed.json"
+            failed = folder / "engine.failed.json"
             if failed.exists() or child.poll() is not None:
                 try:
                     child.wait(timeout=10)  # it exits right after saying why: leave nothing running
@@ -239,11 +271,11 @@ def spawn_engine(state_dir: Path) -> dict[str, Any]:
                     reason = json.loads(failed.read_text()).get("error", "")
                 except (OSError, ValueError):
                     reason = f"exit code {child.returncode}"
-                info = live_engine(state_dir)  # lost a race to an engine started another way
+                info = live_engine(folder)  # lost a race to an engine started another way
                 if info is not None:
                     return info
                 raise CliError(f"the engine failed to start: {reason}", EXIT_ENGINE,
-                               hint=f"see {state_dir / 'engine.log'}")
+                               hint=f"see {folder / 'engine.log'}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.1)
-        raise CliError("the engine did not start in time", EXIT_ENGINE, hint=f"see {state_dir / 'engine.log'}")
+        raise CliError("the engine did not start in time", EXIT_ENGINE, hint=f"see {folder / 'engine.log'}")

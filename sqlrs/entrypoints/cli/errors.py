@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_FAILED, EXIT_USAGE, EXIT_ENGINE, EXIT_NOT_FOUND = 1, 2, 3, 4
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
-from sqlrs.domain.scripts import RELATIVE_COMMANDS, parse_include
 from sqlrs.entrypoints.cli.errors import CliError, usage
+
+# typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py); pathlib and the
+# include parser only when a script file is read: `run:psql -c SQL` needs neither
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 CONNECTION_FLAGS = {"-h": "--host", "-p": "--port", "-U": "--username", "-d": "--dbname", "-w": "--no-password",
                     "-W": "--password"}
@@ -37,20 +41,34 @@ class Workspace:
 
     # plain classes, not dataclasses: this module is on every prepare's path, and a dataclass
     # costs about a millisecond to define
-    def __init__(self, cwd: Path, root: Path, allow_outside: bool = False):
-        self.cwd = cwd
-        self.root = root
+    def __init__(self, cwd: Path | None = None, root: Path | None = None, allow_outside: bool = False):
+        self._cwd = cwd
+        self._root = root
         self.allow_outside = allow_outside
 
     @classmethod
     def detect(cls, allow_outside: bool) -> Workspace:
-        cwd = Path.cwd()
-        root = cwd
-        for candidate in (cwd, *cwd.parents):
-            if (candidate / ".git").exists():
-                root = candidate
-                break
-        return cls(cwd=cwd, root=root, allow_outside=allow_outside)
+        """The cwd and its nearest enclosing git root, looked up when first needed."""
+        return cls(allow_outside=allow_outside)
+
+    @property
+    def cwd(self) -> Path:
+        if self._cwd is None:
+            from pathlib import Path
+
+            self._cwd = Path.cwd()
+        return self._cwd
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            root = self.cwd
+            for candidate in (root, *root.parents):
+                if (candidate / ".git").exists():
+                    root = candidate
+                    break
+            self._root = root
+        return self._root
 
     def display(self, path: Path) -> str:
         try:
@@ -91,6 +109,8 @@ class ScriptReader:
         return {"kind": "file", "source": given, "files": self.files}
 
     def _read(self, path: Path, given: str, trail: tuple[str, ...]) -> int:
+        from pathlib import Path
+
         self.workspace.check(path, given)
         key = str(path.resolve())
         if key in trail:
@@ -117,6 +137,10 @@ class ScriptReader:
             self.index_by_path[str(path.resolve())] = index
         if "\\i" not in content:
             return index  # no include directive can be in it
+        from pathlib import Path
+
+        from sqlrs.domain.scripts import RELATIVE_COMMANDS, parse_include
+
         base_dir = path.parent if path is not None else self.workspace.cwd
         for number, line in enumerate(content.split("\n")):
             if "\\i" not in line:

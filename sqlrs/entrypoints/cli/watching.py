@@ -6,9 +6,18 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Protocol
 
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
+
+TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class ProgressSink(Protocol):
+        def __call__(self, event: dict[str, Any]) -> None: ...
+        def pause(self) -> None: ...
+        def resume(self) -> None: ...
+        def close(self) -> None: ...
 
 
 class Detached(Exception):
@@ -17,13 +26,6 @@ class Detached(Exception):
     def __init__(self, job_id: str):
         super().__init__(job_id)
         self.job_id = job_id
-
-
-class ProgressSink(Protocol):
-    def __call__(self, event: dict[str, Any]) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def close(self) -> None: ...
 
 
 def short(identifier: str | None, n: int = 12) -> str:

@@ -8,8 +8,14 @@ is all this needs to speak.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
+# `_socket`, the C module under `socket`: socket.py builds its IntEnums by scanning _socket's
+# constants at import (plus selectors, array, math), ~2 ms of every command for the four calls
+# this module makes (connect, sendall, recv, close), which the C socket object has itself.
+import _socket
+
+TYPE_CHECKING = False  # collections.abc/typing are not imported on the CLI's hot path
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class WireError(OSError):
@@ -19,7 +25,7 @@ class WireError(OSError):
 class Reply:
     """One HTTP response whose body is read lazily from the socket."""
 
-    def __init__(self, sock: socket.socket, status: int, headers: dict[str, str], buffered: bytes):
+    def __init__(self, sock: _socket.socket, status: int, headers: dict[str, str], buffered: bytes):
         self.status = status
         self.headers = headers
         self._sock = sock
@@ -110,16 +116,16 @@ class Reply:
         self._sock.close()
 
 
-def connect(endpoint: str, timeout: float | None) -> socket.socket:
+def connect(endpoint: str, timeout: float | None) -> _socket.socket:
     """A connected socket to `unix:///path` or `http://host:port`."""
     if endpoint.startswith("unix://"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         address: str | tuple[str, int] = endpoint[len("unix://"):]
     else:
         hostport = endpoint.split("://", 1)[-1].split("/", 1)[0]
         host, _, port = hostport.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_INET6 if ":" in host else _socket.AF_INET, _socket.SOCK_STREAM)
         address = (host, int(port or 80))
     sock.settimeout(timeout)
     try:
@@ -130,7 +136,7 @@ def connect(endpoint: str, timeout: float | None) -> socket.socket:
     return sock
 
 
-def exchange(sock: socket.socket, method: str, path: str, headers: dict[str, str], body: bytes | None) -> Reply:
+def exchange(sock: _socket.socket, method: str, path: str, headers: dict[str, str], body: bytes | None) -> Reply:
     """Send one request on `sock` and read the status line and headers of its answer."""
     lines = [f"{method} {path} HTTP/1.1", "Host: engine", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers.items()]

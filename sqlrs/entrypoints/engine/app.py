@@ -524,10 +524,10 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
 
 def status_report(services: Services, state: EngineState, with_cache: bool) -> dict[str, Any]:
-    probes = services.registry.probe_all()
+    probes = services.registry.probe_all(wait=False)  # stale answers are refreshed in the background
     warnings: list[str] = []
     try:
-        choice = services.registry.choose(None, services.prepare.image_check(None))
+        choice = services.registry.choose(None, services.prepare.image_check(None), wait=False)
         runtime: dict[str, str | None] = {"name": choice.runtime.name, "reason": choice.reason}
     except SqlrsError as exc:
         runtime = {"name": None, "reason": exc.message}
