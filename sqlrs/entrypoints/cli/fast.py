@@ -55,6 +55,7 @@ OPTIONS: dict[str, dict[str, Spec]] = {
         "--image": ("image", None, None),
         "--runtime": ("runtime", None, ("auto", "docker", "podman", "native")),
         "--allow-outside": ("allow_outside", True, None),
+        "--kind": ("kind", None, ("server", "database")),
         "--name": ("name", None, None),
         "--reuse": ("reuse", True, None),
         "--fresh": ("fresh", True, None),
@@ -69,8 +70,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "ls": {"what": None, "tree": False, "output": "table", "as_json": False},
     "rm": {"recurse": False, "force": False, "dry_run": False, "output": "table"},
     "run:psql": {"instance": None, "allow_outside": False},
-    "prepare:psql": {"image": None, "runtime": None, "allow_outside": False, "name": None, "reuse": False,
-                     "fresh": False, "watch": True, "ttl": None},
+    "prepare:psql": {"image": None, "runtime": None, "allow_outside": False, "kind": None, "name": None,
+                     "reuse": False, "fresh": False, "watch": True, "ttl": None},
 }
 # positional parameters: a fixed list of names, or one name taking everything left (passthrough)
 ARGUMENTS: dict[str, tuple[str, ...]] = {"status": (), "ls": (), "rm": ("ref",)}
@@ -420,9 +421,9 @@ def _duration(text: str) -> int:
     return int(number) * (factor or 1)
 
 
-def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                 reuse: bool, fresh: bool, watch: bool, ttl: str | None, psql_args: tuple[str, ...],
-                 **_: object) -> None:
+def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+                 name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+                 psql_args: tuple[str, ...], **_: object) -> None:
     if (reuse and fresh) or ((reuse or fresh) and not name):
         raise Fallback  # Click's usage errors
     ttl_seconds = _duration(ttl) if ttl is not None else None
@@ -439,6 +440,8 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
     }
     if ttl_seconds is not None:
         body["ttl_seconds"] = ttl_seconds
+    if kind is not None:
+        body["instance_kind"] = kind
     from sqlrs.entrypoints.cli.watching import Detached
 
     try:
