@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from sqlrs import __version__
+from sqlrs.domain.sizes import format_size as human_bytes
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
 from sqlrs.entrypoints.cli.init_cmd import init_group
 
@@ -70,15 +71,6 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def human_bytes(value: int | None) -> str:
-    size = float(value or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 # -- the group -----------------------------------------------------------------------------------
