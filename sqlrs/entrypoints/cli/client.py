@@ -70,7 +70,9 @@ class EngineClient:
         self.endpoint = endpoint
         self.token = token
         # engine.json was trusted without a health request (one round trip less on every
-        # command); if the engine is not there after all, this finds or spawns the real one
+        # command); if the engine is not there after all, or does not take the token (engine.json
+        # was stale: the engine restarted, the file was replaced), this finds or spawns the real
+        # one, once per client
         self._rediscover = rediscover
 
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = 300.0,
@@ -97,6 +99,11 @@ class EngineClient:
             sock.close()
             raise CliError(f"engine at {self.endpoint} is unreachable: {exc}", EXIT_ENGINE,
                            hint="check `sqlrs engine status`; restart with `sqlrs engine stop`") from None
+        if reply.status == 401 and self._rediscover is not None:
+            reply.close()  # a stale token: the engine has written engine.json again by now
+            self.endpoint, self.token = self._rediscover()
+            self._rediscover = None
+            return self.request(method, path, body, timeout=timeout, accept=accept)
         return Response(reply)
 
     def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 201, 202),
@@ -201,7 +208,7 @@ def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
     info = recorded_engine(state_dir)
     if info is not None and "token" in info and isinstance(info.get("pid"), int):
         return EngineClient(str(info["endpoint"]), str(info["token"]), rediscover=discover)
-    return EngineClient(*discover())
+    return EngineClient(*discover(), rediscover=discover)
 
 
 def spawn_engine(state_dir: Path) -> dict[str, Any]:
@@ -230,6 +237,15 @@ def spawn_engine(state_dir: Path) -> dict[str, Any]:
                 threading.Thread(target=child.wait, name="sqlrs-engine-reaper", daemon=True).start()
                 return info
             failed = state_dir / "engine.failed.json"
+            if child.poll() == 0 and not failed.exists():
+                # exit 0 at start: another engine holds engine.lock (its engine.json was removed
+                # or replaced; it writes it again within a second): wait for it
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+                info = live_engine(state_dir)
+                if info is not None:
+                    return info
+                continue
             if failed.exists() or child.poll() is not None:
                 try:
                     child.wait(timeout=10)  # it exits right after saying why: leave nothing running

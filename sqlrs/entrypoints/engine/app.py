@@ -62,6 +62,9 @@ class EngineState:
         self.in_flight = 0
         self.shutdown = asyncio.Event()
         self.lock = threading.Lock()
+        # called on a wrong token: the engine writes engine.json again if it no longer names it
+        # (replaced or removed by someone), so the client's rediscovery finds the right token
+        self.republish: Callable[[], None] = lambda: None
 
     def busy(self) -> bool:
         # instances with a TTL keep the engine up: nobody else would remove them when they expire
@@ -69,8 +72,13 @@ class EngineState:
         return self.in_flight > 0 or self.services.jobs.active() > 0 or (lifetime is not None and lifetime.pending())
 
 
+# Work across versions, so a CLI can always find and stop an engine of another major version.
+VERSION_EXEMPT = ("/v1/health", "/v1/engine/shutdown")
+
+
 class GuardMiddleware:
-    """Bearer token on everything but health; CLI major version check; activity tracking."""
+    """Bearer token on everything but health; CLI major version check (not on health and
+    shutdown); activity tracking."""
 
     def __init__(self, app: ASGIApp, state: EngineState):
         self.app = app
@@ -86,12 +94,14 @@ class GuardMiddleware:
             supplied = headers.get("authorization", "")
             expected = f"Bearer {self.state.token}"
             if not hmac.compare_digest(supplied.encode(), expected.encode()):
+                self.state.republish()
                 response = error_response(401, "unauthorized", "missing or wrong bearer token",
                                           {"hint": "the token is in engine.json in the state directory"})
                 await response(scope, receive, send)
                 return
             client_version = headers.get("x-sqlrs-version")
-            if client_version and client_version.split(".")[0] != __version__.split(".")[0]:
+            if client_version and path not in VERSION_EXEMPT \
+                    and client_version.split(".")[0] != __version__.split(".")[0]:
                 response = error_response(
                     409, "incompatible_version",
                     f"engine {__version__} cannot serve CLI {client_version}",

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,25 @@ def write_engine_json(path: Path, info: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def keep_published(path: Path, info: dict[str, Any]) -> Callable[[], None]:
+    """A function that writes engine.json again when it does not hold `info` (someone removed
+    or replaced it): this engine holds engine.lock, so it is the one clients must find."""
+
+    def republish() -> None:
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != info:
+            log.warning("%s did not name this engine (removed or replaced): writing it again", path.name)
+            try:
+                write_engine_json(path, info)
+            except OSError as exc:
+                log.error("cannot write %s: %s", path, exc)
+
+    return republish
 
 
 class RefusedBind(Exception):
@@ -123,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     idle_timeout = float(services.config.get("engine.idle_timeout"))
     info = {**address, "pid": os.getpid(), "token": token, "version": __version__, "instance_id": instance_id}
     write_engine_json(layout.engine_json, info)
+    engine_state.republish = keep_published(layout.engine_json, info)
     log.info("engine %s (pid %d) serving %s", instance_id, os.getpid(), address["endpoint"])
     try:
         asyncio.run(serve(app, engine_state, sock, idle_timeout))
@@ -157,6 +178,7 @@ async def serve(app: Any, engine_state: Any, sock: socket.socket, idle_timeout: 
     async def idle_watch() -> None:
         while not engine_state.shutdown.is_set():
             await asyncio.sleep(1.0)
+            engine_state.republish()  # a removed or replaced engine.json is put back within a second
             idle_for = time.monotonic() - engine_state.last_activity
             if idle_timeout > 0 and not engine_state.busy() and idle_for > idle_timeout:
                 log.info("idle for %.0fs: exiting", idle_for)
