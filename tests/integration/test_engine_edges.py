@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from harness import Sqlrs, wait_for
+import pytest
+from harness import Sqlrs, processes_mentioning, short_tmp, wait_for
 
 import sqlrs
 
@@ -94,3 +98,77 @@ def test_engine_json_removed_is_written_again(sqlrs_native: Sqlrs) -> None:
     wait_for(lambda: (sq.state_dir / "engine.json").exists(), what="engine.json written again")
     assert engine_info(sq) == good
     assert Path(str(good["socket"])).exists()
+
+
+# -- unusable state directories and engine addresses (issue 14.6) -------------------------------
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line of a failed command, checking it came as `sqlrs: error:` + `hint:`."""
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 2 and lines[0].startswith("sqlrs: error: ") and lines[1].startswith("hint: "), \
+        result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = short_tmp("sqe")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+@pytest.mark.parametrize("command", [("ls",), ("status",), ("init", "local")])
+def test_state_dir_that_is_a_file(scratch: Path, where: str, command: tuple[str, ...]) -> None:
+    (scratch / "f").write_text("not a directory\n")
+    state_dir = scratch / "f" if where == "file" else scratch / "f" / "sub"
+    result = Sqlrs(state_dir, cwd=scratch).run(*command)
+    assert result.returncode == 2, result.stderr
+    assert str(state_dir) in one_line_error(result)
+    assert not processes_mentioning(str(state_dir))
+
+
+@pytest.mark.parametrize("sub", ["", "new"])
+def test_state_dir_not_writable_by_an_unprivileged_user(scratch: Path, sub: str) -> None:
+    """As `nobody`: a root-owned dir (or a dir to create in it) is refused in one line."""
+    state_dir = scratch / sub if sub else scratch
+    harness = Sqlrs(state_dir)
+    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                             sys.executable, "-m", "sqlrs", "ls"], capture_output=True, text=True,
+                            env={**harness.env, "HOME": "/nonexistent"}, cwd="/", timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert str(state_dir) in line and ("not writable" in line or "Permission denied" in line), line
+    assert sorted(p.name for p in scratch.iterdir()) == []  # nothing written
+    assert not processes_mentioning(str(state_dir))
+
+
+@pytest.mark.parametrize(("bind", "code", "says"), [
+    ("localhost:0", 2, "'localhost' is not an IP address"),
+    ("127.0.0.1:abc", 2, "port 'abc' is not a number"),
+    ("127.0.0.1:70000", 2, "port '70000' is not a number"),
+    ("10.1.2.3:0", 2, "non-loopback"),
+    ("in-use", 3, "cannot listen on 127.0.0.1:"),
+])
+def test_bad_engine_bind(scratch: Path, bind: str, code: int, says: str) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        if bind == "in-use":
+            bind = f"127.0.0.1:{busy.getsockname()[1]}"
+        result = Sqlrs(scratch).run("ls", env={"SQLRS_ENGINE_BIND": bind})
+    finally:
+        busy.close()
+    assert result.returncode == code, result.stderr
+    line = one_line_error(result)
+    assert line.startswith("sqlrs: error: the engine failed to start: ") and says in line, line
+    log = (scratch / "engine.log").read_text()
+    assert "Traceback" not in log and "engine start-up failed: " in log and says in log, log
+    failed = json.loads((scratch / "engine.failed.json").read_text())
+    assert says in failed["error"] and failed["exit_code"] == code and failed["hint"]
+    assert not processes_mentioning(str(scratch))
+    assert not (scratch / "engine.json").exists()

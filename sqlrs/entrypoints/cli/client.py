@@ -21,7 +21,7 @@ from typing import Any
 from sqlrs import __version__
 from sqlrs.adapters.pgfiles import pid_alive
 from sqlrs.entrypoints.cli import wire
-from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
+from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError
 
 SPAWN_TIMEOUT = 60.0
 
@@ -211,8 +211,29 @@ def connect(state_dir: Path, spawn: bool = True) -> EngineClient:
     return EngineClient(*discover(), rediscover=discover)
 
 
+STATE_DIR_HINT = "give --state-dir (or SQLRS_STATE_DIR) a directory you can write"
+
+
+def usable_state_dir(state_dir: Path) -> None:
+    """Make the state directory, or say in one line why it cannot be one (exit 2)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CliError(f"state directory {state_dir} is a file, not a directory", EXIT_USAGE,
+                       hint=STATE_DIR_HINT) from None
+    except NotADirectoryError:
+        raise CliError(f"cannot create state directory {state_dir}: a parent of it is a file", EXIT_USAGE,
+                       hint=STATE_DIR_HINT) from None
+    except OSError as exc:
+        raise CliError(f"cannot create state directory {state_dir}: {exc.strerror or exc}", EXIT_USAGE,
+                       hint=STATE_DIR_HINT) from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise CliError(f"state directory {state_dir} is not writable by this user (uid {os.geteuid()})",
+                       EXIT_USAGE, hint=STATE_DIR_HINT + ", or run as its owner") from None
+
+
 def spawn_engine(state_dir: Path) -> dict[str, Any]:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    usable_state_dir(state_dir)
     with open(state_dir / "spawn.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         info = live_engine(state_dir)  # someone else may have spawned it while we waited
@@ -251,15 +272,22 @@ def spawn_engine(state_dir: Path) -> dict[str, Any]:
                     child.wait(timeout=10)  # it exits right after saying why: leave nothing running
                 except subprocess.TimeoutExpired:
                     pass
+                why: dict[str, Any] = {}
                 try:
-                    reason = json.loads(failed.read_text()).get("error", "")
-                except (OSError, ValueError):
+                    why = json.loads(failed.read_text())
+                    reason = str(why.get("error", ""))
+                except (OSError, ValueError, AttributeError):
                     reason = f"exit code {child.returncode}"
                 info = live_engine(state_dir)  # lost a race to an engine started another way
                 if info is not None:
                     return info
-                raise CliError(f"the engine failed to start: {reason}", EXIT_ENGINE,
-                               hint=f"see {state_dir / 'engine.log'}")
+                # engine.failed.json says whose fault it is: bad configuration (2) or not (3)
+                code = why.get("exit_code") if isinstance(why, dict) else None
+                hint = why.get("hint") if isinstance(why, dict) else None
+                raise CliError(f"the engine failed to start: {reason}",
+                               code if code in (EXIT_USAGE, EXIT_ENGINE) else EXIT_ENGINE,
+                               hint=f"{hint}; see {state_dir / 'engine.log'}" if hint
+                               else f"see {state_dir / 'engine.log'}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.1)
         raise CliError("the engine did not start in time", EXIT_ENGINE, hint=f"see {state_dir / 'engine.log'}")

@@ -76,7 +76,9 @@ def init_local(ctx: Any, snapshot: str, runtime: str | None, store_size: str | N
       sqlrs init local --snapshot auto --runtime docker
     """
     from sqlrs.domain.errors import SqlrsError
+    from sqlrs.entrypoints.cli.client import usable_state_dir
 
+    usable_state_dir(ctx.state_dir)  # a file or an unwritable dir: exit 2, as for every command
     try:
         result = Init(ctx, force).run(snapshot, runtime, store_size)
     except SqlrsError as exc:
