@@ -246,7 +246,7 @@ class Init:
         self.ctx.note(f"--force: removing {held} through the engine")
         client = self.ctx.client()  # spawns the engine on the current store if needed
         for instance in client.call("GET", "/v1/instances"):
-            client.call("DELETE", f"/v1/instances/{instance['id']}")
+            client.call("DELETE", f"/v1/instances/{instance['id']}?force=true")
         for state in client.call("GET", "/v1/states"):
             if state.get("parent_id") is None:
                 client.call("DELETE", f"/v1/states/{state['id']}?recurse=true&force=true")

@@ -393,7 +393,7 @@ def run_composite(argv: list[str]) -> NoReturn:
         code = do_run(ctx, tool, instance_id, tuple(filtered), allow_outside)
     finally:
         try:
-            ctx.client().call("DELETE", f"/v1/instances/{instance_id}")
+            ctx.client().call("DELETE", f"/v1/instances/{instance_id}?force=true")
         except CliError as exc:
             click.echo(f"sqlrs: warning: could not remove instance {instance_id}: {exc.message}", err=True)
     sys.exit(code)
@@ -484,7 +484,8 @@ def draw_tree(states: list[dict[str, Any]], instances: list[dict[str, Any]]) -> 
 @cli.command("rm")
 @click.argument("ref")
 @click.option("--recurse", is_flag=True, help="Also remove states built on it and their instances.")
-@click.option("--force", is_flag=True, help="Remove even when a running job uses it.")
+@click.option("--force", is_flag=True, help="Remove even when clients are connected (an instance) or a "
+              "running job uses it (a state).")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
@@ -498,7 +499,13 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
                     hint="give more characters")
     query = "?" + "&".join(f"{k}=true" for k, v in (("recurse", recurse), ("force", force), ("dry_run", dry_run)) if v)
     if instance:
-        result = client.call("DELETE", f"/v1/instances/{instance['id']}" + ("?dry_run=true" if dry_run else ""))
+        flags = "&".join(f"{k}=true" for k, v in (("force", force), ("dry_run", dry_run)) if v)
+        try:
+            result = client.call("DELETE", f"/v1/instances/{instance['id']}" + (f"?{flags}" if flags else ""))
+        except CliError as error:
+            if error.code == "in_use":
+                refuse_in_use(error)
+            raise
     elif state:
         result = client.call("DELETE", f"/v1/states/{state['id']}" + (query if query != "?" else ""))
     else:
@@ -513,6 +520,27 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
     for item in result["removed"]:
         label = item["id"] if item["kind"] == "instance" else short(item["id"])
         click.echo(f"{verb} {item['kind']} {label}" + (f" ({item['name']})" if item.get("name") else ""))
+    for item in result.get("refused", []):
+        click.echo(f"would refuse to remove {item['kind']} {item['id']}" + (f" ({item['name']})" if item.get("name")
+                   else "") + f": {len(item['clients'])} client(s) connected (--force removes it anyway)")
+        client_table(item["clients"], err=False)
+
+
+def client_table(clients: list[dict[str, Any]], err: bool) -> None:
+    """Connected clients, one per line: pid, user, application, address, connected since."""
+    for c in clients:
+        click.echo(f"  pid {c['pid']}  user {c.get('user') or '-'}  application {c.get('application_name') or '-'}"
+                   f"  from {c.get('client_addr') or 'local socket'}  since {(c.get('backend_start') or '-')[:19]}",
+                   err=err)
+
+
+def refuse_in_use(error: CliError) -> NoReturn:
+    """`rm INSTANCE` with clients connected: exit 1, the clients listed under the error line."""
+    click.echo(f"sqlrs: error: {error.message}", err=True)
+    client_table(error.details.get("clients") or [], err=True)
+    if error.hint:
+        click.echo(f"hint: {error.hint}", err=True)
+    sys.exit(error.exit_code)
 
 
 def _lookup(client: Any, path: str) -> dict[str, Any] | None:

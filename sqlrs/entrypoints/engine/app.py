@@ -414,7 +414,9 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
             instance, _ = await run_in_threadpool(inventory.find_instance, ref)
         except NotFound:
             return JSONResponse({"dry_run": dry_run, "removed": [], "not_found": True})
-        return JSONResponse(await run_in_threadpool(inventory.remove_instance, instance, dry_run))
+        # clients connected: refused (409 in_use) unless force; internal removals always force
+        return JSONResponse(await run_in_threadpool(inventory.remove_instance, instance, dry_run,
+                                                    flag(request, "force")))
 
     async def list_names(request: Request) -> Response:
         names = await run_in_threadpool(services.repo.list_names)
