@@ -364,8 +364,19 @@ def run_composite(argv: list[str]) -> NoReturn:
                         reuse: bool, fresh: bool, watch: bool, ttl: str | None, psql_args: tuple[str, ...]) -> None:
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
+        if not watch:
+            raise usage("--no-watch cannot be used with a composite prepare ... run ...: the run needs the "
+                        "prepared instance", hint="submit the job alone (sqlrs prepare:psql --no-watch -- ...), "
+                        "then `sqlrs watch JOB_ID` and `sqlrs run:psql --instance ...`")
+        ttl_seconds = parse_duration(ttl) if ttl is not None else None
+        if ttl_seconds == 0:
+            raise usage("--ttl 0 cannot be used with a composite prepare ... run ...: its instance must expire "
+                        "if this command goes away before removing it", hint="give a duration, e.g. --ttl 10m")
         holder["ctx"] = ctx
-        holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True)
+        # the engine gives the instance a short idle TTL (or --ttl): it is gone even if this CLI
+        # detaches, dies or execs an interactive psql before removing it
+        holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True,
+                                       ttl_seconds=ttl_seconds)
 
     original = prepare_psql.callback
     prepare_psql.callback = capture_prepare
@@ -385,7 +396,14 @@ def run_composite(argv: list[str]) -> NoReturn:
             allow_outside = True
             continue
         filtered.append(arg)
-    result = do_prepare(ctx, holder["body"], watch=True)
+    from sqlrs.entrypoints.cli.watching import Detached
+
+    try:
+        result = do_prepare(ctx, holder["body"], watch=True)
+    except Detached as detached:
+        click.echo(f"detached: job {detached.job_id} keeps running (its steps get cached); the run is skipped "
+                   "and the instance the job makes is removed once unused (see --ttl)", err=True)
+        sys.exit(0)
     assert result is not None
     instance_id = result["instance_id"]
     code = 1

@@ -37,6 +37,7 @@ log = logging.getLogger("sqlrs.engine")
 
 MAX_BODY = int(os.environ.get("SQLRS_MAX_BODY", 256 * 1024 * 1024))
 HEARTBEAT_SECONDS = 5.0
+EPHEMERAL_TTL_SECONDS = 60  # idle TTL of a composite `prepare ... run ...` instance (docs/cli.md)
 NDJSON = "application/x-ndjson"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -174,6 +175,14 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         return JSONResponse({"status": "ok", "version": __version__, "instance_id": instance_id, "pid": os.getpid()})
 
     # -- prepare jobs ------------------------------------------------------------------------
+    def default_ttl(ephemeral: bool) -> int:
+        ttl = int(services.config.get("instance.ttl_seconds"))
+        if not ephemeral:
+            return ttl
+        # a composite's CLI removes its instance after the run; when it detached or died first
+        # nobody would, so the instance goes once unused (no client, no run) for a short while
+        return min(ttl, EPHEMERAL_TTL_SECONDS) if ttl > 0 else EPHEMERAL_TTL_SECONDS
+
     def job_urls(job_id: str) -> dict[str, str]:
         return {"status_url": f"/v1/prepare-jobs/{job_id}", "events_url": f"/v1/prepare-jobs/{job_id}/events"}
 
@@ -181,8 +190,7 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         body = await read_json(request)
         prepare_request = await run_in_threadpool(parse_prepare, body)
         if prepare_request.ttl_seconds is None and not prepare_request.plan_only:
-            prepare_request = attrs.evolve(prepare_request,
-                                           ttl_seconds=int(services.config.get("instance.ttl_seconds")))
+            prepare_request = attrs.evolve(prepare_request, ttl_seconds=default_ttl(prepare_request.ephemeral))
         if prepare_request.name and prepare_request.on_name == "error" and not prepare_request.plan_only:
             named = await run_in_threadpool(services.prepare.named_instance, prepare_request.name)
             if named is not None:
