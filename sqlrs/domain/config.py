@@ -18,6 +18,10 @@ class ConfigKey:
     description: str
     choices: tuple[str, ...] = ()
     env: str | None = None  # environment variable that overrides the stored value
+    # read once when the engine starts (the store, the idle timer): a change waits for a restart
+    restart: bool = False
+    # runtimes whose adapters are rebuilt when the key changes, so the change applies at once
+    runtimes: tuple[str, ...] = ()
 
     def parse(self, raw: Any) -> Any:
         """Turn a CLI string or JSON value into this key's type; raise UsageError if it can't."""
@@ -53,23 +57,26 @@ KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("container.runtime", "string", "auto", "Runtime for new states and instances.",
               ("auto", "docker", "podman", "native"), env="SQLRS_CONTAINER_RUNTIME"),
     ConfigKey("dbms.image", "string", "postgres:17", "Container image for docker/podman runtimes.",
-              env="SQLRS_IMAGE"),
+              env="SQLRS_IMAGE", runtimes=("docker", "podman")),
     ConfigKey("runtime.native.pg_bin", "string", "",
               "Directory of PostgreSQL binaries for the native runtime, or embedded:16 / embedded:18; "
-              "empty: discover (pg_config, /usr/lib/postgresql, embedded).", env="SQLRS_PG_BIN"),
+              "empty: discover (pg_config, /usr/lib/postgresql, embedded). Checked when set.", env="SQLRS_PG_BIN",
+              runtimes=("native",)),
     ConfigKey("runtime.native.user", "string", "postgres",
-              "Unprivileged user that runs native servers when the engine runs as root."),
+              "Unprivileged user that runs native servers when the engine runs as root.", runtimes=("native",)),
     ConfigKey("snapshot.backend", "string", "auto", "How states are cloned.",
-              ("auto", "btrfs", "reflink", "copy"), env="SQLRS_SNAPSHOT"),
-    ConfigKey("store.path", "string", "", "Snapshot store directory; empty: <state_dir>/store."),
-    ConfigKey("store.volume.image", "string", "", "Loopback image holding the store (set by `sqlrs init local`)."),
-    ConfigKey("store.volume.fs", "string", "", "Filesystem of the loopback store volume.", ("", "btrfs", "xfs")),
+              ("auto", "btrfs", "reflink", "copy"), env="SQLRS_SNAPSHOT", restart=True),
+    ConfigKey("store.path", "string", "", "Snapshot store directory; empty: <state_dir>/store.", restart=True),
+    ConfigKey("store.volume.image", "string", "", "Loopback image holding the store (set by `sqlrs init local`).",
+              restart=True),
+    ConfigKey("store.volume.fs", "string", "", "Filesystem of the loopback store volume.", ("", "btrfs", "xfs"),
+              restart=True),
     ConfigKey("cache.capacity.max_bytes", "integer", 0, "Upper bound of the state cache in bytes; 0: no bound."),
     ConfigKey("cache.capacity.reserve_bytes", "integer", 1024**3,
               "Free space to keep on the store's filesystem; states are evicted to keep it."),
     ConfigKey("engine.idle_timeout", "integer", 600,
               "Seconds without requests or running jobs after which the engine exits.",
-              env="SQLRS_ENGINE_IDLE_TIMEOUT"),
+              env="SQLRS_ENGINE_IDLE_TIMEOUT", restart=True),
     ConfigKey("jobs.history.max", "integer", 200, "Finished jobs kept (oldest dropped first)."),
     ConfigKey("instance.ttl_seconds", "integer", 0,
               "Default idle TTL of new instances: one with no client connected for this many seconds is "
@@ -99,6 +106,8 @@ def schema() -> dict[str, Any]:
             prop["enum"] = list(key.choices)
         if key.env:
             prop["x-env"] = key.env
+        if key.restart:
+            prop["x-restart"] = True
         properties[key.name] = prop
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
             "properties": properties, "additionalProperties": False}

@@ -124,6 +124,24 @@ class PrepareService:
             return runtime.resolve(None)
         return runtime.resolve(image or self.default_image())
 
+    def image_check(self, image: str | None) -> tuple[str, Callable[[Runtime], None]]:
+        """For `auto`: a container runtime that cannot get the request's image is not available."""
+        wanted = image or self.default_image()
+
+        def can_get_image(runtime: Runtime) -> None:
+            if runtime.name != "native":
+                self.identity_for(runtime, wanted)  # raises RuntimeUnavailable when it cannot
+
+        return wanted, can_get_image
+
+    def choose_runtime(self, ctx: JobContext | None, request: PrepareRequest) -> Runtime:
+        choice = self.registry.choose(request.runtime, self.image_check(request.image))
+        if ctx is not None:
+            for skipped in choice.skipped:
+                ctx.emit("warning", text=f"runtime auto: skipped {skipped.name}: {skipped.reason}")
+            ctx.emit("runtime", runtime=choice.runtime.name, reason=choice.reason)
+        return choice.runtime
+
     def is_cached(self, state_id: str) -> bool:
         state = self.repo.get_state(state_id)
         return state is not None and self.layout.abs(state.data_path).is_dir()
@@ -139,18 +157,17 @@ class PrepareService:
 
     # -- the job -----------------------------------------------------------------------------
     def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
-        choice = self.registry.choose(request.runtime)
-        ctx.emit("runtime", runtime=choice.runtime.name, reason=choice.reason)
+        runtime = self.choose_runtime(ctx, request)
         try:
-            return self._run_on(ctx, request, choice.runtime)
+            return self._run_on(ctx, request, runtime)
         except (RuntimeFailure, RuntimeUnavailable, OSError):
             # the runtime may have gone away (daemon stopped): the next choice asks it again
-            self.registry.forget_probe(choice.runtime.name)
+            self.registry.forget_probe(runtime.name)
             raise
 
     def require_content_for_builds(self, request: PrepareRequest) -> None:
         """Raise ContentRequired when a step sent without content would have to be built."""
-        runtime = self.registry.choose(request.runtime).runtime
+        runtime = self.choose_runtime(None, request)
         items = self.plan(self.identity_for(runtime, request.image), request.steps, request.options)
         missing = [item.index for item in items if not item.cached and item.step is not None
                    and not item.step.has_content]

@@ -15,11 +15,18 @@ PROBE_ORDER = ("docker", "podman", "native")
 _PROBE_TTL = 30.0
 
 
+# Whether a runtime whose daemon answers can serve a request: raises RuntimeUnavailable saying
+# why not (e.g. its image is missing and cannot be pulled).
+UsabilityCheck = Callable[[Runtime], None]
+
+
 @attrs.frozen
 class Choice:
     runtime: Runtime
     reason: str  # why this one, for `status` and job events
     probes: tuple[Probe, ...]
+    # runtimes `auto` passed over although their daemon answers, with the reason (shown to the user)
+    skipped: tuple[Probe, ...] = ()
 
 
 class RuntimeRegistry:
@@ -30,6 +37,7 @@ class RuntimeRegistry:
         self._configured = configured  # () -> (value, where it comes from)
         self._instances: dict[str, Runtime] = {}
         self._probes: dict[str, tuple[float, Probe]] = {}
+        self._unusable: dict[tuple[str, str], tuple[float, str]] = {}  # (runtime, what) -> (when, why)
         self._lock = threading.Lock()
 
     def names(self) -> tuple[str, ...]:
@@ -60,11 +68,68 @@ class RuntimeRegistry:
         """Drop a remembered answer, e.g. after the runtime failed under a job."""
         with self._lock:
             self._probes.pop(name, None)
+            for key in [key for key in self._unusable if key[0] == name]:
+                del self._unusable[key]
+
+    def unusable(self, name: str, what: str, check: UsabilityCheck) -> str | None:
+        """Why runtime `name` cannot serve `what` (e.g. an image), asking `check` at most every
+        _PROBE_TTL seconds for a "no"; None when it can. A "yes" is not remembered: the check
+        (an image lookup) is cheap when the answer is yes, and an image may vanish."""
+        key = (name, what)
+        with self._lock:
+            cached = self._unusable.get(key)
+        if cached and time.monotonic() - cached[0] < _PROBE_TTL:
+            return cached[1]
+        try:
+            check(self.get(name))
+        except RuntimeUnavailable as exc:
+            with self._lock:
+                self._unusable[key] = (time.monotonic(), exc.message)
+            return exc.message
+        with self._lock:
+            self._unusable.pop(key, None)
+        return None
+
+    def rebuild(self, name: str) -> Probe:
+        """Build the adapter anew (its settings changed) and probe it; the old one is dropped only
+        when the new one answers, so a bad setting leaves the working adapter in place."""
+        if name not in self._factories:
+            raise UsageError(f"unknown runtime {name!r}")
+        try:
+            fresh = self._factories[name]()
+            answer = fresh.probe()
+        except Exception as exc:
+            return Probe(name, False, f"{type(exc).__name__}: {exc}")
+        if answer.available:
+            with self._lock:
+                self._instances[name] = fresh
+                self._probes[name] = (time.monotonic(), answer)
+                for key in [key for key in self._unusable if key[0] == name]:
+                    del self._unusable[key]
+        return answer
+
+    def validate(self, usable: tuple[str, UsabilityCheck] | None = None) -> list[Probe]:
+        """Ask every runtime afresh (and whether it can serve `usable`): what `auto` would see."""
+        answers = []
+        for name in self.names():
+            probe = self.probe(name, fresh=True)
+            if probe.available and usable is not None:
+                with self._lock:
+                    self._unusable.pop((name, usable[0]), None)
+                problem = self.unusable(name, usable[0], usable[1])
+                if problem is not None:
+                    probe = Probe(name, False, f"daemon answers, but {problem}")
+            answers.append(probe)
+        return answers
 
     def probe_all(self, fresh: bool = False) -> list[Probe]:
         return [self.probe(name, fresh) for name in self.names()]
 
-    def choose(self, requested: str | None) -> Choice:
+    def choose(self, requested: str | None, usable: tuple[str, UsabilityCheck] | None = None) -> Choice:
+        """The runtime for a request: `requested`, else the configured one, else the first in
+        `auto` order whose daemon answers and which passes `usable` (what, check) — e.g. can get
+        the image. An explicitly chosen runtime is not checked here: using it reports why it
+        cannot serve the request, with a hint."""
         if requested and requested != "auto":
             wanted, origin = requested, "--runtime"
         else:
@@ -80,13 +145,19 @@ class RuntimeRegistry:
                 )
             return Choice(self.get(wanted), f"{wanted}: chosen by {origin}", (probe,))
         probes: list[Probe] = []
+        passed_over: list[Probe] = []
         for name in self.names():
             probe = self.probe(name)
+            if probe.available and usable is not None:
+                problem = self.unusable(name, usable[0], usable[1])
+                if problem is not None:
+                    probe = Probe(name, False, problem)
+                    passed_over.append(probe)
             probes.append(probe)
             if probe.available:
                 skipped = "; ".join(f"{p.name}: {p.reason}" for p in probes[:-1])
                 reason = f"{name}: first available in auto order" + (f" (skipped {skipped})" if skipped else "")
-                return Choice(self.get(name), reason, tuple(probes))
+                return Choice(self.get(name), reason, tuple(probes), tuple(passed_over))
         raise RuntimeUnavailable(
             "no runtime is available: " + "; ".join(f"{p.name}: {p.reason}" for p in probes),
             hint="start docker or podman, or install postgresql for the native runtime",

@@ -632,8 +632,25 @@ def config_get(ctx: Ctx, key: str | None, output: str) -> None:
 @click.argument("value")
 @click.pass_obj
 def config_set(ctx: Ctx, key: str, value: str) -> None:
-    """Set KEY to VALUE (sizes like 10G are accepted for byte counts)."""
-    ctx.client().call("PATCH", "/v1/config", {key: value})
+    """Set KEY to VALUE (sizes like 10G are accepted for byte counts).
+
+    Runtime settings are checked and apply to the next prepare; store and engine settings apply
+    when the engine restarts (you are told so).
+    """
+    _patch_config(ctx, {key: value})
+
+
+def _patch_config(ctx: Ctx, changes: dict[str, Any]) -> None:
+    from sqlrs.entrypoints.cli.client import raise_engine_error
+
+    response = ctx.client().request("PATCH", "/v1/config", changes)
+    data = response.json()
+    if response.status != 200:
+        raise_engine_error(response.status, data)
+    waiting = response.headers.get("x-sqlrs-restart-needed")
+    if waiting:
+        ctx.note(f"note: {waiting} takes effect when the engine restarts: sqlrs engine stop "
+                 "(running instances keep running)")
 
 
 @config_group.command("unset")
@@ -641,7 +658,7 @@ def config_set(ctx: Ctx, key: str, value: str) -> None:
 @click.pass_obj
 def config_unset(ctx: Ctx, key: str) -> None:
     """Return KEY to its default."""
-    ctx.client().call("PATCH", "/v1/config", {key: None})
+    _patch_config(ctx, {key: None})
 
 
 cli.add_command(init_group)

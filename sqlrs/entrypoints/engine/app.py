@@ -29,7 +29,7 @@ from sqlrs.domain import config as config_schema
 from sqlrs.domain.errors import NotFound, SqlrsError, UsageError
 from sqlrs.domain.model import Instance
 from sqlrs.domain.serde import json_converter
-from sqlrs.entrypoints.engine.bootstrap import Services
+from sqlrs.entrypoints.engine.bootstrap import Services, check_runtimes, reconfigure
 from sqlrs.services.prepare import name_taken
 from sqlrs.services.requests import check_name, parse_instance, parse_pool, parse_prepare, parse_run
 
@@ -447,8 +447,9 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
             raise UsageError("PATCH /v1/config takes a JSON object of key: value (null unsets)")
         for key in body:
             config_schema.lookup(key)
-        await run_in_threadpool(services.config.update, body)
-        return JSONResponse(services.config.effective())
+        waiting = await run_in_threadpool(reconfigure, services, body)
+        headers = {"X-Sqlrs-Restart-Needed": ",".join(waiting)} if waiting else None
+        return JSONResponse(services.config.effective(), headers=headers)
 
     async def get_config_schema(request: Request) -> Response:
         return JSONResponse(config_schema.schema())
@@ -513,6 +514,7 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # idle TTLs and warm pools run as engine background threads for the life of the server
+        threading.Thread(target=check_runtimes, args=(services,), name="sqlrs-runtime-check", daemon=True).start()
         if services.pool is not None:
             await run_in_threadpool(services.pool.recover)
             services.pool.start()
@@ -534,15 +536,16 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
 def status_report(services: Services, state: EngineState, with_cache: bool) -> dict[str, Any]:
     probes = services.registry.probe_all()
+    warnings: list[str] = []
     try:
-        choice = services.registry.choose(None)
+        choice = services.registry.choose(None, services.prepare.image_check(None))
         runtime: dict[str, str | None] = {"name": choice.runtime.name, "reason": choice.reason}
     except SqlrsError as exc:
         runtime = {"name": None, "reason": exc.message}
+        warnings.append(f"no runtime can serve prepares: {exc.message}")
     store = services.store
     states = services.repo.list_states()
     instances = services.repo.list_instances()
-    warnings = []
     if services.store_note:
         warnings.append(services.store_note)
     report: dict[str, Any] = {

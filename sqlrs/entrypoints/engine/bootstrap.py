@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from sqlrs.domain.errors import SqlrsError
+from sqlrs.domain.errors import SqlrsError, UsageError
 from sqlrs.ports.clock import Clock, SystemClock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime
@@ -159,6 +159,42 @@ def bootstrap(state_dir: Path) -> Services:
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool)
     recover(services)
     return services
+
+
+def reconfigure(services: Services, changes: dict[str, Any]) -> list[str]:
+    """Store config changes and apply them now where the engine can; return the keys that wait
+    for an engine restart. A runtime setting is checked first: a runtime that does not work with
+    it refuses the change (nothing is stored) and keeps its working adapter."""
+    from sqlrs.domain.config import lookup
+
+    config, registry = services.config, services.registry
+    before = config.stored()
+    config.update(changes)  # validates every value's type before writing anything
+    affected = sorted({name for key in changes for name in lookup(key).runtimes})
+    for name in affected:
+        answer = registry.rebuild(name)
+        if answer.available or name != "native":
+            continue  # a container runtime whose daemon is down is not the setting's fault
+        config.update({key: before.get(key) for key in changes})
+        registry.rebuild(name)
+        raise UsageError(f"runtime native does not work with this setting: {answer.reason}",
+                         hint="give a directory holding postgres, initdb, psql and pgbench "
+                              "(e.g. /usr/lib/postgresql/15/bin), embedded:16 / embedded:18, or unset it")
+    return [key for key in changes if lookup(key).restart]
+
+
+def check_runtimes(services: Services) -> None:
+    """The engine validates its runtimes when it starts (seed §6): every answer goes to the log,
+    and what `auto` would skip (a daemon that answers but cannot get the default image) is known
+    before the first request."""
+    for probe in services.registry.validate(services.prepare.image_check(None)):
+        log.info("runtime %s: %s%s", probe.name, "available: " if probe.available else "NOT available: ",
+                 probe.reason)
+    try:
+        choice = services.registry.choose(None, services.prepare.image_check(None))
+        log.info("runtime for new states: %s", choice.reason)
+    except SqlrsError as exc:
+        log.warning("no runtime can serve prepares: %s", exc.message)
 
 
 def _kill_leftover_native(data_dir: Path) -> None:
