@@ -469,7 +469,7 @@ class Client:
     def remove(self, instance: Instance | str) -> bool:
         """Stop and delete an instance (idempotent): False when there was nothing to remove."""
         ref = instance.id if isinstance(instance, Instance) else instance
-        result = self.call("DELETE", f"/v1/instances/{ref}")
+        result = self.call("DELETE", f"/v1/instances/{ref}?force=true")  # even with clients connected
         return not result.get("not_found", False)
 
     # tools --------------------------------------------------------------------------------------

@@ -10,12 +10,18 @@ import psycopg
 from psycopg import sql
 
 from sqlrs.domain.errors import RuntimeFailure
+from sqlrs.ports.admin import ClientSession
 
 PROBE_NAME = "sqlrs-engine"
 # Client sessions, not background workers, not this probe, not other engine sessions.
 CONNECTIONS_SQL = (
     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
     "AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM %s"
+)
+SESSIONS_SQL = (
+    "SELECT pid, usename, application_name, host(client_addr), backend_start FROM pg_stat_activity "
+    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+    "AND application_name IS DISTINCT FROM %s ORDER BY backend_start, pid"
 )
 
 
@@ -63,16 +69,22 @@ class PsycopgAdmin:
             except psycopg.Error as exc:
                 raise RuntimeFailure(f"cannot set the instance password: {exc}".strip()) from exc
 
-    def client_connections(self, socket_dir: Path, port: int, timeout: float = 5.0,
-                           database: str | None = None) -> int:
+    def _probe(self, socket_dir: Path, port: int, timeout: float) -> psycopg.Connection | None:
+        """A connection to count clients with; None when the server is full of them."""
         try:
-            conn = psycopg.connect(host=str(socket_dir), port=port, user="postgres", dbname="postgres",
+            return psycopg.connect(host=str(socket_dir), port=port, user="postgres", dbname="postgres",
                                    autocommit=True, connect_timeout=max(1, int(timeout)),
                                    application_name=PROBE_NAME)
         except psycopg.OperationalError as exc:
             if "too many clients" in str(exc) or "remaining connection slots" in str(exc):
-                return 1  # full of clients: certainly in use
+                return None  # full of clients: certainly in use
             raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
+
+    def client_connections(self, socket_dir: Path, port: int, timeout: float = 5.0,
+                           database: str | None = None) -> int:
+        conn = self._probe(socket_dir, port, timeout)
+        if conn is None:
+            return 1
         with conn:
             try:
                 if database is None:
@@ -82,3 +94,19 @@ class PsycopgAdmin:
             except psycopg.Error as exc:
                 raise RuntimeFailure(f"cannot read pg_stat_activity: {exc}".strip()) from exc
         return int(row[0]) if row else 0
+
+    def client_sessions(self, socket_dir: Path, port: int, timeout: float = 5.0,
+                        database: str | None = None) -> list[ClientSession]:
+        conn = self._probe(socket_dir, port, timeout)
+        if conn is None:  # cannot list them, but there are clients: say so rather than nothing
+            return [ClientSession(0, None, "(the server refuses more connections: too many clients)", None, None)]
+        with conn:
+            try:
+                if database is None:
+                    rows = conn.execute(SESSIONS_SQL, (PROBE_NAME,)).fetchall()
+                else:
+                    rows = conn.execute(SESSIONS_SQL.replace(" ORDER BY", " AND datname = %s ORDER BY"),
+                                        (PROBE_NAME, database)).fetchall()
+            except psycopg.Error as exc:
+                raise RuntimeFailure(f"cannot read pg_stat_activity: {exc}".strip()) from exc
+        return [ClientSession(int(pid), user, app or None, addr, start) for pid, user, app, addr, start in rows]

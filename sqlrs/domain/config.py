@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from sqlrs.domain.errors import UsageError
+from sqlrs.domain.sizes import parse_size
 
 
 @attrs.frozen
@@ -50,20 +51,6 @@ class ConfigKey:
         if self.choices and value not in self.choices:
             raise UsageError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
         return value
-
-
-_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
-          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3, "T": 1024**4, "TB": 1024**4, "TIB": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """'10G' -> 10737418240; plain integers pass through. Raises ValueError."""
-    stripped = text.strip().upper()
-    number = stripped.rstrip("KMGTIB")
-    unit = stripped[len(number):]
-    if not number or unit not in _UNITS:
-        raise ValueError(text)
-    return int(float(number) * _UNITS[unit])
 
 
 KEYS: tuple[ConfigKey, ...] = (

@@ -67,6 +67,12 @@ class Conflict(SqlrsError):
     exit_code = EXIT_FAILED
 
 
+class InUse(Conflict):
+    """Clients are connected to the instance to remove (`details.clients` lists them)."""
+
+    code = "in_use"
+
+
 class StepFailed(SqlrsError):
     """A psql step exited non-zero while building a state."""
 

@@ -7,8 +7,26 @@ the base (creating the `sqlrs` role). Connects over the server's Unix socket as 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ClientSession:
+    """A client connected to a server: one client backend in its `pg_stat_activity`."""
+
+    pid: int
+    user: str | None
+    application_name: str | None
+    client_addr: str | None  # None: over a Unix socket
+    backend_start: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "user": self.user, "application_name": self.application_name,
+                "client_addr": self.client_addr,
+                "backend_start": self.backend_start.isoformat() if self.backend_start else None}
 
 
 class ServerAdmin(Protocol):
@@ -29,4 +47,10 @@ class ServerAdmin(Protocol):
                            database: str | None = None) -> int:
         """How many client backends are connected (pg_stat_activity), not counting this probe;
         only those connected to `database` when given (a database instance in a shared server)."""
+        ...
+
+    def client_sessions(self, socket_dir: Path, port: int, timeout: float = 5.0,
+                        database: str | None = None) -> list[ClientSession]:
+        """The connected client backends (pg_stat_activity), oldest first, not counting this
+        probe or other engine sessions; only those on `database` when given."""
         ...

@@ -27,6 +27,7 @@ import attrs
 from sqlrs.domain.errors import NoSpace, SqlrsError
 from sqlrs.domain.eviction import Entry, choose_victims, reclaimable_bytes
 from sqlrs.domain.model import State
+from sqlrs.domain.sizes import format_size
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
@@ -39,15 +40,6 @@ log = logging.getLogger("sqlrs.cache")
 
 ROUNDS = 3  # measure, evict, measure again: sizes are estimates of what a delete frees
 RESERVE_SHARE_MAX = 10  # the free-space reserve is at most 1/10 of the store's filesystem
-
-
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
 
 
 @attrs.frozen
@@ -217,7 +209,7 @@ class CacheService:
             lock.release()
         self.evicted_states += 1
         self.evicted_bytes += max(0, state.size_bytes)
-        text = (f"evicted state {state.id[:12]} ({state.source}, {human(state.size_bytes)}, "
+        text = (f"evicted state {state.id[:12]} ({state.source}, {format_size(state.size_bytes)}, "
                 f"built in {state.build_seconds}s) to keep the cache within its bounds")
         log.info("%s", text)
         if ctx is not None:
@@ -235,21 +227,21 @@ class CacheService:
             "reserve_bytes": measure.limits.reserve_bytes,
             "pinned_states": pinned,
         }
-        can = f"only {human(available)} can be evicted" if available else "no state can be evicted"
+        can = f"only {format_size(available)} can be evicted" if available else "no state can be evicted"
         why = "the others are in use by instances or running jobs, or have dependent states"
         if measure.over_cap >= measure.below_reserve:
             details["reason"] = "max_bytes"
             return NoSpace(
-                f"the state cache ({human(measure.cache_bytes)}) is over cache.capacity.max_bytes "
-                f"({human(measure.limits.max_bytes)}) by {human(measure.over_cap)} and {can}: {why}",
+                f"the state cache ({format_size(measure.cache_bytes)}) is over cache.capacity.max_bytes "
+                f"({format_size(measure.limits.max_bytes)}) by {format_size(measure.over_cap)} and {can}: {why}",
                 hint="raise the cap (sqlrs config set cache.capacity.max_bytes 20G) or remove instances "
                      "(sqlrs ls; sqlrs rm ID) so that their states can be evicted",
                 details=details,
             )
         details["reason"] = "reserve_bytes"
         return NoSpace(
-            f"the store has {human(measure.free_bytes)} free, less than cache.capacity.reserve_bytes "
-            f"({human(measure.limits.reserve_bytes)}), and {can}: {why}",
+            f"the store has {format_size(measure.free_bytes)} free, less than cache.capacity.reserve_bytes "
+            f"({format_size(measure.limits.reserve_bytes)}), and {can}: {why}",
             hint="free disk space, grow the store volume, lower cache.capacity.reserve_bytes, or remove "
                  "instances (sqlrs rm ID) so that their states can be evicted",
             details=details,

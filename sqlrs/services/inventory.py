@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
-from sqlrs.domain.errors import Ambiguous, Conflict, NotFound
-from sqlrs.domain.model import Instance, InstanceKind, Job, State, TaskStatus
+from sqlrs.domain.errors import Ambiguous, Conflict, InUse, NotFound
+from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, Job, State, TaskStatus
 from sqlrs.domain.serde import json_converter
+from sqlrs.ports.admin import ClientSession
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.requests import NAME_RE, check_id
+
+log = logging.getLogger("sqlrs.inventory")
 
 
 def _one(matches: list[Any], what: str, ref: str) -> Any:
@@ -107,11 +112,36 @@ class Inventory:
         return [self.job_json(job) for job in self.repo.list_jobs()]
 
     # -- removal -----------------------------------------------------------------------------
-    def remove_instance(self, instance: Instance, dry_run: bool) -> dict[str, Any]:
+    def remove_instance(self, instance: Instance, dry_run: bool, force: bool = True) -> dict[str, Any]:
+        """Remove an instance; without `force`, refuse (InUse) while clients are connected to it.
+
+        A dry run does not raise: it lists what would be refused under `refused`.
+        """
         removed = [{"kind": "instance", "id": instance.id, "name": instance.name}]
+        if not force:
+            clients = [session.to_json() for session in self.connected_clients(instance)]
+            if clients and dry_run:
+                return {"dry_run": True, "removed": [], "refused": [{**removed[0], "clients": clients}]}
+            if clients:
+                raise InUse(f"instance {instance.id} has {len(clients)} client(s) connected",
+                            hint="disconnect them, or remove it anyway with --force",
+                            details={"instance_id": instance.id, "clients": clients})
         if not dry_run:
             self.instances.remove(instance)
         return {"dry_run": dry_run, "removed": removed}
+
+    def connected_clients(self, instance: Instance) -> list[ClientSession]:
+        """The client sessions on the instance's server; none when it is not running or does
+        not answer (then nobody can be using it)."""
+        if self.instances.live_status(instance) != InstanceStatus.RUNNING:
+            return []
+        try:
+            return self.instances.admin.client_sessions(
+                Path(instance.run_path), instance.port, timeout=2.0,
+                database=instance.dbname if instance.kind == InstanceKind.DATABASE else None)
+        except Exception as exc:  # a server that does not answer has no usable client
+            log.info("instance %s: cannot list its clients: %s", instance.id, exc)
+            return []
 
     def _descendants(self, state: State) -> list[State]:
         """`state` and every state built on it, children before parents."""

@@ -115,7 +115,7 @@ class Sqlrs:
         problems = []
         if (self.state_dir / "engine.json").exists():
             for instance in self.instances():
-                result = self.run("rm", instance["id"])
+                result = self.run("rm", "--force", instance["id"])  # cleanup: even with clients
                 if result.returncode != 0:
                     problems.append(f"rm {instance['id']}: {result.stderr}")
             self.run("engine", "stop")

@@ -32,7 +32,7 @@ from sqlrs.adapters.snapshots.loopvolume import (
     create_loop_volume,
     ensure_mounted,
     mounted_image,
-    parse_size,
+    parse_volume_size,
     unmount,
 )
 from sqlrs.domain.errors import NoSpace, StoreFailure, UsageError
@@ -728,11 +728,11 @@ def test_loop_volumes_need_root(scratch: Path) -> None:
         (1024, 1024),
     ],
 )
-def test_parse_size(text: str | int, expected: int) -> None:
-    assert parse_size(text) == expected
+def test_parse_volume_size(text: str | int, expected: int) -> None:
+    assert parse_volume_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "G", "ten", "10X", "-1G", "0", "10GBB"])
-def test_parse_size_rejects_nonsense(text: str) -> None:
+def test_parse_volume_size_rejects_nonsense(text: str) -> None:
     with pytest.raises(UsageError):
-        parse_size(text)
+        parse_volume_size(text)

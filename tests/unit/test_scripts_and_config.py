@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from sqlrs.domain.config import lookup, parse_size
+from sqlrs.domain.config import lookup
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.passwords import scram_verifier
+from sqlrs.domain.sizes import parse_size
 from sqlrs.domain.steps import Include, ScriptFile, Step
 from sqlrs.services.scripts import first_error, materialize
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
 
 from sqlrs.adapters.snapshots import _fs
 from sqlrs.domain.errors import StoreFailure, UsageError
+from sqlrs.domain.sizes import format_size, parse_size
 
 FILESYSTEMS = ("btrfs", "xfs")
 MKFS = {
@@ -27,44 +27,19 @@ MIN_SIZE = {"btrfs": 128 << 20, "xfs": 320 << 20}
 MOUNT_OPTIONS = {"btrfs": "loop,noatime,discard=async", "xfs": "loop,noatime,discard"}
 LABEL = "sqlrs"
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B?)\s*$", re.IGNORECASE)
+def parse_volume_size(text: str | int) -> int:
+    """A volume size (`10G`, `512M`, `100MB`, a byte count; units as in `sqlrs.domain.sizes`).
 
-
-def parse_size(text: str | int) -> int:
-    """Bytes from `10G`, `512M`, `1.5T`, `2GiB`, `100MB` or a plain byte count.
-
-    As in GNU truncate/df: K, M, G, T, P and KiB, MiB, ... are powers of 1024; KB, MB, GB, ...
-    are powers of 1000. Raises UsageError for anything else or for zero.
+    Raises UsageError for anything else or for zero.
     """
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE_RE.match(text)
-        if not match:
-            raise UsageError(f"invalid size {text!r}", hint="use a number with a unit, e.g. 10G or 512M")
-        number, unit, suffix = match.group(1), match.group(2).upper(), match.group(3).upper()
-        if suffix and not unit:
-            if suffix != "B":
-                raise UsageError(f"invalid size {text!r}", hint="use a number with a unit, e.g. 10G or 512M")
-            factor = 1
-        elif suffix == "B":
-            factor = 1000 ** "_KMGTP".index(unit)
-        else:
-            factor = _UNITS[unit]
-        value = int(float(number) * factor) if "." in number else int(number) * factor
+    try:
+        value = parse_size(text)
+    except ValueError:
+        raise UsageError(f"invalid size {text!r}", hint="use a number with a unit, e.g. 10G or 512M "
+                         "(K/M/G/T and KiB/MiB/GiB/TiB: powers of 1024; KB/MB/GB/TB: powers of 1000)") from None
     if value <= 0:
         raise UsageError(f"invalid size {text!r}: must be larger than zero")
     return value
-
-
-def format_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 def _require_root(action: str) -> None:

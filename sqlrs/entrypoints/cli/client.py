@@ -13,13 +13,14 @@ import time
 
 from sqlrs import __version__
 from sqlrs.entrypoints.cli import wire
-from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
+from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError
 
 # Everything `status`, `ls`, `rm`, `run:psql` and a prepare hit need is imported above; what only
 # spawning needs (subprocess, threading, fcntl, pathlib) is imported there (sqlrs/entrypoints/cli/fast.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
     from typing import Any
 
     StateDir = str | os.PathLike[str]
@@ -71,7 +72,9 @@ class EngineClient:
         self.endpoint = endpoint
         self.token = token
         # engine.json was trusted without a health request (one round trip less on every
-        # command); if the engine is not there after all, this finds or spawns the real one
+        # command); if the engine is not there after all, or does not take the token (engine.json
+        # was stale: the engine restarted, the file was replaced), this finds or spawns the real
+        # one, once per client
         self._rediscover = rediscover
 
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = 300.0,
@@ -98,6 +101,11 @@ class EngineClient:
             sock.close()
             raise CliError(f"engine at {self.endpoint} is unreachable: {exc}", EXIT_ENGINE,
                            hint="check `sqlrs engine status`; restart with `sqlrs engine stop`") from None
+        if reply.status == 401 and self._rediscover is not None:
+            reply.close()  # a stale token: the engine has written engine.json again by now
+            self.endpoint, self.token = self._rediscover()
+            self._rediscover = None
+            return self.request(method, path, body, timeout=timeout, accept=accept)
         return Response(reply)
 
     def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = (200, 201, 202),
@@ -226,7 +234,28 @@ def connect(state_dir: StateDir, spawn: bool = True) -> EngineClient:
     info = recorded_engine(state_dir)
     if info is not None and "token" in info and isinstance(info.get("pid"), int):
         return EngineClient(str(info["endpoint"]), str(info["token"]), rediscover=discover)
-    return EngineClient(*discover())
+    return EngineClient(*discover(), rediscover=discover)
+
+
+STATE_DIR_HINT = "give --state-dir (or SQLRS_STATE_DIR) a directory you can write"
+
+
+def usable_state_dir(state_dir: Path) -> None:
+    """Make the state directory, or say in one line why it cannot be one (exit 2)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CliError(f"state directory {state_dir} is a file, not a directory", EXIT_USAGE,
+                       hint=STATE_DIR_HINT) from None
+    except NotADirectoryError:
+        raise CliError(f"cannot create state directory {state_dir}: a parent of it is a file", EXIT_USAGE,
+                       hint=STATE_DIR_HINT) from None
+    except OSError as exc:
+        raise CliError(f"cannot create state directory {state_dir}: {exc.strerror or exc}", EXIT_USAGE,
+                       hint=STATE_DIR_HINT) from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise CliError(f"state directory {state_dir} is not writable by this user (uid {os.geteuid()})",
+                       EXIT_USAGE, hint=STATE_DIR_HINT + ", or run as its owner") from None
 
 
 def spawn_engine(state_dir: StateDir) -> dict[str, Any]:
@@ -237,7 +266,7 @@ def spawn_engine(state_dir: StateDir) -> dict[str, Any]:
     from pathlib import Path
 
     folder = Path(state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    usable_state_dir(folder)
     with open(folder / "spawn.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         info = live_engine(folder)  # someone else may have spawned it while we waited
@@ -262,20 +291,36 @@ def spawn_engine(state_dir: StateDir) -> dict[str, Any]:
                 threading.Thread(target=child.wait, name="sqlrs-engine-reaper", daemon=True).start()
                 return info
             failed = folder / "engine.failed.json"
+            if child.poll() == 0 and not failed.exists():
+                # exit 0 at start: another engine holds engine.lock (its engine.json was removed
+                # or replaced; it writes it again within a second): wait for it
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+                info = live_engine(folder)
+                if info is not None:
+                    return info
+                continue
             if failed.exists() or child.poll() is not None:
                 try:
                     child.wait(timeout=10)  # it exits right after saying why: leave nothing running
                 except subprocess.TimeoutExpired:
                     pass
+                why: dict[str, Any] = {}
                 try:
-                    reason = json.loads(failed.read_text()).get("error", "")
-                except (OSError, ValueError):
+                    why = json.loads(failed.read_text())
+                    reason = str(why.get("error", ""))
+                except (OSError, ValueError, AttributeError):
                     reason = f"exit code {child.returncode}"
                 info = live_engine(folder)  # lost a race to an engine started another way
                 if info is not None:
                     return info
-                raise CliError(f"the engine failed to start: {reason}", EXIT_ENGINE,
-                               hint=f"see {folder / 'engine.log'}")
+                # engine.failed.json says whose fault it is: bad configuration (2) or not (3)
+                code = why.get("exit_code") if isinstance(why, dict) else None
+                hint = why.get("hint") if isinstance(why, dict) else None
+                raise CliError(f"the engine failed to start: {reason}",
+                               code if code in (EXIT_USAGE, EXIT_ENGINE) else EXIT_ENGINE,
+                               hint=f"{hint}; see {folder / 'engine.log'}" if hint
+                               else f"see {folder / 'engine.log'}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.1)
         raise CliError("the engine did not start in time", EXIT_ENGINE, hint=f"see {folder / 'engine.log'}")

@@ -345,7 +345,14 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
         raise usage(f"{ref!r} matches both instance {instance['id']} and state {short(state['id'])}",
                     hint="give more characters")
     if instance:
-        result = client.call("DELETE", f"/v1/instances/{instance['id']}")
+        from sqlrs.entrypoints.cli.errors import CliError
+
+        try:
+            result = client.call("DELETE", f"/v1/instances/{instance['id']}")
+        except CliError as error:
+            if error.code == "in_use":
+                refuse_in_use(error)
+            raise
     elif state:
         result = client.call("DELETE", f"/v1/states/{state['id']}")
     else:
@@ -359,6 +366,23 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
     for item in result["removed"]:
         label = item["id"] if item["kind"] == "instance" else short(item["id"])
         echo(f"removed {item['kind']} {label}" + (f" ({item['name']})" if item.get("name") else ""))
+
+
+def client_lines(clients: list[dict[str, Any]]) -> list[str]:
+    """Connected clients, one per line: pid, user, application, address, connected since."""
+    return [f"  pid {c['pid']}  user {c.get('user') or '-'}  application {c.get('application_name') or '-'}"
+            f"  from {c.get('client_addr') or 'local socket'}  since {(c.get('backend_start') or '-')[:19]}"
+            for c in clients]
+
+
+def refuse_in_use(error: CliError) -> NoReturn:
+    """`rm INSTANCE` with clients connected: exit 1, the clients listed under the error line."""
+    echo(f"sqlrs: error: {error.message}", err=True)
+    for line in client_lines(error.details.get("clients") or []):
+        echo(line, err=True)
+    if error.hint:
+        echo(f"hint: {error.hint}", err=True)
+    sys.exit(error.exit_code)
 
 
 def _lookup(client: EngineClient, path: str) -> dict[str, Any] | None:

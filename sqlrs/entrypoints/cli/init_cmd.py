@@ -34,6 +34,7 @@ from typing import Any
 
 import click
 
+from sqlrs.domain.sizes import format_size
 from sqlrs.entrypoints.cli.errors import CliError, usage
 
 FS_OF = {"btrfs": "btrfs", "reflink": "xfs"}
@@ -75,7 +76,9 @@ def init_local(ctx: Any, snapshot: str, runtime: str | None, store_size: str | N
       sqlrs init local --snapshot auto --runtime docker
     """
     from sqlrs.domain.errors import SqlrsError
+    from sqlrs.entrypoints.cli.client import usable_state_dir
 
+    usable_state_dir(ctx.state_dir)  # a file or an unwritable dir: exit 2, as for every command
     try:
         result = Init(ctx, force).run(snapshot, runtime, store_size)
     except SqlrsError as exc:
@@ -116,7 +119,7 @@ class Init:
         if store_size is not None and snapshot not in FS_OF:
             raise usage("--store-size is for --snapshot btrfs or reflink (a loopback volume)",
                         hint=f"sqlrs init local --snapshot btrfs --store-size {store_size}")
-        size = loopvolume.parse_size(store_size or DEFAULT_STORE_SIZE)
+        size = loopvolume.parse_volume_size(store_size or DEFAULT_STORE_SIZE)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         changes: dict[str, Any] = {"snapshot.backend": snapshot}
         if runtime:
@@ -167,9 +170,9 @@ class Init:
         image = Path(os.path.abspath(current_image or self.state_dir / "store.img"))
         keep = bool(current_image) and current_fs == fs and os.path.isfile(image) and (
             not size_given or os.path.getsize(image) == size)
-        info = {"image": str(image), "fs": fs, "size": loopvolume.format_size(size), "created": False}
+        info = {"image": str(image), "fs": fs, "size": format_size(size), "created": False}
         if keep:  # idempotent: the same kind of volume exists; mount it if needed, record the backend
-            info["size"] = loopvolume.format_size(os.path.getsize(image))
+            info["size"] = format_size(os.path.getsize(image))
             if loopvolume.mounted_image(self.store_root) is None:
                 with self._exclusive():  # an engine cannot work on an unmounted volume: restart it
                     loopvolume.ensure_mounted(image, self.store_root, fs)
@@ -186,7 +189,7 @@ class Init:
             if held and not self.force:
                 raise CliError(f"the store changed meanwhile: it now holds {held}", hint="run the command again")
             self._remove_old_store(current_image)
-            self.ctx.note(f"creating a {loopvolume.format_size(size)} {fs} volume {image} on {self.store_root}")
+            self.ctx.note(f"creating a {format_size(size)} {fs} volume {image} on {self.store_root}")
             loopvolume.create_loop_volume(image, self.store_root, fs, size)
             try:
                 select_backend(self.store_root, backend)
@@ -243,7 +246,7 @@ class Init:
         self.ctx.note(f"--force: removing {held} through the engine")
         client = self.ctx.client()  # spawns the engine on the current store if needed
         for instance in client.call("GET", "/v1/instances"):
-            client.call("DELETE", f"/v1/instances/{instance['id']}")
+            client.call("DELETE", f"/v1/instances/{instance['id']}?force=true")
         for state in client.call("GET", "/v1/states"):
             if state.get("parent_id") is None:
                 client.call("DELETE", f"/v1/states/{state['id']}?recurse=true&force=true")

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from sqlrs import __version__
+from sqlrs.domain.sizes import format_size as human_bytes
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
 from sqlrs.entrypoints.cli.init_cmd import init_group
 
@@ -70,15 +71,6 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def human_bytes(value: int | None) -> str:
-    size = float(value or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 # -- the group -----------------------------------------------------------------------------------
@@ -379,8 +371,19 @@ def run_composite(argv: list[str]) -> NoReturn:
                         psql_args: tuple[str, ...]) -> None:
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
+        if not watch:
+            raise usage("--no-watch cannot be used with a composite prepare ... run ...: the run needs the "
+                        "prepared instance", hint="submit the job alone (sqlrs prepare:psql --no-watch -- ...), "
+                        "then `sqlrs watch JOB_ID` and `sqlrs run:psql --instance ...`")
+        ttl_seconds = parse_duration(ttl) if ttl is not None else None
+        if ttl_seconds == 0:
+            raise usage("--ttl 0 cannot be used with a composite prepare ... run ...: its instance must expire "
+                        "if this command goes away before removing it", hint="give a duration, e.g. --ttl 10m")
         holder["ctx"] = ctx
-        holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True, kind=kind)
+        # the engine gives the instance a short idle TTL (or --ttl): it is gone even if this CLI
+        # detaches, dies or execs an interactive psql before removing it
+        holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True,
+                                       ttl_seconds=ttl_seconds, kind=kind)
 
     original = prepare_psql.callback
     prepare_psql.callback = capture_prepare
@@ -400,7 +403,14 @@ def run_composite(argv: list[str]) -> NoReturn:
             allow_outside = True
             continue
         filtered.append(arg)
-    result = do_prepare(ctx, holder["body"], watch=True)
+    from sqlrs.entrypoints.cli.watching import Detached
+
+    try:
+        result = do_prepare(ctx, holder["body"], watch=True)
+    except Detached as detached:
+        click.echo(f"detached: job {detached.job_id} keeps running (its steps get cached); the run is skipped "
+                   "and the instance the job makes is removed once unused (see --ttl)", err=True)
+        sys.exit(0)
     assert result is not None
     instance_id = result["instance_id"]
     code = 1
@@ -408,7 +418,7 @@ def run_composite(argv: list[str]) -> NoReturn:
         code = do_run(ctx, tool, instance_id, tuple(filtered), allow_outside)
     finally:
         try:
-            ctx.client().call("DELETE", f"/v1/instances/{instance_id}")
+            ctx.client().call("DELETE", f"/v1/instances/{instance_id}?force=true")
         except CliError as exc:
             click.echo(f"sqlrs: warning: could not remove instance {instance_id}: {exc.message}", err=True)
     sys.exit(code)
@@ -499,7 +509,8 @@ def draw_tree(states: list[dict[str, Any]], instances: list[dict[str, Any]]) -> 
 @cli.command("rm")
 @click.argument("ref")
 @click.option("--recurse", is_flag=True, help="Also remove states built on it and their instances.")
-@click.option("--force", is_flag=True, help="Remove even when a running job uses it.")
+@click.option("--force", is_flag=True, help="Remove even when clients are connected (an instance) or a "
+              "running job uses it (a state).")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
@@ -513,7 +524,13 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
                     hint="give more characters")
     query = "?" + "&".join(f"{k}=true" for k, v in (("recurse", recurse), ("force", force), ("dry_run", dry_run)) if v)
     if instance:
-        result = client.call("DELETE", f"/v1/instances/{instance['id']}" + ("?dry_run=true" if dry_run else ""))
+        flags = "&".join(f"{k}=true" for k, v in (("force", force), ("dry_run", dry_run)) if v)
+        try:
+            result = client.call("DELETE", f"/v1/instances/{instance['id']}" + (f"?{flags}" if flags else ""))
+        except CliError as error:
+            if error.code == "in_use":
+                refuse_in_use(error)
+            raise
     elif state:
         result = client.call("DELETE", f"/v1/states/{state['id']}" + (query if query != "?" else ""))
     else:
@@ -528,6 +545,23 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
     for item in result["removed"]:
         label = item["id"] if item["kind"] == "instance" else short(item["id"])
         click.echo(f"{verb} {item['kind']} {label}" + (f" ({item['name']})" if item.get("name") else ""))
+    for item in result.get("refused", []):
+        click.echo(f"would refuse to remove {item['kind']} {item['id']}" + (f" ({item['name']})" if item.get("name")
+                   else "") + f": {len(item['clients'])} client(s) connected (--force removes it anyway)")
+        client_table(item["clients"], err=False)
+
+
+def client_table(clients: list[dict[str, Any]], err: bool) -> None:
+    from sqlrs.entrypoints.cli.fast import client_lines
+
+    for line in client_lines(clients):
+        click.echo(line, err=err)
+
+
+def refuse_in_use(error: CliError) -> NoReturn:
+    from sqlrs.entrypoints.cli.fast import refuse_in_use as refuse
+
+    refuse(error)
 
 
 def _lookup(client: Any, path: str) -> dict[str, Any] | None:

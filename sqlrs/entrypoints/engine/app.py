@@ -37,6 +37,7 @@ log = logging.getLogger("sqlrs.engine")
 
 MAX_BODY = int(os.environ.get("SQLRS_MAX_BODY", 256 * 1024 * 1024))
 HEARTBEAT_SECONDS = 5.0
+EPHEMERAL_TTL_SECONDS = 60  # idle TTL of a composite `prepare ... run ...` instance (docs/cli.md)
 NDJSON = "application/x-ndjson"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -62,6 +63,9 @@ class EngineState:
         self.in_flight = 0
         self.shutdown = asyncio.Event()
         self.lock = threading.Lock()
+        # called on a wrong token: the engine writes engine.json again if it no longer names it
+        # (replaced or removed by someone), so the client's rediscovery finds the right token
+        self.republish: Callable[[], None] = lambda: None
 
     def busy(self) -> bool:
         # instances with a TTL keep the engine up: nobody else would remove them when they expire
@@ -71,8 +75,13 @@ class EngineState:
                 or (databases is not None and databases.pending()))
 
 
+# Work across versions, so a CLI can always find and stop an engine of another major version.
+VERSION_EXEMPT = ("/v1/health", "/v1/engine/shutdown")
+
+
 class GuardMiddleware:
-    """Bearer token on everything but health; CLI major version check; activity tracking."""
+    """Bearer token on everything but health; CLI major version check (not on health and
+    shutdown); activity tracking."""
 
     def __init__(self, app: ASGIApp, state: EngineState):
         self.app = app
@@ -88,12 +97,14 @@ class GuardMiddleware:
             supplied = headers.get("authorization", "")
             expected = f"Bearer {self.state.token}"
             if not hmac.compare_digest(supplied.encode(), expected.encode()):
+                self.state.republish()
                 response = error_response(401, "unauthorized", "missing or wrong bearer token",
                                           {"hint": "the token is in engine.json in the state directory"})
                 await response(scope, receive, send)
                 return
             client_version = headers.get("x-sqlrs-version")
-            if client_version and client_version.split(".")[0] != __version__.split(".")[0]:
+            if client_version and path not in VERSION_EXEMPT \
+                    and client_version.split(".")[0] != __version__.split(".")[0]:
                 response = error_response(
                     409, "incompatible_version",
                     f"engine {__version__} cannot serve CLI {client_version}",
@@ -166,6 +177,14 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         return JSONResponse({"status": "ok", "version": __version__, "instance_id": instance_id, "pid": os.getpid()})
 
     # -- prepare jobs ------------------------------------------------------------------------
+    def default_ttl(ephemeral: bool) -> int:
+        ttl = int(services.config.get("instance.ttl_seconds"))
+        if not ephemeral:
+            return ttl
+        # a composite's CLI removes its instance after the run; when it detached or died first
+        # nobody would, so the instance goes once unused (no client, no run) for a short while
+        return min(ttl, EPHEMERAL_TTL_SECONDS) if ttl > 0 else EPHEMERAL_TTL_SECONDS
+
     def job_urls(job_id: str) -> dict[str, str]:
         return {"status_url": f"/v1/prepare-jobs/{job_id}", "events_url": f"/v1/prepare-jobs/{job_id}/events"}
 
@@ -173,8 +192,7 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         body = await read_json(request)
         prepare_request = await run_in_threadpool(parse_prepare, body)
         if prepare_request.ttl_seconds is None and not prepare_request.plan_only:
-            prepare_request = attrs.evolve(prepare_request,
-                                           ttl_seconds=int(services.config.get("instance.ttl_seconds")))
+            prepare_request = attrs.evolve(prepare_request, ttl_seconds=default_ttl(prepare_request.ephemeral))
         if prepare_request.name and prepare_request.on_name == "error" and not prepare_request.plan_only:
             named = await run_in_threadpool(services.prepare.named_instance, prepare_request.name)
             if named is not None:
@@ -408,7 +426,9 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
             instance, _ = await run_in_threadpool(inventory.find_instance, ref)
         except NotFound:
             return JSONResponse({"dry_run": dry_run, "removed": [], "not_found": True})
-        return JSONResponse(await run_in_threadpool(inventory.remove_instance, instance, dry_run))
+        # clients connected: refused (409 in_use) unless force; internal removals always force
+        return JSONResponse(await run_in_threadpool(inventory.remove_instance, instance, dry_run,
+                                                    flag(request, "force")))
 
     async def list_names(request: Request) -> Response:
         names = await run_in_threadpool(services.repo.list_names)

@@ -161,7 +161,14 @@ SCHEMAS: dict[str, Any] = {
              "properties": {"name": STRING, "instance_id": STRING, "created_at": STRING}},
     "Removal": {"type": "object", "required": ["dry_run", "removed"],
                 "properties": {"dry_run": BOOLEAN, "not_found": BOOLEAN,
-                               "removed": {"type": "array", "items": {"type": "object", "required": ["kind", "id"]}}}},
+                               "removed": {"type": "array", "items": {"type": "object", "required": ["kind", "id"]}},
+                               "refused": {"type": "array", "items": {
+                                   "type": "object", "required": ["kind", "id", "clients"],
+                                   "properties": {"clients": {"type": "array", "items": _ref("ClientSession")}}}}}},
+    "ClientSession": {"type": "object",
+                      "required": ["pid", "user", "application_name", "client_addr", "backend_start"],
+                      "properties": {"pid": INTEGER, "user": NULLABLE_STRING, "application_name": NULLABLE_STRING,
+                                     "client_addr": NULLABLE_STRING, "backend_start": NULLABLE_STRING}},
     "Config": {"type": "object", "additionalProperties": {
         "type": "object", "required": ["value", "source"], "properties": {"value": {}, "source": STRING}}},
     "Status": {"type": "object", "required": ["engine", "runtime", "runtimes", "snapshot", "cache", "instances",
@@ -225,8 +232,12 @@ def document() -> dict[str, Any]:
                        params=[instance_id]),
             "patch": _op("Change the instance's idle TTL (0: keep it until removed)",
                          {"200": _json(_ref("Instance"))}, params=[instance_id], body="InstancePatch"),
-            "delete": _op("Remove an instance (idempotent)", {"200": _json(_ref("Removal"))},
-                          params=[instance_id, _flag("dry_run", "only say what would go")]),
+            "delete": _op("Remove an instance (idempotent). While clients are connected: 409 `in_use` with "
+                          "details.clients (pid, user, application_name, client_addr, backend_start), "
+                          "unless ?force=true; a dry run lists them under `refused` instead",
+                          {"200": _json(_ref("Removal"))},
+                          params=[instance_id, _flag("dry_run", "only say what would go"),
+                                  _flag("force", "remove even with clients connected")]),
         },
         "/v1/pools": {"get": _op("List warm pools", {"200": _list("Pool")})},
         "/v1/pools/{state_id}": {
