@@ -91,6 +91,10 @@ class Instance:
     name: str | None = None
     ttl_seconds: int = 0  # removed after this many seconds with no client connected; 0: never
     pooled: bool = False  # a warm spare of its state's pool, not handed out yet
+    # the process it belongs to (a test run, a library user): removed once that process is gone;
+    # the start time (clock ticks since boot) tells the owner from a later process with its pid
+    owner_pid: int | None = None
+    owner_started: int | None = None
 
     @property
     def dsn(self) -> str:

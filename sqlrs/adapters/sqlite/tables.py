@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Dialect,
@@ -83,6 +84,8 @@ instances = Table(
     Column("job_id", String(64), nullable=True),
     Column("ttl_seconds", Integer, nullable=False, default=0),
     Column("pooled", Boolean, nullable=False, default=False),
+    Column("owner_pid", Integer, nullable=True),
+    Column("owner_started", BigInteger, nullable=True),
     Index("ix_instances_state", "state_id"),
 )
 

@@ -154,6 +154,7 @@ def bootstrap(state_dir: Path) -> Services:
         clock, max_instances=lambda: int(config.get("pool.max_instances")),
         idle_seconds=lambda: int(config.get("pool.idle_seconds")), on_claim=lifetime.noticed,
     )
+    lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool)
