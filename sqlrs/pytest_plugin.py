@@ -276,17 +276,17 @@ class SqlrsSession:
                 started = time.perf_counter()
                 state = self._build(key, spec)
                 built = time.perf_counter() - started
-                pooled_in = 0.0
+                pooled_in: float | None = None
                 if spec.pool > 0:
                     started = time.perf_counter()
                     # recorded before asking: interrupted while the engine answers, finish() still leaves it
                     self._pools.add(state.id)
+                    prefill = bool(self.config.getini("sqlrs_pool_prefill"))
                     self.client.set_pool(state, spec.pool, holder=self.holder,
-                                         wait_ready=PREFILL_TIMEOUT if self.config.getini("sqlrs_pool_prefill")
-                                         else 0.0)
-                    pooled_in = time.perf_counter() - started
+                                         wait_ready=PREFILL_TIMEOUT if prefill else 0.0)
+                    pooled_in = round(time.perf_counter() - started, 4) if prefill else None
                 self.prepares.append({"state_id": state.id, "worker": self.worker, "build_seconds": round(built, 4),
-                                      "pool_size": spec.pool, "pool_fill_seconds": round(pooled_in, 4)})
+                                      "pool_size": spec.pool, "pool_fill_seconds": pooled_in})
                 self._states[key] = state
             return self._states[key]
 
@@ -330,7 +330,15 @@ class SqlrsSession:
             self._removals.append(self._remover.submit(client.remove, instance))
 
     def finish(self) -> None:
-        """End of this process's session: wait for removals, leave pools, publish measurements."""
+        """End of this process's session: leave pools, wait for removals, publish measurements."""
+        # leaving a pool answers at once (the engine drains it in the background), so leave first:
+        # the drain overlaps with the last removals instead of following them
+        for state_id in sorted(self._pools):
+            try:
+                self.client.release_pool(state_id, holder=self.holder)
+            except Exception as exc:
+                self.errors.append(f"cannot release the pool of {state_id[:12]}: {exc}")
+        self._pools.clear()
         if self._remover is not None:
             for removal in self._removals:
                 try:
@@ -338,12 +346,6 @@ class SqlrsSession:
                 except Exception as exc:
                     self.errors.append(f"cannot remove an instance: {exc}")
             self._remover.shutdown(wait=True)
-        for state_id in sorted(self._pools):
-            try:
-                self.client.release_pool(state_id, holder=self.holder)
-            except Exception as exc:
-                self.errors.append(f"cannot release the pool of {state_id[:12]}: {exc}")
-        self._pools.clear()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["sqlrs"] = json.dumps(self.data())
@@ -373,10 +375,13 @@ class SqlrsSession:
             lines.append(f"sqlrs: {len(waits)} instance(s), {pooled} from the warm pool; wait for a fresh instance: "
                          f"median {statistics.median(waits):.1f} ms, p90 {p90:.1f} ms, max {waits[-1]:.1f} ms")
         for prepared in self.prepares:
+            pool = ""
+            if prepared["pool_size"] and prepared.get("pool_fill_seconds") is not None:
+                pool = f", pool of {prepared['pool_size']} filled in {prepared['pool_fill_seconds']:.2f} s"
+            elif prepared["pool_size"]:
+                pool = f", pool of {prepared['pool_size']} filling while tests run"
             lines.append(f"sqlrs: state {prepared['state_id'][:12]} ready in {prepared['build_seconds']:.2f} s "
-                         f"({prepared['worker']})" + (f", pool of {prepared['pool_size']} filled in "
-                                                      f"{prepared['pool_fill_seconds']:.2f} s"
-                                                      if prepared["pool_size"] else ""))
+                         f"({prepared['worker']}){pool}")
         for kept in self.kept:
             lines.append(f"sqlrs: kept instance {kept['id']} of failed {kept['test']}: {kept['dsn']}")
         lines += [f"sqlrs: warning: {error}" for error in self.errors]
