@@ -143,3 +143,31 @@ def test_a_broken_state_fails_once_with_psqls_error(sqlrs_native: Sqlrs, workspa
     assert len(output.splitlines()) < 120, output
     jobs = sqlrs.Client(sqlrs_native.state_dir, spawn=False).call("GET", "/v1/prepare-jobs")
     assert len([job for job in jobs if job["status"] == "failed"]) == 1, jobs  # built once, not per test
+
+
+LIBRARY_USER = '''
+import os, sys
+import sqlrs
+
+client = sqlrs.Client(sys.argv[1], runtime="native", base_dir=sys.argv[2])
+state = client.build("schema.sql")
+left = client.create_instance(state)                # owned by this process
+kept = client.create_instance(state)
+kept.keep()                                        # disowned: outlives this process
+nobodys = client.create_instance(state, owned=False)
+print(left.id, kept.id, nobodys.id, flush=True)
+os._exit(0)                                        # no cleanup at all
+'''
+
+
+def test_a_library_users_instances_go_with_it_unless_kept(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    (workspace / "schema.sql").write_text("CREATE TABLE item (id int);\n")
+    (workspace / "user.py").write_text(LIBRARY_USER)
+    result = subprocess.run([sys.executable, "user.py", str(sqlrs_native.state_dir), str(workspace)], cwd=workspace,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    left, kept, nobodys = result.stdout.split()
+    client = sqlrs.Client(sqlrs_native.state_dir, spawn=False)
+    assert wait_until(lambda: left not in {i.id for i in client.instances()}), "the owned instance stayed"
+    assert {i.id for i in client.instances()} == {kept, nobodys}
+    assert client.get_instance(kept).ttl_seconds == 0

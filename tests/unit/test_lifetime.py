@@ -201,3 +201,40 @@ def test_procfs_tells_this_process_from_a_reused_pid() -> None:
     assert procfs.alive(*me)
     assert not procfs.alive(me[0], me[1] + 1)  # same pid, another start: another process
     assert procfs.start_time(2 ** 22 + 1) is None  # above pid_max: no such process
+
+
+def test_owner_fields_in_requests() -> None:
+    from sqlrs.domain.errors import UsageError
+    from sqlrs.services.requests import Owner, parse_instance, parse_pool
+
+    assert parse_instance({"state_id": "ab", "owner": {"pid": 10, "started": 5}}).owner == Owner(10, 5)
+    assert parse_instance({"state_id": "ab"}).owner is None
+    assert parse_pool({"size": 2, "holder": "h", "owner": {"pid": 10, "started": 5}}).owner == Owner(10, 5)
+    for bad in ({"size": 2, "owner": {"pid": 10, "started": 5}},  # an owner holds as a named holder
+                {"size": 2, "holder": "h", "owner": {"pid": 0, "started": 5}},
+                {"size": 2, "holder": "h", "owner": {"pid": "10", "started": 5}},
+                {"size": 2, "holder": "h", "owner": {"pid": 10}}):
+        with pytest.raises(UsageError):
+            parse_pool(bad)
+
+
+def test_a_killed_process_counts_as_gone_before_it_is_reaped() -> None:
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    try:
+        started = procfs.start_time(child.pid)
+        assert started is not None and procfs.alive(child.pid, started)
+        child.send_signal(signal.SIGKILL)
+        # a zombie until waited for (an xdist worker whose controller has not reaped it yet)
+        deadline = 100
+        while procfs.start_time(child.pid) is not None and deadline:
+            import time
+
+            time.sleep(0.05)
+            deadline -= 1
+        assert not procfs.alive(child.pid, started)
+    finally:
+        child.kill()
+        child.wait()
