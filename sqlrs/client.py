@@ -102,6 +102,14 @@ def _translated() -> Iterator[None]:
         raise _convert(exc) from None
 
 
+def _owner() -> dict[str, int] | None:
+    """This process as the owner of what it creates (the engine removes it once we are gone)."""
+    from sqlrs.adapters.procfs import own_identity
+
+    identity = own_identity()
+    return None if identity is None else {"pid": identity[0], "started": identity[1]}
+
+
 def _seconds(value: Seconds | None) -> int | None:
     if value is None:
         return None
@@ -222,8 +230,9 @@ class Instance:
         return self._client().set_ttl(self, ttl)
 
     def keep(self) -> Instance:
-        """Keep the instance until someone removes it (drops its TTL)."""
-        return self.set_ttl(0)
+        """Keep the instance until someone removes it (drops its TTL, and it no longer goes away
+        with this process)."""
+        return self._client().keep(self)
 
     def refresh(self) -> Instance:
         return self._client().get_instance(self.id)
@@ -417,15 +426,21 @@ class Client:
 
     # instances ----------------------------------------------------------------------------------
     def create_instance(self, state: State | str, *, pool: bool = False, ttl: Seconds | None = None,
-                        name: str | None = None, kind: str = "server") -> Instance:
+                        name: str | None = None, owned: bool = True, kind: str = "server") -> Instance:
         """Start an instance of a cached state; with `pool=True` claim a warm spare when the state
         has a pool (see `set_pool`), which takes milliseconds.
+
+        `owned`: the instance belongs to this process; the engine removes it within seconds once
+        the process is gone (killed, crashed) unless `keep()` was called. `owned=False`: it stays
+        (until removed or its TTL runs out), like the CLI's instances.
 
         `kind="database"`: a database of its own in the state's shared server (a template copy made
         ahead: milliseconds on any store, but database-level isolation: instances of one state
         share a server, its roles and settings). `kind="server"` (default): a server of its own."""
         body: dict[str, Any] = {"state_id": str(state), "pool": pool, "name": name, "kind": kind,
                                 "image": state.image if isinstance(state, State) else self.image}
+        if owned:
+            body["owner"] = _owner()
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
@@ -465,6 +480,12 @@ class Client:
     def set_ttl(self, instance: Instance | str, ttl: Seconds) -> Instance:
         ref = instance.id if isinstance(instance, Instance) else instance
         return Instance.from_json(self.call("PATCH", f"/v1/instances/{ref}", {"ttl_seconds": _seconds(ttl)}), self)
+
+    def keep(self, instance: Instance | str) -> Instance:
+        """Keep an instance until someone removes it: no TTL, no owner process."""
+        ref = instance.id if isinstance(instance, Instance) else instance
+        return Instance.from_json(self.call("PATCH", f"/v1/instances/{ref}", {"ttl_seconds": 0, "owner": None}),
+                                  self)
 
     def remove(self, instance: Instance | str) -> bool:
         """Stop and delete an instance (idempotent): False when there was nothing to remove."""
@@ -520,20 +541,24 @@ class Client:
 
     # warm pools ---------------------------------------------------------------------------------
     def set_pool(self, state: State | str, size: int, *, holder: str | None = None,
-                 wait_ready: float = 0.0) -> dict[str, Any]:
+                 wait_ready: float = 0.0, owned: bool = True) -> dict[str, Any]:
         """Keep `size` started spares of `state` ready for `create_instance(pool=True)`.
 
         `holder` names the user of the pool (the pool is drained when its last holder calls
-        `release_pool`); `wait_ready` waits (seconds) until the spares are up.
+        `release_pool`, or, when `owned`, once this process is gone); `wait_ready` waits (seconds)
+        until the spares are up.
         """
-        body = {"size": size, "holder": holder, "wait_ready": wait_ready,
-                "image": state.image if isinstance(state, State) else self.image}
+        body: dict[str, Any] = {"size": size, "holder": holder, "wait_ready": wait_ready,
+                                "image": state.image if isinstance(state, State) else self.image}
+        if owned and holder:
+            body["owner"] = _owner()
         data: dict[str, Any] = self.call("PUT", f"/v1/pools/{state}", body,
                                          timeout=max(300.0, wait_ready + 60))
         return data
 
     def release_pool(self, state: State | str, holder: str | None = None) -> dict[str, Any]:
-        """Leave the pool as `holder` (drained when no holder is left), or drain it now."""
+        """Leave the pool as `holder` (drained when no holder is left), or drain it. Answers at once:
+        the engine removes the spares in the background."""
         query = f"?holder={_quote(holder)}" if holder else ""
         data: dict[str, Any] = self.call("DELETE", f"/v1/pools/{state}{query}")
         return data

@@ -18,9 +18,18 @@ The state is built once (concurrent pytest-xdist workers included: the engine bu
 once and makes the others wait) and cloned for every test.
 
 Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`): the engine keeps N started spares of the state
-ready, so handing one to a test is a single API call of a few milliseconds. With
-`sqlrs_pool_prefill` (default on) the first test waits until the pool is full. Every process of a
-run (each xdist worker) holds the pool; it is drained when the last one finishes.
+ready, so handing one to a test is a single API call of a few milliseconds. The pool fills in the
+background while tests run: the first test waits for one spare at most (with `sqlrs_pool_prefill`
+it waits until the pool is full). Every process of a run (each xdist worker) holds the pool; when
+the last one finishes, the engine drains it in the background (the session does not wait).
+
+Cleanup: the instances and pool holds of a session belong to its process (pid and start time).
+Should the process die without cleaning up (SIGKILL, a crashed xdist worker, Ctrl+C at the wrong
+moment), the engine notices within seconds and removes them.
+
+A state that fails to build fails every test that needs it with psql's one-line error (and its
+`LINE n:` context), built once per session (per xdist worker): later tests get the same error
+without another build.
 
 `--sqlrs-keep-failed` keeps a failing test's instance (no TTL) and prints its DSN. Other
 instances get an idle TTL (`sqlrs_ttl`, default 600 s) so a killed test run leaves nothing
@@ -81,7 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=[])
     parser.addini("sqlrs_pool_size", "Warm pool size per state (0: none)", default="0")
     parser.addini("sqlrs_pool_prefill", "Wait for the warm pool to fill before the first test", type="bool",
-                  default=True)
+                  default=False)
     parser.addini("sqlrs_ttl", "Idle TTL in seconds of the instances tests get (0: none)", default="600")
     parser.addini("sqlrs_state_dir", "sqlrs state directory", default="")
     parser.addini("sqlrs_runtime", "auto, docker, podman or native", default="")
@@ -172,6 +181,7 @@ class SqlrsSession:
         self.holder = f"pytest-{run_id}-{self.worker}"
         self._client: Client | None = None
         self._states: dict[str, State] = {}
+        self._build_errors: dict[str, str] = {}  # spec key -> why its state could not be built
         self._state_locks: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
         self._pools: set[str] = set()
@@ -260,30 +270,40 @@ class SqlrsSession:
         with self._lock:
             lock = self._state_locks.setdefault(key, threading.Lock())
         with lock:
+            if key in self._build_errors:  # failed before: the same short error, no new job
+                pytest.fail(self._build_errors[key], pytrace=False)
             if key not in self._states:
-                from sqlrs.client import Client
-
                 started = time.perf_counter()
-                client = self.client
-                if spec.base_dir != client.base_dir:
-                    client = Client(client.state_dir, runtime=client.runtime, image=client.image,
-                                    base_dir=spec.base_dir, workspace=client.workspace_root or self.ini_dir,
-                                    allow_outside=client.allow_outside)
-                state = client.build(spec.files, sql=spec.sql, variables=spec.variables, psql_args=spec.psql_args,
-                                     single_transaction=spec.single_transaction)
+                state = self._build(key, spec)
                 built = time.perf_counter() - started
-                pooled_in = 0.0
+                pooled_in: float | None = None
                 if spec.pool > 0:
                     started = time.perf_counter()
-                    self.client.set_pool(state, spec.pool, holder=self.holder,
-                                         wait_ready=PREFILL_TIMEOUT if self.config.getini("sqlrs_pool_prefill")
-                                         else 0.0)
+                    # recorded before asking: interrupted while the engine answers, finish() still leaves it
                     self._pools.add(state.id)
-                    pooled_in = time.perf_counter() - started
+                    prefill = bool(self.config.getini("sqlrs_pool_prefill"))
+                    self.client.set_pool(state, spec.pool, holder=self.holder,
+                                         wait_ready=PREFILL_TIMEOUT if prefill else 0.0)
+                    pooled_in = round(time.perf_counter() - started, 4) if prefill else None
                 self.prepares.append({"state_id": state.id, "worker": self.worker, "build_seconds": round(built, 4),
-                                      "pool_size": spec.pool, "pool_fill_seconds": round(pooled_in, 4)})
+                                      "pool_size": spec.pool, "pool_fill_seconds": pooled_in})
                 self._states[key] = state
             return self._states[key]
+
+    def _build(self, key: str, spec: Spec) -> State:
+        from sqlrs.client import Client, Error
+
+        client = self.client
+        if spec.base_dir != client.base_dir:
+            client = Client(client.state_dir, runtime=client.runtime, image=client.image,
+                            base_dir=spec.base_dir, workspace=client.workspace_root or self.ini_dir,
+                            allow_outside=client.allow_outside)
+        try:
+            return client.build(spec.files, sql=spec.sql, variables=spec.variables, psql_args=spec.psql_args,
+                                single_transaction=spec.single_transaction)
+        except Error as exc:
+            self._build_errors[key] = build_error_message(exc)
+        pytest.fail(self._build_errors[key], pytrace=False)
 
     # instances ----------------------------------------------------------------------------------
     def instance(self, node: pytest.Item | pytest.Collector, spec: Spec) -> Instance:
@@ -310,7 +330,15 @@ class SqlrsSession:
             self._removals.append(self._remover.submit(client.remove, instance))
 
     def finish(self) -> None:
-        """End of this process's session: wait for removals, leave pools, publish measurements."""
+        """End of this process's session: leave pools, wait for removals, publish measurements."""
+        # leaving a pool answers at once (the engine drains it in the background), so leave first:
+        # the drain overlaps with the last removals instead of following them
+        for state_id in sorted(self._pools):
+            try:
+                self.client.release_pool(state_id, holder=self.holder)
+            except Exception as exc:
+                self.errors.append(f"cannot release the pool of {state_id[:12]}: {exc}")
+        self._pools.clear()
         if self._remover is not None:
             for removal in self._removals:
                 try:
@@ -318,12 +346,6 @@ class SqlrsSession:
                 except Exception as exc:
                     self.errors.append(f"cannot remove an instance: {exc}")
             self._remover.shutdown(wait=True)
-        for state_id in sorted(self._pools):
-            try:
-                self.client.release_pool(state_id, holder=self.holder)
-            except Exception as exc:
-                self.errors.append(f"cannot release the pool of {state_id[:12]}: {exc}")
-        self._pools.clear()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["sqlrs"] = json.dumps(self.data())
@@ -353,14 +375,27 @@ class SqlrsSession:
             lines.append(f"sqlrs: {len(waits)} instance(s), {pooled} from the warm pool; wait for a fresh instance: "
                          f"median {statistics.median(waits):.1f} ms, p90 {p90:.1f} ms, max {waits[-1]:.1f} ms")
         for prepared in self.prepares:
+            pool = ""
+            if prepared["pool_size"] and prepared.get("pool_fill_seconds") is not None:
+                pool = f", pool of {prepared['pool_size']} filled in {prepared['pool_fill_seconds']:.2f} s"
+            elif prepared["pool_size"]:
+                pool = f", pool of {prepared['pool_size']} filling while tests run"
             lines.append(f"sqlrs: state {prepared['state_id'][:12]} ready in {prepared['build_seconds']:.2f} s "
-                         f"({prepared['worker']})" + (f", pool of {prepared['pool_size']} filled in "
-                                                      f"{prepared['pool_fill_seconds']:.2f} s"
-                                                      if prepared["pool_size"] else ""))
+                         f"({prepared['worker']}){pool}")
         for kept in self.kept:
             lines.append(f"sqlrs: kept instance {kept['id']} of failed {kept['test']}: {kept['dsn']}")
         lines += [f"sqlrs: warning: {error}" for error in self.errors]
         return lines
+
+
+def build_error_message(exc: Exception) -> str:
+    """What a test whose state cannot be built reports: sqlrs's one-line error, then the context
+    psql printed under it (`LINE n:` and the caret, DETAIL, HINT), then sqlrs's hint."""
+    message = f"sqlrs: cannot build the test's state: {getattr(exc, 'message', None) or exc}"
+    details = getattr(exc, "details", None) or {}
+    context = str(details.get("psql_error") or "").splitlines()[1:]
+    hint = getattr(exc, "hint", None)
+    return "\n".join([message, *context, *([f"hint: {hint}"] if hint else [])])
 
 
 # -- fixtures ----------------------------------------------------------------------------------------

@@ -99,6 +99,10 @@ class Instance:
     pooled: bool = False  # a warm spare of its state's pool, not handed out yet
     kind: InstanceKind = InstanceKind.SERVER
     host_id: str | None = None  # a database instance: the host instance whose server holds it
+    # the process it belongs to (a test run, a library user): removed once that process is gone;
+    # the start time (clock ticks since boot) tells the owner from a later process with its pid
+    owner_pid: int | None = None
+    owner_started: int | None = None
 
     @property
     def dsn(self) -> str:

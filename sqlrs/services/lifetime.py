@@ -15,6 +15,13 @@ Activity is kept in memory. A new engine (after `sqlrs engine stop` or a crash) 
 instance's idle clock at the later of its `last_used_at` and the engine's start, so a restart
 never expires an instance early; it may give one a longer life. The engine does not exit on its
 idle timeout while instances with a TTL exist (see `pending`): someone must remove them.
+
+Owners: an instance or a pool hold may belong to a client process (pid + start time, see
+sqlrs.adapters.procfs; the pytest plugin and the library name themselves, the CLI does not).
+Every tick the owners are looked up in /proc; once an owner is gone (it exited, was killed, an
+xdist worker crashed) its instances are removed and its pool holds released, within a few
+seconds rather than after the TTL. Holds live in memory like the pools; owned instances are in
+the metadata, so a restarted engine still removes them.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlrs.adapters import procfs
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -44,7 +52,7 @@ def probe_interval(ttl_seconds: int) -> float:
 
 class LifetimeService:
     def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
-                 tick: float = TICK_SECONDS):
+                 tick: float = TICK_SECONDS, alive: Callable[[int, int], bool] = procfs.alive):
         self.repo = repo
         self.instances = instances
         self.admin = admin
@@ -59,6 +67,11 @@ class LifetimeService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_expired: Callable[[Instance], None] = lambda instance: None
+        self.alive = alive  # (pid, start time) -> is that process still there
+        self._holds: dict[tuple[str, str], tuple[int, int]] = {}  # (state id, holder) -> owner
+        self._owned = 0
+        # leaves a pool as a holder whose owner is gone (bootstrap: PoolService.release, not waiting)
+        self.release_hold: Callable[[str, str], object] = lambda state_id, holder: None
 
     # -- what the API asks -----------------------------------------------------------------------
     def touch(self, instance_id: str) -> None:
@@ -67,12 +80,77 @@ class LifetimeService:
             self._last_active[instance_id] = self.clock.now()
 
     def pending(self) -> bool:
-        """True while instances with a TTL exist: the engine must stay up to remove them."""
+        """True while instances with a TTL or an owner, or owned pool holds exist: the engine must
+        stay up to remove them."""
         with self._lock:
-            if self._with_ttl > 0:
+            if self._with_ttl > 0 or self._owned > 0 or self._holds:
                 return True
         # not counted yet (created since the last tick, e.g. by a prepare job): ask the metadata
-        return any(i.ttl_seconds > 0 and not i.pooled for i in self.repo.list_instances())
+        return any((i.ttl_seconds > 0 or i.owner_pid is not None) and not i.pooled for i in self.repo.list_instances())
+
+    # -- owners ------------------------------------------------------------------------------------
+    def adopt(self, instance: Instance, owner: tuple[int, int] | None) -> Instance:
+        """Record the process `instance` belongs to (None: nobody's; it outlives its creator)."""
+        instance.owner_pid, instance.owner_started = owner if owner is not None else (None, None)
+        current = self.repo.get_instance(instance.id)
+        if current is not None:
+            current.owner_pid, current.owner_started = instance.owner_pid, instance.owner_started
+            self.repo.update_instance(current)
+        if owner is not None:
+            with self._lock:
+                self._owned = max(self._owned, 1)
+        return instance
+
+    def hold(self, state_id: str, holder: str, owner: tuple[int, int]) -> None:
+        """`holder` (a pool hold) belongs to process `owner`: released when it is gone."""
+        with self._lock:
+            self._holds[(state_id, holder)] = owner
+
+    def unhold(self, state_id: str, holder: str | None) -> None:
+        """The hold was released (every hold of the pool when `holder` is None)."""
+        with self._lock:
+            for key in [k for k in self._holds if k[0] == state_id and (holder is None or k[1] == holder)]:
+                del self._holds[key]
+
+    def check_owners(self, instances: list[Instance] | None = None) -> list[str]:
+        """Remove the instances and release the pool holds whose owner process is gone. Returns the
+        removed instance ids."""
+        verdicts: dict[tuple[int, int], bool] = {}
+
+        def gone(owner: tuple[int, int]) -> bool:
+            if owner not in verdicts:
+                verdicts[owner] = not self.alive(*owner)
+            return verdicts[owner]
+
+        with self._lock:
+            holds = list(self._holds.items())
+        for (state_id, holder), owner in holds:
+            if gone(owner):
+                log.info("pool of state %s: holder %s (pid %s) is gone; releasing its hold", state_id[:12], holder,
+                         owner[0])
+                with self._lock:
+                    self._holds.pop((state_id, holder), None)
+                self.release_hold(state_id, holder)
+        owned = [i for i in (self.repo.list_instances() if instances is None else instances)
+                 if i.owner_pid is not None and i.owner_started is not None and not i.pooled]
+        with self._lock:
+            self._owned = len(owned)
+        removed = []
+        for instance in owned:
+            if self._stop.is_set():
+                break
+            assert instance.owner_pid is not None and instance.owner_started is not None
+            if not gone((instance.owner_pid, instance.owner_started)):
+                continue
+            current = self.repo.get_instance(instance.id)
+            if current is None or current.owner_pid != instance.owner_pid:
+                continue  # removed or kept (disowned) meanwhile
+            log.info("instance %s: its owner (pid %s) is gone; removing it", current.id, current.owner_pid)
+            self.instances.remove(current)
+            self.on_expired(current)
+            self._forget(current.id)
+            removed.append(current.id)
+        return removed
 
     def noticed(self, instance: Instance) -> None:
         """A new instance with a TTL exists (before the next tick counts it)."""
@@ -120,9 +198,12 @@ class LifetimeService:
                 log.exception("lifetime check failed")
 
     def check(self) -> list[str]:
-        """One pass: probe what is due, remove what expired. Returns the removed instance ids."""
+        """One pass: remove what a gone owner left, probe what is due, remove what expired. Returns
+        the removed instance ids."""
+        listed = self.repo.list_instances()
+        removed = self.check_owners(listed)
         now = self.clock.now()
-        candidates = [i for i in self.repo.list_instances() if i.ttl_seconds > 0 and not i.pooled]
+        candidates = [i for i in listed if i.ttl_seconds > 0 and not i.pooled and i.id not in removed]
         known = {i.id for i in candidates}
         with self._lock:
             self._with_ttl = len(candidates)
@@ -130,7 +211,6 @@ class LifetimeService:
                 self._last_active.pop(gone, None)
                 self._probed_at.pop(gone, None)
                 self._connections.pop(gone, None)
-        removed = []
         for instance in candidates:
             if self._stop.is_set():
                 break
@@ -176,8 +256,11 @@ class LifetimeService:
         log.info("instance %s: no client for %ss (its TTL); removing it", current.id, current.ttl_seconds)
         self.instances.remove(current)
         self.on_expired(current)
-        with self._lock:
-            self._last_active.pop(current.id, None)
-            self._probed_at.pop(current.id, None)
-            self._connections.pop(current.id, None)
+        self._forget(current.id)
         return True
+
+    def _forget(self, instance_id: str) -> None:
+        with self._lock:
+            self._last_active.pop(instance_id, None)
+            self._probed_at.pop(instance_id, None)
+            self._connections.pop(instance_id, None)

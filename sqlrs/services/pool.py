@@ -107,6 +107,7 @@ class PoolService:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._drainers: list[threading.Thread] = []  # background drains of released pools
 
     # -- configuration -----------------------------------------------------------------------------
     def configure(self, state: State, size: int, image: str | None = None, holder: str | None = None) -> dict[str, Any]:
@@ -137,8 +138,10 @@ class PoolService:
             return self.release(state.id, None) or data
         return data
 
-    def release(self, state_id: str, holder: str | None) -> dict[str, Any] | None:
-        """Remove `holder`; drain the pool when no holder is left (or at once without a holder)."""
+    def release(self, state_id: str, holder: str | None, wait: bool = True) -> dict[str, Any] | None:
+        """Remove `holder`; drain the pool when no holder is left (or at once without a holder).
+
+        `wait=False` answers at once and drains in the background (`close` waits for that)."""
         with self._cond:
             pool = self._pools.get(state_id)
             if pool is None:
@@ -149,9 +152,18 @@ class PoolService:
                     return pool.to_json(self.idle_seconds())
             spares = self._close(pool)
             data = pool.to_json(self.idle_seconds())
+        if wait:
+            self._drain(spares, pool)
+        else:
+            drainer = threading.Thread(target=self._drain, args=(spares, pool), name="sqlrs-pool-drain", daemon=True)
+            with self._cond:
+                self._drainers = [thread for thread in self._drainers if thread.is_alive()] + [drainer]
+            drainer.start()
+        return data
+
+    def _drain(self, spares: list[str], pool: Pool) -> None:
         self._remove(spares)
         self._wait_started(pool)
-        return data
 
     def _wait_started(self, pool: Pool, timeout: float = 300.0) -> None:
         """Wait until spares being started for a drained pool are removed again."""
@@ -249,6 +261,8 @@ class PoolService:
             thread.join(timeout=120)
         self._threads = []
         self._remove(spares)
+        for thread in list(self._drainers):
+            thread.join(timeout=120)
 
     def recover(self) -> None:
         """Remove spares an engine that is gone left behind (pools live in memory only)."""

@@ -128,6 +128,15 @@ def parse_run(data: Any) -> RunRequest:
 
 
 @attrs.frozen
+class Owner:
+    """The client process a resource belongs to: its pid and its start time (field 22 of
+    /proc/PID/stat). The engine removes what an owner held once that process is gone."""
+
+    pid: int
+    started: int
+
+
+@attrs.frozen
 class InstanceRequest:
     """POST /v1/instances: an instance of a cached state, from its warm pool when `pool`."""
 
@@ -138,6 +147,7 @@ class InstanceRequest:
     name: str | None = None
     # "server": a server of its own; "database": a database in the state's shared server
     kind: str = "server"
+    owner: Owner | None = None  # the instance is removed when this process is gone
 
 
 @attrs.frozen
@@ -148,6 +158,12 @@ class PoolRequest:
     image: str | None = None
     holder: str | None = None  # who uses the pool; it is drained when its last holder leaves
     wait_ready: float = 0.0  # seconds to wait until `size` spares are ready before answering
+    owner: Owner | None = None  # the holder leaves the pool when this process is gone
+
+
+def _check_owner(owner: Owner | None) -> None:
+    if owner is not None and (owner.pid <= 0 or owner.started < 0):
+        raise UsageError("owner takes a positive pid and its start time (/proc/PID/stat field 22)")
 
 
 def parse_instance(data: Any) -> InstanceRequest:
@@ -160,6 +176,7 @@ def parse_instance(data: Any) -> InstanceRequest:
     check_instance_kind(request.kind)
     if request.kind == "database" and request.pool:
         raise UsageError("warm pools hold server instances", hint="database instances are copied ahead anyway")
+    _check_owner(request.owner)
     return request
 
 
@@ -171,4 +188,7 @@ def parse_pool(data: Any) -> PoolRequest:
         raise UsageError("wait_ready takes 0 to 600 seconds")
     if request.holder is not None and not 0 < len(request.holder) <= 200:
         raise UsageError("holder takes 1 to 200 characters")
+    if request.owner is not None and request.holder is None:
+        raise UsageError("an owner needs a holder (the owner's hold on the pool)")
+    _check_owner(request.owner)
     return request

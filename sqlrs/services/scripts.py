@@ -56,18 +56,36 @@ class PsqlError:
     message: str
 
 
+# what psql prints under an error: the statement's line with a caret under the position, and the
+# server's DETAIL / HINT / CONTEXT / QUERY fields
+CONTEXT_PREFIXES = ("LINE ", " ", "DETAIL:", "HINT:", "CONTEXT:", "QUERY:", "WHERE:")
+MAX_CONTEXT_LINES = 8
+
+
+def _context(lines: list[str], start: int) -> list[str]:
+    extra = []
+    for line in lines[start : start + MAX_CONTEXT_LINES]:
+        if not line.startswith(CONTEXT_PREFIXES):
+            break
+        extra.append(line)
+    return extra
+
+
 def first_error(output: str) -> PsqlError | None:
-    """The first ERROR/FATAL psql reported, with its file and line when psql gave them."""
+    """The first ERROR/FATAL psql reported, with its file and line when psql gave them.
+
+    The line is psql's own: for a statement spanning several lines psql names the line the
+    statement ends on (where it read the `;`), and the `LINE n:` context that follows counts
+    lines within the statement. Both are kept as psql printed them (the message carries the
+    context lines), so what users see matches what psql shows them."""
     lines = output.splitlines()
     for index, line in enumerate(lines):
         match = PSQL_LOCATION_RE.match(line)
         if match and ("ERROR" in match.group("message") or "FATAL" in match.group("message")
                       or "error" in match.group("message")):
             message = match.group("message")
-            # psql puts LINE n: and the caret on the following lines; keep them with the message
-            extra = [ln for ln in lines[index + 1 : index + 3] if ln.startswith(("LINE ", " ", "DETAIL", "HINT"))]
-            return PsqlError(match.group("file"), int(match.group("line")), "\n".join([message, *extra]))
+            return PsqlError(match.group("file"), int(match.group("line")),
+                             "\n".join([message, *_context(lines, index + 1)]))
         if line.startswith(("ERROR:", "FATAL:", "psql: error:")):
-            extra = [ln for ln in lines[index + 1 : index + 3] if ln.startswith(("LINE ", " ", "DETAIL", "HINT"))]
-            return PsqlError(None, None, "\n".join([line, *extra]))
+            return PsqlError(None, None, "\n".join([line, *_context(lines, index + 1)]))
     return None

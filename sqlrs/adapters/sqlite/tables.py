@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Dialect,
@@ -85,6 +86,8 @@ instances = Table(
     Column("pooled", Boolean, nullable=False, default=False),
     Column("kind", String(16), nullable=False, default="server"),
     Column("host_id", String(64), nullable=True),
+    Column("owner_pid", Integer, nullable=True),
+    Column("owner_started", BigInteger, nullable=True),
     Index("ix_instances_state", "state_id"),
 )
 

@@ -355,14 +355,17 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 named = services.prepare.named_instance(wanted.name)
                 if named is not None:
                     raise name_taken(wanted.name, named)
+            owner = (wanted.owner.pid, wanted.owner.started) if wanted.owner is not None else None
             if wanted.pool:
                 claimed = services.pool.claim(state.id, ttl, wanted.name)
                 if claimed is not None:
-                    return claimed, True
+                    return services.lifetime.adopt(claimed, owner) if owner else claimed, True
             runtime, identity = services.pool.resolve(state, wanted.image)
             if wanted.kind == "database":
-                return services.databases.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl), False
-            return services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl), False
+                created = services.databases.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
+            else:
+                created = services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
+            return services.lifetime.adopt(created, owner) if owner else created, False
 
         instance, from_pool = await run_in_threadpool(create)
         services.lifetime.noticed(instance)
@@ -372,9 +375,14 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
     async def patch_instance(request: Request) -> Response:
         body = await read_json(request)
+        # {"owner": null} disowns the instance (kept beyond its owner process, e.g. a failed test's)
+        disown = isinstance(body, dict) and "owner" in body
+        if disown and body.pop("owner") is not None:
+            raise UsageError("PATCH /v1/instances/{id} takes \"owner\": null only (to disown the instance)")
         if not isinstance(body, dict) or set(body) != {"ttl_seconds"} or not isinstance(body["ttl_seconds"], int) \
                 or isinstance(body["ttl_seconds"], bool) or body["ttl_seconds"] < 0:
-            raise UsageError("PATCH /v1/instances/{id} takes {\"ttl_seconds\": N} (N >= 0; 0: no TTL)")
+            raise UsageError("PATCH /v1/instances/{id} takes {\"ttl_seconds\": N} (N >= 0; 0: no TTL) "
+                             "and optionally \"owner\": null")
         instance, _ = await run_in_threadpool(inventory.find_instance, request.path_params["instance_id"])
 
         def update() -> dict[str, Any]:
@@ -383,6 +391,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 raise NotFound(f"instance {instance.id} was removed")
             current.ttl_seconds = body["ttl_seconds"]
             current.last_used_at = services.clock.now()
+            if disown:
+                current.owner_pid = current.owner_started = None
             services.repo.update_instance(current)
             services.lifetime.touch(current.id)
             services.lifetime.noticed(current)
@@ -398,6 +408,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         wanted = parse_pool(await read_json(request))
         state = await run_in_threadpool(inventory.find_state, request.path_params["state_id"])
         data = await run_in_threadpool(services.pool.configure, state, wanted.size, wanted.image, wanted.holder)
+        if wanted.owner is not None and wanted.holder:
+            services.lifetime.hold(state.id, wanted.holder, (wanted.owner.pid, wanted.owner.started))
         if wanted.wait_ready > 0 and wanted.size > 0:
             data = await run_in_threadpool(services.pool.wait_ready, state.id, wanted.size, wanted.wait_ready)
         return JSONResponse(data)
@@ -413,7 +425,9 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
             return JSONResponse({"state_id": request.path_params["state_id"], "drained": False, "holders": 0,
                                  "not_found": True})
         holder = request.query_params.get("holder") or None
-        data = await run_in_threadpool(services.pool.release, state.id, holder)
+        # the engine drains in the background: a leaving holder (a test session ending) never waits
+        services.lifetime.unhold(state.id, holder)
+        data = await run_in_threadpool(services.pool.release, state.id, holder, False)
         if data is None:
             return JSONResponse({"state_id": state.id, "drained": False, "holders": 0, "not_found": True})
         return JSONResponse({"state_id": state.id, "drained": data["holders"] == 0 or holder is None,

@@ -160,6 +160,7 @@ def bootstrap(state_dir: Path) -> Services:
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
                                   host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")))
     instances.databases = databases
+    lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases)

@@ -137,9 +137,21 @@ SCHEMAS: dict[str, Any] = {
                        "none is ready the engine waits for one being started, else starts an instance itself.",
         "properties": {"state_id": STRING, "image": NULLABLE_STRING, "pool": BOOLEAN,
                        "ttl_seconds": {"type": ["integer", "null"], "minimum": 0},
-                       "name": NULLABLE_STRING}},
+                       "name": NULLABLE_STRING,
+                       "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
+                                 "description": "Remove the instance once this process is gone (the library "
+                                                "and the pytest plugin send their own; the CLI none)"}}},
     "InstancePatch": {"type": "object", "required": ["ttl_seconds"], "additionalProperties": False,
-                      "properties": {"ttl_seconds": {"type": "integer", "minimum": 0}}},
+                      "properties": {"ttl_seconds": {"type": "integer", "minimum": 0},
+                                     "owner": {"type": "null",
+                                               "description": "null: disown the instance (it outlives its "
+                                                              "owner process)"}}},
+    "Owner": {"type": "object", "required": ["pid", "started"], "additionalProperties": False,
+              "description": "The client process a resource belongs to: its pid and start time (field 22 of "
+                             "/proc/PID/stat, clock ticks since boot, so a reused pid is not mistaken for it). "
+                             "The engine (on the same machine) removes what the owner held within seconds of "
+                             "that process being gone.",
+              "properties": {"pid": {"type": "integer", "minimum": 1}, "started": {"type": "integer", "minimum": 0}}},
     "PoolRequest": {
         "type": "object", "required": ["size"], "additionalProperties": False,
         "description": "Keep `size` started spares of the state ready (all pools together: at most "
@@ -148,7 +160,9 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"size": {"type": "integer", "minimum": 0}, "image": NULLABLE_STRING,
                        "holder": NULLABLE_STRING,
                        "wait_ready": {"type": "number", "minimum": 0, "maximum": 600,
-                                      "description": "Answer once `size` spares are ready, or after this long"}}},
+                                      "description": "Answer once `size` spares are ready, or after this long"},
+                       "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
+                                 "description": "Release the holder's hold once this process is gone"}}},
     "Pool": {"type": "object", "required": ["state_id", "size", "ready", "starting", "hits", "misses"],
              "properties": {"state_id": STRING, "size": INTEGER, "ready": INTEGER, "starting": INTEGER,
                             "runtime": STRING, "image": NULLABLE_STRING, "holders": INTEGER, "hits": INTEGER,
@@ -244,7 +258,8 @@ def document() -> dict[str, Any]:
             "get": _op("One warm pool", {"200": _json(_ref("Pool"))}, params=[state_id]),
             "put": _op("Create or resize the state's warm pool (and join it as a holder)",
                        {"200": _json(_ref("Pool"))}, params=[state_id], body="PoolRequest"),
-            "delete": _op("Leave the pool as ?holder=, or drain it (idempotent)",
+            "delete": _op("Leave the pool as ?holder=, or drain it (idempotent; answers at once, the engine "
+                          "removes the spares in the background)",
                           {"200": _json(_ref("PoolRelease"))},
                           params=[state_id, {"name": "holder", "in": "query", "required": False,
                                              "schema": STRING,

@@ -1,0 +1,44 @@
+"""Which process owns something, read from /proc (Linux; stdlib only: the client imports it).
+
+A process is named by its pid *and* its start time (field 22 of /proc/PID/stat, clock ticks
+since boot), so a pid the kernel reused for another process is not mistaken for the owner.
+The engine runs on the same machine (and in the same pid namespace) as its clients.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks since boot); None when there is no such
+    process (or no /proc to ask), or it is a zombie (it exited; only its parent has not reaped it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may contain spaces or ')': split after the last one
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[19])  # field 22 of the whole line
+    except (IndexError, ValueError):
+        return None
+
+
+def own_identity() -> tuple[int, int] | None:
+    """(pid, start time) of this process; None where /proc is not available."""
+    pid = os.getpid()
+    started = start_time(pid)
+    return None if started is None else (pid, started)
+
+
+def alive(pid: int, started: int) -> bool:
+    """True while the process that was `pid` with start time `started` exists (and is not a zombie).
+
+    Without /proc nothing can be told; the owner counts as alive then (its TTL still applies)."""
+    if not os.path.isdir("/proc/self"):
+        return True
+    return start_time(pid) == started

@@ -1,0 +1,59 @@
+"""psql's error output as sqlrs reads it back (samples captured from psql 15 with ON_ERROR_STOP=1)."""
+
+from __future__ import annotations
+
+from sqlrs.pytest_plugin import build_error_message
+from sqlrs.services.scripts import first_error
+
+# psql -v ON_ERROR_STOP=1 -f broken.sql, where broken.sql is
+#   1 SELECT 1;
+#   2 SELECT 1,
+#   3   2,
+#   4   nosuchcol
+#   5 FROM a
+#   6
+#   7 ;
+MULTI_LINE = """ ?column? \n----------\n        1\n(1 row)\n
+psql:broken.sql:7: ERROR:  column "nosuchcol" does not exist
+LINE 3:   nosuchcol
+          ^
+HINT:  Perhaps you meant to reference the column "a.nosuchco".
+"""
+
+
+def test_the_line_is_psqls_and_the_statement_context_is_kept() -> None:
+    error = first_error(MULTI_LINE)
+    assert error is not None
+    assert (error.file, error.line) == ("broken.sql", 7)  # psql names the line the statement ends on
+    assert error.message.splitlines() == [
+        'ERROR:  column "nosuchcol" does not exist',
+        "LINE 3:   nosuchcol",
+        "          ^",
+        'HINT:  Perhaps you meant to reference the column "a.nosuchco".',
+    ]
+
+
+def test_context_stops_at_the_next_output() -> None:
+    error = first_error('psql:a.sql:2: ERROR:  syntax error at or near "SELEC"\nLINE 1: SELEC 1;\n        ^\n'
+                        "psql:a.sql:3: ERROR:  current transaction is aborted\n")
+    assert error is not None and error.line == 2 and len(error.message.splitlines()) == 3
+
+
+class Failed(Exception):
+    def __init__(self) -> None:
+        super().__init__("step 1 (broken.sql) failed")
+        self.message = 'step 1 (broken.sql) failed at broken.sql:7: ERROR:  column "nosuchcol" does not exist'
+        self.hint = None
+        error = first_error(MULTI_LINE)
+        assert error is not None
+        self.details = {"file": "broken.sql", "line": 7, "psql_error": error.message}
+
+
+def test_the_plugin_reports_the_one_line_error_and_psqls_context() -> None:
+    assert build_error_message(Failed()).splitlines() == [
+        "sqlrs: cannot build the test's state: step 1 (broken.sql) failed at broken.sql:7: ERROR:  column "
+        '"nosuchcol" does not exist',
+        "LINE 3:   nosuchcol",
+        "          ^",
+        'HINT:  Perhaps you meant to reference the column "a.nosuchco".',
+    ]
