@@ -80,6 +80,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sqlrs-image", default=None, dest="sqlrs_image", help="Container image (docker/podman).")
     group.addoption("--sqlrs-ttl", type=int, default=None, dest="sqlrs_ttl", metavar="SECONDS",
                     help="Idle TTL of the instances tests get (0: none).")
+    group.addoption("--sqlrs-instance-kind", default=None, dest="sqlrs_instance_kind",
+                    choices=["auto", "server", "database"],
+                    help="server: each test gets a PostgreSQL server of its own; database: a database of its "
+                         "own in its state's shared server (faster without copy-on-write; database-level "
+                         "isolation); auto (default): database on the copy store, else server.")
     group.addoption("--sqlrs-report", default=None, dest="sqlrs_report", metavar="FILE",
                     help="Write per-test instance wait times and prepare times as JSON (give it as "
                          "--sqlrs-report=FILE: pytest may take a separate FILE argument for a test path).")
@@ -98,6 +103,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("sqlrs_allow_outside", "Read SQL files outside the workspace (the git root)", type="bool",
                   default=False)
     parser.addini("sqlrs_keep_failed", "Keep failing tests' instances", type="bool", default=False)
+    parser.addini("sqlrs_instance_kind", "auto, server or database (see --sqlrs-instance-kind)", default="auto")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -191,6 +197,8 @@ class SqlrsSession:
         self.prepares: list[dict[str, Any]] = []
         self.kept: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self._kind: str | None = None
+        self._server_only: set[str] = set()  # states a database instance cannot copy (several databases)
 
     # settings -----------------------------------------------------------------------------------
     def _opt(self, name: str, ini: str) -> Any:
@@ -208,6 +216,22 @@ class SqlrsSession:
     @property
     def pool_size(self) -> int:
         return int(self._opt("sqlrs_pool", "sqlrs_pool_size") or 0)
+
+    @property
+    def instance_kind(self) -> str:
+        """The kind of instance tests get: `auto` takes database instances on the copy store,
+        where a server instance costs a full copy of the data directory, and server instances
+        on copy-on-write stores, where they are as fast and isolate more."""
+        with self._lock:
+            if self._kind is None:
+                wanted = str(self._opt("sqlrs_instance_kind", "sqlrs_instance_kind") or "auto")
+                if wanted not in ("auto", "server", "database"):
+                    raise pytest.UsageError(f"sqlrs_instance_kind takes auto, server or database, not {wanted!r}")
+                if wanted == "auto":
+                    backend = self.client.status().get("snapshot", {}).get("backend")
+                    wanted = "database" if backend == "copy" else "server"
+                self._kind = wanted
+            return self._kind
 
     @property
     def ini_dir(self) -> Path:
@@ -277,7 +301,7 @@ class SqlrsSession:
                 state = self._build(key, spec)
                 built = time.perf_counter() - started
                 pooled_in: float | None = None
-                if spec.pool > 0:
+                if spec.pool > 0 and self.instance_kind == "server":  # database instances are copied ahead
                     started = time.perf_counter()
                     # recorded before asking: interrupted while the engine answers, finish() still leaves it
                     self._pools.add(state.id)
@@ -309,7 +333,17 @@ class SqlrsSession:
     def instance(self, node: pytest.Item | pytest.Collector, spec: Spec) -> Instance:
         state = self.state(spec)
         started = time.perf_counter()
-        instance = self.client.create_instance(state, pool=spec.pool > 0, ttl=self.ttl)
+        kind = "server" if state.id in self._server_only else self.instance_kind
+        try:
+            instance = self.client.create_instance(state, pool=spec.pool > 0 and kind == "server", ttl=self.ttl,
+                                                   kind=kind)
+        except Exception as exc:
+            from sqlrs.client import UsageError
+
+            if kind != "database" or not isinstance(exc, UsageError) or "holds databases" not in exc.message:
+                raise
+            self._server_only.add(state.id)  # auto or not: this state needs server instances
+            instance = self.client.create_instance(state, pool=spec.pool > 0, ttl=self.ttl)
         waited = time.perf_counter() - started
         self.waits.append({"test": node.nodeid, "worker": self.worker, "wait_seconds": round(waited, 5),
                            "from_pool": instance.from_pool, "engine_seconds": instance.engine_seconds})

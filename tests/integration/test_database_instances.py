@@ -104,3 +104,36 @@ def test_the_cli_hands_out_database_instances(sqlrs_native: Sqlrs) -> None:
     assert [i["name"] for i in sqlrs_native.instances()] == ["shop"]  # the composite's instance is gone
     bad = sqlrs_native.run("prepare:psql", "--kind", "cluster", "--", "-c", "select 1")
     assert bad.returncode == 2 and "Invalid value for '--kind'" in bad.stderr
+
+
+KIND_TESTS = '''
+def test_kind(sqlrs_dsn):
+    import os
+    import psycopg
+    with psycopg.connect(sqlrs_dsn) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute("INSERT INTO item VALUES (2)")
+        assert conn.execute("SELECT count(*) FROM item").fetchone() == (2,)  # a fresh copy each time
+    print("KIND", "database" if name.startswith("sqlrs_") else "server")
+    assert name.startswith("sqlrs_") == (os.environ["EXPECT"] == "database")
+'''
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("auto", "database"), ("server", "server")])
+def test_the_plugin_takes_database_instances_on_the_copy_store(sqlrs_native: Sqlrs, setting: str,
+                                                               expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    workspace = short_tmp("ws")
+    (workspace / "schema.sql").write_text("CREATE TABLE item (id int);\nINSERT INTO item VALUES (1);\n")
+    (workspace / "test_kind.py").write_text(KIND_TESTS + KIND_TESTS.replace("test_kind", "test_kind_again"))
+    (workspace / "pytest.ini").write_text(f"[pytest]\nsqlrs_files = schema.sql\nsqlrs_runtime = native\n"
+                                          f"sqlrs_instance_kind = {setting}\n")
+    env = {**os.environ, "SQLRS_STATE_DIR": str(sqlrs_native.state_dir), "EXPECT": expected}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2"],
+                            cwd=workspace, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert sqlrs_native.instances() == []  # every test's instance is gone
