@@ -46,6 +46,9 @@ class PrepareRequest:
     ttl_seconds: int | None = None
     # build (or find) the chain's states and start no instance; the result carries the state id
     build_only: bool = False
+    # start the chain from this existing state (id or unique prefix; e.g. a snapshot) instead of
+    # the base: state_k = H(from_state, step_k); no steps: an instance of that state
+    from_state: str | None = None
 
 
 @attrs.frozen
@@ -87,8 +90,10 @@ def _structure(data: Any, cls: type[Any]) -> Any:
 
 def parse_prepare(data: Any) -> PrepareRequest:
     request: PrepareRequest = _structure(data, PrepareRequest)
-    if not request.steps and not request.plan_only:
+    if not request.steps and not request.plan_only and request.from_state is None:
         raise UsageError("nothing to prepare", hint="give at least one -f FILE or -c SQL")
+    if request.from_state is not None:
+        check_id(request.from_state, "state id")
     if len(request.steps) > MAX_STEPS:
         raise UsageError(f"too many steps ({len(request.steps)} > {MAX_STEPS})")
     for step in request.steps:
@@ -157,4 +162,21 @@ def parse_pool(data: Any) -> PoolRequest:
         raise UsageError("wait_ready takes 0 to 600 seconds")
     if request.holder is not None and not 0 < len(request.holder) <= 200:
         raise UsageError("holder takes 1 to 200 characters")
+    return request
+
+
+@attrs.frozen
+class SnapshotRequest:
+    """POST /v1/snapshots: save a running instance's data as a new state."""
+
+    instance: str  # id, unique id prefix or name
+    name: str | None = None  # kept in the state's source: "snapshot of ID (NAME)"
+
+
+def parse_snapshot(data: Any) -> SnapshotRequest:
+    request: SnapshotRequest = _structure(data, SnapshotRequest)
+    if not request.instance:
+        raise UsageError("instance is required")
+    if request.name is not None:
+        check_name(request.name)
     return request

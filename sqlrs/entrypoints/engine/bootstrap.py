@@ -50,6 +50,7 @@ class Services:
     lifetime: Any = None  # LifetimeService: idle TTLs (started and stopped by the app's lifespan)
     pool: Any = None  # PoolService: warm pools (idem)
     cache: Any = None  # CacheService
+    snapshots: Any = None  # InstanceSnapshots: `sqlrs snapshot`
 
 
 def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Runtime]]:
@@ -154,9 +155,14 @@ def bootstrap(state_dir: Path) -> Services:
         clock, max_instances=lambda: int(config.get("pool.max_instances")),
         idle_seconds=lambda: int(config.get("pool.idle_seconds")), on_claim=lifetime.noticed,
     )
+    from sqlrs.adapters.psycopg_backup import PsycopgBackup
+    from sqlrs.services.instance_snapshots import InstanceSnapshots
+
+    snapshots = InstanceSnapshots(repo, store, layout, instances, admin, PsycopgBackup(), clock, locks,
+                                  after_commit=cache.enforce)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
-                        store_note=note, cache=cache, lifetime=lifetime, pool=pool)
+                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, snapshots=snapshots)
     recover(services)
     return services
 
