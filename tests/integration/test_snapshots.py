@@ -147,3 +147,33 @@ def test_snapshot_errors(sqlrs_runtime: Sqlrs, tmp_path: Path) -> None:
 
 def test_snapshot_on_copy_on_write_stores(sqlrs_cow: CowSqlrs) -> None:  # noqa: F811
     snapshot_while_connected(sqlrs_cow)
+
+
+def test_library_snapshot_and_from_state(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    import sqlrs
+
+    client = sqlrs.Client(sqlrs_native.state_dir, runtime="native", base_dir=workspace)
+    with client.instance(sql="CREATE TABLE item (name text)") as db:
+        db.psql("-c", "INSERT INTO item VALUES ('ada')").check()
+        with db.connect() as conn:  # open during the snapshot
+            saved = db.snapshot(name="with-ada")
+            assert conn.execute("SELECT count(*) FROM item").fetchone() == (1,)
+        assert saved.runtime == "native"
+        assert client.call("GET", f"/v1/cache/{saved.id[:10]}")["kind"] == "snapshot"
+        copy = client.prepare(from_state=saved)
+        assert copy.state_id == saved.id
+        with copy.connect() as conn:
+            assert conn.execute("SELECT name FROM item").fetchall() == [("ada",)]
+        copy.remove()
+        built = client.build(sql=["INSERT INTO item VALUES ('bob')"], from_state=saved.id[:12])
+        plan = client.plan(sql=["INSERT INTO item VALUES ('bob')"], from_state=saved)
+        assert [(row["state_id"], row["cached"]) for row in plan] == [(saved.id, True), (built.id, True)]
+        with client.instance(state=built) as more, more.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM item").fetchone() == (2,)
+    with pytest.raises(sqlrs.NotFoundError):
+        client.snapshot("gone")
+    with pytest.raises(sqlrs.NotFoundError):
+        client.call("GET", f"/v1/cache/{'0' * 64}")
+    assert client.remove_state(saved, recurse=True)
+    assert not client.remove_state(saved)
+    assert all(state["id"] not in (saved.id, built.id) for state in client.states())
