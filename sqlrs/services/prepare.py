@@ -194,7 +194,19 @@ class PrepareService:
         if request.runtime not in (None, "auto", start.runtime):
             raise UsageError(f"state {start.id[:12]} belongs to the {start.runtime} runtime, not {request.runtime}",
                              hint=f"drop --runtime, or use --runtime {start.runtime}")
-        return attrs.evolve(request, from_state=start.id, runtime=start.runtime)
+        image = request.image
+        if image is None and start.runtime != "native":
+            image = self._image_of_base(start.base_id)
+        return attrs.evolve(request, from_state=start.id, runtime=start.runtime, image=image)
+
+    def _image_of_base(self, base_id: str) -> str | None:
+        """The image of an instance whose state has this base (e.g. the snapshotted instance):
+        states do not record their image, and config dbms.image may be another one."""
+        bases = {state.id: state.base_id for state in self.repo.list_states()}
+        for instance in self.repo.list_instances():
+            if instance.image and bases.get(instance.state_id) == base_id:
+                return instance.image
+        return None
 
     def start_of(self, request: PrepareRequest, identity: RuntimeIdentity) -> State | None:
         """The state a chain starts from (None: the base), checked against what will run it."""

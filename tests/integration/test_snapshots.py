@@ -77,7 +77,10 @@ def snapshot_while_connected(sq: Sqlrs) -> None:
         assert api(sq, f"/v1/cache/{'0' * 64}")["code"] == "not_found"
 
         # an instance of the snapshot: the committed rows, not the uncommitted one
-        from_snap = prepare_from(sq, snap[:12])
+        # no --runtime/--image: the state's runtime, and the image of an instance of its base
+        plain = sq.run("prepare:psql", "--from", snap[:12])
+        assert plain.returncode == 0, plain.stderr
+        from_snap = plain.stdout.strip()
         assert psql(from_snap, "SELECT count(*), min(id) FROM t") == "501|-1"
         assert instance_by_dsn(sq, from_snap)["state_id"] == snap
         assert psql(from_snap, "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'sqlrs'") == "f"
