@@ -4,6 +4,7 @@ server's Unix socket (pg_backup_start/stop from PostgreSQL 15, pg_start/stop_bac
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,21 @@ _START_FILE = re.compile(r"^START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)$", r
 
 
 class PsycopgBackup:
+    @staticmethod
+    def _reserve_wal(conn: psycopg.Connection) -> None:
+        """Keep the WAL from now on until the session ends, whatever checkpoints happen meanwhile.
+
+        A slow copy (the copy store, a big instance) can outlast checkpoint_timeout; a checkpoint
+        then removes old segments, possibly the backup's first one. A temporary physical slot
+        holds them (dropped with the session). Without slots (max_replication_slots = 0) the
+        backup still works when no checkpoint falls into the copy.
+        """
+        name = f"sqlrs_snapshot_{secrets.token_hex(6)}"
+        try:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (name,))
+        except psycopg.Error:
+            pass
+
     def backup(self, socket_dir: Path, port: int, label: str, copy: Callable[[], None],
                timeout: float = 60.0) -> BackupResult:
         try:
@@ -28,6 +44,7 @@ class PsycopgBackup:
         # the backup belongs to this session: closing it (also on errors) aborts a started backup
         with conn:
             modern = conn.info.server_version >= 150000
+            self._reserve_wal(conn)
             try:
                 if modern:
                     conn.execute("SELECT pg_backup_start(%s, fast => true)", (label,))
