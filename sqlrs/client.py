@@ -241,6 +241,10 @@ class Instance:
         """Stop and delete the instance; False when it was already gone."""
         return self._client().remove(self)
 
+    def snapshot(self, name: str | None = None) -> State:
+        """Save the instance's current data as a new state (it keeps running); see Client.snapshot."""
+        return self._client().snapshot(self, name=name)
+
     def __enter__(self) -> Instance:
         return self
 
@@ -347,10 +351,11 @@ class Client:
     # chains -------------------------------------------------------------------------------------
     def _chain(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
                variables: Mapping[str, Any] | None, single_transaction: bool,
-               psql_args: Sequence[str]) -> dict[str, Any]:
+               psql_args: Sequence[str], from_state: State | str | None = None) -> dict[str, Any]:
         """The request body's steps and options, read exactly as `sqlrs prepare:psql` reads them.
 
         Steps run in this order: `psql_args` (psql syntax: -f, -c, -v, -1), then `files`, then `sql`.
+        With `from_state` the chain starts from that state instead of the base, and may be empty.
         """
         from sqlrs.entrypoints.cli.psqlargs import parse_prepare_args
 
@@ -371,14 +376,20 @@ class Client:
             raise UsageError("stdin (-f -) cannot be a step of a library call", hint="pass sql=[...] instead")
         with _translated():
             parsed = parse_prepare_args(args, self._workspace())
-        if not parsed.steps:
+        if not parsed.steps and from_state is None:
             raise UsageError("nothing to prepare", hint="give files=[...] or sql=[...]")
-        return {
+        body: dict[str, Any] = {
             "steps": parsed.steps,
             "options": {"variables": [list(v) for v in parsed.variables],
                         "single_transaction": parsed.single_transaction},
             "runtime": self.runtime, "image": self.image,
         }
+        if from_state is not None:
+            body["from_state"] = str(from_state)
+            if isinstance(from_state, State):
+                body["runtime"] = self.runtime if self.runtime not in (None, "auto") else from_state.runtime or None
+                body["image"] = from_state.image or self.image
+        return body
 
     def _job(self, body: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
@@ -394,29 +405,35 @@ class Client:
 
     def plan(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
-             psql_args: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing."""
-        body = self._chain(files, sql, variables, single_transaction, psql_args)
+             psql_args: Sequence[str] = (), from_state: State | str | None = None) -> list[dict[str, Any]]:
+        """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing.
+        With `from_state` the first row (kind `state`) is that state instead of the base."""
+        body = self._chain(files, sql, variables, single_transaction, psql_args, from_state)
         result = self._job({**body, "plan_only": True}, None)
         plan: list[dict[str, Any]] = result.get("plan", [])
         return plan
 
     def build(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
               variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
-              psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None) -> State:
+              psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None,
+              from_state: State | str | None = None) -> State:
         """Build (or find cached) the chain's states; start nothing. Concurrent builds of one chain
-        (other processes, xdist workers) build each state once."""
-        body = self._chain(files, sql, variables, single_transaction, psql_args)
+        (other processes, xdist workers) build each state once. `from_state`: build on that state
+        (e.g. a snapshot) instead of the base."""
+        body = self._chain(files, sql, variables, single_transaction, psql_args, from_state)
         result = self._job({**body, "build_only": True}, on_event)
-        return State(id=str(result["state_id"]), runtime=str(result.get("runtime", "")), image=self.image)
+        return State(id=str(result["state_id"]), runtime=str(result.get("runtime", "")), image=body.get("image"))
 
     def prepare(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
                 variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
                 psql_args: Sequence[str] = (), name: str | None = None, ttl: Seconds | None = None,
-                on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None) -> Instance:
+                on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None,
+                from_state: State | str | None = None) -> Instance:
         """`sqlrs prepare:psql`: build the chain and start an instance of it (not removed for you;
-        use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds)."""
-        body = self._chain(files, sql, variables, single_transaction, psql_args)
+        use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds).
+        `from_state` (`--from`): start the chain from that state (id, prefix or State, e.g. from
+        `snapshot()`) instead of the base; with no steps, an instance of that state."""
+        body = self._chain(files, sql, variables, single_transaction, psql_args, from_state)
         body.update(name=name, on_name=on_name)
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:
@@ -476,6 +493,27 @@ class Client:
     def states(self) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = self.call("GET", "/v1/states")
         return data
+
+    def snapshot(self, instance: Instance | str, name: str | None = None) -> State:
+        """`sqlrs snapshot`: save a running instance's current data as a new state, a child of its
+        state (kind `snapshot`, never evicted automatically). The instance keeps running and its
+        connections stay open. Start instances from it with `prepare(from_state=...)` or
+        `create_instance(state)`; remove it with `remove_state`."""
+        ref = instance.id if isinstance(instance, Instance) else instance
+        body: dict[str, Any] = {"instance": ref}
+        if name is not None:
+            body["name"] = name
+        data = self.call("POST", "/v1/snapshots", body, timeout=None)
+        image = self.image
+        if image is None and data.get("runtime") in ("docker", "podman"):  # instances of it need its image
+            image = self.call("GET", f"/v1/instances/{ref}").get("image")
+        return State(id=str(data["id"]), runtime=str(data.get("runtime", "")), image=image)
+
+    def remove_state(self, state: State | str, *, recurse: bool = False) -> bool:
+        """Remove a state (idempotent; `recurse`: with the states and instances built on it).
+        False when there was nothing to remove."""
+        result = self.call("DELETE", f"/v1/states/{state}" + ("?recurse=true" if recurse else ""))
+        return not result.get("not_found", False)
 
     def set_ttl(self, instance: Instance | str, ttl: Seconds) -> Instance:
         ref = instance.id if isinstance(instance, Instance) else instance

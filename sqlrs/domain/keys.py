@@ -64,6 +64,11 @@ def state_id(parent_id: str, step_digest: str) -> str:
     return digest(parent_id, step_digest)
 
 
+def snapshot_id(parent_id: str, nonce: str) -> str:
+    """A snapshot's id: unique (a random `nonce`), as its content depends on what clients did."""
+    return digest(parent_id, "snapshot", nonce, FORMAT_VERSION)
+
+
 def chain(base: str, steps: Sequence[Step], options: PsqlOptions) -> list[str]:
     """State ids after each step, in order (the base itself is not included)."""
     ids: list[str] = []

@@ -17,6 +17,9 @@ import attrs
 class StateKind(enum.StrEnum):
     BASE = "base"
     PSQL = "psql"
+    # saved from a running instance (`sqlrs snapshot`): not reproducible from inputs, so it is
+    # never evicted automatically (services/cache.py)
+    SNAPSHOT = "snapshot"
 
 
 class InstanceStatus(enum.StrEnum):

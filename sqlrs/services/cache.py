@@ -10,7 +10,10 @@ against the reserve. When either is short, unreferenced leaf states go, least va
 (code `no_space`) and nothing is evicted in vain.
 
 A state is referenced when an instance was cloned from it, a running job lists it in its tasks
-(the job uses it as a cached prefix or is building on it), or it has child states. References are
+(the job uses it as a cached prefix or is building on it), or it has child states. Snapshot states
+(`sqlrs snapshot`, kind `snapshot`) are never evicted: they hold what clients did to an instance
+and cannot be rebuilt at any price; only `sqlrs rm` removes them (and with them, their ancestors
+stay, as ancestors of any kept state do). References are
 checked again right before each delete, holding the state's lock (`StateLocks`, shared with
 builds and `sqlrs rm`); one lock serializes evictions, so two jobs never evict concurrently.
 """
@@ -26,7 +29,7 @@ import attrs
 
 from sqlrs.domain.errors import NoSpace, SqlrsError
 from sqlrs.domain.eviction import Entry, choose_victims, reclaimable_bytes
-from sqlrs.domain.model import State
+from sqlrs.domain.model import State, StateKind
 from sqlrs.domain.sizes import format_size
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
@@ -138,8 +141,10 @@ class CacheService:
     def entries(self, states: list[State] | None = None) -> list[Entry]:
         states = self.repo.list_states() if states is None else states
         pinned = self.pinned()
+        # a snapshot cannot be rebuilt: its value is unbounded, so it counts as pinned
         return [Entry(id=s.id, parent_id=s.parent_id, size_bytes=s.size_bytes, build_seconds=s.build_seconds,
-                      last_used_at=s.last_used_at, hits=s.hits, pinned=s.id in pinned) for s in states]
+                      last_used_at=s.last_used_at, hits=s.hits,
+                      pinned=s.id in pinned or s.kind == StateKind.SNAPSHOT) for s in states]
 
     def usage(self) -> dict[str, Any]:
         """For `sqlrs status`: real cache size, bounds, what could be evicted, evictions so far."""
@@ -228,7 +233,7 @@ class CacheService:
             "pinned_states": pinned,
         }
         can = f"only {format_size(available)} can be evicted" if available else "no state can be evicted"
-        why = "the others are in use by instances or running jobs, or have dependent states"
+        why = "the others are in use by instances or running jobs, have dependent states, or are snapshots"
         if measure.over_cap >= measure.below_reserve:
             details["reason"] = "max_bytes"
             return NoSpace(

@@ -24,12 +24,15 @@ from sqlrs.adapters.fsutil import syncfs
 from sqlrs.adapters.pgfiles import PG_HBA
 from sqlrs.domain import keys
 from sqlrs.domain.errors import (
+    Ambiguous,
     Conflict,
     ContentRequired,
+    NotFound,
     RuntimeFailure,
     RuntimeUnavailable,
     StepFailed,
     StoreFailure,
+    UsageError,
 )
 from sqlrs.domain.model import Instance, State, StateKind, Task, TaskStatus
 from sqlrs.domain.steps import PsqlOptions, Step
@@ -53,6 +56,7 @@ INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-hos
 # initdb options that only make it faster; durability comes from the sync at commit.
 INITDB_SPEED = ("--no-sync",)
 BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
+FROM_KIND = "state"  # the plan's first row with --from: the existing state the chain starts from
 OUTPUT_LINES_KEPT = 200
 
 
@@ -146,7 +150,10 @@ class PrepareService:
         state = self.repo.get_state(state_id)
         return state is not None and self.layout.abs(state.data_path).is_dir()
 
-    def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions) -> list[PlanItem]:
+    def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions,
+             start: State | None = None) -> list[PlanItem]:
+        if start is not None:
+            return self._plan_from(start, steps, options)
         base = keys.base_id(identity.identity, INITDB_OPTIONS)
         items = [PlanItem(0, "base", base, None, "initdb", None, self.is_cached(base))]
         parent = base
@@ -155,8 +162,65 @@ class PrepareService:
             parent = state_id
         return items
 
+    # -- starting from an existing state (--from) -----------------------------------------------
+    def _plan_from(self, start: State, steps: tuple[Step, ...], options: PsqlOptions) -> list[PlanItem]:
+        """The chain on `start` instead of the base: state_k = H(start, step_k)."""
+        items = [PlanItem(0, FROM_KIND, start.id, start.parent_id, start.source, None, self.is_cached(start.id))]
+        parent = start.id
+        for index, (step, state_id) in enumerate(zip(steps, keys.chain(start.id, steps, options), strict=True), 1):
+            items.append(PlanItem(index, "step", state_id, parent, step.source, step, self.is_cached(state_id)))
+            parent = state_id
+        return items
+
+    def find_start(self, ref: str) -> State:
+        """The cached state `--from` names, by id or unique prefix."""
+        state = self.repo.get_state(ref)
+        if state is None:
+            matches = self.repo.find_states(ref)
+            if len(matches) > 1:
+                raise Ambiguous(f"--from {ref!r} matches {len(matches)} states",
+                                details={"candidates": sorted(m.id for m in matches)},
+                                hint="give more characters of the state id")
+            state = matches[0] if matches else None
+        if state is None or not self.layout.abs(state.data_path).is_dir():
+            raise NotFound(f"no state matches --from {ref!r}", hint="list them with: sqlrs ls --states")
+        return state
+
+    def with_start(self, request: PrepareRequest) -> PrepareRequest:
+        """With --from: the state's full id, and its runtime (a different --runtime is refused)."""
+        if request.from_state is None:
+            return request
+        start = self.find_start(request.from_state)
+        if request.runtime not in (None, "auto", start.runtime):
+            raise UsageError(f"state {start.id[:12]} belongs to the {start.runtime} runtime, not {request.runtime}",
+                             hint=f"drop --runtime, or use --runtime {start.runtime}")
+        image = request.image
+        if image is None and start.runtime != "native":
+            image = self._image_of_base(start.base_id)
+        return attrs.evolve(request, from_state=start.id, runtime=start.runtime, image=image)
+
+    def _image_of_base(self, base_id: str) -> str | None:
+        """The image of an instance whose state has this base (e.g. the snapshotted instance):
+        states do not record their image, and config dbms.image may be another one."""
+        bases = {state.id: state.base_id for state in self.repo.list_states()}
+        for instance in self.repo.list_instances():
+            if instance.image and bases.get(instance.state_id) == base_id:
+                return instance.image
+        return None
+
+    def start_of(self, request: PrepareRequest, identity: RuntimeIdentity) -> State | None:
+        """The state a chain starts from (None: the base), checked against what will run it."""
+        if request.from_state is None:
+            return None
+        start = self.find_start(request.from_state)
+        if keys.base_id(identity.identity, INITDB_OPTIONS) != start.base_id:
+            raise UsageError(f"state {start.id[:12]} was not built by {identity.description}",
+                             hint="pass the --image (and --runtime) the state was prepared with")
+        return start
+
     # -- the job -----------------------------------------------------------------------------
     def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
+        request = self.with_start(request)
         runtime = self.choose_runtime(ctx, request)
         try:
             return self._run_on(ctx, request, runtime)
@@ -167,8 +231,10 @@ class PrepareService:
 
     def require_content_for_builds(self, request: PrepareRequest) -> None:
         """Raise ContentRequired when a step sent without content would have to be built."""
+        request = self.with_start(request)
         runtime = self.choose_runtime(None, request)
-        items = self.plan(self.identity_for(runtime, request.image), request.steps, request.options)
+        identity = self.identity_for(runtime, request.image)
+        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
         missing = [item.index for item in items if not item.cached and item.step is not None
                    and not item.step.has_content]
         if missing:
@@ -177,7 +243,7 @@ class PrepareService:
 
     def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
         identity = self.identity_for(runtime, request.image)
-        items = self.plan(identity, request.steps, request.options)
+        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
                       TaskStatus.CACHED if item.cached else TaskStatus.PENDING) for item in items]
         if not request.plan_only and not request.build_only:
@@ -261,6 +327,9 @@ class PrepareService:
                         self.repo.touch_state(existing.id, self.clock.now(), hit=True)
                         final = existing
                         continue
+                    if item.kind == FROM_KIND:  # removed since the job was planned: not buildable
+                        raise NotFound(f"state {item.state_id[:12]} (--from) was removed",
+                                       hint="list states with: sqlrs ls --states")
                     started = time.monotonic()
                     ctx.update_task(task, TaskStatus.RUNNING, started_at=self.clock.now())
                     try:

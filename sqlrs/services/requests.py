@@ -48,6 +48,9 @@ class PrepareRequest:
     build_only: bool = False
     # "server": a server of its own; "database": a database in the state's shared server
     instance_kind: str = "server"
+    # start the chain from this existing state (id or unique prefix; e.g. a snapshot) instead of
+    # the base: state_k = H(from_state, step_k); no steps: an instance of that state
+    from_state: str | None = None
 
 
 @attrs.frozen
@@ -89,8 +92,10 @@ def _structure(data: Any, cls: type[Any]) -> Any:
 
 def parse_prepare(data: Any) -> PrepareRequest:
     request: PrepareRequest = _structure(data, PrepareRequest)
-    if not request.steps and not request.plan_only:
+    if not request.steps and not request.plan_only and request.from_state is None:
         raise UsageError("nothing to prepare", hint="give at least one -f FILE or -c SQL")
+    if request.from_state is not None:
+        check_id(request.from_state, "state id")
     if len(request.steps) > MAX_STEPS:
         raise UsageError(f"too many steps ({len(request.steps)} > {MAX_STEPS})")
     for step in request.steps:
@@ -191,4 +196,21 @@ def parse_pool(data: Any) -> PoolRequest:
     if request.owner is not None and request.holder is None:
         raise UsageError("an owner needs a holder (the owner's hold on the pool)")
     _check_owner(request.owner)
+    return request
+
+
+@attrs.frozen
+class SnapshotRequest:
+    """POST /v1/snapshots: save a running instance's data as a new state."""
+
+    instance: str  # id, unique id prefix or name
+    name: str | None = None  # kept in the state's source: "snapshot of ID (NAME)"
+
+
+def parse_snapshot(data: Any) -> SnapshotRequest:
+    request: SnapshotRequest = _structure(data, SnapshotRequest)
+    if not request.instance:
+        raise UsageError("instance is required")
+    if request.name is not None:
+        check_name(request.name)
     return request

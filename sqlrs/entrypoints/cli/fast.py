@@ -56,6 +56,7 @@ OPTIONS: dict[str, dict[str, Spec]] = {
         "--runtime": ("runtime", None, ("auto", "docker", "podman", "native")),
         "--allow-outside": ("allow_outside", True, None),
         "--kind": ("kind", None, ("server", "database")),
+        "--from": ("from_state", None, None),
         "--name": ("name", None, None),
         "--reuse": ("reuse", True, None),
         "--fresh": ("fresh", True, None),
@@ -70,7 +71,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "ls": {"what": None, "tree": False, "output": "table", "as_json": False},
     "rm": {"recurse": False, "force": False, "dry_run": False, "output": "table"},
     "run:psql": {"instance": None, "allow_outside": False},
-    "prepare:psql": {"image": None, "runtime": None, "allow_outside": False, "kind": None, "name": None,
+    "prepare:psql": {"image": None, "runtime": None, "allow_outside": False, "kind": None, "from_state": None,
+                     "name": None,
                      "reuse": False, "fresh": False, "watch": True, "ttl": None},
 }
 # positional parameters: a fixed list of names, or one name taking everything left (passthrough)
@@ -446,7 +448,7 @@ def _duration(text: str) -> int:
 
 
 def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-                 name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+                 from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
                  psql_args: tuple[str, ...], **_: object) -> None:
     if (reuse and fresh) or ((reuse or fresh) and not name):
         raise Fallback  # Click's usage errors
@@ -454,7 +456,7 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
     from sqlrs.entrypoints.cli.psqlargs import Workspace, parse_prepare_args
 
     parsed = parse_prepare_args(list(psql_args), Workspace.detect(allow_outside))
-    if not parsed.steps:
+    if not parsed.steps and not from_state:
         raise Fallback  # "nothing to prepare"
     body: dict[str, Any] = {
         "steps": parsed.steps,
@@ -466,6 +468,8 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
         body["ttl_seconds"] = ttl_seconds
     if kind is not None:
         body["instance_kind"] = kind
+    if from_state:
+        body["from_state"] = from_state
     from sqlrs.entrypoints.cli.watching import Detached
 
     try:

@@ -15,6 +15,7 @@ from sqlrs import __version__
 from sqlrs.domain.sizes import format_size as human_bytes
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
 from sqlrs.entrypoints.cli.init_cmd import init_group
+from sqlrs.entrypoints.cli.snapshot_cmd import snapshot_command
 
 RUN_COMMANDS = ("run:psql", "run:pgbench")
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": ["--help"]}
@@ -97,11 +98,12 @@ def cli(ctx: click.Context, state_dir: Path | None, quiet: bool) -> None:
 # -- prepare -------------------------------------------------------------------------------------
 def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None, name: str | None,
                   allow_outside: bool, plan_only: bool = False, ephemeral: bool = False,
-                  on_name: str = "error", ttl_seconds: int | None = None, kind: str | None = None) -> dict[str, Any]:
+                  on_name: str = "error", ttl_seconds: int | None = None, kind: str | None = None,
+                  from_state: str | None = None) -> dict[str, Any]:
     from sqlrs.entrypoints.cli.psqlargs import Workspace, parse_prepare_args
 
     parsed = parse_prepare_args(list(args), Workspace.detect(allow_outside))
-    if not parsed.steps and not plan_only:
+    if not parsed.steps and not plan_only and not from_state:
         raise usage("nothing to prepare",
                     hint="give at least one -f FILE or -c SQL, e.g. sqlrs prepare:psql -- -f schema.sql")
     body: dict[str, Any] = {
@@ -114,6 +116,8 @@ def _prepare_body(args: tuple[str, ...], image: str | None, runtime: str | None,
         body["ttl_seconds"] = ttl_seconds
     if kind is not None:
         body["instance_kind"] = kind
+    if from_state:
+        body["from_state"] = from_state
     return body
 
 
@@ -205,6 +209,7 @@ Examples:
   sqlrs prepare:psql --name dev -- -f db/init.sql -v env=dev
   DSN=$(sqlrs prepare:psql -- -f schema.sql) && psql "$DSN"
   sqlrs prepare:psql -- -f schema.sql run:psql -- -c 'select 1'   # throwaway instance
+  sqlrs prepare:psql --from STATE -- -f more.sql    # on a saved state (sqlrs snapshot)
 """
 
 
@@ -217,6 +222,9 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kind", type=click.Choice(["server", "database"]),
                      help="server (default): a PostgreSQL server of its own; database: a database of its own "
                           "in the state's shared server (fast on any store; database-level isolation)."),
+        click.option("--from", "from_state", metavar="STATE",
+                     help="Start the chain from this state (id or unique prefix, e.g. a snapshot) instead of "
+                          "the base; with no PSQL_ARGS, an instance of STATE."),
     ]):
         func = decorator(func)
     return func
@@ -235,6 +243,7 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+                 from_state: str | None,
                  name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
                  psql_args: tuple[str, ...]) -> None:
     if reuse and fresh:
@@ -243,7 +252,8 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
         raise usage("--reuse and --fresh need --name")
     on_name = "reuse" if reuse else "fresh" if fresh else "error"
     body = _prepare_body(psql_args, image, runtime, name, allow_outside, on_name=on_name,
-                         ttl_seconds=parse_duration(ttl) if ttl is not None else None, kind=kind)
+                         ttl_seconds=parse_duration(ttl) if ttl is not None else None, kind=kind,
+                         from_state=from_state)
     result = do_prepare(ctx, body, watch)
     if result is not None:
         click.echo(result["dsn"])
@@ -255,11 +265,12 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+              from_state: str | None,
               output: str, psql_args: tuple[str, ...]) -> None:
     """Show the step chain PSQL_ARGS describe: state ids, cached or to build. Builds nothing."""
     from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
 
-    body = _prepare_body(psql_args, image, runtime, None, allow_outside, plan_only=True)
+    body = _prepare_body(psql_args, image, runtime, None, allow_outside, plan_only=True, from_state=from_state)
     submitted, stream = _submit(ctx, body, watch=True)
     result = watch_job(ctx, submitted["job_id"], NoProgress(), stream=stream)
     plan = result.get("plan", [])
@@ -367,8 +378,8 @@ def run_composite(argv: list[str]) -> NoReturn:
 
     @click.pass_obj
     def capture_prepare(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-                        name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
-                        psql_args: tuple[str, ...]) -> None:
+                        from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool,
+                        ttl: str | None, psql_args: tuple[str, ...]) -> None:
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
         if not watch:
@@ -383,7 +394,7 @@ def run_composite(argv: list[str]) -> NoReturn:
         # the engine gives the instance a short idle TTL (or --ttl): it is gone even if this CLI
         # detaches, dies or execs an interactive psql before removing it
         holder["body"] = _prepare_body(psql_args, image, runtime, None, allow_outside, ephemeral=True,
-                                       ttl_seconds=ttl_seconds, kind=kind)
+                                       ttl_seconds=ttl_seconds, kind=kind, from_state=from_state)
 
     original = prepare_psql.callback
     prepare_psql.callback = capture_prepare
@@ -665,6 +676,7 @@ def config_unset(ctx: Ctx, key: str) -> None:
 
 
 cli.add_command(init_group)
+cli.add_command(snapshot_command)
 
 
 @cli.group("engine")

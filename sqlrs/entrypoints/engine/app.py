@@ -31,7 +31,7 @@ from sqlrs.domain.model import Instance
 from sqlrs.domain.serde import json_converter
 from sqlrs.entrypoints.engine.bootstrap import Services, check_runtimes, reconfigure
 from sqlrs.services.prepare import name_taken
-from sqlrs.services.requests import check_name, parse_instance, parse_pool, parse_prepare, parse_run
+from sqlrs.services.requests import check_name, parse_instance, parse_pool, parse_prepare, parse_run, parse_snapshot
 
 log = logging.getLogger("sqlrs.engine")
 
@@ -191,6 +191,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
     async def create_job(request: Request) -> Response:
         body = await read_json(request)
         prepare_request = await run_in_threadpool(parse_prepare, body)
+        if prepare_request.from_state is not None:  # a missing or ambiguous state: refused before queueing
+            prepare_request = await run_in_threadpool(services.prepare.with_start, prepare_request)
         if prepare_request.ttl_seconds is None and not prepare_request.plan_only:
             prepare_request = attrs.evolve(prepare_request, ttl_seconds=default_ttl(prepare_request.ephemeral))
         if prepare_request.name and prepare_request.on_name == "error" and not prepare_request.plan_only:
@@ -455,6 +457,21 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
             raise NotFound(f"no name {name!r}", hint="list them with: sqlrs ls --names")
         return JSONResponse(json_converter.unstructure(binding))
 
+    # -- snapshots, cache lookups ---------------------------------------------------------------
+    async def create_snapshot(request: Request) -> Response:
+        wanted = parse_snapshot(await read_json(request))
+        instance, _ = await run_in_threadpool(inventory.find_instance, wanted.instance)
+        made = await run_in_threadpool(services.snapshots.snapshot, instance, wanted.name)
+        return JSONResponse(await run_in_threadpool(inventory.state_json, made), status_code=201,
+                            headers={"Location": f"/v1/states/{made.id}"})
+
+    async def get_cache_entry(request: Request) -> Response:
+        key = request.path_params["key"]
+        if not key or not all(c in "0123456789abcdef" for c in key) or len(key) > 64:
+            raise NotFound(f"no cached state matches {key!r}", hint="cache keys are state ids (hex)")
+        found = await run_in_threadpool(inventory.find_state, key)
+        return JSONResponse(await run_in_threadpool(inventory.state_json, found))
+
     # -- config, status, engine ------------------------------------------------------------------
     async def get_config(request: Request) -> Response:
         return JSONResponse(services.config.effective())
@@ -504,6 +521,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         Route("/v1/pools/{state_id}", delete_pool, methods=["DELETE"]),
         Route("/v1/names", list_names, methods=["GET"]),
         Route("/v1/names/{name}", get_name, methods=["GET"]),
+        Route("/v1/snapshots", create_snapshot, methods=["POST"]),
+        Route("/v1/cache/{key}", get_cache_entry, methods=["GET"]),
         Route("/v1/config", get_config, methods=["GET"]),
         Route("/v1/config", patch_config, methods=["PATCH"]),
         Route("/v1/config/schema", get_config_schema, methods=["GET"]),

@@ -51,6 +51,7 @@ class Services:
     pool: Any = None  # PoolService: warm pools (idem)
     cache: Any = None  # CacheService
     databases: Any = None  # DatabaseInstances: database instances in shared servers (idem)
+    snapshots: Any = None  # InstanceSnapshots: `sqlrs snapshot`
 
 
 def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Runtime]]:
@@ -155,15 +156,20 @@ def bootstrap(state_dir: Path) -> Services:
         clock, max_instances=lambda: int(config.get("pool.max_instances")),
         idle_seconds=lambda: int(config.get("pool.idle_seconds")), on_claim=lifetime.noticed,
     )
+    from sqlrs.adapters.psycopg_backup import PsycopgBackup
     from sqlrs.services.databases import DatabaseInstances
+    from sqlrs.services.instance_snapshots import InstanceSnapshots
 
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
                                   host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")))
     instances.databases = databases
     lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
+    snapshots = InstanceSnapshots(repo, store, layout, instances, admin, PsycopgBackup(), clock, locks,
+                                  after_commit=cache.enforce)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
-                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases)
+                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
+                        snapshots=snapshots)
     recover(services)
     return services
 

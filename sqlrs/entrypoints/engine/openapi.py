@@ -87,7 +87,14 @@ SCHEMAS: dict[str, Any] = {
         "ttl_seconds": {"type": ["integer", "null"], "minimum": 0,
                         "description": "Idle TTL of the new instance (0: none; null: config instance.ttl_seconds)"},
         "build_only": {"type": "boolean", "description": "Build the chain, start no instance; the job's "
-                                                         "result carries state_id (and instance_id null)"}}},
+                                                         "result carries state_id (and instance_id null)"},
+        "from_state": {"type": ["string", "null"], "description":
+                       "Start the chain from this cached state (id or unique prefix, e.g. a snapshot) instead of "
+                       "the base: state_k = H(from_state, step_k); steps may then be empty (an instance of it). "
+                       "Runs on the state's runtime; another runtime or image is refused"}}},
+    "SnapshotRequest": {"type": "object", "required": ["instance"], "additionalProperties": False, "properties": {
+        "instance": {"type": "string", "description": "Instance id, unique prefix, or name"},
+        "name": {"type": ["string", "null"], "description": "Kept in the state's source: 'snapshot of ID (NAME)'"}}},
     "JobCreated": {"type": "object", "required": ["job_id", "status", "status_url", "events_url"],
                    "properties": {"job_id": STRING, "status": STRING, "status_url": STRING, "events_url": STRING}},
     "Job": {"type": "object", "required": ["id", "kind", "status", "created_at", "finished_at", "error"],
@@ -265,6 +272,13 @@ def document() -> dict[str, Any]:
                                              "schema": STRING,
                                              "description": "drain only when no other holder is left"}]),
         },
+        "/v1/snapshots": {"post": _op(
+            "Save a running instance's current data as a new state (kind snapshot, child of the instance's "
+            "state, never evicted automatically). Online: the instance keeps running and its clients stay "
+            "connected", {"201": _json(_ref("State"), "Created")}, body="SnapshotRequest")},
+        "/v1/cache/{key}": {"get": _op("Look up a cache key: a state id, full or unique prefix (404 not_found)",
+                                       {"200": _json(_ref("State"))},
+                                       params=[_path_param("key", "State id or unique prefix")])},
         "/v1/names": {"get": _op("List names", {"200": _list("Name")})},
         "/v1/names/{name}": {"get": _op("One name", {"200": _json(_ref("Name"))},
                                         params=[_path_param("name", "Name")])},
