@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Sqlrs, processes_mentioning, psql, write
+from harness import REPO, Sqlrs, api, processes_mentioning, psql, wait_for, write
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -152,3 +152,19 @@ def test_composite_and_python_api(sqlrs_runtime: Sqlrs, workspace: Path) -> None
     assert state.id == plan(sq, root, *MIGRATE)[1]["state_id"]
     with client.instance(state=state) as db, db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM authors").fetchone() == (2,)
+
+
+def test_cancelling_the_job_kills_the_command(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
+    sq = sqlrs_runtime
+    result = sq.run("prepare:exec", *sq.runtime_flags(), "--no-watch", "--", "sh", "-c",
+                    "echo started; exec sleep 612.5", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.splitlines()[0]
+    wait_for(lambda: processes_mentioning("sleep 612.5"), timeout=300, what="the command to start")
+    api(sq, f"/v1/prepare-jobs/{job_id}/cancel", "POST")
+    wait_for(lambda: api(sq, f"/v1/prepare-jobs/{job_id}")["status"] == "cancelled", timeout=120,
+             what="the job to be cancelled")
+    assert not processes_mentioning("sleep 612.5")
+    assert not list((sq.state_dir / "store" / "scratch").iterdir())
+    events = api(sq, f"/v1/prepare-jobs/{job_id}/events?follow=0")
+    assert any(event.get("data", {}).get("text") == "started" for event in events)  # output streamed as it came
