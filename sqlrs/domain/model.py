@@ -20,6 +20,8 @@ class StateKind(enum.StrEnum):
     # saved from a running instance (`sqlrs snapshot`): not reproducible from inputs, so it is
     # never evicted automatically (services/cache.py)
     SNAPSHOT = "snapshot"
+    ALEMBIC = "alembic"
+    EXEC = "exec"
 
 
 class InstanceStatus(enum.StrEnum):
