@@ -3,6 +3,7 @@
     base_id  = H("base", runtime identity, initdb options, format version)
     state_1  = H(base_id, step_hash_1);  state_k = H(state_{k-1}, step_hash_k)
     step_hash = H(step kind, sha256(normalized content), psql options that change the result)
+    host kinds (alembic, exec, ...): step_hash = H(step kind, digest of the step's keyed facts)
 
 Every field is type-tagged and length-prefixed, so no two different field lists hash alike
 ("ab" + "c" != "a" + "bc"). The sqlrs version is deliberately not hashed; FORMAT_VERSION is.
@@ -14,7 +15,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Union
 
-from sqlrs.domain.steps import PsqlOptions, Step
+from sqlrs.domain.steps import PSQL_KINDS, PsqlOptions, Step
 
 FORMAT_VERSION = 1
 
@@ -56,6 +57,9 @@ def base_id(runtime_identity: str, initdb_options: Sequence[str]) -> str:
 
 
 def step_hash(step: Step, options: PsqlOptions) -> str:
+    if step.kind not in PSQL_KINDS:
+        # a host tool applies it: psql's -v and -1 change nothing it does
+        return digest("step", step.kind, step.content_digest())
     variables = [[name, value] for name, value in options.variables]
     return digest("step", step.kind, step.content_digest(), variables, options.single_transaction)
 

@@ -17,6 +17,8 @@ import attrs
 class StateKind(enum.StrEnum):
     BASE = "base"
     PSQL = "psql"
+    ALEMBIC = "alembic"
+    EXEC = "exec"
 
 
 class InstanceStatus(enum.StrEnum):

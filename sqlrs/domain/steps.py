@@ -7,10 +7,17 @@ key hashes: include spelling and paths do not matter, content does.
 
 A step may also arrive *without content*, as its digest only: the CLI asks first whether the
 chain is cached, and sends megabytes of scripts only when something must be built.
+
+Besides psql's `file` and `command` steps there are *host* kinds (`alembic`, `exec`, ...): a tool
+on the user's machine applies them to the build server over TCP. Their content is what the CLI
+read and hashed (`keyed`: named facts such as a revision file's sha256, never paths or
+environments), and how to run them (`run`: argv, cwd, environment) travels beside it but never
+enters the key.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Literal
 
@@ -27,7 +34,11 @@ from sqlrs.domain.scripts import (
 
 DIGEST_LENGTH = 64
 
-StepKind = Literal["file", "command"]
+StepKind = Literal["file", "command", "alembic", "exec"]
+PSQL_KINDS = frozenset({"file", "command"})
+# kinds applied by a tool on the host (sqlrs/services/steps has one executor per kind)
+HOST_KINDS = frozenset({"alembic", "exec"})
+MAX_KEYED = 100_000
 
 
 @attrs.frozen
@@ -48,22 +59,42 @@ class ScriptFile:
 
 
 @attrs.frozen
+class HostRun:
+    """How a host-kind step runs on the engine's machine; none of it enters the key."""
+
+    cwd: str  # absolute: where the tool runs (the CLI's cwd)
+    argv: tuple[str, ...] = ()  # exec: the command; alembic: (the user's python,)
+    env: tuple[tuple[str, str], ...] = ()  # the CLI's environment, connection variables removed
+    params: tuple[tuple[str, str], ...] = ()  # kind-specific, e.g. alembic's config and revision
+
+    def param(self, name: str) -> str | None:
+        return next((value for key, value in self.params if key == name), None)
+
+
+@attrs.frozen
 class Step:
-    """One `-f` or `-c` argument: a unit of caching."""
+    """One unit of caching: a `-f` or `-c` argument, an Alembic revision, a command."""
 
     kind: StepKind
     source: str  # file path as the user gave it, "-" for stdin, "-c" for commands
     files: tuple[ScriptFile, ...] = ()  # file steps: files[0] is the script itself
     sql: str | None = None  # command steps
     digest: str | None = None  # sha256 of the normalized content; alone, it stands for the content
+    keyed: tuple[tuple[str, str], ...] = ()  # host kinds: (name, value) facts that decide the result
+    run: HostRun | None = None  # host kinds: how to apply it
 
     @property
     def has_content(self) -> bool:
-        return bool(self.files) or self.sql is not None
+        return bool(self.files) or self.sql is not None or self.run is not None
+
+    @property
+    def on_host(self) -> bool:
+        return self.kind in HOST_KINDS
 
     def validate(self) -> None:
-        if self.kind not in ("file", "command"):
-            raise UsageError(f"unknown step kind {self.kind!r}", hint="file (-f) or command (-c)")
+        if self.kind not in PSQL_KINDS | HOST_KINDS:
+            raise UsageError(f"unknown step kind {self.kind!r}",
+                             hint="file (-f), command (-c), " + ", ".join(sorted(HOST_KINDS)))
         if self.digest is not None and (len(self.digest) != DIGEST_LENGTH
                                         or any(c not in "0123456789abcdef" for c in self.digest)):
             raise UsageError(f"step {self.source!r}: digest must be 64 lowercase hex characters")
@@ -72,10 +103,15 @@ class Step:
                 raise UsageError(f"step {self.source!r} carries neither content nor digest")
             return
         self._validate_content()
-        if self.digest is not None and self.digest != content_digest(self.normalized_content()):
+        if self.digest is not None and self.digest != self.content_digest():
             raise UsageError(f"step {self.source!r}: the content does not match its digest")
 
     def _validate_content(self) -> None:
+        if self.on_host:
+            self._validate_host()
+            return
+        if self.keyed or self.run is not None:
+            raise UsageError(f"malformed step {self.source!r}: psql steps carry no host command")
         if self.kind == "command":
             if self.sql is None or self.files:
                 raise UsageError("a -c step carries its SQL and no files")
@@ -92,6 +128,17 @@ class Step:
                     raise UsageError(f"{script.path}: line {inc.line + 1} is not an include directive")
             self._check_connects(script.path, lines)
         self._check_acyclic()
+
+    def _validate_host(self) -> None:
+        run = self.run
+        if run is None or self.files or self.sql is not None:
+            raise UsageError(f"malformed step {self.source!r}: a {self.kind} step carries its host command only")
+        if not self.keyed or len(self.keyed) > MAX_KEYED:
+            raise UsageError(f"step {self.source!r}: a {self.kind} step needs the facts that key it")
+        if not os.path.isabs(run.cwd):
+            raise UsageError(f"step {self.source!r}: the working directory must be absolute, not {run.cwd!r}")
+        if not run.argv or not all(run.argv):
+            raise UsageError(f"step {self.source!r}: the command is empty")
 
     @staticmethod
     def _check_connects(path: str, lines: list[str]) -> None:
@@ -129,14 +176,25 @@ class Step:
         return normalized_content([(f.content, [(i.line, i.file) for i in f.includes]) for f in self.files])
 
     def content_digest(self) -> str:
-        """What the cache key hashes: the digest of the normalized content."""
+        """What the cache key hashes: the digest of the normalized content (host kinds: of `keyed`)."""
         if not self.has_content:
             assert self.digest is not None
             return self.digest
+        if self.on_host:
+            return keyed_digest(self.keyed)
         return content_digest(self.normalized_content())
 
     def without_content(self) -> Step:
         return Step(kind=self.kind, source=self.source, digest=self.content_digest())
+
+
+def keyed_digest(keyed: Iterable[tuple[str, str]]) -> str:
+    """The content digest of a host-kind step: its facts, length-prefixed, in their order.
+
+    The CLI computes the same value when it builds the step (`sqlrs.domain.keys.digest`)."""
+    from sqlrs.domain import keys  # keys imports this module
+
+    return keys.digest([[name, value] for name, value in keyed])
 
 
 @attrs.frozen

@@ -31,7 +31,7 @@ from sqlrs.domain.errors import (
     StepFailed,
     StoreFailure,
 )
-from sqlrs.domain.model import Instance, State, StateKind, Task, TaskStatus
+from sqlrs.domain.model import Instance, State, Task, TaskStatus
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -47,6 +47,7 @@ from sqlrs.services.requests import PrepareRequest
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.scripts import first_error, materialize
 from sqlrs.services.servers import Server
+from sqlrs.services.steps import StepRun, executor_for, state_kind
 
 # initdb options that shape the cluster: they enter the base id.
 INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256")
@@ -317,6 +318,10 @@ class PrepareService:
         if not step.has_content:  # it was cached when the job was submitted, and evicted since
             raise ContentRequired(f"step {item.index} ({step.source}) is no longer cached: send its content",
                                   details={"steps": [item.index]})
+        executor = executor_for(step.kind)
+        if executor is not None:  # not psql's: the kind's own module applies it (services/steps)
+            executor.apply(StepRun(ctx, server, item.index, step, self.admin))
+            return
         args = ["-X"]
         for name, value in options.variables:
             args += ["-v", f"{name}={value}"]
@@ -371,7 +376,7 @@ class PrepareService:
             id=item.state_id, parent_id=item.parent_id,
             base_id=item.state_id if item.parent_id is None else self._base_of(item.parent_id),
             step_hash=None if item.step is None else keys.step_hash(item.step, options),
-            kind=StateKind.BASE if item.step is None else StateKind.PSQL, runtime=runtime.name,
+            kind=state_kind(item.step), runtime=runtime.name,
             source=item.source if item.step is not None else f"initdb ({identity.version})",
             data_path=self.layout.state_rel(item.state_id), size_bytes=self._increment(item, target),
             build_seconds=round(seconds, 3), created_at=now, last_used_at=now,

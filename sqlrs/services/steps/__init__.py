@@ -1,0 +1,54 @@
+"""Executors of step kinds other than psql's: one module per kind.
+
+`PrepareService._run_step` applies psql steps itself and hands every other kind to the
+executor registered here for it. An executor gets the running build server (a scratch server
+on the parent state) and must leave the step's effect in it, or raise `StepFailed` naming the
+step; the service stops the server and commits the state afterwards, as for psql.
+
+Host kinds (alembic, exec; liquibase later) run a tool on the engine's machine that connects
+over TCP: `host.host_login` gives the build server's `sqlrs` role a random password for the
+duration of the step, and `host.run_host_command` runs the tool with the connection in its
+environment, streaming its output into the job's events and killing it on cancel.
+
+To add a kind: a module with an executor (`kind`, `state_kind`, `apply`), an entry in
+`EXECUTORS`, the kind in `sqlrs.domain.steps` (StepKind, HOST_KINDS) and in `StateKind`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlrs.domain.model import StateKind
+from sqlrs.domain.steps import Step
+from sqlrs.services.steps.alembic import AlembicExecutor
+from sqlrs.services.steps.base import StepRun
+from sqlrs.services.steps.command import ExecExecutor
+
+__all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind"]
+
+
+class StepExecutor(Protocol):
+    """Applies steps of one kind to a running build server."""
+
+    kind: str
+    state_kind: StateKind
+
+    def apply(self, run: StepRun) -> None:
+        """Apply `run.step` to `run.server`; raise StepFailed (naming the step) when it fails."""
+        ...
+
+
+EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor())}
+
+
+def executor_for(kind: str) -> StepExecutor | None:
+    """The executor of `kind`, or None for the kinds prepare applies itself (psql's)."""
+    return EXECUTORS.get(kind)
+
+
+def state_kind(step: Step | None) -> StateKind:
+    """What `ls --states` shows as a state's kind."""
+    if step is None:
+        return StateKind.BASE
+    executor = EXECUTORS.get(step.kind)
+    return executor.state_kind if executor is not None else StateKind.PSQL

@@ -1,0 +1,31 @@
+"""Any command as one step (`prepare:exec`): run in the CLI's cwd with the build server's
+connection in DATABASE_URL and PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE."""
+
+from __future__ import annotations
+
+import shlex
+
+from sqlrs.domain.errors import StepFailed
+from sqlrs.domain.model import StateKind
+from sqlrs.services.steps.base import StepRun
+from sqlrs.services.steps.host import host_login, run_host_command, tool_environment
+
+
+class ExecExecutor:
+    kind = "exec"
+    state_kind = StateKind.EXEC
+
+    def apply(self, run: StepRun) -> None:
+        host = run.step.run
+        assert host is not None
+        with host_login(run) as login:
+            result = run_host_command(run, host.argv, host.cwd, tool_environment(host.env, login))
+        if result.exit_code == 0:
+            return
+        command = shlex.join(host.argv)
+        last = result.last_line()
+        raise StepFailed(
+            f"{run.label} failed: `{command}` exited with {result.exit_code}" + (f": {last}" if last else ""),
+            details={"step": run.index, "source": run.step.source, "command": list(host.argv),
+                     "exit_code": result.exit_code, "output": result.output[-8000:]},
+        )

@@ -1,0 +1,154 @@
+"""Host tools against the build server: a TCP login for the step, and running the tool.
+
+The build server listens on 127.0.0.1:<port> (native), or has that port published on
+127.0.0.1 (docker, podman), so a tool on the host always connects there. The `sqlrs` role
+(superuser, created with the base) gets a random password for the step only: it is cleared
+before the state is committed, and every instance sets its own anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from sqlrs.domain.errors import StepFailed
+from sqlrs.domain.passwords import new_password, scram_verifier
+from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
+from sqlrs.services.steps.base import StepRun
+
+if TYPE_CHECKING:
+    from sqlrs.services.prepare import OutputCollector
+
+# the connection a host tool gets; any other PG* variable of the caller would only mislead libpq
+CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+# how long output may keep coming after the tool exited (a child it left holds the pipes)
+DRAIN_SECONDS = 5.0
+TERM_GRACE_SECONDS = 5.0
+
+
+@attrs.frozen
+class Login:
+    """A TCP login to the build server, valid while the step runs."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.dbname}"
+
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.url, "PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user,
+                "PGPASSWORD": self.password, "PGDATABASE": self.dbname}
+
+
+@contextlib.contextmanager
+def host_login(run: StepRun) -> Iterator[Login]:
+    """A password for the `sqlrs` role while the block runs, cleared afterwards."""
+    spec = run.server.spec
+    password = new_password()
+    run.admin.set_password(spec.run_dir, spec.port, INSTANCE_USER, scram_verifier(password))
+    try:
+        yield Login("127.0.0.1", spec.port, INSTANCE_USER, password, INSTANCE_DB)
+    finally:
+        # the state should not carry a password a build used; a failed step's scratch is dropped anyway
+        with contextlib.suppress(Exception):
+            run.admin.execute(spec.run_dir, spec.port, [f"ALTER ROLE {INSTANCE_USER} PASSWORD NULL"])
+
+
+def tool_environment(caller_env: Sequence[tuple[str, str]], login: Login) -> dict[str, str]:
+    """The caller's environment (the engine's, if the caller sent none) with the build server's
+    connection instead of whatever PG* settings it had."""
+    env = dict(caller_env) if caller_env else dict(os.environ)
+    for name in list(env):
+        if name.startswith("PG") or name == "DATABASE_URL":
+            del env[name]
+    env.update(login.env())
+    return env
+
+
+@attrs.frozen
+class ToolResult:
+    exit_code: int
+    output: str  # the tail of stdout and stderr, interleaved as it came
+
+    def last_line(self) -> str:
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+
+def run_host_command(run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> ToolResult:
+    """Run `argv` in `cwd`, its output streamed to the job's events; killed (with everything it
+    started) when the job is cancelled. Raises StepFailed when it cannot start at all."""
+    from sqlrs.services.prepare import OutputCollector  # prepare imports this package
+
+    if not os.path.isdir(cwd):
+        raise StepFailed(f"{run.label} failed: its working directory {cwd} does not exist",
+                         details={"step": run.index, "source": run.step.source})
+    collected = OutputCollector(run.log)
+    try:
+        process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        reason = "command not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise StepFailed(f"{run.label} failed: {argv[0]}: {reason}",
+                         details={"step": run.index, "source": run.step.source, "exit_code": None}) from None
+    try:
+        _pump(run, process, collected)
+        code = process.wait()
+    finally:
+        # whatever the tool left running belongs to the step: it ends with it
+        _kill_group(process, signal.SIGKILL)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    collected.flush()
+    run.ctx.check_cancel()
+    return ToolResult(code, collected.text())
+
+
+def _pump(run: StepRun, process: subprocess.Popen[bytes], collected: OutputCollector) -> None:
+    with selectors.DefaultSelector() as selector:
+        assert process.stdout is not None and process.stderr is not None
+        selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+        exited_at: float | None = None
+        while selector.get_map():
+            if run.ctx.cancel.is_set():
+                _stop(process)
+                return
+            for key, _ in selector.select(timeout=0.2):
+                data = os.read(key.fd, 65536)
+                if data:
+                    collected.feed(key.data, data)
+                else:
+                    selector.unregister(key.fileobj)
+            if process.poll() is not None:
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > DRAIN_SECONDS:
+                    return
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    _kill_group(process, signal.SIGTERM)
+    try:
+        process.wait(TERM_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _kill_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
