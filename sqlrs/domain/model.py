@@ -19,6 +19,7 @@ class StateKind(enum.StrEnum):
     PSQL = "psql"
     ALEMBIC = "alembic"
     EXEC = "exec"
+    LIQUIBASE = "liquibase"
 
 
 class InstanceStatus(enum.StrEnum):

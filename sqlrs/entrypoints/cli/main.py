@@ -141,6 +141,9 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
 
     steps = []
     for step in body["steps"]:
+        if step.get("digest") is not None:  # host kinds (e.g. liquibase): the CLI computed it already
+            steps.append({"kind": step["kind"], "source": step["source"], "digest": step["digest"]})
+            continue
         if step["kind"] == "command":
             text = step["sql"]
         else:
@@ -667,6 +670,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if "prepare:psql" in argv and any(a in RUN_COMMANDS for a in argv[argv.index("prepare:psql") + 1:]):
             run_composite(argv)
+        if "prepare:lb" in argv and any(a in RUN_COMMANDS for a in argv[argv.index("prepare:lb") + 1:]):
+            from sqlrs.entrypoints.cli.lb_cmd import run_composite_lb
+
+            run_composite_lb(argv)
         cli.main(argv, prog_name="sqlrs", standalone_mode=False)
     except CliError as error:
         fail(error)
@@ -689,3 +696,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+
+
+from sqlrs.entrypoints.cli import lb_cmd  # noqa: E402,F401  (registers prepare:lb, plan:lb)
