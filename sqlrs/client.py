@@ -370,6 +370,43 @@ class Client:
             "runtime": self.runtime, "image": self.image,
         }
 
+    def _host_chain(self, alembic: StrPath | None, to: str | None, exec: Sequence[str] | str | None,
+                    inputs: Iterable[str] | str, psql: bool) -> dict[str, Any] | None:
+        """The request body for the other input kinds (`alembic=`, `exec=`), None for psql's.
+
+        Alembic and commands run in `base_dir` (default: the current directory), with this
+        process's Python and environment, as `sqlrs prepare:alembic` / `prepare:exec` do.
+        """
+        if alembic is None and exec is None:
+            if to is not None or inputs:
+                raise UsageError("to= goes with alembic=, inputs= with exec=")
+            return None
+        if psql or (alembic is not None and exec is not None):
+            raise UsageError("give one input kind per chain: files/sql/psql_args, alembic= or exec=")
+        from sqlrs.entrypoints.cli.hostinputs import alembic_steps, exec_steps
+
+        cwd = self.base_dir or Path.cwd()
+        with _translated():
+            if alembic is not None:
+                if inputs:
+                    raise UsageError("inputs= goes with exec=")
+                steps = alembic_steps(os.fspath(alembic), to, cwd)
+            else:
+                if to is not None:
+                    raise UsageError("to= goes with alembic=")
+                command = [exec] if isinstance(exec, str) else list(exec or [])
+                steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
+        return {"steps": steps, "runtime": self.runtime, "image": self.image}
+
+    def _body(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
+              variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
+              host: Mapping[str, Any]) -> dict[str, Any]:
+        files = [files] if isinstance(files, str | os.PathLike) else list(files)
+        psql = bool(files or sql or psql_args or variables or single_transaction)
+        chain = self._host_chain(host.get("alembic"), host.get("to"), host.get("exec"), host.get("inputs") or (),
+                                 psql)
+        return chain if chain is not None else self._chain(files, sql, variables, single_transaction, psql_args)
+
     def _job(self, body: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
 
@@ -384,29 +421,46 @@ class Client:
 
     def plan(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
-             psql_args: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing."""
-        body = self._chain(files, sql, variables, single_transaction, psql_args)
+             psql_args: Sequence[str] = (), alembic: StrPath | None = None, to: str | None = None,
+             exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> list[dict[str, Any]]:
+        """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing.
+
+        Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
+        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
+        """
+        body = self._body(files, sql, variables, single_transaction, psql_args,
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs})
         result = self._job({**body, "plan_only": True}, None)
         plan: list[dict[str, Any]] = result.get("plan", [])
         return plan
 
     def build(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
               variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
-              psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None) -> State:
+              psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None,
+              alembic: StrPath | None = None, to: str | None = None,
+              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> State:
         """Build (or find cached) the chain's states; start nothing. Concurrent builds of one chain
-        (other processes, xdist workers) build each state once."""
-        body = self._chain(files, sql, variables, single_transaction, psql_args)
+        (other processes, xdist workers) build each state once.
+
+        Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
+        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
+        """
+        body = self._body(files, sql, variables, single_transaction, psql_args,
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs})
         result = self._job({**body, "build_only": True}, on_event)
         return State(id=str(result["state_id"]), runtime=str(result.get("runtime", "")), image=self.image)
 
     def prepare(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
                 variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
                 psql_args: Sequence[str] = (), name: str | None = None, ttl: Seconds | None = None,
-                on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None) -> Instance:
+                on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None,
+                alembic: StrPath | None = None, to: str | None = None,
+                exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> Instance:
         """`sqlrs prepare:psql`: build the chain and start an instance of it (not removed for you;
-        use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds)."""
-        body = self._chain(files, sql, variables, single_transaction, psql_args)
+        use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds).
+        `alembic=` / `exec=`: as in `build()`."""
+        body = self._body(files, sql, variables, single_transaction, psql_args,
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs})
         body.update(name=name, on_name=on_name)
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:
@@ -430,14 +484,18 @@ class Client:
     def instance(self, files: Iterable[StrPath] | StrPath = (), *, state: State | str | None = None,
                  sql: Iterable[str] | str = (), variables: Mapping[str, Any] | None = None,
                  single_transaction: bool = False, psql_args: Sequence[str] = (), pool: bool = False,
-                 ttl: Seconds | None = None, name: str | None = None, keep: bool = False) -> Iterator[Instance]:
+                 ttl: Seconds | None = None, name: str | None = None, keep: bool = False,
+                 alembic: StrPath | None = None, to: str | None = None,
+                 exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> Iterator[Instance]:
         """A fresh instance for the `with` block, removed afterwards (unless `keep`), whatever happens.
 
-        Give the chain (`files`, `sql`, ...; built or found cached first) or a `state` from `build()`.
+        Give the chain (`files`, `sql`, ...; or `alembic=`/`exec=` as in `build()`; built or found
+        cached first) or a `state` from `build()`.
         """
         if state is None:
             state = self.build(files, sql=sql, variables=variables, single_transaction=single_transaction,
-                               psql_args=psql_args)
+                               psql_args=psql_args, alembic=alembic, to=to, exec=exec,
+                               inputs=inputs)
         instance = self.create_instance(state, pool=pool, ttl=ttl, name=name)
         try:
             yield instance

@@ -17,6 +17,11 @@ psql_args=[...], pool=N)` (paths relative to the test file), else from the confi
 The state is built once (concurrent pytest-xdist workers included: the engine builds a state
 once and makes the others wait) and cloned for every test.
 
+Other input kinds: `alembic="alembic.ini"` (`to="REV"`) or `exec=[...]` (`inputs=[globs]`) in the
+marker, or the `sqlrs_alembic` (`sqlrs_alembic_to`) / `sqlrs_exec` (`sqlrs_inputs`) ini options.
+Alembic runs in the directory of its config file; a command in the directory of the test file
+(marker) or of the ini file.
+
 Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`): the engine keeps N started spares of the state
 ready, so handing one to a test is a single API call of a few milliseconds. With
 `sqlrs_pool_prefill` (default on) the first test waits until the pool is full. Every process of a
@@ -89,12 +94,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("sqlrs_allow_outside", "Read SQL files outside the workspace (the git root)", type="bool",
                   default=False)
     parser.addini("sqlrs_keep_failed", "Keep failing tests' instances", type="bool", default=False)
+    _add_input_options(parser)
+
+
+def _add_input_options(parser: pytest.Parser) -> None:
+    """The input kinds besides psql's (sqlrs prepare:alembic, prepare:exec)."""
+    parser.addini("sqlrs_alembic", "Alembic config of the default state (one state per revision)", default="")
+    parser.addini("sqlrs_alembic_to", "Last Alembic revision to apply (default: every head)", default="")
+    parser.addini("sqlrs_exec", "Command that builds the default state (DATABASE_URL, PG* set)", type="args",
+                  default=[])
+    parser.addini("sqlrs_inputs", "Globs of the files sqlrs_exec reads (their content keys the state)",
+                  type="linelist", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "sqlrs(files=None, sql=None, variables=None, psql_args=None, single_transaction=False, pool=None): "
+        "sqlrs(files=None, sql=None, variables=None, psql_args=None, single_transaction=False, pool=None, "
+        "alembic=None, to=None, exec=None, inputs=None): "
         "the state the test's sqlrs instance starts from (paths relative to the test file)",
     )
     config.stash[SESSION_KEY] = SqlrsSession(config)
@@ -144,17 +161,29 @@ class Spec:
     """A chain of steps, as the client's build() takes it, and the pool size its state wants."""
 
     def __init__(self, files: list[str], sql: list[str], variables: dict[str, Any], psql_args: list[str],
-                 single_transaction: bool, pool: int, base_dir: Path):
+                 single_transaction: bool, pool: int, base_dir: Path, host: dict[str, Any] | None = None):
         self.files, self.sql, self.variables = files, sql, variables
         self.psql_args, self.single_transaction, self.pool, self.base_dir = (psql_args, single_transaction, pool,
                                                                               base_dir)
+        self.host = host or {}  # alembic=/to= or exec=/inputs= for Client.build
 
     def key(self) -> str:
         return json.dumps([self.files, self.sql, sorted(self.variables.items()), self.psql_args,
-                           self.single_transaction, str(self.base_dir)], default=str)
+                           self.single_transaction, str(self.base_dir), sorted(self.host.items())], default=str)
 
     def empty(self) -> bool:
-        return not (self.files or self.sql or self.psql_args)
+        return not (self.files or self.sql or self.psql_args or self.host)
+
+
+def _host_inputs(alembic: Any, to: Any, command: Any, inputs: Any, base: Path) -> tuple[dict[str, Any], Path]:
+    """Client.build's arguments for the other input kinds, and the directory they run in."""
+    if alembic:
+        config = _resolve(os.fspath(alembic), base)
+        return {"alembic": config, "to": to or None}, Path(config).parent
+    if command:
+        return {"exec": shlex.split(command) if isinstance(command, str) else list(command),
+                "inputs": [inputs] if isinstance(inputs, str) else list(inputs or [])}, base
+    return {}, base
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -226,11 +255,14 @@ class SqlrsSession:
         pool = self.pool_size
         if marker is not None:
             kwargs = dict(marker.kwargs)
-            unknown = set(kwargs) - {"files", "sql", "variables", "psql_args", "single_transaction", "pool"}
+            unknown = set(kwargs) - {"files", "sql", "variables", "psql_args", "single_transaction", "pool",
+                                     "alembic", "to", "exec", "inputs"}
             if unknown or marker.args:
                 raise pytest.UsageError(f"@pytest.mark.sqlrs takes keyword arguments files, sql, variables, "
-                                        f"psql_args, single_transaction, pool; got {sorted(unknown) or marker.args}")
-            base = Path(str(node.path)).parent
+                                        f"psql_args, single_transaction, pool, alembic, to, exec, inputs; "
+                                        f"got {sorted(unknown) or marker.args}")
+            host, base = _host_inputs(kwargs.get("alembic"), kwargs.get("to"), kwargs.get("exec"),
+                                      kwargs.get("inputs"), Path(str(node.path)).parent)
             files = kwargs.get("files") or []
             sql = kwargs.get("sql") or []
             spec = Spec(
@@ -238,21 +270,24 @@ class SqlrsSession:
                 sql=[sql] if isinstance(sql, str) else list(sql), variables=dict(kwargs.get("variables") or {}),
                 psql_args=list(kwargs.get("psql_args") or []),
                 single_transaction=bool(kwargs.get("single_transaction", False)),
-                pool=int(kwargs["pool"]) if kwargs.get("pool") is not None else pool, base_dir=base,
+                pool=int(kwargs["pool"]) if kwargs.get("pool") is not None else pool, base_dir=base, host=host,
             )
         else:
             files = self.config.getoption("sqlrs_file") or self.config.getini("sqlrs_files")
             args = self.config.getoption("sqlrs_psql_args")
+            host, base = _host_inputs(self.config.getini("sqlrs_alembic"), self.config.getini("sqlrs_alembic_to"),
+                                      self.config.getini("sqlrs_exec"), self.config.getini("sqlrs_inputs"),
+                                      self.ini_dir)
             spec = Spec(
                 files=[_resolve(f, self.ini_dir) for f in files], sql=list(self.config.getini("sqlrs_sql")),
                 variables={}, psql_args=shlex.split(args) if args is not None else list(
                     self.config.getini("sqlrs_psql_args")),
-                single_transaction=False, pool=pool, base_dir=self.ini_dir,
+                single_transaction=False, pool=pool, base_dir=base, host=host,
             )
         if spec.empty():
             raise pytest.UsageError(
                 "sqlrs: no state to start instances from: mark the test with @pytest.mark.sqlrs(files=[...]) "
-                "or set sqlrs_files (ini) / --sqlrs-file")
+                "or set sqlrs_files (ini) / --sqlrs-file (or sqlrs_alembic / sqlrs_exec)")
         return spec
 
     def state(self, spec: Spec) -> State:
@@ -270,7 +305,7 @@ class SqlrsSession:
                                     base_dir=spec.base_dir, workspace=client.workspace_root or self.ini_dir,
                                     allow_outside=client.allow_outside)
                 state = client.build(spec.files, sql=spec.sql, variables=spec.variables, psql_args=spec.psql_args,
-                                     single_transaction=spec.single_transaction)
+                                     single_transaction=spec.single_transaction, **spec.host)
                 built = time.perf_counter() - started
                 pooled_in = 0.0
                 if spec.pool > 0:

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from sqlrs.entrypoints.cli import inputs
 from sqlrs.entrypoints.cli.errors import CliError, usage
 from sqlrs.entrypoints.cli.main import (
     PASSTHROUGH,
-    RUN_COMMANDS,
     Ctx,
     cli,
     do_prepare,
-    do_run,
     emit_json,
     parse_duration,
     prepare_options,
@@ -208,6 +206,11 @@ def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: 
     on_name = "reuse" if reuse else "fresh" if fresh else "error"
     body = _lb_body(ctx, lb_args, image, runtime, name, allow_outside, on_name=on_name,
                     ttl_seconds=parse_duration(ttl) if ttl is not None else None)
+    if inputs._capture is not None:  # the prepare half of a composite `prepare:lb ... run:psql ...`
+        if name:
+            raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
+        inputs._capture.update(ctx=ctx, body={**body, "ephemeral": True})
+        return
     result = do_prepare(ctx, body, watch)
     if result is not None:
         click.echo(result["dsn"])
@@ -234,49 +237,3 @@ def plan_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: boo
         return
     table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]), "cached" if s["cached"] else "build"]
            for s in plan], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
-
-
-def run_composite_lb(argv: list[str]) -> NoReturn:
-    """`sqlrs [opts] prepare:lb ... run:psql ...`: an ephemeral instance, removed afterwards."""
-    split = next(i for i, a in enumerate(argv) if a in RUN_COMMANDS and i > argv.index("prepare:lb"))
-    prepare_argv, run_argv = argv[:split], argv[split:]
-    holder: dict[str, Any] = {}
-
-    @click.pass_obj
-    def capture(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-                reuse: bool, fresh: bool, watch: bool, ttl: str | None, lb_args: tuple[str, ...]) -> None:
-        if name:
-            raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
-        holder["ctx"] = ctx
-        holder["body"] = _lb_body(ctx, lb_args, image, runtime, None, allow_outside, ephemeral=True)
-
-    original = prepare_lb.callback
-    prepare_lb.callback = capture
-    try:
-        cli.main(prepare_argv, prog_name="sqlrs", standalone_mode=False)
-    finally:
-        prepare_lb.callback = original
-    ctx: Ctx = holder["ctx"]
-    tool = run_argv[0].split(":", 1)[1]
-    run_args = run_argv[1:]
-    allow_outside = False
-    filtered: list[str] = []
-    for index, arg in enumerate(run_args):
-        if arg == "--instance" or arg.startswith("--instance="):
-            raise usage("--instance cannot be used in a composite run: it uses the prepared instance")
-        if arg == "--allow-outside" and "--" not in run_args[:index]:
-            allow_outside = True
-            continue
-        filtered.append(arg)
-    result = do_prepare(ctx, holder["body"], watch=True)
-    assert result is not None
-    instance_id = result["instance_id"]
-    code = 1
-    try:
-        code = do_run(ctx, tool, instance_id, tuple(filtered), allow_outside)
-    finally:
-        try:
-            ctx.client().call("DELETE", f"/v1/instances/{instance_id}")
-        except CliError as exc:
-            click.echo(f"sqlrs: warning: could not remove instance {instance_id}: {exc.message}", err=True)
-    sys.exit(code)

@@ -141,7 +141,7 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
 
     steps = []
     for step in body["steps"]:
-        if step.get("digest") is not None:  # host kinds (e.g. liquibase): the CLI computed it already
+        if "run" in step:  # host kinds (alembic, exec): the CLI hashed what keys them when it read them
             steps.append({"kind": step["kind"], "source": step["source"], "digest": step["digest"]})
             continue
         if step["kind"] == "command":
@@ -362,10 +362,23 @@ def run_command(tool: str) -> Callable[..., Any]:
 run_command("psql")
 run_command("pgbench")
 
+from sqlrs.entrypoints.cli.inputs import add_input_commands, capturing  # noqa: E402 - uses the helpers above
+
+add_input_commands(cli)
+
+
+def composite_prepare(argv: list[str]) -> str | None:
+    """The prepare:KIND of a composite `prepare:KIND ... run:TOOL ...`, when argv is one."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("prepare:"):
+            return arg if any(a in RUN_COMMANDS for a in argv[index + 1:]) else None
+    return None
+
 
 def run_composite(argv: list[str]) -> NoReturn:
-    """`sqlrs [opts] prepare:psql ... run:psql ...`: an ephemeral instance, removed afterwards."""
-    split = next(i for i, a in enumerate(argv) if a in RUN_COMMANDS and i > argv.index("prepare:psql"))
+    """`sqlrs [opts] prepare:KIND ... run:psql ...`: an ephemeral instance, removed afterwards."""
+    prepare = composite_prepare(argv) or "prepare:psql"
+    split = next(i for i, a in enumerate(argv) if a in RUN_COMMANDS and i > argv.index(prepare))
     prepare_argv, run_argv = argv[:split], argv[split:]
 
     holder: dict[str, Any] = {}
@@ -381,7 +394,8 @@ def run_composite(argv: list[str]) -> NoReturn:
     original = prepare_psql.callback
     prepare_psql.callback = capture_prepare
     try:
-        cli.main(prepare_argv, prog_name="sqlrs", standalone_mode=False)
+        with capturing(holder):  # the other prepare:KIND commands keep their body here
+            cli.main(prepare_argv, prog_name="sqlrs", standalone_mode=False)
     finally:
         prepare_psql.callback = original
     ctx: Ctx = holder["ctx"]
@@ -668,12 +682,8 @@ def engine_status(ctx: Ctx, output: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if "prepare:psql" in argv and any(a in RUN_COMMANDS for a in argv[argv.index("prepare:psql") + 1:]):
+        if composite_prepare(argv) is not None:
             run_composite(argv)
-        if "prepare:lb" in argv and any(a in RUN_COMMANDS for a in argv[argv.index("prepare:lb") + 1:]):
-            from sqlrs.entrypoints.cli.lb_cmd import run_composite_lb
-
-            run_composite_lb(argv)
         cli.main(argv, prog_name="sqlrs", standalone_mode=False)
     except CliError as error:
         fail(error)

@@ -3,8 +3,6 @@ connection in DATABASE_URL and PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE."""
 
 from __future__ import annotations
 
-import shlex
-
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.steps.base import StepRun
@@ -22,10 +20,9 @@ class ExecExecutor:
             result = run_host_command(run, host.argv, host.cwd, tool_environment(host.env, login))
         if result.exit_code == 0:
             return
-        command = shlex.join(host.argv)
         last = result.last_line()
         raise StepFailed(
-            f"{run.label} failed: `{command}` exited with {result.exit_code}" + (f": {last}" if last else ""),
+            f"{run.label} failed: the command exited with {result.exit_code}" + (f": {last}" if last else ""),
             details={"step": run.index, "source": run.step.source, "command": list(host.argv),
                      "exit_code": result.exit_code, "output": result.output[-8000:]},
         )

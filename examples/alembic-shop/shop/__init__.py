@@ -1,0 +1,1 @@
+"""A tiny shop: customers, products, orders. The schema is built by the Alembic revisions."""

@@ -1,0 +1,139 @@
+"""Steps of the host kinds, read on the caller's side: Alembic revisions and commands.
+
+Shared by the CLI (`prepare:alembic`, `prepare:exec`) and the library (`Client.build(alembic=...)`).
+What keys a step (`keyed`) is content: a revision file's, env.py's and alembic.ini's sha256, or a
+command line plus the content of its declared inputs. Paths, the working directory and the
+environment only say how to run it (`run`) and never enter the key, so a project checked out
+elsewhere, or another user's shell, finds the same states.
+"""
+
+from __future__ import annotations
+
+import configparser
+import glob
+import hashlib
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlrs.entrypoints.cli.errors import CliError, usage
+
+# The main section of alembic.ini and the option sqlrs replaces: it does not change what a
+# revision does, and it may hold someone's local password.
+ALEMBIC_SECTION = "alembic"
+ALEMBIC_URL = "sqlalchemy.url"
+
+
+def caller_env() -> list[list[str]]:
+    """This process's environment for the tool, without connection settings (the engine sets them)."""
+    return [[name, value] for name, value in sorted(os.environ.items())
+            if not name.startswith("PG") and name != "DATABASE_URL"]
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def host_step(kind: str, source: str, keyed: list[tuple[str, str]], cwd: Path, argv: list[str],
+              params: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A step of a host kind as the engine's API takes it, with its content digest."""
+    from sqlrs.domain.keys import digest
+
+    pairs = [[name, value] for name, value in keyed]
+    return {"kind": kind, "source": source, "keyed": pairs, "digest": digest(pairs),
+            "run": {"cwd": str(cwd), "argv": list(argv), "env": caller_env(),
+                    "params": [[name, value] for name, value in params or ()]}}
+
+
+def _display(path: Path, cwd: Path) -> str:
+    return os.path.relpath(path, cwd) if path.is_absolute() else str(path)
+
+
+# -- exec --------------------------------------------------------------------------------------------
+def exec_steps(argv: list[str], inputs: list[str], cwd: Path) -> list[dict[str, Any]]:
+    """One step: the command line and the content of the files the `inputs` globs match."""
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise usage("no command to run", hint="sqlrs prepare:exec --input 'migrations/*.sql' -- ./migrate.sh up")
+    files: dict[str, Path] = {}
+    for pattern in inputs:
+        matches = sorted(glob.glob(pattern, root_dir=cwd, recursive=True))
+        if not matches:
+            raise usage(f"--input {pattern}: matches no file",
+                        hint="globs are relative to the current directory; ** matches subdirectories")
+        for match in matches:
+            path = cwd / match
+            found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for item in found:
+                files[Path(os.path.relpath(item, cwd)).as_posix()] = item
+    keyed = [("arg", arg) for arg in argv]
+    for relative in sorted(files):
+        try:
+            keyed.append(("input:" + relative, file_sha256(files[relative])))
+        except OSError as exc:
+            raise usage(f"--input {relative}: cannot read: {exc.strerror}") from None
+    return [host_step("exec", shlex.join(argv), keyed, cwd, argv)]
+
+
+# -- alembic -----------------------------------------------------------------------------------------
+def ini_digest(path: Path) -> str:
+    """alembic.ini as Alembic reads it (comments and layout aside), without sqlalchemy.url."""
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+    except (configparser.Error, UnicodeDecodeError):
+        return file_sha256(path)  # Alembic will complain; the bytes key it meanwhile
+    from sqlrs.domain.keys import digest
+
+    sections = [[section, [[option, value or ""] for option, value in parser.items(section)
+                           if not (section == ALEMBIC_SECTION and option == ALEMBIC_URL)]]
+                for section in parser.sections()]
+    return digest(sections)
+
+
+def alembic_steps(config: str, to: str | None, cwd: Path, python: str | None = None) -> list[dict[str, Any]]:
+    """One step per revision from base to `to` (default: every head), in Alembic's own order."""
+    ini = Path(config) if Path(config).is_absolute() else cwd / config
+    if not ini.is_file():
+        raise usage(f"{config}: no such Alembic config",
+                    hint="run in the project directory or give -c path/to/alembic.ini")
+    try:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+    except ImportError:
+        raise usage(f"Alembic is not installed in the Python environment of sqlrs ({sys.executable})",
+                    hint="install sqlrs into your project's environment (pip install sqlrs alembic)") from None
+    cfg = Config(str(ini))
+    location = cfg.get_main_option("script_location")
+    if not location:
+        raise usage(f"{config}: no script_location in the [{cfg.config_ini_section}] section")
+    if ":" not in location and not Path(location).is_absolute():
+        # Alembic resolves it against the cwd: the cwd of this step, not of this process
+        cfg.set_main_option("script_location", str(cwd / location))
+    try:
+        script = ScriptDirectory.from_config(cfg)
+        revisions = list(script.walk_revisions("base", to or "heads"))
+    except CommandError as exc:
+        raise usage(f"alembic: {exc}", hint="--to takes a revision id, a unique prefix, head or heads") from None
+    except Exception as exc:  # a revision file that does not import, say
+        raise CliError(f"alembic could not read the revisions: {type(exc).__name__}: {exc}") from None
+    revisions.reverse()  # walk_revisions goes from the heads down
+    if not revisions:
+        raise usage(f"no Alembic revisions in {script.dir}", hint="create one with: alembic revision -m '...'")
+    env_py = Path(script.env_py_location)
+    env_digest = file_sha256(env_py) if env_py.is_file() else ""
+    ini_key = ini_digest(ini)
+    steps = []
+    for revision in revisions:
+        path = Path(revision.path)
+        shown = _display(path, cwd)
+        keyed = [("revision", revision.revision), ("revision_file", file_sha256(path)),
+                 ("env.py", env_digest), ("alembic.ini", ini_key)]
+        steps.append(host_step("alembic", f"{revision.revision} {shown}", keyed, cwd, [python or sys.executable],
+                               [("config", str(ini)), ("revision", revision.revision), ("file", shown)]))
+    return steps
