@@ -135,13 +135,20 @@ def _parse_xml(path: str, content: str) -> _Parsed:
     logical: list[str | None] = [None]
     depth = 0
     current: dict[str, Any] = {}
+    # the skeleton, free of whitespace, comments and include spelling: the root's attributes, then
+    # every top-level element but changesets (includes as the logical path they resolve to)
+    skeleton: list[Any] = []
+    other: dict[str, Any] = {}
 
     def start(name: str, attributes: dict[str, str]) -> None:
-        nonlocal depth, current
+        nonlocal depth, current, other
         local = _local(name)
         at = parser.CurrentByteIndex
-        if depth == 0 and "logicalFilePath" in attributes:
-            logical[0] = attributes["logicalFilePath"]
+        if depth == 0:
+            logical[0] = attributes.get("logicalFilePath")
+            skeleton.append(sorted(attributes.items()))
+        if depth == 1 and local != "changeSet":
+            other = {"start": at, "local": local, "attributes": attributes}
         if depth == 1 and local == "changeSet":
             current = {"start": at, "id": attributes.get("id", ""), "author": attributes.get("author", ""),
                        "logical": attributes.get("logicalFilePath"), "resources": []}
@@ -158,8 +165,17 @@ def _parse_xml(path: str, content: str) -> _Parsed:
         depth += 1
 
     def end(name: str) -> None:
-        nonlocal depth, current
+        nonlocal depth, current, other
         depth -= 1
+        if depth == 1 and _local(name) != "changeSet" and other:
+            if other["local"] in ("include", "includeAll"):
+                skeleton.append([other["local"], entries[-1].path, sorted(
+                    (k, v) for k, v in other["attributes"].items()
+                    if k not in ("file", "path", "relativeToChangelogFile"))])
+            else:
+                text = data[other["start"]:_tag_end(data, parser.CurrentByteIndex)].decode("utf-8")
+                skeleton.append(re.sub(r"\s+", " ", re.sub(r">\s+<", "><", text)))
+            other = {}
         if depth == 1 and _local(name) == "changeSet" and current:
             stop = _tag_end(data, parser.CurrentByteIndex)
             span = (current["start"], stop)
@@ -174,8 +190,7 @@ def _parse_xml(path: str, content: str) -> _Parsed:
         parser.Parse(data, True)
     except xml.parsers.expat.ExpatError as exc:
         raise UsageError(f"{path}: not well-formed XML ({exc})") from None
-    return _Parsed(tuple(entries), _cut(data, [e.span for e in entries if e.kind == "changeset"]).decode("utf-8"),
-                   logical[0])
+    return _Parsed(tuple(entries), _canonical(skeleton), logical[0])
 
 
 def _cut(data: bytes, spans: Sequence[tuple[int, int]]) -> bytes:
@@ -253,6 +268,10 @@ def _parse_structured(path: str, content: str) -> _Parsed:
                                   missing_ok=str(body.get("errorIfMissingOrEmpty", "")).lower() == "false"))
         elif key == "logicalFilePath":
             logical = str(body)
+        if key in ("include", "includeAll"):  # spelled any way, the same file is the same include
+            rest = {k: v for k, v in body.items() if k not in ("file", "path", "relativeToChangelogFile")}
+            skeleton.append([key, entries[-1].path, rest])
+            continue
         skeleton.append(item)
     if isinstance(document, dict) and isinstance(document.get("logicalFilePath"), str):
         logical = document["logicalFilePath"]
