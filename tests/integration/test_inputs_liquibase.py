@@ -163,7 +163,10 @@ def test_connection_arguments_and_other_commands_are_refused(sqlrs_native: Sqlrs
 
 SMALL = {
     "db/main.xml": """<?xml version="1.0" encoding="UTF-8"?>
-<databaseChangeLog xmlns="http://www.liquibase.org/xml/ns/dbchangelog">
+<databaseChangeLog xmlns="http://www.liquibase.org/xml/ns/dbchangelog"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+    xsi:schemaLocation="http://www.liquibase.org/xml/ns/dbchangelog
+        http://www.liquibase.org/xml/ns/dbchangelog/dbchangelog-4.20.xsd">
     <changeSet id="planet" author="kepler">
         <createTable tableName="planet">
             <column name="name" type="varchar(20)"><constraints primaryKey="true"/></column>
