@@ -181,7 +181,7 @@ def _host_inputs(alembic: Any, to: Any, command: Any, inputs: Any, base: Path) -
         config = _resolve(os.fspath(alembic), base)
         return {"alembic": config, "to": to or None}, Path(config).parent
     if command:
-        return {"exec": shlex.split(command) if isinstance(command, str) else list(command),
+        return {"exec": command if isinstance(command, str) else list(command),
                 "inputs": [inputs] if isinstance(inputs, str) else list(inputs or [])}, base
     return {}, base
 

@@ -302,8 +302,8 @@ def _parse_sql(path: str, content: str) -> _Parsed:
     lines = content.splitlines(keepends=True)
     if not lines or not FORMATTED_SQL_RE.match(lines[0]):
         # a plain SQL file (under includeAll) is one changeset, as Liquibase's SqlChangeLogParser makes it
-        return _Parsed((_Entry("changeset", id="raw", author="includeAll", text=content, span=(0, len(lines))),),
-                       "", None)
+        return _Parsed((_Entry("changeset", id="raw", author="includeAll", text=content.rstrip(),
+                               span=(0, len(lines))),), "", None)
     entries: list[_Entry] = []
     starts = [number for number, line in enumerate(lines) if CHANGESET_SQL_RE.match(line)]
     for number, line in enumerate(lines[: starts[0] if starts else len(lines)]):
@@ -314,8 +314,9 @@ def _parse_sql(path: str, content: str) -> _Parsed:
         stop = starts[position + 1] if position + 1 < len(starts) else len(lines)
         match = CHANGESET_SQL_RE.match(lines[begin])
         assert match is not None
+        # trailing blank lines belong to no changeset: appending one after the last must not change it
         entries.append(_Entry("changeset", id=_unquote(match.group(2)), author=_unquote(match.group(1)),
-                              text="".join(lines[begin:stop]), span=(begin, stop)))
+                              text="".join(lines[begin:stop]).rstrip(), span=(begin, stop)))
     head = "".join(lines[: starts[0]]) if starts else content
     return _Parsed(tuple(entries), head, None)
 

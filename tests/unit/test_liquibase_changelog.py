@@ -66,7 +66,7 @@ def test_order_is_depth_first_with_include_all_sorted_by_path(tmp_path: Path) ->
 def test_appending_a_changeset_keeps_every_earlier_digest(tmp_path: Path) -> None:
     before = project_at(tmp_path / "one", LIBRARY)
     grown = dict(LIBRARY)
-    grown["all/20-late.sql"] += "--changeset c:s3\nselect 3;\n"
+    grown["all/20-late.sql"] += "\n\n--changeset c:s3\nselect 3;\n"
     grown["master.xml"] = LIBRARY["master.xml"].replace(XML_TAIL, changeset("m3") + XML_TAIL)
     after = project_at(tmp_path / "two", grown)
     digests = dict(zip(sources(after), (c.digest for c in after.changesets), strict=True))

@@ -159,9 +159,9 @@ Prints exactly one line on stdout: the instance's DSN.
 
 \b
 Examples:
-  sqlrs prepare:exec --input 'migrations/**' -- yoyo apply --batch --database '$DATABASE_URL'
-  sqlrs prepare:exec --input migrate.py --input 'sql/*.sql' -- python migrate.py
-  sqlrs prepare:exec -- sh -c 'psql -f schema.sql' run:psql -- -c 'select 1'
+  sqlrs prepare:exec --input migrate.py --input 'migrations/*.sql' -- python migrate.py
+  sqlrs prepare:exec --input 'db/**' -- sh -c 'psql -v ON_ERROR_STOP=1 -f db/all.sql'
+  sqlrs prepare:exec --input 'db/**' -- ./migrate.sh up run:psql -- -c 'select 1'
 """
 
 

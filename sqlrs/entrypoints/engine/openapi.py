@@ -173,6 +173,20 @@ SCHEMAS: dict[str, Any] = {
                               "warnings": {"type": "array", "items": STRING}}},
 }
 
+# input kinds besides psql's (sqlrs/services/steps): facts that key a step, and how the engine runs it
+PAIRS = {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}}
+SCHEMAS["HostRun"] = {"type": "object", "required": ["cwd"], "properties": {
+    "cwd": {"type": "string", "description": "absolute working directory (the CLI's cwd)"},
+    "argv": {"type": "array", "items": STRING, "description": "exec: the command; alembic: [the user's python]"},
+    "env": {**PAIRS, "description": "the caller's environment as [name, value]"},
+    "params": {**PAIRS, "description": "kind-specific: alembic [config, revision, file]"}}}
+SCHEMAS["Step"]["properties"]["kind"] = {"enum": ["file", "command", "alembic", "exec"]}
+SCHEMAS["Step"]["properties"]["keyed"] = {
+    **PAIRS, "description": "host kinds (alembic, exec): the [name, value] facts that decide the result, e.g. "
+                            "a revision file's sha256; their digest is the step's content digest"}
+SCHEMAS["Step"]["properties"]["run"] = {"oneOf": [{"type": "null"}, _ref("HostRun")],
+                                        "description": "host kinds: how the engine runs the step; never keyed"}
+
 
 def document() -> dict[str, Any]:
     job_id = _path_param("job_id", "Job id or unique prefix")
