@@ -215,3 +215,41 @@ def test_composite_prepare_lb_run_psql_on_every_runtime(sqlrs_runtime: Sqlrs, wo
     plan = plan_lb(sq, workspace, *args)
     assert [row["cached"] for row in plan] == [True, True, True, True]
     assert [row["kind"] for row in plan] == ["base", "liquibase", "liquibase", "liquibase"]
+
+
+XSD = ('xmlns="http://www.liquibase.org/xml/ns/dbchangelog" '
+       'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+       'xsi:schemaLocation="http://www.liquibase.org/xml/ns/dbchangelog '
+       'http://www.liquibase.org/xml/ns/dbchangelog/dbchangelog-4.20.xsd"')
+
+
+def test_plan_order_is_liquibase_order_for_nested_include_all(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    """includeAll with subfolders, raw SQL, YAML, JSON and XML, an include inside an includeAll
+    file: sqlrs's plan (read without a JVM) lists the changesets in the order one plain
+    `liquibase update` executes them."""
+    files = {
+        "root.yaml": "databaseChangeLog:\n  - changeSet: {id: first, author: o, changes: [{sql: {sql: select 1}}]}\n"
+                     "  - includeAll: {path: steps/, relativeToChangelogFile: true}\n"
+                     "  - changeSet: {id: last, author: o, changes: [{sql: {sql: select 1}}]}\n",
+        "steps/b/01-nested.sql": "--liquibase formatted sql\n--changeset n:nested-1\nselect 1;\n"
+                                 "--changeset n:nested-2\nselect 2;\n",
+        "steps/a-raw.sql": "select 'raw';\n",
+        "steps/B-upper.json": '{"databaseChangeLog": [{"changeSet": {"id": "upper", "author": "j", '
+                              '"changes": [{"sql": {"sql": "select 1"}}]}}]}',
+        "steps/c.xml": f'<?xml version="1.0"?>\n<databaseChangeLog {XSD}>\n'
+                       '  <changeSet id="c-1" author="x"><sql>select 1</sql></changeSet>\n'
+                       '  <include file="../extra/e.xml" relativeToChangelogFile="true"/>\n'
+                       '  <changeSet id="c-2" author="x"><sql>select 2</sql></changeSet>\n</databaseChangeLog>\n',
+        "extra/e.xml": f'<?xml version="1.0"?>\n<databaseChangeLog {XSD}>\n'
+                       '  <changeSet id="e-1" author="x"><sql>select 1</sql></changeSet>\n</databaseChangeLog>\n',
+        "steps/notes.txt": "not a changelog\n",
+    }
+    for path, text in files.items():
+        write(workspace / path, text)
+    args = ("update", "--changelog-file=root.yaml")
+    plan = plan_lb(sqlrs_native, workspace, *args)
+    empty = sqlrs_native.prepare("-c", "SELECT 1")
+    plain_update(empty, workspace, *args)
+    ran = [line.split("|") for line in database(empty)["changelog"].splitlines()]
+    assert [row["source"] for row in plan[1:]] == [f"{r[2]}::{r[0]}::{r[1]}" for r in ran]
+    assert len(ran) == 9
