@@ -398,11 +398,29 @@ class Client:
                 steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
         return {"steps": steps, "runtime": self.runtime, "image": self.image}
 
+    def _liquibase_chain(self, liquibase: Sequence[str] | str, other: bool) -> dict[str, Any]:
+        """`liquibase="update --changelog-file=master.xml"` (or its argument list): one state per
+        changeset, as `sqlrs prepare:lb -- ARGS` in `base_dir` (default: the current directory)."""
+        import shlex
+
+        from sqlrs.entrypoints.cli.lb_cmd import liquibase_steps
+
+        if other:
+            raise UsageError("give one input kind per chain: files/sql/psql_args, alembic=, exec= or liquibase=")
+        args = shlex.split(liquibase) if isinstance(liquibase, str) else list(liquibase)
+        with _translated():
+            steps = liquibase_steps(args, self.base_dir or Path.cwd(), self.state_dir / "config.json",
+                                    self.allow_outside)
+        return {"steps": steps, "runtime": self.runtime, "image": self.image}
+
     def _body(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
               variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
               host: Mapping[str, Any]) -> dict[str, Any]:
         files = [files] if isinstance(files, str | os.PathLike) else list(files)
         psql = bool(files or sql or psql_args or variables or single_transaction)
+        if host.get("liquibase") is not None:
+            return self._liquibase_chain(host["liquibase"], psql or any(
+                host.get(k) for k in ("alembic", "to", "exec", "inputs")))
         chain = self._host_chain(host.get("alembic"), host.get("to"), host.get("exec"), host.get("inputs") or (),
                                  psql)
         return chain if chain is not None else self._chain(files, sql, variables, single_transaction, psql_args)
@@ -422,14 +440,15 @@ class Client:
     def plan(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
              psql_args: Sequence[str] = (), alembic: StrPath | None = None, to: str | None = None,
-             exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> list[dict[str, Any]]:
+             exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+             liquibase: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
         """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing.
 
         Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
         state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
         """
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs})
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase})
         result = self._job({**body, "plan_only": True}, None)
         plan: list[dict[str, Any]] = result.get("plan", [])
         return plan
@@ -438,15 +457,17 @@ class Client:
               variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
               psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None,
               alembic: StrPath | None = None, to: str | None = None,
-              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> State:
+              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+              liquibase: Sequence[str] | str | None = None) -> State:
         """Build (or find cached) the chain's states; start nothing. Concurrent builds of one chain
         (other processes, xdist workers) build each state once.
 
         Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
-        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
+        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state;
+        `liquibase="update --changelog-file=master.xml"`, one state per changeset.
         """
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs})
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase})
         result = self._job({**body, "build_only": True}, on_event)
         return State(id=str(result["state_id"]), runtime=str(result.get("runtime", "")), image=self.image)
 
@@ -455,12 +476,13 @@ class Client:
                 psql_args: Sequence[str] = (), name: str | None = None, ttl: Seconds | None = None,
                 on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None,
                 alembic: StrPath | None = None, to: str | None = None,
-                exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> Instance:
+                exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+                liquibase: Sequence[str] | str | None = None) -> Instance:
         """`sqlrs prepare:psql`: build the chain and start an instance of it (not removed for you;
         use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds).
         `alembic=` / `exec=`: as in `build()`."""
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs})
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase})
         body.update(name=name, on_name=on_name)
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:

@@ -253,3 +253,24 @@ def test_plan_order_is_liquibase_order_for_nested_include_all(sqlrs_native: Sqlr
     ran = [line.split("|") for line in database(empty)["changelog"].splitlines()]
     assert [row["source"] for row in plan[1:]] == [f"{r[2]}::{r[0]}::{r[1]}" for r in ran]
     assert len(ran) == 9
+
+
+def test_python_api(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    import sqlrs
+
+    sq = sqlrs_native
+    for path, text in SMALL.items():
+        write(workspace / path, text)
+    client = sqlrs.Client(sq.state_dir, runtime="native", base_dir=workspace)
+    update = "update --changelog-file=main.xml --search-path=db"
+    rows = client.plan(liquibase=update)
+    assert [row["source"] for row in rows[1:]] == [
+        "main.xml::planet::kepler", "more/moons.yaml::load-planets::kepler", "more/rings.sql::rings::galileo"]
+    state = client.build(liquibase=update.split())
+    assert state.id == plan_lb(sq, workspace, *update.split())[-1]["state_id"]
+    with client.instance(state=state) as db, db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM planet WHERE ringed").fetchone() == (1,)
+    with pytest.raises(sqlrs.UsageError, match="one input kind"):
+        client.build(["x.sql"], liquibase=update)
+    with pytest.raises(sqlrs.UsageError, match="refused"):
+        client.plan(liquibase=update + " --url=jdbc:postgresql://elsewhere/db")

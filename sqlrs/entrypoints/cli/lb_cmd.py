@@ -106,6 +106,11 @@ def parse_lb_args(args: list[str]) -> LbArgs:
 
 def lb_steps(ctx: Ctx, args: tuple[str, ...], allow_outside: bool) -> list[dict[str, Any]]:
     """One host step per changeset, in Liquibase's order."""
+    return liquibase_steps(list(args), Path.cwd(), ctx.state_dir / "config.json", allow_outside)
+
+
+def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: bool = False) -> list[dict[str, Any]]:
+    """The steps of `update ARGS` run in `cwd` (also used by sqlrs.client: `liquibase=`)."""
     from sqlrs.adapters import liquibase as install
     from sqlrs.adapters.config_file import ConfigFile
     from sqlrs.domain import keys
@@ -113,8 +118,10 @@ def lb_steps(ctx: Ctx, args: tuple[str, ...], allow_outside: bool) -> list[dict[
     from sqlrs.domain.errors import UsageError
     from sqlrs.entrypoints.cli.psqlargs import Workspace
 
-    parsed = parse_lb_args(list(args))
-    workspace = Workspace.detect(allow_outside)
+    parsed = parse_lb_args(args)
+    # psql's workspace rule: files from below the git root of `cwd` (else `cwd`) only
+    root_dir = next((c for c in (cwd, *cwd.parents) if (c / ".git").exists()), cwd)
+    workspace = Workspace(cwd=cwd, root=root_dir, allow_outside=allow_outside)
     if parsed.search_path and "," in parsed.search_path:
         raise usage("sqlrs takes one --search-path directory", hint="put the changelogs below one directory")
     root = (workspace.cwd / parsed.search_path).resolve() if parsed.search_path else workspace.cwd
@@ -132,7 +139,7 @@ def lb_steps(ctx: Ctx, args: tuple[str, ...], allow_outside: bool) -> list[dict[
             raise usage(f"--changelog-file {parsed.changelog}: no such file in {root}",
                         hint="a relative changelog file is found in the search path (default: the current directory)")
         project = changelogs.read_project(changelog.as_posix(), *install.disk_reader(root))
-        launcher = install.find_launcher(ConfigFile(ctx.state_dir / "config.json").get("runtime.liquibase.path"))
+        launcher = install.find_launcher(ConfigFile(config).get("runtime.liquibase.path"))
         version = install.version(launcher)
         install.check_supported(version, launcher)
     except UsageError as exc:
