@@ -508,16 +508,17 @@ class Client:
                  single_transaction: bool = False, psql_args: Sequence[str] = (), pool: bool = False,
                  ttl: Seconds | None = None, name: str | None = None, keep: bool = False,
                  alembic: StrPath | None = None, to: str | None = None,
-                 exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> Iterator[Instance]:
+                 exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+                 liquibase: Sequence[str] | str | None = None) -> Iterator[Instance]:
         """A fresh instance for the `with` block, removed afterwards (unless `keep`), whatever happens.
 
-        Give the chain (`files`, `sql`, ...; or `alembic=`/`exec=` as in `build()`; built or found
+        Give the chain (`files`, `sql`, ...; or `alembic=`/`exec=`/`liquibase=` as in `build()`; built or found
         cached first) or a `state` from `build()`.
         """
         if state is None:
             state = self.build(files, sql=sql, variables=variables, single_transaction=single_transaction,
                                psql_args=psql_args, alembic=alembic, to=to, exec=exec,
-                               inputs=inputs)
+                               inputs=inputs, liquibase=liquibase)
         instance = self.create_instance(state, pool=pool, ttl=ttl, name=name)
         try:
             yield instance

@@ -270,6 +270,8 @@ def test_python_api(sqlrs_native: Sqlrs, workspace: Path) -> None:
     assert state.id == plan_lb(sq, workspace, *update.split())[-1]["state_id"]
     with client.instance(state=state) as db, db.connect() as conn:
         assert conn.execute("SELECT count(*) FROM planet WHERE ringed").fetchone() == (1,)
+    with client.instance(liquibase=update) as db, db.connect() as conn:  # cached: no Liquibase runs
+        assert conn.execute("SELECT count(*) FROM databasechangelog").fetchone() == (3,)
     with pytest.raises(sqlrs.UsageError, match="one input kind"):
         client.build(["x.sql"], liquibase=update)
     with pytest.raises(sqlrs.UsageError, match="refused"):
