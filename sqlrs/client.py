@@ -419,13 +419,33 @@ class Client:
                 steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
         return {"steps": steps, "runtime": self.runtime, "image": self.image}
 
+    def _liquibase_chain(self, liquibase: Sequence[str] | str, other: bool) -> dict[str, Any]:
+        """`liquibase="update --changelog-file=master.xml"` (or its argument list): one state per
+        changeset, as `sqlrs prepare:lb -- ARGS` in `base_dir` (default: the current directory)."""
+        import shlex
+
+        from sqlrs.entrypoints.cli.lb_cmd import liquibase_steps
+
+        if other:
+            raise UsageError("give one input kind per chain: files/sql/psql_args, alembic=, exec= or liquibase=")
+        args = shlex.split(liquibase) if isinstance(liquibase, str) else list(liquibase)
+        with _translated():
+            steps = liquibase_steps(args, self.base_dir or Path.cwd(), self.state_dir / "config.json",
+                                    self.allow_outside)
+        return {"steps": steps, "runtime": self.runtime, "image": self.image}
+
     def _body(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
               variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
               host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
         files = [files] if isinstance(files, str | os.PathLike) else list(files)
         psql = bool(files or sql or psql_args or variables or single_transaction)
-        chain = self._host_chain(host.get("alembic"), host.get("to"), host.get("exec"), host.get("inputs") or (),
-                                 psql)
+        chain: dict[str, Any] | None = None
+        if host.get("liquibase") is not None:
+            chain = self._liquibase_chain(host["liquibase"], psql or any(
+                host.get(k) for k in ("alembic", "to", "exec", "inputs")))
+        else:
+            chain = self._host_chain(host.get("alembic"), host.get("to"), host.get("exec"),
+                                     host.get("inputs") or (), psql)
         if chain is not None and from_state is not None:
             raise UsageError("from_state takes psql steps only here", hint="build the migrations first, then "
                              "add psql steps with from_state")
@@ -448,7 +468,8 @@ class Client:
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
              psql_args: Sequence[str] = (), from_state: State | str | None = None,
              alembic: StrPath | None = None, to: str | None = None,
-             exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> list[dict[str, Any]]:
+             exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+             liquibase: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
         """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing.
         With `from_state` the first row (kind `state`) is that state instead of the base.
 
@@ -456,7 +477,8 @@ class Client:
         state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
         """
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs}, from_state)
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase},
+                          from_state)
         result = self._job({**body, "plan_only": True}, None)
         plan: list[dict[str, Any]] = result.get("plan", [])
         return plan
@@ -465,16 +487,19 @@ class Client:
               variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
               psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None,
               from_state: State | str | None = None, alembic: StrPath | None = None, to: str | None = None,
-              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> State:
+              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+              liquibase: Sequence[str] | str | None = None) -> State:
         """Build (or find cached) the chain's states; start nothing. Concurrent builds of one chain
         (other processes, xdist workers) build each state once. `from_state`: build on that state
         (e.g. a snapshot) instead of the base.
 
         Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
-        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
+        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state;
+        `liquibase="update --changelog-file=master.xml"`, one state per changeset.
         """
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs}, from_state)
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase},
+                          from_state)
         result = self._job({**body, "build_only": True}, on_event)
         return State(id=str(result["state_id"]), runtime=str(result.get("runtime", "")), image=body.get("image"))
 
@@ -483,14 +508,16 @@ class Client:
                 psql_args: Sequence[str] = (), name: str | None = None, ttl: Seconds | None = None,
                 on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None,
                 from_state: State | str | None = None, alembic: StrPath | None = None, to: str | None = None,
-                exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> Instance:
+                exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+                liquibase: Sequence[str] | str | None = None) -> Instance:
         """`sqlrs prepare:psql`: build the chain and start an instance of it (not removed for you;
         use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds).
         `from_state` (`--from`): start the chain from that state (id, prefix or State, e.g. from
         `snapshot()`) instead of the base; with no steps, an instance of that state.
         `alembic=` / `exec=`: as in `build()`."""
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs}, from_state)
+                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase},
+                          from_state)
         body.update(name=name, on_name=on_name)
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:
@@ -526,16 +553,17 @@ class Client:
                  single_transaction: bool = False, psql_args: Sequence[str] = (), pool: bool = False,
                  ttl: Seconds | None = None, name: str | None = None, keep: bool = False,
                  kind: str = "server", alembic: StrPath | None = None, to: str | None = None,
-                 exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = ()) -> Iterator[Instance]:
+                 exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+                 liquibase: Sequence[str] | str | None = None) -> Iterator[Instance]:
         """A fresh instance for the `with` block, removed afterwards (unless `keep`), whatever happens.
 
-        Give the chain (`files`, `sql`, ...; or `alembic=`/`exec=` as in `build()`; built or found
+        Give the chain (`files`, `sql`, ...; or `alembic=`/`exec=`/`liquibase=` as in `build()`; built or found
         cached first) or a `state` from `build()`.
         """
         if state is None:
             state = self.build(files, sql=sql, variables=variables, single_transaction=single_transaction,
                                psql_args=psql_args, alembic=alembic, to=to, exec=exec,
-                               inputs=inputs)
+                               inputs=inputs, liquibase=liquibase)
         instance = self.create_instance(state, pool=pool, ttl=ttl, name=name, kind=kind)
         try:
             yield instance

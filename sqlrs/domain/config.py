@@ -62,6 +62,9 @@ KEYS: tuple[ConfigKey, ...] = (
               "Directory of PostgreSQL binaries for the native runtime, or embedded:16 / embedded:18; "
               "empty: discover (pg_config, /usr/lib/postgresql, embedded). Checked when set.", env="SQLRS_PG_BIN",
               runtimes=("native",)),
+    ConfigKey("runtime.liquibase.path", "string", "",
+              "Liquibase 4.x for prepare:lb: its launcher, home directory or npm prefix; empty: liquibase on "
+              "PATH, else /opt/sqlrs/liquibase (scripts/install.sh).", env="SQLRS_LIQUIBASE"),
     ConfigKey("runtime.native.user", "string", "postgres",
               "Unprivileged user that runs native servers when the engine runs as root.", runtimes=("native",)),
     ConfigKey("snapshot.backend", "string", "auto", "How states are cloned.",

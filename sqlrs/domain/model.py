@@ -22,6 +22,7 @@ class StateKind(enum.StrEnum):
     SNAPSHOT = "snapshot"
     ALEMBIC = "alembic"
     EXEC = "exec"
+    LIQUIBASE = "liquibase"
 
 
 class InstanceStatus(enum.StrEnum):

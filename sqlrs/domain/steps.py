@@ -34,10 +34,10 @@ from sqlrs.domain.scripts import (
 
 DIGEST_LENGTH = 64
 
-StepKind = Literal["file", "command", "alembic", "exec"]
+StepKind = Literal["file", "command", "alembic", "exec", "liquibase"]
 PSQL_KINDS = frozenset({"file", "command"})
 # kinds applied by a tool on the host (sqlrs/services/steps has one executor per kind)
-HOST_KINDS = frozenset({"alembic", "exec"})
+HOST_KINDS = frozenset({"alembic", "exec", "liquibase"})
 MAX_KEYED = 100_000
 
 

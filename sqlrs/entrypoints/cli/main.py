@@ -776,3 +776,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+
+
+from sqlrs.entrypoints.cli import lb_cmd  # noqa: E402,F401  (registers prepare:lb, plan:lb)

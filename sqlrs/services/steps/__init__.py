@@ -23,6 +23,7 @@ from sqlrs.domain.steps import Step
 from sqlrs.services.steps.alembic import AlembicExecutor
 from sqlrs.services.steps.base import StepRun
 from sqlrs.services.steps.command import ExecExecutor
+from sqlrs.services.steps.liquibase import LiquibaseExecutor
 
 __all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind"]
 
@@ -38,7 +39,8 @@ class StepExecutor(Protocol):
         ...
 
 
-EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor())}
+EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor(),
+                                                                                LiquibaseExecutor())}
 
 
 def executor_for(kind: str) -> StepExecutor | None:
