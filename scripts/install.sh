@@ -5,7 +5,9 @@
 #   ./scripts/install.sh --demo   # ... then prepare the example under examples/library and query it
 #
 # apt: postgresql (native runtime, psql/pgbench), docker.io, podman, runc (container runtimes),
-# btrfs-progs, xfsprogs (copy-on-write snapshot stores), curl, debootstrap-free.
+# btrfs-progs, xfsprogs (copy-on-write snapshot stores), curl, debootstrap-free,
+# docker-registry (the CNCF distribution registry the remote-cache tests start) and apache2-utils
+# (htpasswd for its basic auth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -16,7 +18,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 log() { printf 'install: %s\n' "$*" >&2; }
 
 PACKAGES=(postgresql postgresql-contrib docker.io podman runc uidmap btrfs-progs xfsprogs curl
-          python3-venv python3-pip ca-certificates procps util-linux)
+          python3-venv python3-pip ca-certificates procps util-linux
+          docker-registry apache2-utils)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
