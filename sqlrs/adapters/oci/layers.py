@@ -24,6 +24,10 @@ from typing import IO, Any
 import zstandard
 
 WHITEOUT = ".wh."
+
+
+class LayerError(ValueError):
+    """The blob is not a sqlrs layer: not zstd, not tar, or paths that leave the data directory."""
 ZSTD_LEVEL = 3
 
 
@@ -115,6 +119,13 @@ def apply_layer(blob: Path, target: Path, uid: int | None, gid: int | None) -> i
     Files are owned by `uid`/`gid` (the local server user: uids differ between machines) when
     the engine runs as root. Returns the number of entries applied. Raises ValueError for a
     layer that is not a valid sqlrs layer (paths outside the target, links out of it)."""
+    try:
+        return _apply(blob, target, uid, gid)
+    except (ValueError, EOFError, tarfile.TarError, zstandard.ZstdError) as exc:
+        raise LayerError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _apply(blob: Path, target: Path, uid: int | None, gid: int | None) -> int:
     count = 0
     chown = os.geteuid() == 0 and uid is not None
     with open(blob, "rb") as raw:

@@ -14,6 +14,7 @@ import click
 from sqlrs import __version__
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
 from sqlrs.entrypoints.cli.init_cmd import init_group
+from sqlrs.entrypoints.cli.remote_cmd import pull_cmd, push_cmd
 
 RUN_COMMANDS = ("run:psql", "run:pgbench")
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": ["--help"]}
@@ -268,7 +269,8 @@ def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: b
     if output == "json":
         emit_json(plan)
         return
-    table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]), "cached" if s["cached"] else "build"]
+    table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]),
+            "cached" if s["cached"] else "pull" if s.get("remote") else "build"]
            for s in plan], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
 
 
@@ -607,6 +609,8 @@ def config_unset(ctx: Ctx, key: str) -> None:
 
 
 cli.add_command(init_group)
+cli.add_command(push_cmd)
+cli.add_command(pull_cmd)
 
 
 @cli.group("engine")

@@ -50,6 +50,7 @@ class Services:
     lifetime: Any = None  # LifetimeService: idle TTLs (started and stopped by the app's lifespan)
     pool: Any = None  # PoolService: warm pools (idem)
     cache: Any = None  # CacheService
+    remote: Any = None  # RemoteService: push, pull, the remote cache of prepare
 
 
 def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Runtime]]:
@@ -138,9 +139,17 @@ def bootstrap(state_dir: Path) -> Services:
         pending_warnings.clear()
         return taken
 
+    remote = _remote_service(config, repo, store, layout, registry, clock, locks)
+
+    def after_commit(ctx: Any, state: Any) -> None:
+        cache.after_commit(ctx, state)
+        remote.after_commit(ctx, state)
+
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
-                             before_build=cache.before_build, after_commit=cache.after_commit, warnings=warn_once)
+                             before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
+                             remote=remote)
+    remote.identity_for = prepare.identity_for
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     from sqlrs.services.lifetime import LifetimeService
@@ -156,9 +165,25 @@ def bootstrap(state_dir: Path) -> Services:
     )
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
-                        store_note=note, cache=cache, lifetime=lifetime, pool=pool)
+                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, remote=remote)
     recover(services)
     return services
+
+
+def _remote_service(config: Any, repo: Repository, store: SnapshotStore, layout: Layout,
+                    registry: RuntimeRegistry, clock: Clock, locks: StateLocks) -> Any:
+    """The remote cache (OCI registry); oras and requests are imported when a registry is used."""
+    from sqlrs.services.prepare import INITDB_OPTIONS
+    from sqlrs.services.remote import RemoteService
+
+    def open_registry(ref: Any) -> Any:
+        from sqlrs.adapters.oci.registry import OrasRegistry
+
+        return OrasRegistry(ref, insecure=bool(config.get("cache.remote_insecure")))
+
+    return RemoteService(repo, store, layout, registry, identity_for=lambda runtime, image: None,  # type: ignore
+                         initdb_options=INITDB_OPTIONS, clock=clock, locks=locks, open_registry=open_registry,
+                         setting=config.get)
 
 
 def _kill_leftover_native(data_dir: Path) -> None:
