@@ -71,6 +71,8 @@ class _Throttle:
         self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
+        if self.fields.get("direction") == "pull" and done < total:
+            crash_point("pull:transferring")
         now = time.monotonic()
         if self.ctx is not None and (done >= total or now - self.last >= PROGRESS_EVERY):
             self.last = now

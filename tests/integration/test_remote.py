@@ -1,0 +1,286 @@
+"""States shared through a real OCI registry (Debian's docker-registry, the CNCF distribution).
+
+Each test starts its own registry on a free 127.0.0.1 port (plain HTTP, as docker speaks to
+loopback registries) with its storage in a temporary directory, and drives the CLI of two or
+more state directories: what one pushes, another pulls or prepares from.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from _registry import Registry
+from _require import require
+from fixtures import native_available
+from harness import DATASETS, Sqlrs, api, golden, psql, short_tmp
+
+SAKILA = DATASETS / "sakila"
+SAKILA_FILES = ("-f", "1-postgres-sakila-schema.sql", "-f", "2-postgres-sakila-insert-data-using-copy.sql")
+SMALL = ("-c", "CREATE TABLE t AS SELECT generate_series(1, 5000) AS i", "-c", "CREATE INDEX ON t (i)")
+ENV_USER, ENV_PASSWORD = "SQLRS_REGISTRY_USERNAME", "SQLRS_REGISTRY_PASSWORD"
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    root = short_tmp("reg")
+    server = Registry(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def auth_registry() -> Iterator[Registry]:
+    root = short_tmp("reg")
+    server = Registry(root, auth=("ci", "s3cret-pw"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dirs() -> Iterator[Callable[..., Sqlrs]]:
+    """Fresh state directories on the native runtime; all closed and checked after the test."""
+    available, reason = native_available()
+    require("native", available, reason)
+    made: list[Sqlrs] = []
+
+    def make(env: dict[str, str] | None = None) -> Sqlrs:
+        sq = Sqlrs(short_tmp(), runtime="native")
+        sq.env.update(env or {})
+        made.append(sq)
+        return sq
+
+    try:
+        yield make
+    finally:
+        problems = []
+        for sq in made:
+            problems += sq.close()
+            shutil.rmtree(sq.state_dir, ignore_errors=True)
+        assert not problems, f"left behind: {problems}"
+
+
+def ok(result: Any) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+    return str(result.stdout)
+
+
+def assert_nothing_half_made(sq: Sqlrs) -> None:
+    """Every state directory has its metadata row and vice versa; no temporary leftovers."""
+    store = sq.state_dir / "store"
+    rows = {s["id"] for s in sq.states()}
+    assert rows == {p.name for p in (store / "states").iterdir()}
+    assert list((store / "tmp").iterdir()) == []
+
+
+def job_events(sq: Sqlrs, kind: str) -> list[dict[str, Any]]:
+    jobs = [job for job in sq.json("ls", "--jobs") if job["kind"] == kind]
+    newest = max(jobs, key=lambda job: job["created_at"])
+    events: list[dict[str, Any]] = api(sq, f"/v1/prepare-jobs/{newest['id']}/events?follow=0")
+    return events
+
+
+def layer_digests(registry: Registry, repo: str, tag: str) -> list[str]:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{registry.host}/v2/{repo}/manifests/{tag}",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        manifest = json.loads(response.read())
+    assert manifest["artifactType"] == "application/vnd.sqlrs.state.v1"
+    assert manifest["config"]["mediaType"] == "application/vnd.sqlrs.state.config.v1+json"
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.sqlrs.state.diff.v1.tar+zstd"}
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+# -- the issue's must-show ---------------------------------------------------------------------------
+def test_sakila_pushed_from_a_is_pulled_not_built_in_b(registry: Registry, state_dirs: Callable[..., Sqlrs]) -> None:
+    remote = f"{registry.host}/team/states"
+    a = state_dirs()
+    started = time.monotonic()
+    dsn_a = a.prepare(*SAKILA_FILES, cwd=SAKILA)
+    cold = time.monotonic() - started
+    ok(a.run("config", "set", "cache.remote", remote))
+    result = json.loads(ok(a.run("push", a.instances()[0]["id"], "-o", "json")))
+    assert len(result["uploaded"]) == 3 and result["reused"] == []  # base, schema, data
+    plan_a = a.plan(*SAKILA_FILES, cwd=SAKILA)
+    assert result["state_id"] == plan_a[-1]["state_id"]
+    assert layer_digests(registry, "team/states", plan_a[-1]["state_id"]) == result["uploaded"]
+    assert golden(dsn_a, "sakila") == ""
+
+    b = state_dirs()
+    ok(b.run("config", "set", "cache.remote", remote))
+    plan_b = b.plan(*SAKILA_FILES, cwd=SAKILA)
+    assert [(p["state_id"], p["cached"], p["remote"]) for p in plan_b] == \
+        [(p["state_id"], False, True) for p in plan_a]
+    started = time.monotonic()
+    dsn_b = b.prepare(*SAKILA_FILES, cwd=SAKILA)
+    pulled = time.monotonic() - started
+    print(f"\nSakila: cold build {cold:.1f}s in state dir A; pull instead of build {pulled:.1f}s in state dir B")
+    events = job_events(b, "prepare")
+    assert [e["data"]["state_id"] for e in events if e["type"] == "pull"] == [p["state_id"] for p in plan_a]
+    transfers = [e["data"] for e in events if e["type"] == "transfer"]
+    assert transfers and all(t["bytes"] <= t["total"] for t in transfers)
+    assert any(t["bytes"] == t["total"] for t in transfers)
+    steps = [e["data"] for e in events if e["type"] == "task" and e["data"]["kind"] != "instance"]
+    assert {s["status"] for s in steps} == {"cached"}  # nothing ran, nothing was built
+    assert golden(dsn_b, "sakila") == ""
+    assert {s["id"] for s in b.states()} == {p["state_id"] for p in plan_a}
+    assert all(p["cached"] and p["remote"] is False for p in b.plan(*SAKILA_FILES, cwd=SAKILA))
+    assert_nothing_half_made(b)
+
+    # a second chain sharing the prefix uploads only its own layer
+    sessions = registry.upload_sessions()
+    extra = (*SAKILA_FILES, "-c", "CREATE TABLE audit AS SELECT rental_id FROM rental WHERE rental_id < 100")
+    dsn_extra = a.prepare(*extra, cwd=SAKILA)
+    assert psql(dsn_extra, "SELECT count(*) FROM audit") == "99"
+    extra_id = a.plan(*extra, cwd=SAKILA)[-1]["state_id"]
+    second = json.loads(ok(a.run("push", extra_id, "-o", "json")))
+    assert second["reused"] == result["uploaded"] and len(second["uploaded"]) == 1
+    assert registry.upload_sessions() - sessions == 2  # its layer and its manifest's config
+    assert layer_digests(registry, "team/states", extra_id) == [*result["uploaded"], *second["uploaded"]]
+    # B takes just that layer on top of what it has
+    state_id = ok(b.run("pull", extra_id)).strip().splitlines()[-1]
+    assert state_id == extra_id
+    assert json.loads(ok(b.run("pull", extra_id, "-o", "json")))["pulled"] == []  # nothing twice
+    assert_nothing_half_made(b)
+
+
+# -- integrity ---------------------------------------------------------------------------------------
+def push_small(a: Sqlrs, registry: Registry, tag: str) -> dict[str, Any]:
+    a.prepare(*SMALL)
+    state = a.plan(*SMALL)[-1]["state_id"]
+    result: dict[str, Any] = json.loads(ok(a.run("push", state, f"{registry.host}/team/small:{tag}", "-o", "json")))
+    return result
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_or_truncated_blob_is_refused_and_leaves_nothing(
+        registry: Registry, state_dirs: Callable[..., Sqlrs], damage: str) -> None:
+    a = state_dirs()
+    pushed = push_small(a, registry, "v1")
+    blob = registry.blob_file(pushed["uploaded"][-1])  # the last state's layer
+    data = bytearray(blob.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[len(data) // 2:]
+    blob.write_bytes(bytes(data))
+
+    b = state_dirs()
+    result = b.run("pull", f"{registry.host}/team/small:v1")
+    assert result.returncode == 1, result.stderr
+    assert "sqlrs: error: blob sha256:" in result.stderr
+    assert ("corrupt" if damage == "flip" else "truncated") in result.stderr
+    assert "Traceback" not in result.stderr
+    ids = {s["id"] for s in b.states()}
+    assert pushed["state_id"] not in ids  # the base and the first step are whole and kept
+    assert len(ids) == 2
+    assert_nothing_half_made(b)
+
+
+@pytest.mark.parametrize("point", ["pull:transferring", "pull:downloaded", "pull:applied"])
+def test_engine_killed_during_a_pull_leaves_nothing_half_written(
+        registry: Registry, state_dirs: Callable[..., Sqlrs], point: str) -> None:
+    a = state_dirs()
+    pushed = push_small(a, registry, "v1")
+    b = state_dirs()
+    ok(b.run("status"))  # an engine without the crash point...
+    ok(b.run("engine", "stop"))
+    crashed = b.run("pull", f"{registry.host}/team/small:v1", env={"SQLRS_CRASH_AT": point})
+    assert crashed.returncode == 3, crashed.stderr  # ...and one that SIGKILLs itself mid-pull
+    assert b.states() == []  # the restarted engine shows nothing of the base it was pulling
+    assert_nothing_half_made(b)
+    assert ok(b.run("pull", f"{registry.host}/team/small:v1")).strip() == pushed["state_id"]
+    dsn = b.prepare(*SMALL)
+    assert psql(dsn, "SELECT count(*) FROM t") == "5000"
+    assert_nothing_half_made(b)
+
+
+def test_compatibility_is_identity(registry: Registry, state_dirs: Callable[..., Sqlrs]) -> None:
+    from _containers import container_runtime_available
+
+    available, reason = container_runtime_available("docker")
+    require("docker", available, reason)
+    a = state_dirs()
+    push_small(a, registry, "v1")
+    b = state_dirs()
+    # the test image is PostgreSQL 16; the native states here are built by Debian's PostgreSQL 15
+    result = b.run("pull", "--runtime", "docker", "--image", "localhost/sqlrs-test-postgres:16",
+                   f"{registry.host}/team/small:v1")
+    assert result.returncode == 1, result.stderr
+    assert "cannot be pulled here" in result.stderr and "PostgreSQL 15" in result.stderr
+    assert "PostgreSQL 16" in result.stderr
+    assert b.states() == []
+    missing = b.run("pull", f"{registry.host}/team/small:nope")
+    assert missing.returncode == 4 and "is not in the registry" in missing.stderr
+
+
+# -- credentials ---------------------------------------------------------------------------------------
+def test_basic_auth_from_environment_and_docker_config(auth_registry: Registry,
+                                                       state_dirs: Callable[..., Sqlrs]) -> None:
+    ref = f"{auth_registry.host}/team/small:v1"
+    a = state_dirs({ENV_USER: "ci", ENV_PASSWORD: "s3cret-pw"})
+    a.prepare(*SMALL)
+    state = a.plan(*SMALL)[-1]["state_id"]
+    assert json.loads(ok(a.run("push", state, ref, "-o", "json")))["state_id"] == state
+
+    wrong = state_dirs({ENV_USER: "ci", ENV_PASSWORD: "wrong"})
+    result = wrong.run("pull", ref)
+    assert result.returncode == 1
+    assert "refused the credentials of user 'ci'" in result.stderr and "hint:" in result.stderr
+    none = state_dirs()
+    result = none.run("pull", ref)
+    assert result.returncode == 1 and "needs credentials" in result.stderr
+
+    docker_config = short_tmp("dc")
+    try:
+        auth = base64.b64encode(b"ci:s3cret-pw").decode()
+        (docker_config / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": auth}}}))
+        c = state_dirs({"DOCKER_CONFIG": str(docker_config)})
+        assert ok(c.run("pull", ref)).strip() == state
+    finally:
+        shutil.rmtree(docker_config, ignore_errors=True)
+
+
+def test_prepare_pushes_what_it_builds_with_remote_push(registry: Registry,
+                                                        state_dirs: Callable[..., Sqlrs]) -> None:
+    ci = state_dirs()
+    ok(ci.run("config", "set", "cache.remote", f"{registry.host}/team/ci"))
+    ok(ci.run("config", "set", "cache.remote_push", "true"))
+    ci.prepare(*SMALL)
+    plan = ci.plan(*SMALL)
+    events = job_events(ci, "prepare")
+    assert [e["data"]["state_id"] for e in events if e["type"] == "push"] == [p["state_id"] for p in plan]
+    dev = state_dirs()
+    ok(dev.run("config", "set", "cache.remote", f"{registry.host}/team/ci"))
+    assert [p["remote"] for p in dev.plan(*SMALL)] == [True, True, True]
+    dsn = dev.prepare(*SMALL)
+    assert psql(dsn, "SELECT count(*) FROM t") == "5000"
+    assert not [e for e in job_events(dev, "prepare") if e["type"] == "task" and e["data"]["status"] == "running"]
+
+
+def test_usage_errors(state_dirs: Callable[..., Sqlrs]) -> None:
+    sq = state_dirs()
+    sq.prepare("-c", "SELECT 1")
+    result = sq.run("push", sq.instances()[0]["id"])
+    assert result.returncode == 2 and "no registry to push to" in result.stderr and "hint:" in result.stderr
+    result = sq.run("pull", "nohost")
+    assert result.returncode == 2 and "no registry host" in result.stderr
+    result = sq.run("push", "ffffffffff", "127.0.0.1:1/x/y")
+    assert result.returncode == 4
+    unreachable = sq.run("pull", "127.0.0.1:1/team/small:v1")
+    assert unreachable.returncode == 1 and "cannot reach registry 127.0.0.1:1" in unreachable.stderr
