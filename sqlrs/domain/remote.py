@@ -38,6 +38,7 @@ A_PG_MAJOR = "dev.sqlrs.postgres.major"
 A_RUNTIME = "dev.sqlrs.runtime"
 A_RUNTIME_IDENTITY = "dev.sqlrs.runtime.identity"
 A_RUNTIME_DESCRIPTION = "dev.sqlrs.runtime.description"
+A_RUNTIME_IMAGE = "dev.sqlrs.runtime.image"
 A_CREATED = "org.opencontainers.image.created"
 
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -191,15 +192,20 @@ class RuntimeNotes:
     identity: str
     description: str
     version: str
+    image: str | None = None
 
     def annotations(self) -> dict[str, str]:
-        return {A_RUNTIME: self.runtime, A_RUNTIME_IDENTITY: self.identity, A_RUNTIME_DESCRIPTION: self.description,
-                A_PG_VERSION: self.version, A_PG_MAJOR: postgres_major(self.version)}
+        notes = {A_RUNTIME: self.runtime, A_RUNTIME_IDENTITY: self.identity, A_RUNTIME_DESCRIPTION: self.description,
+                 A_PG_VERSION: self.version, A_PG_MAJOR: postgres_major(self.version)}
+        if self.image:
+            notes[A_RUNTIME_IMAGE] = self.image
+        return notes
 
     @classmethod
     def from_annotations(cls, notes: dict[str, str]) -> RuntimeNotes:
         return cls(notes.get(A_RUNTIME, "?"), notes.get(A_RUNTIME_IDENTITY, ""),
-                   notes.get(A_RUNTIME_DESCRIPTION, "?"), notes.get(A_PG_VERSION, "?"))
+                   notes.get(A_RUNTIME_DESCRIPTION, "?"), notes.get(A_PG_VERSION, "?"),
+                   notes.get(A_RUNTIME_IMAGE) or None)
 
 
 def build_manifest(chain: list[LayerInfo], runtime: RuntimeNotes, config: dict[str, Any],

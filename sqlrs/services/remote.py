@@ -147,7 +147,8 @@ class RemoteService:
 
     @staticmethod
     def _notes(identity: RuntimeIdentity) -> RuntimeNotes:
-        return RuntimeNotes(identity.runtime, identity.identity, identity.description, identity.version)
+        return RuntimeNotes(identity.runtime, identity.identity, identity.description, identity.version,
+                            identity.image)
 
     def _check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
                           identity: RuntimeIdentity) -> None:
@@ -273,8 +274,11 @@ class RemoteService:
         return registry.put_manifest(reference, build_manifest(layers, notes, descriptor, created))
 
     # -- pull --------------------------------------------------------------------------------------
-    def pull(self, ctx: JobContext | None, text: str, runtime: Runtime, identity: RuntimeIdentity) -> dict[str, Any]:
-        """Pull the state at `text` (HOST/REPO:TAG, or a state id in the remote cache)."""
+    def pull(self, ctx: JobContext | None, text: str, runtime_name: str | None, image: str | None) -> dict[str, Any]:
+        """Pull the state at `text` (HOST/REPO:TAG, or a state id in the remote cache).
+
+        With no runtime (or image) asked for, the state's own runtime (and image) is used when it
+        is available here, so `sqlrs pull REF` just works on an engine that can run it."""
         if "/" not in text and all(c in "0123456789abcdef" for c in text) and len(text) == 64:
             cache = self.cache_ref()
             if cache is None:
@@ -288,10 +292,23 @@ class RemoteService:
         if found is None:
             raise RemoteNotFound(f"{ref} is not in the registry", hint="push it first: sqlrs push STATE REF")
         chain, notes = read_manifest(found[0], str(ref))
+        runtime, identity = self._runtime_for(notes, runtime_name, image)
+        if ctx is not None:
+            ctx.emit("runtime", runtime=runtime.name, reason=f"{identity.description}")
         self._check_compatible(str(ref), chain, notes, identity)
         pulled = self._materialize(ctx, registry, chain, runtime, identity)
         return {"state_id": chain[-1].state_id, "reference": str(ref), "digest": found[1], "pulled": pulled,
                 "layers": len(chain), "runtime": runtime.name}
+
+    def _runtime_for(self, notes: RuntimeNotes, name: str | None, image: str | None) \
+            -> tuple[Runtime, RuntimeIdentity]:
+        if (not name or name == "auto") and notes.runtime in self.runtimes.names() \
+                and self.runtimes.probe(notes.runtime).available:
+            name = notes.runtime
+        runtime = self.runtimes.choose(name).runtime
+        if image is None and runtime.name == notes.runtime:
+            image = notes.image
+        return runtime, self.identity_for(runtime, image)
 
     def _materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
                      runtime: Runtime, identity: RuntimeIdentity) -> list[str]:

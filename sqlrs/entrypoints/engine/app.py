@@ -262,12 +262,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
         body = parse_transfer(await read_json(request), "ref")
 
-        def pull(ctx: Any) -> dict[str, Any]:
-            choice = services.registry.choose(body.get("runtime"))
-            identity = services.prepare.identity_for(choice.runtime, body.get("image"))
-            return dict(services.remote.pull(ctx, body["ref"], choice.runtime, identity))
-
-        job = services.jobs.submit("pull", body, pull)
+        job = services.jobs.submit("pull", body, lambda ctx: services.remote.pull(ctx, body["ref"], body.get("runtime"),
+                                                                                  body.get("image")))
         payload = {"job_id": job.id, "status": job.status.value, **job_urls(job.id)}
         return JSONResponse(payload, status_code=201, headers={"Location": payload["status_url"]})
 
