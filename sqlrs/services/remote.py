@@ -424,7 +424,20 @@ class RemoteService:
 
     def fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
              tasks: list[Task]) -> None:
-        """Before a build: pull the deepest uncached state the remote cache has, with its chain."""
+        """Before a build: pull the deepest uncached state the remote cache has, with its chain.
+
+        The remote cache is a shortcut: when a pull fails (registry down, corrupt blob), the
+        job warns and builds what is still missing; states pulled before the failure stay."""
+        try:
+            self._fill(ctx, runtime, identity, items, tasks)
+        except (RegistryError, Incompatible) as exc:
+            ctx.emit("warning", text=f"could not pull from the remote cache ({exc.message}): building instead")
+            for item in items:
+                state = self.repo.get_state(item.state_id)
+                item.cached = state is not None and self.layout.abs(state.data_path).is_dir()
+
+    def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
+              tasks: list[Task]) -> None:
         wanted = [item for item in items if getattr(item, "remote", False) and not item.cached]
         cache = self.cache_ref()
         if not wanted or cache is None:
