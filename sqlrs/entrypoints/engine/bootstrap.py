@@ -139,7 +139,9 @@ def bootstrap(state_dir: Path) -> Services:
         pending_warnings.clear()
         return taken
 
-    remote = _remote_service(config, repo, store, layout, registry, clock, locks)
+    # late binding: prepare (which knows the default image) is made below, with remote in it
+    remote = _remote_service(config, repo, store, layout, registry, clock, locks,
+                             lambda runtime, image: prepare.identity_for(runtime, image))
 
     def after_commit(ctx: Any, state: Any) -> None:
         cache.after_commit(ctx, state)
@@ -149,7 +151,6 @@ def bootstrap(state_dir: Path) -> Services:
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
                              before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
                              remote=remote)
-    remote.identity_for = prepare.identity_for
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     from sqlrs.services.lifetime import LifetimeService
@@ -171,7 +172,8 @@ def bootstrap(state_dir: Path) -> Services:
 
 
 def _remote_service(config: Any, repo: Repository, store: SnapshotStore, layout: Layout,
-                    registry: RuntimeRegistry, clock: Clock, locks: StateLocks) -> Any:
+                    registry: RuntimeRegistry, clock: Clock, locks: StateLocks,
+                    identity_for: Callable[[Runtime, str | None], Any]) -> Any:
     """The remote cache (OCI registry); oras and requests are imported when a registry is used."""
     from sqlrs.services.prepare import INITDB_OPTIONS
     from sqlrs.services.remote import RemoteService
@@ -181,9 +183,8 @@ def _remote_service(config: Any, repo: Repository, store: SnapshotStore, layout:
 
         return OrasRegistry(ref, insecure=bool(config.get("cache.remote_insecure")))
 
-    return RemoteService(repo, store, layout, registry, identity_for=lambda runtime, image: None,  # type: ignore
-                         initdb_options=INITDB_OPTIONS, clock=clock, locks=locks, open_registry=open_registry,
-                         setting=config.get)
+    return RemoteService(repo, store, layout, registry, identity_for=identity_for, initdb_options=INITDB_OPTIONS,
+                         clock=clock, locks=locks, open_registry=open_registry, setting=config.get)
 
 
 def _kill_leftover_native(data_dir: Path) -> None:
