@@ -124,7 +124,10 @@ class RemoteService:
     def _target(self, text: str | None, state_id: str) -> RemoteRef:
         if text:
             ref = parse_ref(text)
-            return ref if (ref.tag or ref.digest) else ref.with_tag(state_tag(state_id))
+            if ref.digest:
+                raise UsageError(f"cannot push to a digest ({text})", hint="push to HOST/REPO[:TAG]; the registry "
+                                                                            "computes the digest")
+            return ref if ref.tag else ref.with_tag(state_tag(state_id))
         cache = self.cache_ref()
         if cache is None:
             raise UsageError("no registry to push to", hint="give a reference (HOST[:PORT]/REPO[:TAG]) or set one "
@@ -214,6 +217,7 @@ class RemoteService:
         # the deepest ancestor the repository has already: its manifest lists the layers below it
         layers: list[LayerInfo] = []
         start = 0
+        existing = ""  # the manifest's digest when the state itself is there already
         for index in range(len(chain) - 1, -1, -1):
             found = registry.manifest(state_tag(chain[index].id))
             if found is None:
@@ -221,6 +225,7 @@ class RemoteService:
             remote_chain, _ = read_manifest(found[0], f"{ref.host}/{ref.repository}:{state_tag(chain[index].id)}")
             if [layer.state_id for layer in remote_chain] == [s.id for s in chain[: index + 1]]:
                 layers, start = remote_chain, index + 1
+                existing = found[1] if start == len(chain) else ""
                 break
         uploaded: list[str] = []
         reused = [layer.digest for layer in layers]
@@ -241,9 +246,9 @@ class RemoteService:
                                                                 f"to {ref.host}/{ref.repository}")
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        if not digest or ref.reference != state_tag(state.id):
-            digest = self._put_manifest(registry, layers, notes, ref.reference if not ref.digest else
-                                        state_tag(state.id))
+        if ref.reference != state_tag(state.id) or not (digest or existing):
+            digest = self._put_manifest(registry, layers, notes, ref.reference)
+        digest = digest or existing
         return {"state_id": state.id, "reference": str(ref), "digest": digest,
                 "pushed": f"{ref.host}/{ref.repository}@{digest}", "uploaded": uploaded, "reused": reused,
                 "layers": len(layers)}
@@ -255,8 +260,16 @@ class RemoteService:
             ctx.emit("log", stream="engine", text=f"packing state {state.id[:12]} ({state.source})")
         from sqlrs.adapters.oci.layers import write_layer
 
-        digest, size, _ = write_layer(self.layout.abs(state.data_path),
-                                      self.layout.abs(parent.data_path) if parent else None, blob)
+        # eviction and `rm` take a state's lock before deleting it: hold them while reading. A lock
+        # held already is the prepare that just built the state (remote_push), which keeps it too.
+        held = [lock for lock in (self.locks.get(s.id) for s in (state, parent) if s is not None)
+                if lock.acquire(blocking=False)]
+        try:
+            digest, size, _ = write_layer(self.layout.abs(state.data_path),
+                                          self.layout.abs(parent.data_path) if parent else None, blob)
+        finally:
+            for lock in held:
+                lock.release()
         sent = registry.push_blob(blob, digest, size, _Throttle(ctx, direction="push", state_id=state.id,
                                                                 digest=digest))
         blob.unlink(missing_ok=True)
