@@ -101,3 +101,12 @@ def test_layers_reproduce_the_state_and_its_deletions(tmp_path: Path) -> None:
     garbage.write_bytes(os.urandom(1000))
     with pytest.raises(LayerError):
         apply_layer(garbage, target, None, None)
+
+
+def test_plain_http_only_on_loopback_unless_insecure() -> None:
+    from sqlrs.adapters.oci.registry import OrasRegistry
+
+    assert OrasRegistry(parse_ref("registry.example.com/team/x")).prefix == "https"
+    assert OrasRegistry(parse_ref("registry.example.com/team/x"), insecure=True).prefix == "http"
+    for host in ("127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000"):
+        assert OrasRegistry(parse_ref(f"{host}/team/x")).prefix == "http", host
