@@ -186,6 +186,9 @@ class RemoteService:
         try:
             instance, _ = find_instance(ref)
         except (NotFound, UsageError):
+            if not all(c in "0123456789abcdef" for c in ref):
+                raise NotFound(f"no state, instance or name matches {ref!r}",
+                               hint="list them with: sqlrs ls --states, sqlrs ls --instances") from None
             instance = None
         if instance is not None:
             state = self.repo.get_state(instance.state_id)
