@@ -289,6 +289,8 @@ def test_usage_errors(state_dirs: Callable[..., Sqlrs]) -> None:
     assert result.returncode == 2 and "no registry host" in result.stderr
     result = sq.run("push", "ffffffffff", "127.0.0.1:1/x/y")
     assert result.returncode == 4
+    result = sq.run("push", "no-such-name", "127.0.0.1:1/x/y")
+    assert result.returncode == 4 and "no state, instance or name matches" in result.stderr
     unreachable = sq.run("pull", "127.0.0.1:1/team/small:v1")
     assert unreachable.returncode == 1 and "cannot reach registry 127.0.0.1:1" in unreachable.stderr
 
