@@ -173,6 +173,25 @@ def push_small(a: Sqlrs, registry: Registry, tag: str) -> dict[str, Any]:
     return result
 
 
+@pytest.fixture(scope="module")
+def small_remote() -> Iterator[tuple[Registry, dict[str, Any]]]:
+    """A registry holding the SMALL chain at team/small:v1, pushed once for the module's pulls."""
+    available, reason = native_available()
+    require("native", available, reason)
+    root = short_tmp("reg")
+    server = Registry(root)
+    a = Sqlrs(short_tmp(), runtime="native")
+    try:
+        server.start()
+        yield server, push_small(a, server, "v1")
+    finally:
+        problems = a.close()
+        shutil.rmtree(a.state_dir, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not problems, f"left behind: {problems}"
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupt_or_truncated_blob_is_refused_and_leaves_nothing(
         registry: Registry, state_dirs: Callable[..., Sqlrs], damage: str) -> None:
@@ -200,14 +219,12 @@ def test_corrupt_or_truncated_blob_is_refused_and_leaves_nothing(
 
 @pytest.mark.parametrize("point", ["pull:transferring", "pull:downloaded", "pull:applied"])
 def test_engine_killed_during_a_pull_leaves_nothing_half_written(
-        registry: Registry, state_dirs: Callable[..., Sqlrs], point: str) -> None:
-    a = state_dirs()
-    pushed = push_small(a, registry, "v1")
+        small_remote: tuple[Registry, dict[str, Any]], state_dirs: Callable[..., Sqlrs], point: str) -> None:
+    registry, pushed = small_remote
     b = state_dirs()
-    ok(b.run("status"))  # an engine without the crash point...
-    ok(b.run("engine", "stop"))
+    # the CLI spawns an engine with the crash point: it SIGKILLs itself there, mid-pull
     crashed = b.run("pull", f"{registry.host}/team/small:v1", env={"SQLRS_CRASH_AT": point})
-    assert crashed.returncode == 3, crashed.stderr  # ...and one that SIGKILLs itself mid-pull
+    assert crashed.returncode == 3, crashed.stderr
     assert b.states() == []  # the restarted engine shows nothing of the base it was pulling
     assert_nothing_half_made(b)
     assert ok(b.run("pull", f"{registry.host}/team/small:v1")).strip() == pushed["state_id"]
@@ -216,13 +233,13 @@ def test_engine_killed_during_a_pull_leaves_nothing_half_written(
     assert_nothing_half_made(b)
 
 
-def test_compatibility_is_identity(registry: Registry, state_dirs: Callable[..., Sqlrs]) -> None:
+def test_compatibility_is_identity(small_remote: tuple[Registry, dict[str, Any]],
+                                   state_dirs: Callable[..., Sqlrs]) -> None:
     from _containers import container_runtime_available
 
+    registry, _ = small_remote
     available, reason = container_runtime_available("docker")
     require("docker", available, reason)
-    a = state_dirs()
-    push_small(a, registry, "v1")
     b = state_dirs()
     # the test image is PostgreSQL 16; the native states here are built by Debian's PostgreSQL 15
     result = b.run("pull", "--runtime", "docker", "--image", "localhost/sqlrs-test-postgres:16",
