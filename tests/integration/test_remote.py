@@ -310,6 +310,13 @@ def test_usage_errors(state_dirs: Callable[..., Sqlrs]) -> None:
     assert result.returncode == 4 and "no state, instance or name matches" in result.stderr
     unreachable = sq.run("pull", "127.0.0.1:1/team/small:v1")
     assert unreachable.returncode == 1 and "cannot reach registry 127.0.0.1:1" in unreachable.stderr
+    # a remote cache that does not answer is a warning: prepare builds as it would without one
+    ok(sq.run("config", "set", "cache.remote", "127.0.0.1:1/team/x"))
+    plan = sq.run("plan:psql", "--runtime", "native", "-o", "json", "--", "-c", "SELECT 1", "-c", "SELECT 2")
+    assert [(p["cached"], p["remote"]) for p in json.loads(ok(plan))] == [(True, False), (True, False),
+                                                                            (False, False)]
+    assert "WARNING: remote cache 127.0.0.1:1/team/x not used: cannot reach registry" in plan.stderr
+    assert sq.prepare("-c", "SELECT 1", "-c", "SELECT 2").startswith("postgresql://")
 
 
 # -- interrupted transfers resume ----------------------------------------------------------------------
