@@ -93,6 +93,7 @@ class RemoteService:
         locks: StateLocks,
         open_registry: RegistryOpener,
         setting: Callable[[str], Any],
+        after_pull: Callable[[JobContext, State], None] = lambda ctx, state: None,
     ):
         self.repo = repo
         self.store = store
@@ -104,6 +105,7 @@ class RemoteService:
         self.locks = locks
         self.open_registry = open_registry
         self.setting = setting  # config.get
+        self.after_pull = after_pull  # e.g. evict other states when the cache is over its bounds
         self._opened: dict[str, StateRegistry] = {}
         self._guard = threading.Lock()
 
@@ -312,7 +314,16 @@ class RemoteService:
         if ctx is not None:
             ctx.emit("runtime", runtime=runtime.name, reason=f"{identity.description}")
         self._check_compatible(str(ref), chain, notes, identity)
-        pulled = self._materialize(ctx, registry, chain, runtime, identity)
+        tasks: list[Task] = []
+        if ctx is not None:  # the chain's states as tasks: shown by watch, kept from eviction meanwhile
+            tasks = [Task(ctx.job.id, index, "base" if layer.parent_id is None else "step", layer.state_id,
+                          layer.source, TaskStatus.CACHED if self._cached(layer.state_id) else TaskStatus.PENDING)
+                     for index, layer in enumerate(chain)]
+            ctx.set_tasks(tasks)
+            ctx.emit("plan", runtime=runtime.name, identity=identity.description,
+                     steps=[{"index": task.index, "kind": task.kind, "source": task.source, "state_id": task.state_id,
+                             "cached": task.status == TaskStatus.CACHED} for task in tasks])
+        pulled = self._materialize(ctx, registry, chain, runtime, identity, tasks)
         return {"state_id": chain[-1].state_id, "reference": str(ref), "digest": found[1], "pulled": pulled,
                 "layers": len(chain), "runtime": runtime.name}
 
@@ -326,9 +337,14 @@ class RemoteService:
             image = notes.image
         return runtime, self.identity_for(runtime, image)
 
+    def _cached(self, state_id: str) -> bool:
+        state = self.repo.get_state(state_id)
+        return state is not None and self.layout.abs(state.data_path).is_dir()
+
     def _materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
-                     runtime: Runtime, identity: RuntimeIdentity) -> list[str]:
+                     runtime: Runtime, identity: RuntimeIdentity, tasks: list[Task] | None = None) -> list[str]:
         pulled: list[str] = []
+        by_state = {task.state_id: task for task in tasks or []}
         for layer in chain:
             lock = self.locks.get(layer.state_id)
             while not lock.acquire(timeout=0.2):
@@ -338,8 +354,14 @@ class RemoteService:
                 existing = self.repo.get_state(layer.state_id)
                 if existing is not None and self.layout.abs(existing.data_path).is_dir():
                     continue
-                self._pull_one(ctx, registry, layer, runtime, identity)
+                started = time.monotonic()
+                state = self._pull_one(ctx, registry, layer, runtime, identity)
                 pulled.append(layer.state_id)
+                task = by_state.get(layer.state_id)
+                if ctx is not None and task is not None:
+                    ctx.update_task(task, TaskStatus.DONE, seconds=round(time.monotonic() - started, 3))
+                if ctx is not None:
+                    self.after_pull(ctx, state)
             finally:
                 lock.release()
         return pulled

@@ -142,6 +142,7 @@ def bootstrap(state_dir: Path) -> Services:
     # late binding: prepare (which knows the default image) is made below, with remote in it
     remote = _remote_service(config, repo, store, layout, registry, clock, locks,
                              lambda runtime, image: prepare.identity_for(runtime, image))
+    remote.after_pull = cache.after_commit
 
     def after_commit(ctx: Any, state: Any) -> None:
         cache.after_commit(ctx, state)
