@@ -7,6 +7,8 @@
 # apt: postgresql (native runtime, psql/pgbench), docker.io, podman, runc (container runtimes),
 # btrfs-progs, xfsprogs (copy-on-write snapshot stores), curl, debootstrap-free,
 # openjdk-17-jre-headless + Liquibase 4.x (prepare:lb; from npm, under /opt/sqlrs/liquibase).
+# docker-registry (the CNCF distribution registry the remote-cache tests start) and apache2-utils
+# (htpasswd for its basic auth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -17,7 +19,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 log() { printf 'install: %s\n' "$*" >&2; }
 
 PACKAGES=(postgresql postgresql-contrib docker.io podman runc uidmap btrfs-progs xfsprogs curl
-          python3-venv python3-pip ca-certificates procps util-linux openjdk-17-jre-headless)
+          python3-venv python3-pip ca-certificates procps util-linux openjdk-17-jre-headless
+          docker-registry apache2-utils)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -85,6 +85,15 @@ KEYS: tuple[ConfigKey, ...] = (
               "Default idle TTL of new instances: one with no client connected for this many seconds is "
               "stopped and removed; 0: instances live until removed. The engine stays up while instances "
               "with a TTL exist.", env="SQLRS_INSTANCE_TTL"),
+    ConfigKey("cache.remote", "string", "",
+              "OCI registry repository shared as a remote state cache, HOST[:PORT]/REPO: prepare pulls states "
+              "found there instead of building them; push and pull default to it. Empty: none.",
+              env="SQLRS_CACHE_REMOTE"),
+    ConfigKey("cache.remote_push", "boolean", False,
+              "Push every state prepare builds to cache.remote (for CI runners that fill the team's cache)."),
+    ConfigKey("cache.remote_insecure", "boolean", False,
+              "Speak plain HTTP to cache.remote (and push/pull references) on hosts other than loopback; "
+              "127.0.0.1, ::1 and localhost always use plain HTTP, as docker does."),
     ConfigKey("pool.max_instances", "integer", 16,
               "Upper bound of warm (started, not yet claimed) instances across all pools; 0 disables pools."),
     ConfigKey("pool.idle_seconds", "integer", 600,

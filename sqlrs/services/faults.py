@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("commit:cloned", "commit:renamed")
+POINTS = ("commit:cloned", "commit:renamed", "pull:transferring", "pull:downloaded", "pull:applied")
 
 
 def crash_point(name: str) -> None:

@@ -70,11 +70,15 @@ class PlanItem:
     source: str
     step: Step | None
     cached: bool
+    remote: bool | None = None  # with a remote cache: not cached here, in the remote cache
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "kind": self.kind if self.step is None else self.step.kind,
+        data = {"index": self.index, "kind": self.kind if self.step is None else self.step.kind,
                 "source": self.source, "state_id": self.state_id, "parent_id": self.parent_id,
                 "cached": self.cached}
+        if self.remote is not None:
+            data["remote"] = self.remote
+        return data
 
 
 @attrs.define
@@ -109,6 +113,7 @@ class PrepareService:
         locks: StateLocks | None = None,
         after_commit: Callable[[JobContext, State], None] = lambda ctx, state: None,
         warnings: Callable[[], list[str]] = lambda: [],
+        remote: Any = None,
     ):
         self.repo = repo
         self.store = store
@@ -122,6 +127,7 @@ class PrepareService:
         self.locks = locks or StateLocks()
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
+        self.remote = remote  # RemoteService: pulls from the remote cache instead of building
 
     # -- planning ----------------------------------------------------------------------------
     def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
@@ -245,6 +251,8 @@ class PrepareService:
     def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
         identity = self.identity_for(runtime, request.image)
         items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
+        if self.remote is not None:
+            self.remote.annotate(ctx, items)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
                       TaskStatus.CACHED if item.cached else TaskStatus.PENDING) for item in items]
         if not request.plan_only and not request.build_only:
@@ -270,6 +278,8 @@ class PrepareService:
         if named is not None and request.on_name == "error":
             raise name_taken(request.name or "", named)
 
+        if self.remote is not None and any(item.remote for item in items):
+            self.remote.fill(ctx, runtime, identity, items, tasks)
         if not all(item.cached for item in items):
             self.before_build(ctx)
         final = self._build(ctx, runtime, identity, items, tasks, request.options)

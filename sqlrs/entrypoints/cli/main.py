@@ -15,6 +15,7 @@ from sqlrs import __version__
 from sqlrs.domain.sizes import format_size as human_bytes
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
 from sqlrs.entrypoints.cli.init_cmd import init_group
+from sqlrs.entrypoints.cli.remote_cmd import pull_cmd, push_cmd
 from sqlrs.entrypoints.cli.snapshot_cmd import snapshot_command
 
 RUN_COMMANDS = ("run:psql", "run:pgbench")
@@ -280,7 +281,8 @@ def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: b
     if output == "json":
         emit_json(plan)
         return
-    table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]), "cached" if s["cached"] else "build"]
+    table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]),
+            "cached" if s["cached"] else "pull" if s.get("remote") else "build"]
            for s in plan], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
 
 
@@ -694,6 +696,8 @@ def config_unset(ctx: Ctx, key: str) -> None:
 
 cli.add_command(init_group)
 cli.add_command(snapshot_command)
+cli.add_command(push_cmd)
+cli.add_command(pull_cmd)
 
 
 @cli.group("engine")

@@ -259,6 +259,36 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 yield (json.dumps({"type": "heartbeat", "seq": after}) + "\n").encode()
                 last_beat = time.monotonic()
 
+    # -- push and pull: jobs whose events and status live with the prepare jobs' ------------------
+    async def create_push_job(request: Request) -> Response:
+        from sqlrs.services.remote import parse_transfer
+
+        body = parse_transfer(await read_json(request), "state")
+
+        def resolve() -> Any:
+            return services.remote.resolve_state(body["state"], inventory.find_instance, inventory.find_state)
+
+        state = await run_in_threadpool(resolve)
+        target = body.get("target")
+        if target:  # a malformed reference is the caller's mistake, not a failed job
+            from sqlrs.domain.remote import parse_ref
+
+            parse_ref(target)
+        job = services.jobs.submit("push", {**body, "state": state.id},
+                                   lambda ctx: services.remote.push(ctx, state, target, image=body.get("image")))
+        payload = {"job_id": job.id, "status": job.status.value, **job_urls(job.id)}
+        return JSONResponse(payload, status_code=201, headers={"Location": payload["status_url"]})
+
+    async def create_pull_job(request: Request) -> Response:
+        from sqlrs.services.remote import parse_transfer
+
+        body = parse_transfer(await read_json(request), "ref")
+
+        job = services.jobs.submit("pull", body, lambda ctx: services.remote.pull(ctx, body["ref"], body.get("runtime"),
+                                                                                  body.get("image")))
+        payload = {"job_id": job.id, "status": job.status.value, **job_urls(job.id)}
+        return JSONResponse(payload, status_code=201, headers={"Location": payload["status_url"]})
+
     # -- runs --------------------------------------------------------------------------------
     async def create_run(request: Request) -> Response:
         run_request = parse_run(await read_json(request))
@@ -506,6 +536,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         Route("/v1/prepare-jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/prepare-jobs/{job_id}/events", job_events, methods=["GET"]),
         Route("/v1/prepare-jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/v1/push-jobs", create_push_job, methods=["POST"]),
+        Route("/v1/pull-jobs", create_pull_job, methods=["POST"]),
         Route("/v1/runs", create_run, methods=["POST"]),
         Route("/v1/states", list_states, methods=["GET"]),
         Route("/v1/states/{state_id}", get_state, methods=["GET"]),

@@ -52,6 +52,7 @@ class Services:
     cache: Any = None  # CacheService
     databases: Any = None  # DatabaseInstances: database instances in shared servers (idem)
     snapshots: Any = None  # InstanceSnapshots: `sqlrs snapshot`
+    remote: Any = None  # RemoteService: push, pull, the remote cache of prepare
 
 
 def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Runtime]]:
@@ -140,9 +141,19 @@ def bootstrap(state_dir: Path) -> Services:
         pending_warnings.clear()
         return taken
 
+    # late binding: prepare (which knows the default image) is made below, with remote in it
+    remote = _remote_service(config, repo, store, layout, registry, clock, locks,
+                             lambda runtime, image: prepare.identity_for(runtime, image))
+    remote.after_pull = cache.after_commit
+
+    def after_commit(ctx: Any, state: Any) -> None:
+        cache.after_commit(ctx, state)
+        remote.after_commit(ctx, state)
+
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
-                             before_build=cache.before_build, after_commit=cache.after_commit, warnings=warn_once)
+                             before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
+                             remote=remote)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     from sqlrs.services.lifetime import LifetimeService
@@ -169,7 +180,7 @@ def bootstrap(state_dir: Path) -> Services:
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
-                        snapshots=snapshots)
+                        snapshots=snapshots, remote=remote)
     recover(services)
     return services
 
@@ -208,6 +219,22 @@ def check_runtimes(services: Services) -> None:
         log.info("runtime for new states: %s", choice.reason)
     except SqlrsError as exc:
         log.warning("no runtime can serve prepares: %s", exc.message)
+
+
+def _remote_service(config: Any, repo: Repository, store: SnapshotStore, layout: Layout,
+                    registry: RuntimeRegistry, clock: Clock, locks: StateLocks,
+                    identity_for: Callable[[Runtime, str | None], Any]) -> Any:
+    """The remote cache (OCI registry); oras and requests are imported when a registry is used."""
+    from sqlrs.services.prepare import INITDB_OPTIONS
+    from sqlrs.services.remote import RemoteService
+
+    def open_registry(ref: Any) -> Any:
+        from sqlrs.adapters.oci.registry import OrasRegistry
+
+        return OrasRegistry(ref, insecure=bool(config.get("cache.remote_insecure")))
+
+    return RemoteService(repo, store, layout, registry, identity_for=identity_for, initdb_options=INITDB_OPTIONS,
+                         clock=clock, locks=locks, open_registry=open_registry, setting=config.get)
 
 
 def _kill_leftover_native(data_dir: Path) -> None:

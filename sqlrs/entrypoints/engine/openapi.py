@@ -95,6 +95,15 @@ SCHEMAS: dict[str, Any] = {
     "SnapshotRequest": {"type": "object", "required": ["instance"], "additionalProperties": False, "properties": {
         "instance": {"type": "string", "description": "Instance id, unique prefix, or name"},
         "name": {"type": ["string", "null"], "description": "Kept in the state's source: 'snapshot of ID (NAME)'"}}},
+    "PushRequest": {"type": "object", "required": ["state"], "additionalProperties": False, "properties": {
+        "state": {"type": "string", "description": "state id (prefix), instance id or name"},
+        "target": {"type": ["string", "null"], "description": "HOST[:PORT]/REPO[:TAG]; default: cache.remote, "
+                                                              "tagged with the state id"},
+        "runtime": NULLABLE_STRING, "image": NULLABLE_STRING}},
+    "PullRequest": {"type": "object", "required": ["ref"], "additionalProperties": False, "properties": {
+        "ref": {"type": "string", "description": "HOST[:PORT]/REPO:TAG|@DIGEST, or a state id of cache.remote"},
+        "runtime": {"type": ["string", "null"], "enum": ["auto", "docker", "podman", "native", None]},
+        "image": NULLABLE_STRING, "target": NULLABLE_STRING}},
     "JobCreated": {"type": "object", "required": ["job_id", "status", "status_url", "events_url"],
                    "properties": {"job_id": STRING, "status": STRING, "status_url": STRING, "events_url": STRING}},
     "Job": {"type": "object", "required": ["id", "kind", "status", "created_at", "finished_at", "error"],
@@ -244,6 +253,13 @@ def document() -> dict[str, Any]:
                                                          {"202": _json({"type": "object"}, "Accepted"),
                                                           "200": _json({"type": "object"}, "Not running")},
                                                          params=[job_id])},
+        "/v1/push-jobs": {"post": _op(
+            "Push a state with its chain to an OCI registry (a job: follow it at events_url; its result has "
+            "reference, digest, uploaded and reused layer digests)",
+            {"201": _json(_ref("JobCreated"), "Created")}, body="PushRequest")},
+        "/v1/pull-jobs": {"post": _op(
+            "Pull a state with its chain from an OCI registry (a job; its result has state_id and the ids pulled)",
+            {"201": _json(_ref("JobCreated"), "Created")}, body="PullRequest")},
         "/v1/runs": {"post": _op("Run psql or pgbench against an instance; output streams as NDJSON",
                                  {"200": {"description": "NDJSON stream",
                                           "content": {"application/x-ndjson": {"schema": _ref("RunOutput")}}}},
