@@ -88,10 +88,17 @@ KEYS: tuple[ConfigKey, ...] = (
               "Default idle TTL of new instances: one with no client connected for this many seconds is "
               "stopped and removed; 0: instances live until removed. The engine stays up while instances "
               "with a TTL exist.", env="SQLRS_INSTANCE_TTL"),
-    ConfigKey("pool.max_instances", "integer", 16,
-              "Upper bound of warm (started, not yet claimed) instances across all pools; 0 disables pools."),
-    ConfigKey("pool.idle_seconds", "integer", 600,
-              "A warm pool that nobody claimed from or renewed for this many seconds is drained."),
+    ConfigKey("warm.enabled", "boolean", True,
+              "Keep started instances of recently used states ready, so that a cache hit claims one in "
+              "milliseconds; false: no warm instances at all (explicit pools are refused).",
+              env="SQLRS_WARM"),
+    ConfigKey("warm.per_state", "integer", 1,
+              "Warm instances kept per recently built or hit state; 0: none automatically (pools still work)."),
+    ConfigKey("warm.max_states", "integer", 4, "How many of the most recently used states get warm instances."),
+    ConfigKey("warm.max_instances", "integer", 8,
+              "Upper bound of warm (started, not yet claimed) instances in all, pools included."),
+    ConfigKey("warm.idle_seconds", "integer", 600,
+              "Warm instances of a state (or a pool) nobody used or renewed for this many seconds are removed."),
 )
 BY_NAME = {key.name: key for key in KEYS}
 

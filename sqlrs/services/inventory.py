@@ -78,14 +78,15 @@ class Inventory:
     def state_json(self, state: State, counts: dict[str, int] | None = None) -> dict[str, Any]:
         data = json_converter.unstructure(state)
         data["instances"] = (counts or {}).get(state.id, 0) if counts is not None else len(
-            self.repo.list_instances(state.id))
+            [i for i in self.repo.list_instances(state.id) if not i.pooled])
         data.pop("data_path", None)
         return data
 
     def list_states(self) -> list[dict[str, Any]]:
         counts: dict[str, int] = {}
         for instance in self.repo.list_instances():
-            counts[instance.state_id] = counts.get(instance.state_id, 0) + 1
+            if not instance.pooled:  # warm instances are the engine's (they go with their state)
+                counts[instance.state_id] = counts.get(instance.state_id, 0) + 1
         return [self.state_json(state, counts) for state in self.repo.list_states()]
 
     def list_instances(self) -> list[dict[str, Any]]:
@@ -129,7 +130,8 @@ class Inventory:
     def remove_state(self, state: State, *, recurse: bool, force: bool, dry_run: bool) -> dict[str, Any]:
         states = self._descendants(state)
         ids = {s.id for s in states}
-        instances = [i for i in self.repo.list_instances() if i.state_id in ids]
+        # warm instances are not the user's: removing the state removes them (standby.discard)
+        instances = [i for i in self.repo.list_instances() if i.state_id in ids and not i.pooled]
         children = [s for s in states if s.id != state.id]
         if (children or instances) and not recurse:
             raise Conflict(

@@ -313,6 +313,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
     async def list_instances(request: Request) -> Response:
         items = await run_in_threadpool(inventory.list_instances)
+        if not flag(request, "warm"):  # warm instances are the engine's, not the user's (see status)
+            items = [item for item in items if not item.get("pooled")]
         return listing(request, [with_lifetime(item) for item in items])
 
     async def get_instance(request: Request) -> Response:
@@ -335,12 +337,15 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 named = services.prepare.named_instance(wanted.name)
                 if named is not None:
                     raise name_taken(wanted.name, named)
-            if wanted.pool:
-                claimed = services.pool.claim(state.id, ttl, wanted.name)
-                if claimed is not None:
-                    return claimed, True
+            # a warm instance when one is ready (`pool` is implied: every state used lately has some)
+            # (the state's id pins the image content: no need to resolve the image for that)
+            claimed = services.pool.claim(state.id, ttl, wanted.name)
+            if claimed is not None:
+                services.pool.used(state, claimed.runtime, claimed.image)
+                return claimed, True
             runtime, identity = services.pool.resolve(state, wanted.image)
-            return services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl), False
+            return services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl,
+                                             claim=False), False
 
         instance, from_pool = await run_in_threadpool(create)
         services.lifetime.noticed(instance)
@@ -428,6 +433,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         for key in body:
             config_schema.lookup(key)
         await run_in_threadpool(services.config.update, body)
+        if services.pool is not None:
+            services.pool.wake()  # e.g. fewer warm instances now: the surplus goes at once
         return JSONResponse(services.config.effective())
 
     async def get_config_schema(request: Request) -> Response:
@@ -538,8 +545,9 @@ def status_report(services: Services, state: EngineState, with_cache: bool) -> d
             "states": len(states), "size_bytes": sum(s.size_bytes for s in states),
             "max_bytes": services.config.get("cache.capacity.max_bytes"),
             "reserve_bytes": services.config.get("cache.capacity.reserve_bytes")},
-        "instances": len(instances),
+        "instances": sum(1 for instance in instances if not instance.pooled),
         "pools": services.pool.pools() if services.pool is not None else [],
+        "warm": services.pool.status() if services.pool is not None else None,
         "warnings": warnings,
     }
     cache = report["cache"]
