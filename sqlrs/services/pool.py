@@ -318,6 +318,8 @@ class PoolService:
         """A warm instance of the state, now an ordinary instance; None when none is ready.
 
         `runtime`/`image`: what the caller would start; a warm instance of another one is not used."""
+        if not self._pools.get(state_id) or not self._limits().enabled:
+            return None  # (a lock-free first look: most creates of a cold state end here)
         deadline = time.monotonic() + wait
         while True:
             with self._cond:
