@@ -281,10 +281,12 @@ class PoolService:
         self._remove_later(surplus)
 
     def _entry(self, state_id: str, runtime: str, image: str | None) -> Pool:
-        """Under the lock: the state's warm entry, made (or made again for another runtime/image)."""
+        """Under the lock: the state's warm entry, made (or made again for another runtime).
+
+        Any image reference that gives the state will do: the state's id pins the image's content."""
         pool = self._pools.get(state_id)
-        if pool is not None and not pool.closed and pool.runtime == runtime and (pool.image == image or not pool.ready):
-            pool.image = image
+        if pool is not None and not pool.closed and pool.runtime == runtime:
+            pool.image = image or pool.image
             return pool
         if pool is not None:
             self._doomed += self._close(pool)
@@ -313,19 +315,18 @@ class PoolService:
 
     # -- claiming ----------------------------------------------------------------------------------
     def claim(self, state_id: str, ttl_seconds: int, name: str | None = None, *, ephemeral: bool = False,
-              job_id: str | None = None, runtime: str | None = None, image: str | None = None,
+              job_id: str | None = None, runtime: str | None = None,
               wait: float = CLAIM_WAIT_SECONDS) -> Instance | None:
         """A warm instance of the state, now an ordinary instance; None when none is ready.
 
-        `runtime`/`image`: what the caller would start; a warm instance of another one is not used."""
+        `runtime`: what the caller would start on; a warm instance of another runtime is not used."""
         if not self._pools.get(state_id) or not self._limits().enabled:
             return None  # (a lock-free first look: most creates of a cold state end here)
         deadline = time.monotonic() + wait
         while True:
             with self._cond:
                 pool = self._pools.get(state_id)
-                if pool is None or pool.closed or (runtime is not None and pool.runtime != runtime) or (
-                        image is not None and pool.image is not None and pool.image != image):
+                if pool is None or pool.closed or (runtime is not None and pool.runtime != runtime):
                     return None
                 pool.last_used = time.monotonic()
                 if not pool.ready and pool.starting > pool.waiting:
