@@ -5,6 +5,8 @@ Methods, each giving "a usable, isolated database with the data set loaded" (a D
 accepts a connection and answers a query):
 
 - sqlrs hit      `sqlrs prepare:psql` of a cached chain (per runtime, per snapshot backend)
+- sqlrs library hit  `sqlrs.Client().create_instance(state)` in this process (what the pytest plugin
+                 and `Client.instance()` do per test), with the engine's own time and warm claims
 - sqlrs cold     the same chain with its steps not cached (base cached, engine warm)
 - psql reload    CREATE DATABASE + `psql -f` of the scripts into one shared server
 - template copy  CREATE DATABASE ... TEMPLATE loaded (pgtestdb, IntegreSQL, pytest-postgresql)
@@ -342,9 +344,21 @@ class Bench:
             return str(made[index].dsn).rsplit("/", 1)[0] + "/" + dataset.dbname
 
         client.remove(client.create_instance(state_id))  # the client's first connection, untimed
-        self.measure(f"{tool.label} library hit", dataset, self.args.runs, once,
-                     cleanup=lambda index: client.remove(made.pop(index)),
-                     note="Client().create_instance(state) in-process, engine warm")
+        engine: list[float] = []
+        claimed: list[bool] = []
+
+        def cleanup(index: int) -> None:
+            instance = made.pop(index)
+            engine.append(instance.engine_seconds or 0.0)
+            claimed.append(instance.from_pool)
+            client.remove(instance)
+
+        result = self.measure(f"{tool.label} library hit", dataset, self.args.runs, once, cleanup=cleanup,
+                              note="Client().create_instance(state) in-process, engine warm")
+        result.extra.update(engine_median_ms=round(statistics.median(engine) * 1000, 1) if engine else None,
+                            warm_claims=sum(claimed))
+        result.note += (f"; engine {result.extra['engine_median_ms']} ms median, "
+                        f"{sum(claimed)}/{len(claimed)} warm")
 
     # peers on one shared server -------------------------------------------------------------------------
     def bench_shared(self, data: list[Dataset]) -> None:
