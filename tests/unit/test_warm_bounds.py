@@ -193,3 +193,6 @@ def test_a_claim_waits_only_for_a_start_nobody_else_waits_for(warm: PoolService)
     instances.gate.set()
     waiter.join(10)
     assert got and got[0] is not None
+    # claimed before a warm one was ready: the state is hot, one more is kept warm for a while
+    settle(warm, lambda: ready(warm) == {"a": 2}, "two warm while the state is hot")
+    assert warm.status()["states"][0]["hot"] is True
