@@ -112,6 +112,7 @@ class Pool:
     def warm_json(self, limits: WarmLimits) -> dict[str, Any]:
         return {"state_id": self.state_id, "runtime": self.runtime, "image": self.image, "ready": len(self.ready),
                 "starting": self.starting, "target": self.target(limits), "automatic": self.auto,
+                "hot": time.monotonic() < self.hot_until,
                 "pool_size": self.size, "holders": len(self.holders), "hits": self.hits, "misses": self.misses,
                 "instance_ids": list(self.ready), "error": self.error,
                 "idle_seconds": round(time.monotonic() - self.last_used, 1)}
