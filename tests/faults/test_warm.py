@@ -20,10 +20,12 @@ from _containers import container_runtime_available, containers, remove_containe
 from _require import require
 from fixtures import native_available
 from harness import Sqlrs, api, processes_mentioning, psql, short_tmp, wait_for, write
+from test_backends_e2e import CowSqlrs, sqlrs_cow
 
 from sqlrs.adapters.pgfiles import pid_alive
 
 RUNTIMES = ("native", "docker", "podman")
+__all__ = ["sqlrs_cow"]  # btrfs and reflink stores on loop volumes (sqlrs init local)
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -202,3 +204,22 @@ def test_config_change_removes_the_surplus(sqlrs_native: Sqlrs, workspace: Path)
     sq.prepare("-f", "s2.sql", cwd=workspace)
     wait_warm(sq, states[2])
     assert "warm:      1 instance(s) ready" in sq.run("status").stdout
+
+
+def test_copy_on_write_stores(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
+    """On btrfs and reflink a warm instance's replacement starts on the standby clone; a hit claims
+    it, and removing the state leaves neither a server nor a subvolume / directory of it."""
+    sq = sqlrs_cow
+    write(workspace / "a.sql", "CREATE TABLE a AS SELECT 1 AS x;\n")
+    sq.prepare("-f", "a.sql", cwd=workspace)
+    state = last_state(sq, workspace, "-f", "a.sql")
+    [ready] = wait_warm(sq, state)
+    dsn = sq.prepare("-f", "a.sql", cwd=workspace)
+    assert ready in {i["id"] for i in sq.instances()}
+    assert psql(dsn, "SELECT x FROM a") == "1"
+    [replacement] = wait_warm(sq, state)
+    warm_instance = next(i for i in all_instances(sq) if i["id"] == replacement)
+    assert sq.run("rm", state, "--recurse").returncode == 0
+    assert_gone(sq, warm_instance)
+    assert sq.instances() == [] and all_instances(sq) == []
+    assert list((sq.state_dir / "store" / "instances").iterdir()) == []
