@@ -11,8 +11,8 @@ One mechanism, two ways in:
   drained when the last one leaves (`DELETE ?holder=`) or nobody used it for `warm.idle_seconds`.
 
 Per state the engine keeps `max(pool size, warm.per_state if the state is recently used)` warm
-instances (one more while the state is *hot*: claimed again before its replacement was ready, in
-the last minute), at most `warm.max_instances` in all (pools first, then states by recency);
+instances (one more while the state is *hot*: claimed twice within a minute, or before its
+replacement was ready), at most `warm.max_instances` in all (pools first, then states by recency);
 `warm.enabled false` turns everything off. The workers re-read these bounds all the time: lowering
 them (or turning warm instances off) removes the surplus within a second.
 
@@ -52,7 +52,7 @@ CLAIM_WAIT_SECONDS = 120.0  # a claim waits this long at most for the warm insta
 MAX_BACKOFF_SECONDS = 60.0
 PRUNE_SECONDS = 10.0  # how often ready warm instances are checked against the metadata
 WORKERS = 1
-HOT_SECONDS = 60.0  # a state claimed before its replacement was ready keeps one more warm this long
+HOT_SECONDS = 60.0  # a state claimed twice within this long keeps one more warm for this long
 LIMITS_TTL = 1.0  # seconds the warm.* configuration is cached
 
 
@@ -76,7 +76,8 @@ class Pool:
     runtime: str
     image: str | None
     auto: bool = False  # in the automatic warm set: recently built or hit
-    hot_until: float = 0.0  # claimed back to back (none was ready): one more is kept warm until then
+    hot_until: float = 0.0  # claimed back to back: one more is kept warm until then
+    last_claim: float = 0.0
     holders: set[str] = attrs.field(factory=set)
     ready: list[str] = attrs.field(factory=list)  # warm instance ids, oldest first
     starting: int = 0
@@ -333,10 +334,11 @@ class PoolService:
                 pool = self._pools.get(state_id)
                 if pool is None or pool.closed or (runtime is not None and pool.runtime != runtime):
                     return None
-                pool.last_used = time.monotonic()
-                if not pool.ready and pool.auto:
+                now = pool.last_used = time.monotonic()
+                if pool.auto and (not pool.ready or now - pool.last_claim < HOT_SECONDS):
                     # claims come faster than one replacement starts (tests back to back): one more
-                    pool.hot_until = pool.last_used + HOT_SECONDS
+                    pool.hot_until = now + HOT_SECONDS
+                pool.last_claim = now
                 if not pool.ready and pool.starting > pool.waiting:
                     # one being started that no other claim waits for: it is nearer than a new one
                     pool.waiting += 1
