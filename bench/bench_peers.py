@@ -5,6 +5,8 @@ Methods, each giving "a usable, isolated database with the data set loaded" (a D
 accepts a connection and answers a query):
 
 - sqlrs hit      `sqlrs prepare:psql` of a cached chain (per runtime, per snapshot backend)
+- sqlrs library hit  `sqlrs.Client().create_instance(state)` in this process (what the pytest plugin
+                 and `Client.instance()` do per test), with the engine's own time and warm claims
 - sqlrs cold     the same chain with its steps not cached (base cached, engine warm)
 - psql reload    CREATE DATABASE + `psql -f` of the scripts into one shared server
 - template copy  CREATE DATABASE ... TEMPLATE loaded (pgtestdb, IntegreSQL, pytest-postgresql)
@@ -324,7 +326,39 @@ class Bench:
         self.measure(f"{tool.label} hit", dataset, runs, lambda index: tool.prepare(dataset),
                      cleanup=lambda index: tool.rm_all_instances(), note="cached chain, new instance")
         state = tool.plan(dataset)[-1]
+        if tool.runtime in self.args.library_runtimes:
+            self._sqlrs_library(tool, dataset, state["state_id"])
         dataset.size_bytes = dataset.size_bytes or state_size(tool, state["state_id"])
+
+    def _sqlrs_library(self, tool: Sqlrs, dataset: Dataset, state_id: str) -> None:
+        """`sqlrs.Client().create_instance(state)` in this process, as the peers are measured: what
+        the Python library and the pytest plugin do per test once the state is built."""
+        import sqlrs
+
+        client = sqlrs.Client(tool.state_dir, runtime=tool.runtime,
+                              image=TEST_IMAGE if tool.runtime in ("docker", "podman") else None)
+        made: dict[int, Any] = {}
+
+        def once(index: int) -> str:
+            made[index] = client.create_instance(state_id)
+            return str(made[index].dsn).rsplit("/", 1)[0] + "/" + dataset.dbname
+
+        client.remove(client.create_instance(state_id))  # the client's first connection, untimed
+        engine: list[float] = []
+        claimed: list[bool] = []
+
+        def cleanup(index: int) -> None:
+            instance = made.pop(index)
+            engine.append(instance.engine_seconds or 0.0)
+            claimed.append(instance.from_pool)
+            client.remove(instance)
+
+        result = self.measure(f"{tool.label} library hit", dataset, self.args.runs, once, cleanup=cleanup,
+                              note="Client().create_instance(state) in-process, engine warm")
+        result.extra.update(engine_median_ms=round(statistics.median(engine) * 1000, 1) if engine else None,
+                            warm_claims=sum(claimed))
+        result.note += (f"; engine {result.extra['engine_median_ms']} ms median, "
+                        f"{sum(claimed)}/{len(claimed)} warm")
 
     # peers on one shared server -------------------------------------------------------------------------
     def bench_shared(self, data: list[Dataset]) -> None:
@@ -666,18 +700,23 @@ def main() -> int:
     parser.add_argument("--datasets", default="chinook,sakila,pgbench10")
     parser.add_argument("--runtimes", default="native,docker,podman")
     parser.add_argument("--cold-runtimes", default="native")
+    parser.add_argument("--library-runtimes", default="native",
+                        help="runtimes whose in-process library path (Client.create_instance) is measured")
     parser.add_argument("--backends", default="btrfs,reflink,copy")
     parser.add_argument("--all-combinations", action="store_true",
                         help="every runtime on every backend (default: containers on the first backend only)")
     parser.add_argument("--only", default="sqlrs,shared,testcontainers,cli,rebuild,many")
     parser.add_argument("--many-dataset", default="pgbench10")
-    parser.add_argument("--quick", action="store_true", help="3 runs, chinook and sakila, native only")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 runs, native only, chinook and sakila unless --datasets is given")
     args = parser.parse_args()
     # measure the CLI as installed, with bytecode, even where PYTHONDONTWRITEBYTECODE is set
     compileall.compile_dir(str(REPO / "sqlrs"), quiet=1)
     if args.quick:
-        args.runs, args.datasets, args.runtimes = 3, "chinook,sakila", "native"
-    for name in ("datasets", "runtimes", "backends", "only", "cold_runtimes"):
+        args.runs, args.runtimes = 3, "native"
+        if "--datasets" not in sys.argv:
+            args.datasets = "chinook,sakila"
+    for name in ("datasets", "runtimes", "backends", "only", "cold_runtimes", "library_runtimes"):
         setattr(args, name, [part for part in getattr(args, name).split(",") if part])
     return Bench(args).main()
 

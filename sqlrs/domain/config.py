@@ -94,14 +94,21 @@ KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("cache.remote_insecure", "boolean", False,
               "Speak plain HTTP to cache.remote (and push/pull references) on hosts other than loopback; "
               "127.0.0.1, ::1 and localhost always use plain HTTP, as docker does."),
-    ConfigKey("pool.max_instances", "integer", 16,
-              "Upper bound of warm (started, not yet claimed) instances across all pools; 0 disables pools."),
-    ConfigKey("pool.idle_seconds", "integer", 600,
-              "A warm pool that nobody claimed from or renewed for this many seconds is drained."),
     ConfigKey("databases.spares", "integer", 2,
               "Database instances: copies of the state's database made ahead in its shared server."),
     ConfigKey("databases.host_idle_seconds", "integer", 600,
               "A shared server with no database instance for this many seconds is stopped."),
+    ConfigKey("warm.enabled", "boolean", True,
+              "Keep started instances of recently used states ready, so that a cache hit claims one in "
+              "milliseconds; false: no warm instances at all (explicit pools are refused).",
+              env="SQLRS_WARM"),
+    ConfigKey("warm.per_state", "integer", 1,
+              "Warm instances kept per recently built or hit state; 0: none automatically (pools still work)."),
+    ConfigKey("warm.max_states", "integer", 4, "How many of the most recently used states get warm instances."),
+    ConfigKey("warm.max_instances", "integer", 8,
+              "Upper bound of warm (started, not yet claimed) instances in all, pools included."),
+    ConfigKey("warm.idle_seconds", "integer", 600,
+              "Warm instances of a state (or a pool) nobody used or renewed for this many seconds are removed."),
 )
 BY_NAME = {key.name: key for key in KEYS}
 

@@ -133,7 +133,8 @@ class CacheService:
 
     def pinned(self) -> set[str]:
         """States an instance or a running job uses."""
-        used = {instance.state_id for instance in self.repo.list_instances()}
+        # warm instances do not pin a state: evicting it removes them (standby.discard)
+        used = {instance.state_id for instance in self.repo.list_instances() if not instance.pooled}
         for job_id in self._active_jobs():
             used.update(task.state_id for task in self.repo.list_tasks(job_id) if task.state_id)
         return used

@@ -7,7 +7,7 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid
 from sqlrs.domain.errors import NotFound, RuntimeFailure
@@ -29,6 +29,17 @@ if TYPE_CHECKING:
 INSTANCE_USER = "sqlrs"
 INSTANCE_DB = "postgres"
 log = logging.getLogger("sqlrs.engine")
+
+
+class WarmInstances(Protocol):
+    """Started instances kept ready (services/pool.py): a hit claims one instead of starting one."""
+
+    def claim(self, state_id: str, ttl_seconds: int, name: str | None = None, *, ephemeral: bool = False,
+              job_id: str | None = None, runtime: str | None = None) -> Instance | None:
+        """A ready warm instance of the state, handed out with these settings; None when none is ready."""
+
+    def used(self, state: State, runtime: str, image: str | None) -> None:
+        """An instance of the state was made: keep warm instances of it ready."""
 
 
 def new_instance_id() -> str:
@@ -66,6 +77,7 @@ class InstanceManager:
         standby: StandbyClones | None = None,
     ):
         self.standby = standby
+        self.warm: WarmInstances | None = None  # set by the composition root (it needs this manager)
         self.repo = repo
         self.store = store
         self.layout = layout
@@ -147,7 +159,28 @@ class InstanceManager:
         ttl_seconds: int = 0,
         pooled: bool = False,
         kind: InstanceKind = InstanceKind.SERVER,
+        claim: bool = True,
     ) -> Instance:
+        """An instance of `state`: a warm one when one is ready (unless `claim` is False), else one
+        cloned and started now. `pooled`: a warm instance itself (made by the warm workers).
+        `kind` HOST: a state's shared server for database instances (never a warm one)."""
+        if not pooled and self.warm is not None and kind == InstanceKind.SERVER:
+            if claim:
+                claimed = self.warm.claim(state.id, ttl_seconds, name, ephemeral=ephemeral, job_id=job_id,
+                                          runtime=runtime.name)
+                if claimed is not None:
+                    self.warm.used(state, runtime.name, identity.image)
+                    return claimed
+            instance = self._create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
+                                    ttl_seconds=ttl_seconds, pooled=False)
+            self.warm.used(state, runtime.name, identity.image)  # after ours: its start does not slow this one
+            return instance
+        return self._create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
+                            ttl_seconds=ttl_seconds, pooled=pooled, kind=kind)
+
+    def _create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None,
+                ephemeral: bool, job_id: str | None, ttl_seconds: int, pooled: bool,
+                kind: InstanceKind = InstanceKind.SERVER) -> Instance:
         instance_id = new_instance_id()
         rel = self.layout.instance_rel(instance_id)
         target = self.layout.abs(rel)
@@ -171,7 +204,8 @@ class InstanceManager:
             if name:
                 self.repo.bind_name(NameBinding(name=name, instance_id=instance_id, created_at=now))
                 instance.name = name
-            self.repo.touch_state(state.id, now, hit=False)
+            if not pooled:  # a warm instance made ahead is no use of its state yet
+                self.repo.touch_state(state.id, now, hit=False)
             if self.standby is not None:
                 self.standby.refill(state.id, source)  # for the next instance of this state
             return instance

@@ -95,8 +95,9 @@ class Inventory:
         return [self.state_json(state, counts) for state in self.repo.list_states()]
 
     def user_instances(self, state_id: str | None = None) -> list[Instance]:
-        """Instances users were handed: not the shared servers that hold database instances."""
-        return [i for i in self.repo.list_instances(state_id) if i.kind != InstanceKind.HOST]
+        """Instances users were handed: not the engine's own (warm instances, and the shared
+        servers that hold database instances)."""
+        return [i for i in self.repo.list_instances(state_id) if i.kind != InstanceKind.HOST and not i.pooled]
 
     def list_instances(self) -> list[dict[str, Any]]:
         return [self.instance_json(instance) for instance in self.user_instances()]
@@ -164,6 +165,7 @@ class Inventory:
     def remove_state(self, state: State, *, recurse: bool, force: bool, dry_run: bool) -> dict[str, Any]:
         states = self._descendants(state)
         ids = {s.id for s in states}
+        # warm instances are not the user's: removing the state removes them (standby.discard)
         instances = [i for i in self.user_instances() if i.state_id in ids]
         hosts = [i for i in self.repo.list_instances() if i.state_id in ids and i.kind == InstanceKind.HOST]
         children = [s for s in states if s.id != state.id]

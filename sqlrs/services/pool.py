@@ -1,18 +1,30 @@
-"""Warm pools: started instances of a hot state, kept ready so a claim is one fast API call.
+"""Warm instances: started instances of hot states, kept ready so that a hit claims one in milliseconds.
 
-A pool is configured per state (`PUT /v1/pools/{state_id}` with a size) and lives in the
-engine's memory. Background workers keep `size` spares started (cloned, server up, password
-set); `claim` hands one out in milliseconds: it flips the spare's `pooled` flag, gives it its TTL
-(and name), and wakes a worker to start a replacement. When no spare is ready but one is being
-started, the claim waits for it (that is never slower than starting one itself); when none is
-being started either, the caller starts an instance the ordinary way.
+One mechanism, two ways in:
 
-Bounds: all pools together hold at most `pool.max_instances` spares; a pool nobody claimed from
-or renewed for `pool.idle_seconds` is drained. Holders (e.g. the pytest sessions of one run,
-one per xdist worker) renew a pool with PUT and leave it with DELETE ?holder=; when the last
-holder leaves, the pool is drained. Spares are real instances marked `pooled`: they show in
-listings, and an engine that stops drains its pools (a new one removes spares a crashed engine
-left, see `recover`).
+- automatically: after a state is built or hit (an instance of it is created, by a prepare job or
+  `POST /v1/instances`), `warm.per_state` instances of it are kept started (cloned, server up,
+  password set) for the `warm.max_states` most recently used states, until a state is not used
+  for `warm.idle_seconds`;
+- explicitly: a *pool* (`PUT /v1/pools/{state_id}`, the Python library's `set_pool`, the pytest
+  plugin) asks for `size` warm instances of one state on top of that, renewed by its holders and
+  drained when the last one leaves (`DELETE ?holder=`) or nobody used it for `warm.idle_seconds`.
+
+Per state the engine keeps `max(pool size, warm.per_state if the state is recently used)` warm
+instances (one more while the state is *hot*: claimed twice within a minute, or before its
+replacement was ready), at most `warm.max_instances` in all (pools first, then states by recency);
+`warm.enabled false` turns everything off. The workers re-read these bounds all the time: lowering
+them (or turning warm instances off) removes the surplus within a second.
+
+`claim` hands one out: it flips the instance's `pooled` flag, applies the caller's name, TTL,
+ephemeral flag and job, and wakes a worker to start a replacement. When none is ready but one is
+being started that no other claim waits for, the claim waits for it (never slower than starting one);
+otherwise the caller starts an instance the ordinary way.
+
+Warm instances are real instances marked `pooled` (the metadata's existing column) but not user
+instances: listings leave them out, `status` shows them. Nothing leaks: an engine that stops removes
+them, one that starts removes those a killed engine left (`recover`), removing or evicting a state
+removes its own (`discard`), and a warm instance that is found dead is dropped.
 """
 
 from __future__ import annotations
@@ -36,20 +48,40 @@ from sqlrs.services.runtimes import RuntimeRegistry
 
 log = logging.getLogger("sqlrs.pool")
 
-CLAIM_WAIT_SECONDS = 120.0  # a spare being started when the pool ran dry is waited for this long at most
+CLAIM_WAIT_SECONDS = 120.0  # a claim waits this long at most for the warm instance being started for it
 MAX_BACKOFF_SECONDS = 60.0
+PRUNE_SECONDS = 10.0  # how often ready warm instances are checked against the metadata
 WORKERS = 1
+HOT_SECONDS = 60.0  # a state claimed twice within this long keeps one more warm for this long
+LIMITS_TTL = 1.0  # seconds the warm.* configuration is cached
+
+
+@attrs.frozen
+class WarmLimits:
+    """The configured bounds (config keys `warm.*`), read again on every worker pass."""
+
+    enabled: bool = True
+    per_state: int = 1
+    max_states: int = 4
+    max_instances: int = 8
+    idle_seconds: int = 600
 
 
 @attrs.define
 class Pool:
+    """The warm instances of one state: an explicit pool (`size`, `holders`) and/or automatic (`auto`)."""
+
     state_id: str
-    size: int
+    size: int  # explicit pool size (0: none asked for)
     runtime: str
     image: str | None
+    auto: bool = False  # in the automatic warm set: recently built or hit
+    hot_until: float = 0.0  # claimed back to back: one more is kept warm until then
+    last_claim: float = 0.0
     holders: set[str] = attrs.field(factory=set)
-    ready: list[str] = attrs.field(factory=list)  # spare instance ids, oldest first
+    ready: list[str] = attrs.field(factory=list)  # warm instance ids, oldest first
     starting: int = 0
+    waiting: int = 0  # claims waiting for a warm instance being started
     hits: int = 0
     misses: int = 0
     created: int = 0
@@ -59,6 +91,16 @@ class Pool:
     error: str | None = None
     closed: bool = False
 
+    @property
+    def explicit(self) -> bool:
+        return self.size > 0 or bool(self.holders)
+
+    def target(self, limits: WarmLimits) -> int:
+        if not limits.enabled:
+            return 0
+        automatic = limits.per_state + (1 if time.monotonic() < self.hot_until else 0) if self.auto else 0
+        return max(self.size, automatic)
+
     def to_json(self, idle_seconds: float) -> dict[str, Any]:
         return {
             "state_id": self.state_id, "size": self.size, "ready": len(self.ready), "starting": self.starting,
@@ -67,6 +109,14 @@ class Pool:
             "drains_in_seconds": round(max(0.0, idle_seconds - (time.monotonic() - self.last_used)), 1)
             if idle_seconds > 0 else None,
         }
+
+    def warm_json(self, limits: WarmLimits) -> dict[str, Any]:
+        return {"state_id": self.state_id, "runtime": self.runtime, "image": self.image, "ready": len(self.ready),
+                "starting": self.starting, "target": self.target(limits), "automatic": self.auto,
+                "hot": time.monotonic() < self.hot_until,
+                "pool_size": self.size, "holders": len(self.holders), "hits": self.hits, "misses": self.misses,
+                "instance_ids": list(self.ready), "error": self.error,
+                "idle_seconds": round(time.monotonic() - self.last_used, 1)}
 
 
 def resolve_identity(registry: RuntimeRegistry, identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
@@ -84,14 +134,15 @@ def resolve_identity(registry: RuntimeRegistry, identity_for: Callable[[Runtime,
 
 
 class PoolService:
+    """The warm instances of the engine (automatic and pools); see the module docstring."""
+
     def __init__(
         self,
         repo: Repository,
         instances: InstanceManager,
         resolve: Callable[[State, str | None], tuple[Runtime, RuntimeIdentity]],
         clock: Clock,
-        max_instances: Callable[[], int],
-        idle_seconds: Callable[[], int],
+        limits: Callable[[], WarmLimits] = WarmLimits,
         on_claim: Callable[[Instance], None] = lambda instance: None,
         workers: int = WORKERS,
     ):
@@ -99,8 +150,7 @@ class PoolService:
         self.instances = instances
         self.resolve = resolve
         self.clock = clock
-        self.max_instances = max_instances
-        self.idle_seconds = idle_seconds
+        self.limits = limits
         self.on_claim = on_claim
         self._workers = workers
         self._pools: dict[str, Pool] = {}
@@ -108,24 +158,38 @@ class PoolService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._drainers: list[threading.Thread] = []  # background drains of released pools
+        self._doomed: list[str] = []  # warm instances to remove (surplus), taken by a worker
+        self._pruned_at = time.monotonic()
+        self._cached_limits: tuple[float, WarmLimits] | None = None
 
-    # -- configuration -----------------------------------------------------------------------------
+    def _limits(self) -> WarmLimits:
+        """The bounds, read at most once a second (a hit asks too); `wake` reads them again."""
+        now = time.monotonic()
+        cached = self._cached_limits
+        if cached is not None and now - cached[0] < LIMITS_TTL:
+            return cached[1]
+        try:
+            limits = self.limits()
+        except Exception:  # an unreadable config must not stop the workers: the defaults then
+            log.exception("cannot read the warm.* configuration")
+            limits = WarmLimits()
+        self._cached_limits = (now, limits)
+        return limits
+
+    # -- explicit pools ----------------------------------------------------------------------------
     def configure(self, state: State, size: int, image: str | None = None, holder: str | None = None) -> dict[str, Any]:
         if size < 0:
             raise UsageError("a pool's size must not be negative")
-        limit = int(self.max_instances())
-        if limit <= 0:
-            raise Conflict("warm pools are disabled (pool.max_instances is 0)",
-                           hint="sqlrs config set pool.max_instances 16")
-        if size > limit:
-            raise UsageError(f"pool size {size} exceeds pool.max_instances ({limit})",
-                             hint=f"sqlrs config set pool.max_instances {size}")
+        limits = self._limits()
+        if not limits.enabled or limits.max_instances <= 0:
+            raise Conflict("warm instances are turned off (warm.enabled false or warm.max_instances 0)",
+                           hint="sqlrs config set warm.enabled true")
+        if size > limits.max_instances:
+            raise UsageError(f"pool size {size} exceeds warm.max_instances ({limits.max_instances})",
+                             hint=f"sqlrs config set warm.max_instances {size}")
         runtime, identity = self.resolve(state, image)
         with self._cond:
-            pool = self._pools.get(state.id)
-            if pool is None or pool.closed:
-                pool = Pool(state_id=state.id, size=size, runtime=runtime.name, image=identity.image)
-                self._pools[state.id] = pool
+            pool = self._entry(state.id, runtime.name, identity.image)
             pool.size = size
             pool.image = identity.image
             pool.last_used = time.monotonic()
@@ -133,83 +197,169 @@ class PoolService:
                 pool.holders.add(holder)
             pool.retry_at = 0.0
             self._cond.notify_all()
-            data = pool.to_json(self.idle_seconds())
+            data = pool.to_json(limits.idle_seconds)
         if size == 0 and not holder:
             return self.release(state.id, None) or data
         return data
 
     def release(self, state_id: str, holder: str | None, wait: bool = True) -> dict[str, Any] | None:
-        """Remove `holder`; drain the pool when no holder is left (or at once without a holder).
+        """Remove `holder`; when no holder is left (or at once without a holder) the pool ends.
 
-        `wait=False` answers at once and drains in the background (`close` waits for that)."""
+        The state's automatic warm instance (if it is recently used) stays; the pool's others go.
+        `wait=False` answers at once and removes them in the background (`close` waits for that)."""
         with self._cond:
             pool = self._pools.get(state_id)
-            if pool is None:
+            if pool is None or not pool.explicit:
                 return None
             if holder:
                 pool.holders.discard(holder)
                 if pool.holders:
-                    return pool.to_json(self.idle_seconds())
-            spares = self._close(pool)
-            data = pool.to_json(self.idle_seconds())
+                    return pool.to_json(self._limits().idle_seconds)
+            pool.holders.clear()
+            pool.size = 0
+            data = pool.to_json(self._limits().idle_seconds)
+            surplus = self._trim_pool(pool, self._limits())
         if wait:
-            self._drain(spares, pool)
+            self._drain(surplus, pool)
         else:
-            drainer = threading.Thread(target=self._drain, args=(spares, pool), name="sqlrs-pool-drain", daemon=True)
+            drainer = threading.Thread(target=self._drain, args=(surplus, pool), name="sqlrs-pool-drain",
+                                       daemon=True)
             with self._cond:
                 self._drainers = [thread for thread in self._drainers if thread.is_alive()] + [drainer]
             drainer.start()
         return data
 
-    def _drain(self, spares: list[str], pool: Pool) -> None:
-        self._remove(spares)
+    def _drain(self, surplus: list[str], pool: Pool) -> None:
+        self._remove(surplus)
         self._wait_started(pool)
 
     def _wait_started(self, pool: Pool, timeout: float = 300.0) -> None:
-        """Wait until spares being started for a drained pool are removed again."""
+        """Wait until warm instances being started beyond the pool's target (all, once it is closed)
+        are done: those of a closed entry are removed by the worker that started them."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while pool.starting > 0 and time.monotonic() < deadline:
+            while pool.starting > 0 and (pool.closed or len(pool.ready) + pool.starting > pool.target(
+                    self._limits())) and time.monotonic() < deadline:
                 self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def get(self, state_id: str) -> dict[str, Any]:
         with self._cond:
             pool = self._pools.get(state_id)
-            if pool is None:
+            if pool is None or not pool.explicit:
                 raise NotFound(f"no pool for state {state_id[:12]}", hint="list them: GET /v1/pools")
-            return pool.to_json(self.idle_seconds())
+            return pool.to_json(self._limits().idle_seconds)
 
     def pools(self) -> list[dict[str, Any]]:
+        """The explicit pools (the automatic warm instances are in `status`)."""
+        idle = self._limits().idle_seconds
         with self._cond:
-            return [pool.to_json(self.idle_seconds()) for pool in self._pools.values()]
+            return [pool.to_json(idle) for pool in self._pools.values() if pool.explicit]
+
+    def status(self) -> dict[str, Any]:
+        """For `sqlrs status`: the bounds and, per state, its warm instances."""
+        limits = self._limits()
+        with self._cond:
+            states = [pool.warm_json(limits) for pool in self._pools.values()]
+        return {"enabled": limits.enabled, "per_state": limits.per_state, "max_states": limits.max_states,
+                "max_instances": limits.max_instances, "idle_seconds": limits.idle_seconds,
+                "instances": sum(s["ready"] for s in states), "starting": sum(s["starting"] for s in states),
+                "states": states}
 
     def wait_ready(self, state_id: str, count: int, timeout: float) -> dict[str, Any]:
-        """Block until the pool has `count` spares ready (or the timeout passes)."""
+        """Block until the state has `count` warm instances ready (or the timeout passes)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 pool = self._pools.get(state_id)
                 if pool is None:
                     raise NotFound(f"no pool for state {state_id[:12]}")
-                if len(pool.ready) >= min(count, pool.size) or time.monotonic() >= deadline:
-                    return pool.to_json(self.idle_seconds())
+                limits = self._limits()
+                if len(pool.ready) >= min(count, pool.target(limits)) or time.monotonic() >= deadline:
+                    return pool.to_json(limits.idle_seconds)
                 if pool.error and pool.starting == 0 and pool.failures > 2:
                     raise Conflict(f"the pool cannot start instances: {pool.error}")
                 self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
 
+    # -- the automatic warm set --------------------------------------------------------------------
+    def used(self, state: State, runtime: str, image: str | None) -> None:
+        """An instance of `state` was made (a build or a hit): keep warm instances of it ready."""
+        limits = self._limits()
+        if not limits.enabled or limits.per_state <= 0 or limits.max_states <= 0:
+            return
+        with self._cond:
+            pool = self._pools.get(state.id)
+            if pool is not None and pool.auto and pool.runtime == runtime:
+                pool.last_used = time.monotonic()
+                return
+            pool = self._entry(state.id, runtime, image)
+            pool.auto = True
+            pool.last_used = time.monotonic()
+            surplus = self._bound_states(limits)
+            self._cond.notify_all()
+        self._remove_later(surplus)
+
+    def _entry(self, state_id: str, runtime: str, image: str | None) -> Pool:
+        """Under the lock: the state's warm entry, made (or made again for another runtime).
+
+        Any image reference that gives the state will do: the state's id pins the image's content."""
+        pool = self._pools.get(state_id)
+        if pool is not None and not pool.closed and pool.runtime == runtime:
+            pool.image = image or pool.image
+            return pool
+        if pool is not None:
+            self._doomed += self._close(pool)
+        pool = Pool(state_id=state_id, size=0, runtime=runtime, image=image)
+        self._pools[state_id] = pool
+        return pool
+
+    def _bound_states(self, limits: WarmLimits) -> list[str]:
+        """Under the lock: keep at most `max_states` states in the automatic set (the most recent)."""
+        auto = sorted((p for p in self._pools.values() if p.auto), key=lambda p: p.last_used, reverse=True)
+        surplus: list[str] = []
+        for pool in auto[max(0, limits.max_states):]:
+            pool.auto = False
+            surplus += self._trim_pool(pool, limits)
+        return surplus
+
+    def discard(self, state_id: str) -> None:
+        """The state goes (removed or evicted): remove its warm instances, also those being started."""
+        with self._cond:
+            pool = self._pools.get(state_id)
+            if pool is None:
+                return
+            surplus = self._close(pool)
+        self._remove(surplus)
+        self._wait_started(pool)
+
     # -- claiming ----------------------------------------------------------------------------------
-    def claim(self, state_id: str, ttl_seconds: int, name: str | None = None,
+    def claim(self, state_id: str, ttl_seconds: int, name: str | None = None, *, ephemeral: bool = False,
+              job_id: str | None = None, runtime: str | None = None,
               wait: float = CLAIM_WAIT_SECONDS) -> Instance | None:
-        """A ready spare of the state's pool, now an ordinary instance; None when the pool has none."""
+        """A warm instance of the state, now an ordinary instance; None when none is ready.
+
+        `runtime`: what the caller would start on; a warm instance of another runtime is not used."""
+        if not self._pools.get(state_id) or not self._limits().enabled:
+            return None  # (a lock-free first look: most creates of a cold state end here)
         deadline = time.monotonic() + wait
         while True:
             with self._cond:
                 pool = self._pools.get(state_id)
-                if pool is None or pool.closed:
+                if pool is None or pool.closed or (runtime is not None and pool.runtime != runtime):
                     return None
-                pool.last_used = time.monotonic()
-                while not pool.ready and pool.starting > 0 and not pool.closed and time.monotonic() < deadline:
-                    self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                now = pool.last_used = time.monotonic()
+                if pool.auto and (not pool.ready or now - pool.last_claim < HOT_SECONDS):
+                    # claims come faster than one replacement starts (tests back to back): one more
+                    pool.hot_until = now + HOT_SECONDS
+                pool.last_claim = now
+                if not pool.ready and pool.starting > pool.waiting:
+                    # one being started that no other claim waits for: it is nearer than a new one
+                    pool.waiting += 1
+                    try:
+                        while not pool.ready and pool.starting > 0 and not pool.closed \
+                                and time.monotonic() < deadline:
+                            self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                    finally:
+                        pool.waiting -= 1
                 if not pool.ready:
                     pool.misses += 1
                     self._cond.notify_all()
@@ -217,27 +367,32 @@ class PoolService:
                 instance_id = pool.ready.pop(0)
                 pool.hits += 1
                 self._cond.notify_all()  # a worker starts the replacement
-            instance = self._hand_out(instance_id, ttl_seconds, name)
+            instance = self._hand_out(instance_id, ttl_seconds, name, ephemeral, job_id)
             if instance is not None:
                 return instance
-            # the spare vanished or died: try the next one
+            # the warm instance vanished or died: try the next one
 
-    def _hand_out(self, instance_id: str, ttl_seconds: int, name: str | None) -> Instance | None:
+    def _hand_out(self, instance_id: str, ttl_seconds: int, name: str | None, ephemeral: bool,
+                  job_id: str | None) -> Instance | None:
         instance = self.repo.get_instance(instance_id)
-        if instance is None:
+        if instance is None or not instance.pooled:
             return None
         if self.instances.live_status(instance) != InstanceStatus.RUNNING:
-            log.info("pool spare %s is not running any more; dropping it", instance_id)
+            log.info("warm instance %s is not running any more; dropping it", instance_id)
             self._remove([instance_id])
             return None
         now = self.clock.now()
         instance.pooled = False
         instance.ttl_seconds = ttl_seconds
+        instance.ephemeral = ephemeral
+        instance.job_id = job_id
+        instance.created_at = now  # for its user it starts now
         instance.last_used_at = now
         self.repo.update_instance(instance)
         if name:
             self.repo.bind_name(NameBinding(name=name, instance_id=instance.id, created_at=now))
             instance.name = name
+        self.repo.touch_state(instance.state_id, now, hit=False)
         self.on_claim(instance)
         return instance
 
@@ -247,72 +402,137 @@ class PoolService:
             return
         self._stop.clear()
         for index in range(self._workers):
-            thread = threading.Thread(target=self._work, name=f"sqlrs-pool-{index}", daemon=True)
+            thread = threading.Thread(target=self._work, name=f"sqlrs-warm-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
+    def wake(self) -> None:
+        """Look at the bounds again now (the configuration changed)."""
+        self._cached_limits = None
+        with self._cond:
+            self._cond.notify_all()
+
     def close(self) -> None:
-        """Stop the workers and drain every pool (the engine is stopping)."""
+        """Stop the workers and remove every warm instance (the engine is stopping)."""
         self._stop.set()
         with self._cond:
-            spares = [spare for pool in list(self._pools.values()) for spare in self._close(pool)]
+            doomed = [spare for pool in list(self._pools.values()) for spare in self._close(pool)]
+            doomed += self._doomed
+            self._doomed = []
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=120)
         self._threads = []
-        self._remove(spares)
+        self._remove(doomed)
         for thread in list(self._drainers):
             thread.join(timeout=120)
 
     def recover(self) -> None:
-        """Remove spares an engine that is gone left behind (pools live in memory only)."""
+        """Remove warm instances an engine that is gone left behind (they live in its memory only)."""
+        with self._cond:
+            known = {spare for pool in self._pools.values() for spare in pool.ready}
         for instance in self.repo.list_instances():
-            if instance.pooled and not any(instance.id in pool.ready for pool in self._pools.values()):
-                log.info("removing pool spare %s left by a previous engine", instance.id)
+            if instance.pooled and instance.id not in known:
+                log.info("removing warm instance %s left by a previous engine", instance.id)
                 self._remove([instance.id])
 
     def _close(self, pool: Pool) -> list[str]:
-        """Under the lock: forget the pool; return its ready spares for removal."""
+        """Under the lock: forget the state's warm entry; return its ready instances for removal."""
         pool.closed = True
+        pool.auto = False
         spares, pool.ready = pool.ready, []
         if self._pools.get(pool.state_id) is pool:
             del self._pools[pool.state_id]
         self._cond.notify_all()
         return spares
 
-    def _spares(self) -> int:
-        return sum(len(pool.ready) + pool.starting for pool in self._pools.values())
+    def _trim_pool(self, pool: Pool, limits: WarmLimits) -> list[str]:
+        """Under the lock: the pool's ready instances beyond its target (oldest first); an entry
+        that wants none any more is forgotten."""
+        target = pool.target(limits)
+        surplus: list[str] = []
+        while pool.ready and len(pool.ready) > target:
+            surplus.append(pool.ready.pop(0))
+        if target == 0 and (not pool.explicit or not limits.enabled):
+            surplus += self._close(pool)
+        return surplus
 
-    def _next(self) -> Pool | None:
-        """Under the lock: the pool that needs a spare most (fewest ready first), counted as starting."""
+    def _trim(self, limits: WarmLimits) -> list[str]:
+        """Under the lock: apply the bounds (idle expiry, targets, states, the total); the surplus."""
         now = time.monotonic()
-        idle = float(self.idle_seconds())
-        drained: list[str] = []
+        surplus: list[str] = []
         for pool in list(self._pools.values()):
-            if idle > 0 and now - pool.last_used > idle:
-                log.info("pool of state %s unused for %.0fs: draining it", pool.state_id[:12], now - pool.last_used)
-                drained += self._close(pool)
-        if drained:
-            threading.Thread(target=self._remove, args=(drained,), daemon=True).start()
-        limit = int(self.max_instances())
-        if self._spares() >= limit:
+            if limits.idle_seconds > 0 and now - pool.last_used > limits.idle_seconds:
+                log.info("warm instances of state %s unused for %.0fs: removing them", pool.state_id[:12],
+                         now - pool.last_used)
+                surplus += self._close(pool)
+            else:
+                surplus += self._trim_pool(pool, limits)
+        surplus += self._bound_states(limits)
+        total = sum(len(p.ready) + p.starting for p in self._pools.values())
+        # over the total: the least valuable go first (automatic before pools, least recent first)
+        for pool in sorted(self._pools.values(), key=lambda p: (p.explicit, p.last_used)):
+            while total > max(0, limits.max_instances) and pool.ready:
+                surplus.append(pool.ready.pop(0))
+                total -= 1
+        if now - self._pruned_at > PRUNE_SECONDS:
+            self._pruned_at = now
+            surplus += self._prune()
+        return surplus
+
+    def _prune(self) -> list[str]:
+        """Under the lock: forget ready ids whose instance was removed or claimed behind our back."""
+        gone: list[str] = []
+        for pool in self._pools.values():
+            for instance_id in list(pool.ready):
+                current = self.repo.get_instance(instance_id)
+                if current is None or not current.pooled:
+                    pool.ready.remove(instance_id)
+                    gone.append(instance_id)
+        return gone
+
+    def _next(self, limits: WarmLimits) -> Pool | None:
+        """Under the lock: the state that needs a warm instance most, counted as starting."""
+        if not limits.enabled:
+            return None
+        now = time.monotonic()
+        total = sum(len(p.ready) + p.starting for p in self._pools.values())
+        if total >= limits.max_instances:
             return None
         wanting = [p for p in self._pools.values()
-                   if len(p.ready) + p.starting < p.size and p.retry_at <= now and not p.closed]
+                   if len(p.ready) + p.starting < p.target(limits) and p.retry_at <= now and not p.closed]
         if not wanting:
             return None
-        pool = min(wanting, key=lambda p: (len(p.ready) + p.starting, p.last_used))
+        # claims waiting first, then pools, then the fewest ready, then the most recent
+        pool = min(wanting, key=lambda p: (-p.waiting, not p.explicit, len(p.ready) + p.starting, -p.last_used))
         pool.starting += 1
         return pool
 
+    def _remove_later(self, instance_ids: list[str]) -> None:
+        if instance_ids:
+            with self._cond:
+                self._doomed += instance_ids
+                self._cond.notify_all()
+
     def _work(self) -> None:
         while not self._stop.is_set():
-            with self._cond:
-                pool = self._next()
-                if pool is None:
-                    self._cond.wait(1.0)
+            try:
+                limits = self._limits()
+                with self._cond:
+                    doomed = self._trim(limits) + self._doomed
+                    self._doomed = []
+                    pool = None if doomed else self._next(limits)
+                    if pool is None and not doomed:
+                        self._cond.wait(1.0)
+                        continue
+                if doomed:
+                    self._remove(doomed)
                     continue
-            self._fill(pool)
+                assert pool is not None
+                self._fill(pool)
+            except Exception:  # keep the worker alive
+                log.exception("warm instance worker")
+                time.sleep(1.0)
 
     def _fill(self, pool: Pool) -> None:
         instance: Instance | None = None
@@ -326,7 +546,7 @@ class PoolService:
         except SqlrsError as exc:
             error = exc.message
         except Exception as exc:  # keep the worker alive; report on the pool
-            log.exception("pool of state %s: cannot start a spare", pool.state_id[:12])
+            log.exception("state %s: cannot start a warm instance", pool.state_id[:12])
             error = f"{type(exc).__name__}: {exc}"
         while True:
             with self._cond:
@@ -342,11 +562,11 @@ class PoolService:
                         pool.retry_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** pool.failures)
                         if "is gone" in error:
                             self._close(pool)
-                        log.warning("pool of state %s: cannot start a spare: %s", pool.state_id[:12], error)
+                        log.warning("state %s: cannot start a warm instance: %s", pool.state_id[:12], error)
                     self._cond.notify_all()
                     return
-            # the pool was drained while this spare started: remove it before counting it done, so a
-            # drain that waits for `starting` to reach 0 leaves nothing behind
+            # the entry was closed while this one started: remove it before counting it done, so a
+            # discard that waits for `starting` to reach 0 leaves nothing behind
             self._remove([instance.id])
             instance = None
 
@@ -358,4 +578,4 @@ class PoolService:
             try:
                 self.instances.remove(instance)
             except Exception:
-                log.exception("cannot remove pool spare %s", instance_id)
+                log.exception("cannot remove warm instance %s", instance_id)

@@ -89,11 +89,12 @@ def test_warm_pool(sqlrs_native: Sqlrs, workspace: Path) -> None:
     state = client.build("a.sql")
     pool = client.set_pool(state, 2, holder="test", wait_ready=120)
     assert pool["ready"] == 2 and pool["size"] == 2
-    spares = [i for i in client.instances() if i.pooled]
+    assert [i for i in client.instances() if i.pooled] == []  # warm instances are not listed as the user's
+    spares = [i for i in client.call("GET", "/v1/instances?warm=true") if i["pooled"]]
     assert len(spares) == 2
     claimed = client.create_instance(state, pool=True, ttl=60)
     assert claimed.from_pool and not claimed.pooled and claimed.ttl_seconds == 60
-    assert claimed.id in {spare.id for spare in spares}
+    assert claimed.id in {spare["id"] for spare in spares}
     with psycopg.connect(claimed.dsn) as conn:
         conn.execute("INSERT INTO a VALUES (1)")
     deadline = time.monotonic() + 60
@@ -109,11 +110,19 @@ def test_warm_pool(sqlrs_native: Sqlrs, workspace: Path) -> None:
     while len(client.instances()) > 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [i.id for i in client.instances()] == [claimed.id]
-    # without a pool, pool=True starts an instance the ordinary way
+    # the pool is gone, but the state is in use: its automatic warm instance stays and is claimed
+    warm = client.call("GET", "/v1/status")["warm"]
+    assert [s["ready"] for s in warm["states"]] == [1], warm
+    auto = client.create_instance(state)
+    assert auto.from_pool
+    auto.remove()
+    # with warm instances turned off an instance is started the ordinary way
+    client.call("PATCH", "/v1/config", {"warm.enabled": False})
     plain = client.create_instance(state, pool=True)
     assert not plain.from_pool
     plain.remove()
     claimed.remove()
+    client.call("PATCH", "/v1/config", {"warm.enabled": None})
     with pytest.raises(sqlrs.UsageError):
         client.set_pool(state, 10_000)
 

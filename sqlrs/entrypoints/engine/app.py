@@ -365,6 +365,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
 
     async def list_instances(request: Request) -> Response:
         items = await run_in_threadpool(inventory.list_instances)
+        if not flag(request, "warm"):  # warm instances are the engine's, not the user's (see status)
+            items = [item for item in items if not item.get("pooled")]
         return listing(request, [with_lifetime(item) for item in items])
 
     async def get_instance(request: Request) -> Response:
@@ -388,15 +390,19 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 if named is not None:
                     raise name_taken(wanted.name, named)
             owner = (wanted.owner.pid, wanted.owner.started) if wanted.owner is not None else None
-            if wanted.pool:
-                claimed = services.pool.claim(state.id, ttl, wanted.name)
-                if claimed is not None:
-                    return services.lifetime.adopt(claimed, owner) if owner else claimed, True
-            runtime, identity = services.pool.resolve(state, wanted.image)
             if wanted.kind == "database":
+                runtime, identity = services.pool.resolve(state, wanted.image)
                 created = services.databases.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
-            else:
-                created = services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
+                return services.lifetime.adopt(created, owner) if owner else created, False
+            # a warm instance when one is ready (`pool` is implied: every state used lately has some)
+            # (the state's id pins the image content: no need to resolve the image for that)
+            claimed = services.pool.claim(state.id, ttl, wanted.name)
+            if claimed is not None:
+                services.pool.used(state, claimed.runtime, claimed.image)
+                return services.lifetime.adopt(claimed, owner) if owner else claimed, True
+            runtime, identity = services.pool.resolve(state, wanted.image)
+            created = services.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl,
+                                                claim=False)
             return services.lifetime.adopt(created, owner) if owner else created, False
 
         instance, from_pool = await run_in_threadpool(create)
@@ -513,6 +519,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         for key in body:
             config_schema.lookup(key)
         waiting = await run_in_threadpool(reconfigure, services, body)
+        if services.pool is not None:
+            services.pool.wake()  # e.g. fewer warm instances now: the surplus goes at once
         headers = {"X-Sqlrs-Restart-Needed": ",".join(waiting)} if waiting else None
         return JSONResponse(services.config.effective(), headers=headers)
 
@@ -635,9 +643,10 @@ def status_report(services: Services, state: EngineState, with_cache: bool) -> d
             "states": len(states), "size_bytes": sum(s.size_bytes for s in states),
             "max_bytes": services.config.get("cache.capacity.max_bytes"),
             "reserve_bytes": services.config.get("cache.capacity.reserve_bytes")},
-        "instances": len(instances),
+        "instances": sum(1 for instance in instances if not instance.pooled),
         "pools": services.pool.pools() if services.pool is not None else [],
         "shared_servers": services.databases.hosts() if services.databases is not None else [],
+        "warm": services.pool.status() if services.pool is not None else None,
         "warnings": warnings,
     }
     cache = report["cache"]

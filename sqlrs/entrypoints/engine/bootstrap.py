@@ -48,7 +48,7 @@ class Services:
     runs: RunService
     store_note: str = ""
     lifetime: Any = None  # LifetimeService: idle TTLs (started and stopped by the app's lifespan)
-    pool: Any = None  # PoolService: warm pools (idem)
+    pool: Any = None  # PoolService: warm instances and pools (idem)
     cache: Any = None  # CacheService
     databases: Any = None  # DatabaseInstances: database instances in shared servers (idem)
     snapshots: Any = None  # InstanceSnapshots: `sqlrs snapshot`
@@ -157,15 +157,21 @@ def bootstrap(state_dir: Path) -> Services:
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     from sqlrs.services.lifetime import LifetimeService
-    from sqlrs.services.pool import PoolService, resolve_identity
+    from sqlrs.services.pool import PoolService, WarmLimits, resolve_identity
     from sqlrs.services.prepare import INITDB_OPTIONS
 
     lifetime = LifetimeService(repo, instances, admin, clock)
+
+    def warm_limits() -> WarmLimits:
+        return WarmLimits(enabled=bool(config.get("warm.enabled")), per_state=int(config.get("warm.per_state")),
+                          max_states=int(config.get("warm.max_states")),
+                          max_instances=int(config.get("warm.max_instances")),
+                          idle_seconds=int(config.get("warm.idle_seconds")))
+
     pool = PoolService(
         repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
                                                               INITDB_OPTIONS),
-        clock, max_instances=lambda: int(config.get("pool.max_instances")),
-        idle_seconds=lambda: int(config.get("pool.idle_seconds")), on_claim=lifetime.noticed,
+        clock, limits=warm_limits, on_claim=lifetime.noticed,
     )
     from sqlrs.adapters.psycopg_backup import PsycopgBackup
     from sqlrs.services.databases import DatabaseInstances
@@ -177,6 +183,9 @@ def bootstrap(state_dir: Path) -> Services:
     lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
     snapshots = InstanceSnapshots(repo, store, layout, instances, admin, PsycopgBackup(), clock, locks,
                                   after_commit=cache.enforce)
+    # a hit claims a warm instance; removing or evicting a state removes its warm instances
+    instances.warm = pool
+    standby.on_discard.append(pool.discard)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,

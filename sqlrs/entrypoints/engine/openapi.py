@@ -141,15 +141,15 @@ SCHEMAS: dict[str, Any] = {
                                 "connections": {"type": ["integer", "null"],
                                                 "description": "Client connections seen by the last probe"},
                                 "pooled": {"type": "boolean",
-                                           "description": "A warm spare of its state's pool, not handed out yet"},
+                                           "description": "A warm instance, not handed out yet (only with ?warm)"},
                                 "from_pool": {"type": "boolean",
-                                              "description": "POST /v1/instances only: claimed from a warm pool"},
+                                              "description": "POST /v1/instances only: a warm instance was claimed"},
                                 "seconds": {"type": "number",
                                             "description": "POST /v1/instances only: time the engine took"}}},
     "InstanceRequest": {
         "type": "object", "required": ["state_id"], "additionalProperties": False,
         "description": "An instance of a cached state (a prepare job with build_only gives a chain's state id). "
-                       "With pool: true a ready spare of the state's warm pool is claimed (milliseconds); when "
+                       "A ready warm instance of the state is claimed (milliseconds; `pool` is implied); when "
                        "none is ready the engine waits for one being started, else starts an instance itself.",
         "properties": {"state_id": STRING, "image": NULLABLE_STRING, "pool": BOOLEAN,
                        "ttl_seconds": {"type": ["integer", "null"], "minimum": 0},
@@ -170,9 +170,9 @@ SCHEMAS: dict[str, Any] = {
               "properties": {"pid": {"type": "integer", "minimum": 1}, "started": {"type": "integer", "minimum": 0}}},
     "PoolRequest": {
         "type": "object", "required": ["size"], "additionalProperties": False,
-        "description": "Keep `size` started spares of the state ready (all pools together: at most "
-                       "pool.max_instances). A holder renews the pool; DELETE ?holder= leaves it, and the last "
-                       "holder leaving drains it. A pool not used for pool.idle_seconds is drained.",
+        "description": "Keep `size` warm instances of the state ready (all warm instances together: at "
+                       "most warm.max_instances). A holder renews the pool; DELETE ?holder= leaves it, and the "
+                       "last holder leaving ends it. A pool not used for warm.idle_seconds ends.",
         "properties": {"size": {"type": "integer", "minimum": 0}, "image": NULLABLE_STRING,
                        "holder": NULLABLE_STRING,
                        "wait_ready": {"type": "number", "minimum": 0, "maximum": 600,
@@ -184,6 +184,19 @@ SCHEMAS: dict[str, Any] = {
                             "runtime": STRING, "image": NULLABLE_STRING, "holders": INTEGER, "hits": INTEGER,
                             "misses": INTEGER, "created": INTEGER, "error": NULLABLE_STRING,
                             "drains_in_seconds": {"type": ["number", "null"]}}},
+    "Warm": {"type": "object", "description": "Warm instances: started ahead for recently used states and pools",
+             "required": ["enabled", "instances", "starting", "states"],
+             "properties": {"enabled": BOOLEAN, "per_state": INTEGER, "max_states": INTEGER,
+                            "max_instances": INTEGER, "idle_seconds": INTEGER, "instances": INTEGER,
+                            "starting": INTEGER,
+                            "states": {"type": "array", "items": {
+                                "type": "object", "required": ["state_id", "ready", "starting", "instance_ids"],
+                                "properties": {"state_id": STRING, "runtime": STRING, "image": NULLABLE_STRING,
+                                               "ready": INTEGER, "starting": INTEGER, "target": INTEGER,
+                                               "automatic": BOOLEAN, "hot": BOOLEAN, "pool_size": INTEGER,
+                                               "holders": INTEGER, "hits": INTEGER, "misses": INTEGER,
+                                               "instance_ids": {"type": "array", "items": STRING},
+                                               "error": NULLABLE_STRING, "idle_seconds": NUMBER}}}}},
     "PoolRelease": {"type": "object", "required": ["state_id", "drained", "holders"],
                     "properties": {"state_id": STRING, "drained": BOOLEAN, "holders": INTEGER,
                                    "not_found": BOOLEAN}},
@@ -207,6 +220,7 @@ SCHEMAS: dict[str, Any] = {
                               "runtimes": {"type": "array"}, "snapshot": {"type": "object"},
                               "cache": {"type": "object"}, "instances": INTEGER,
                               "pools": {"type": "array", "items": _ref("Pool")},
+                              "warm": _ref("Warm"),
                               "warnings": {"type": "array", "items": STRING}}},
 }
 
@@ -273,8 +287,9 @@ def document() -> dict[str, Any]:
                                   _flag("dry_run", "only say what would go")]),
         },
         "/v1/instances": {
-            "get": _op("List instances", {"200": _list("Instance")}),
-            "post": _op("Start an instance of a cached state, or claim one from its warm pool",
+            "get": _op("List instances (not the engine's warm instances unless ?warm)", {"200": _list("Instance")},
+                       params=[_flag("warm", "also the warm instances (started ahead, not handed out yet)")]),
+            "post": _op("Start an instance of a cached state, or claim one of its warm instances",
                         {"201": _json(_ref("Instance"), "Created")}, body="InstanceRequest"),
         },
         "/v1/instances/{instance_id}": {
