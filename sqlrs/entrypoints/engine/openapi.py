@@ -91,7 +91,10 @@ SCHEMAS: dict[str, Any] = {
         "from_state": {"type": ["string", "null"], "description":
                        "Start the chain from this cached state (id or unique prefix, e.g. a snapshot) instead of "
                        "the base: state_k = H(from_state, step_k); steps may then be empty (an instance of it). "
-                       "Runs on the state's runtime; another runtime or image is refused"}}},
+                       "Runs on the state's runtime; another runtime or image is refused"},
+        "instance_kind": {"enum": ["server", "database"], "description":
+                          "server (default): a PostgreSQL server of its own; database: a database of its own in "
+                          "the state's shared server (database-level isolation)"}}},
     "SnapshotRequest": {"type": "object", "required": ["instance"], "additionalProperties": False, "properties": {
         "instance": {"type": "string", "description": "Instance id, unique prefix, or name"},
         "name": {"type": ["string", "null"], "description": "Kept in the state's source: 'snapshot of ID (NAME)'"}}},
@@ -154,6 +157,9 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"state_id": STRING, "image": NULLABLE_STRING, "pool": BOOLEAN,
                        "ttl_seconds": {"type": ["integer", "null"], "minimum": 0},
                        "name": NULLABLE_STRING,
+                       "kind": {"enum": ["server", "database"],
+                                "description": "server (default), or database: a database of its own in the "
+                                               "state's shared server (template copies made ahead; no warm claim)"},
                        "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
                                  "description": "Remove the instance once this process is gone (the library "
                                                 "and the pytest plugin send their own; the CLI none)"}}},
