@@ -61,7 +61,7 @@ class FakeAdmin:
     def __init__(self) -> None:
         self.connections: dict[int, int] = {}  # port -> client connections
 
-    def client_connections(self, run_path: Any, port: int, timeout: float = 2.0) -> int:
+    def client_connections(self, run_path: Any, port: int, timeout: float = 2.0, database: str | None = None) -> int:
         return self.connections.get(port, 0)
 
 
