@@ -237,7 +237,7 @@ SCHEMAS["HostRun"] = {"type": "object", "required": ["cwd"], "properties": {
     "argv": {"type": "array", "items": STRING, "description": "exec: the command; alembic: [the user's python]"},
     "env": {**PAIRS, "description": "the caller's environment as [name, value]"},
     "params": {**PAIRS, "description": "kind-specific: alembic [config, revision, file]"}}}
-SCHEMAS["Step"]["properties"]["kind"] = {"enum": ["file", "command", "alembic", "exec"]}
+SCHEMAS["Step"]["properties"]["kind"] = {"enum": ["file", "command", "alembic", "exec", "liquibase"]}
 SCHEMAS["Step"]["properties"]["keyed"] = {
     **PAIRS, "description": "host kinds (alembic, exec): the [name, value] facts that decide the result, e.g. "
                             "a revision file's sha256; their digest is the step's content digest"}
