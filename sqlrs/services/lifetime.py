@@ -89,8 +89,17 @@ class LifetimeService:
         return any((i.ttl_seconds > 0 or i.owner_pid is not None) and not i.pooled for i in self.repo.list_instances())
 
     # -- owners ------------------------------------------------------------------------------------
+    def _visible(self, owner: tuple[int, int] | None) -> tuple[int, int] | None:
+        # an owner this engine cannot see now (another pid namespace, a container) would look gone
+        # at the next check: ignore it, the TTL still applies
+        if owner is not None and not self.alive(*owner):
+            log.info("owner pid %s is not visible to the engine; ignoring it", owner[0])
+            return None
+        return owner
+
     def adopt(self, instance: Instance, owner: tuple[int, int] | None) -> Instance:
         """Record the process `instance` belongs to (None: nobody's; it outlives its creator)."""
+        owner = self._visible(owner)
         instance.owner_pid, instance.owner_started = owner if owner is not None else (None, None)
         current = self.repo.get_instance(instance.id)
         if current is not None:
@@ -103,6 +112,8 @@ class LifetimeService:
 
     def hold(self, state_id: str, holder: str, owner: tuple[int, int]) -> None:
         """`holder` (a pool hold) belongs to process `owner`: released when it is gone."""
+        if self._visible(owner) is None:
+            return
         with self._lock:
             self._holds[(state_id, holder)] = owner
 

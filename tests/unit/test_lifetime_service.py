@@ -238,3 +238,12 @@ def test_a_killed_process_counts_as_gone_before_it_is_reaped() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_owner_the_engine_cannot_see_is_ignored(world: World) -> None:
+    # e.g. a client in another pid namespace: its pid means nothing here, so only the TTL applies
+    created = world.add(instance("foreign", 5001, ttl=600))
+    world.lifetime.adopt(created, (4242, 1))
+    world.lifetime.hold("a" * 64, "foreign", (4242, 1))
+    assert world.repo.rows["foreign"].owner_pid is None
+    assert world.lifetime.check() == [] and world.released == []
