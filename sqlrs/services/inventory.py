@@ -99,8 +99,10 @@ class Inventory:
         servers that hold database instances)."""
         return [i for i in self.repo.list_instances(state_id) if i.kind != InstanceKind.HOST and not i.pooled]
 
-    def list_instances(self) -> list[dict[str, Any]]:
-        return [self.instance_json(instance) for instance in self.user_instances()]
+    def list_instances(self, warm: bool = False) -> list[dict[str, Any]]:
+        """User instances; with `warm`, the warm instances too (never the shared servers)."""
+        return [self.instance_json(instance) for instance in self.repo.list_instances()
+                if instance.kind != InstanceKind.HOST and (warm or not instance.pooled)]
 
     def job_json(self, job: Job, with_tasks: bool = False) -> dict[str, Any]:
         data = json_converter.unstructure(job)

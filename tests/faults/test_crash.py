@@ -62,7 +62,10 @@ def test_kill_during_snapshot_commit(sqlrs_native: Sqlrs, workspace: Path, point
     sq.run("engine", "stop")
     crashed = sq.run("prepare:psql", "--runtime", "native", "--", "-f", "a.sql", "-f", "b.sql", cwd=workspace,
                      env={"SQLRS_CRASH_AT": point})
-    assert crashed.returncode == 3, crashed.stderr  # the engine died under the CLI
+    # the engine died under the CLI: the CLI either cannot reach one (3), or finds the engine it
+    # starts again, which reports the job it lost as failed (1)
+    assert crashed.returncode in (1, 3), crashed.stderr
+    assert crashed.returncode == 3 or "the engine stopped while this job ran" in crashed.stderr, crashed.stderr
     plan = sq.plan("-f", "a.sql", "-f", "b.sql", cwd=workspace)
     assert [p["cached"] for p in plan] == [True, True, False]  # b's half-made state is not visible
     assert_store_consistent(sq)

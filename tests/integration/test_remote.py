@@ -224,7 +224,10 @@ def test_engine_killed_during_a_pull_leaves_nothing_half_written(
     b = state_dirs()
     # the CLI spawns an engine with the crash point: it SIGKILLs itself there, mid-pull
     crashed = b.run("pull", f"{registry.host}/team/small:v1", env={"SQLRS_CRASH_AT": point})
-    assert crashed.returncode == 3, crashed.stderr
+    # the engine died under the CLI: the CLI either cannot reach one (3), or finds the engine it
+    # starts again, which reports the job it lost as failed (1)
+    assert crashed.returncode in (1, 3), crashed.stderr
+    assert crashed.returncode == 3 or "the engine stopped while this job ran" in crashed.stderr, crashed.stderr
     assert b.states() == []  # the restarted engine shows nothing of the base it was pulling
     assert_nothing_half_made(b)
     assert ok(b.run("pull", f"{registry.host}/team/small:v1")).strip() == pushed["state_id"]

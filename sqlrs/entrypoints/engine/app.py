@@ -364,9 +364,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
         return item
 
     async def list_instances(request: Request) -> Response:
-        items = await run_in_threadpool(inventory.list_instances)
-        if not flag(request, "warm"):  # warm instances are the engine's, not the user's (see status)
-            items = [item for item in items if not item.get("pooled")]
+        # warm instances are the engine's, not the user's (see status): listed on request only
+        items = await run_in_threadpool(inventory.list_instances, flag(request, "warm"))
         return listing(request, [with_lifetime(item) for item in items])
 
     async def get_instance(request: Request) -> Response:
