@@ -193,6 +193,12 @@ Examples:
 """
 
 
+def _no_from(from_state: str | None) -> None:
+    if from_state:
+        raise usage("--from takes psql steps only: prepare:lb starts from the base",
+                    hint="prepare the changelog, then add psql steps: sqlrs prepare:psql --from STATE -- ...")
+
+
 @cli.command("prepare:lb", context_settings=PASSTHROUGH, help=PREPARE_LB_HELP)
 @prepare_options
 @click.option("--name", help="Bind a name to the new instance (use it wherever an id is accepted).")
@@ -204,8 +210,10 @@ Examples:
               help="Remove the instance after it had no client connected for this long (90s, 15m, 2h; 0: never).")
 @click.argument("lb_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, name: str | None,
-               reuse: bool, fresh: bool, watch: bool, ttl: str | None, lb_args: tuple[str, ...]) -> None:
+def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+               from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+               lb_args: tuple[str, ...]) -> None:
+    _no_from(from_state)
     if reuse and fresh:
         raise usage("--reuse and --fresh exclude each other")
     if (reuse or fresh) and not name:
@@ -213,6 +221,8 @@ def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: 
     on_name = "reuse" if reuse else "fresh" if fresh else "error"
     body = _lb_body(ctx, lb_args, image, runtime, name, allow_outside, on_name=on_name,
                     ttl_seconds=parse_duration(ttl) if ttl is not None else None)
+    if kind is not None:
+        body["instance_kind"] = kind
     if inputs._capture is not None:  # the prepare half of a composite `prepare:lb ... run:psql ...`
         if name:
             raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
@@ -228,10 +238,11 @@ def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: 
 @click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default="table")
 @click.argument("lb_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def plan_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, output: str,
-            lb_args: tuple[str, ...]) -> None:
+def plan_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
+            from_state: str | None, output: str, lb_args: tuple[str, ...]) -> None:
     """Show the chain a Liquibase changelog describes, one row per changeset: state ids, cached or
     to build. Builds nothing, starts no JVM. Same arguments as prepare:lb."""
+    _no_from(from_state)
     from sqlrs.entrypoints.cli.main import _submit
     from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
 
