@@ -32,8 +32,10 @@ def project(workspace: Path, tests: str, ini: str) -> None:
     (workspace / "schema.sql").write_text("CREATE TABLE item (id int);\nINSERT INTO item VALUES (1);\n")
     (workspace / "tests").mkdir()
     (workspace / "tests" / "test_db.py").write_text(textwrap.dedent(tests))
+    # server instances, as the pools these tests hold are made of (auto would take database
+    # instances on the copy store)
     (workspace / "pytest.ini").write_text("[pytest]\nsqlrs_files = schema.sql\nsqlrs_runtime = native\n"
-                                          + textwrap.dedent(ini))
+                                          "sqlrs_instance_kind = server\n" + textwrap.dedent(ini))
 
 
 def start_pytest(sqlrs_native: Sqlrs, workspace: Path, *args: str) -> subprocess.Popen[str]:
