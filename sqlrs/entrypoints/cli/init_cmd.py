@@ -216,10 +216,17 @@ class Init:
                     if "states" in tables:
                         states = int(db.execute("SELECT count(*) FROM states").fetchone()[0])
                     if "instances" in tables:
-                        instances = int(db.execute("SELECT count(*) FROM instances").fetchone()[0])
+                        # the user's instances: not the engine's warm ones and shared servers
+                        columns = {row[1] for row in db.execute("PRAGMA table_info(instances)")}
+                        where = " AND ".join(clause for column, clause in (("pooled", "NOT pooled"),
+                                                                           ("kind", "kind <> 'host'"))
+                                             if column in columns) or "1"
+                        instances = int(db.execute(f"SELECT count(*) FROM instances WHERE {where}").fetchone()[0])
             except sqlite3.Error as exc:
                 raise CliError(f"cannot read {database}: {exc}", hint="is another sqlrs process using it?") from None
         for name in ("states", "instances"):
+            if database.exists():
+                break  # the metadata knows; the directories also hold the engine's own instances
             with contextlib.suppress(OSError):
                 found = len(os.listdir(self.store_root / name))
                 if name == "states":
