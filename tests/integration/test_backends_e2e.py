@@ -208,6 +208,8 @@ def test_rm_leaves_nothing_behind(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
 
 def test_a_hit_takes_the_standby_clone_made_after_the_previous_one(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
     sq = sqlrs_cow
+    # standby clones alone: a warm instance would take the standby clone before the second hit does
+    assert sq.run("config", "set", "warm.enabled", "false").returncode == 0
     standby = sq.state_dir / "store" / "standby"
     write(workspace / "a.sql", "CREATE TABLE a AS SELECT generate_series(1, 1000) AS x;\n")
     first = sq.prepare("-f", "a.sql", cwd=workspace)

@@ -37,6 +37,7 @@ from harness import (
     write,
 )
 
+import sqlrs
 from sqlrs.adapters.pgfiles import pid_alive
 
 SAKILA = DATASETS / "sakila"
@@ -169,6 +170,21 @@ def test_run_tools_stream_output_and_keep_exit_codes(sqlrs_runtime: Sqlrs, works
 # -- composite prepare ... run ... ---------------------------------------------------------------------
 def test_composite_leaves_no_instance_and_no_container(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_runtime
+    # the composite's own instance must go; warm instances (the engine's, ready for the next hit)
+    # would be left by design, so this test runs without them
+    assert sq.run("config", "set", "warm.enabled", "false").returncode == 0
+    try:
+        client = sqlrs.Client(sq.state_dir, spawn=False)
+        deadline = time.monotonic() + 120
+        while any(i["pooled"] for i in client.call("GET", "/v1/instances?warm=true")):
+            assert time.monotonic() < deadline, "warm instances were not removed after warm.enabled=false"
+            time.sleep(0.2)
+        _composite_leaves_nothing(sq, workspace)
+    finally:
+        sq.run("config", "unset", "warm.enabled")
+
+
+def _composite_leaves_nothing(sq: Sqlrs, workspace: Path) -> None:
     write(workspace / "s.sql", "CREATE TABLE t AS SELECT 7 AS x;\n")
     before_instances = instance_ids(sq)
     before_containers = set(containers(sq.state_dir))
