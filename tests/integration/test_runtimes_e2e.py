@@ -424,8 +424,10 @@ def test_unavailable_runtime_by_name_is_a_clear_error(workspace: Path) -> None:
         assert probes["native"]["available"]
         assert sq.run("engine", "stop").returncode == 0
 
-        # auto with docker down: podman, and the reason says why docker was skipped
-        status = json.loads(sq.run("status", "-o", "json", env={"DOCKER_HOST": env["DOCKER_HOST"]}).stdout)
+        # auto with docker down: podman (which has the default image here), and the reason says why
+        # docker was skipped
+        status = json.loads(sq.run("status", "-o", "json", env={"DOCKER_HOST": env["DOCKER_HOST"],
+                                                                "SQLRS_IMAGE": TEST_IMAGE}).stdout)
         assert status["runtime"]["name"] == "podman"
         reason = status["runtime"]["reason"]
         assert "auto" in reason and "skipped docker" in reason and "does not answer" in reason
