@@ -37,6 +37,7 @@ def both(sq: Sqlrs, *args: str, cwd: Path | None = None, input: str | None = Non
 
 def test_hot_commands_print_the_same_both_ways(sqlrs_native: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_native
+    sq.env["SQLRS_WARM"] = "false"  # warm instances change status and ls between the two runs
     write(workspace / "schema.sql", "CREATE TABLE item (id int);\nINSERT INTO item VALUES (1), (2);\n")
     write(workspace / "report.sql", "SELECT count(*) AS items FROM item;\n")
     flags = sq.runtime_flags()

@@ -156,6 +156,7 @@ def test_run_tools_and_named_instances(sqlrs_native: Sqlrs, workspace: Path) -> 
 
 def test_composite_prepare_run_removes_instance(sqlrs_native: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_native
+    sq.env["SQLRS_WARM"] = "false"  # a warm instance of the state would stay by design (test_warm.py)
     write(workspace / "s.sql", "CREATE TABLE t AS SELECT 7 AS x;\n")
     result = sq.run("prepare:psql", "--runtime", "native", "--", "-f", "s.sql",
                     "run:psql", "--", "-At", "-c", "SELECT x * 6 FROM t", cwd=workspace)

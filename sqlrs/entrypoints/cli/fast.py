@@ -288,12 +288,29 @@ def status(ctx: Ctx, cache: bool, output: str, as_json: bool, **_: object) -> No
     cap = cache_info.get("max_bytes") or 0
     echo(f"cache:     {cache_info['states']} states, {human_bytes(cache_info['size_bytes'])}"
          + (f" of {human_bytes(cap)}" if cap else " (no cap)") + f"; {data['instances']} instance(s)")
+    warm_status(data.get("warm"))
     for warning in data.get("warnings", []):
         echo(f"WARNING:   {warning}", err=True)
     if cache:
         table([[short(s["id"]), s["source"], human_bytes(s["size_bytes"]), f"{s['build_seconds']}s",
                 str(s.get("hits", 0)), s["last_used_at"][:19]] for s in data["cache"].get("states_detail", [])],
               ["STATE", "SOURCE", "SIZE", "BUILD", "HITS", "LAST USED"])
+
+
+def warm_status(warm: dict[str, Any] | None) -> None:
+    """The `warm:` lines of `sqlrs status`: started instances kept ready, per state."""
+    if not warm:
+        return
+    if not warm["enabled"]:
+        echo("warm:      off (sqlrs config set warm.enabled true)")
+        return
+    echo(f"warm:      {warm['instances']} instance(s) ready, {warm['starting']} starting, for "
+         f"{len(warm['states'])} state(s) (at most {warm['per_state']} per state, {warm['max_states']} "
+         f"states, {warm['max_instances']} in all)")
+    for item in warm["states"]:
+        pool = f", pool of {item['pool_size']}" if item["pool_size"] else ""
+        echo(f"           {short(item['state_id'])}: {item['ready']} ready{pool} "
+             f"({', '.join(item['instance_ids']) or '-'})")
 
 
 def expires(instance: dict[str, Any]) -> str:

@@ -614,44 +614,9 @@ def _lookup(client: Any, path: str) -> dict[str, Any] | None:
 @click.pass_obj
 def status(ctx: Ctx, cache: bool, output: str, as_json: bool) -> None:
     """Engine, runtime, snapshot backend, cache usage and warnings."""
-    data = ctx.client().call("GET", "/v1/status" + ("?cache=true" if cache else ""))
-    if as_json or output == "json":
-        emit_json(data)
-        return
-    engine, runtime, snap, cache_info = data["engine"], data["runtime"], data["snapshot"], data["cache"]
-    click.echo(f"engine:    {engine['version']} pid {engine['pid']}, up {engine['uptime_seconds']}s, "
-               f"{engine['running_jobs']} running job(s); state dir {engine['state_dir']}")
-    click.echo(f"runtime:   {runtime.get('name') or 'none'} — {runtime.get('reason')}")
-    for probe in data["runtimes"]:
-        mark = "ok " if probe["available"] else "no "
-        click.echo(f"           {mark}{probe['name']}: {probe['reason']}")
-    click.echo(f"snapshots: {snap['backend']} at {snap['root']} ({human_bytes(snap['free_bytes'])} free)")
-    cap = cache_info.get("max_bytes") or 0
-    click.echo(f"cache:     {cache_info['states']} states, {human_bytes(cache_info['size_bytes'])}"
-               + (f" of {human_bytes(cap)}" if cap else " (no cap)") + f"; {data['instances']} instance(s)")
-    warm_status(data.get("warm"))
-    for warning in data.get("warnings", []):
-        click.echo(f"WARNING:   {warning}", err=True)
-    if cache:
-        table([[short(s["id"]), s["source"], human_bytes(s["size_bytes"]), f"{s['build_seconds']}s",
-                str(s.get("hits", 0)), s["last_used_at"][:19]] for s in data["cache"].get("states_detail", [])],
-              ["STATE", "SOURCE", "SIZE", "BUILD", "HITS", "LAST USED"])
+    from sqlrs.entrypoints.cli.fast import status as show_status  # one rendering, with or without Click
 
-
-def warm_status(warm: dict[str, Any] | None) -> None:
-    """The `warm:` lines of `sqlrs status`: started instances kept ready, per state."""
-    if not warm:
-        return
-    if not warm["enabled"]:
-        click.echo("warm:      off (sqlrs config set warm.enabled true)")
-        return
-    click.echo(f"warm:      {warm['instances']} instance(s) ready, {warm['starting']} starting, for "
-               f"{len(warm['states'])} state(s) (at most {warm['per_state']} per state, {warm['max_states']} "
-               f"states, {warm['max_instances']} in all)")
-    for item in warm["states"]:
-        pool = f", pool of {item['pool_size']}" if item["pool_size"] else ""
-        click.echo(f"           {short(item['state_id'])}: {item['ready']} ready{pool} "
-                   f"({', '.join(item['instance_ids']) or '-'})")
+    show_status(ctx, cache, output, as_json)  # type: ignore[arg-type]  # both Ctx have client()
 
 
 @cli.group("config")
