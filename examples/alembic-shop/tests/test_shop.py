@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from shop.models import Base, Customer, Order, Product, order_total_cents, place_order
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-
-from shop.models import Base, Customer, Order, Product, order_total_cents, place_order
 
 
 def test_the_database_is_at_the_merge_head(session: Session) -> None:
