@@ -22,10 +22,15 @@ import sys
 TYPE_CHECKING = False  # typing is one of the imports this module exists to avoid
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, NoReturn
+    from typing import Any, NoReturn, Protocol
 
     from sqlrs.entrypoints.cli.client import EngineClient
     from sqlrs.entrypoints.cli.errors import CliError
+
+    class HasClient(Protocol):
+        """This module's Ctx or main.py's: what the shared command code needs of either."""
+
+        def client(self) -> EngineClient: ...
 
     # (parameter name, the constant a flag stores or None for an option taking a value,
     #  the choices that value must be one of or None)
@@ -272,7 +277,7 @@ class Ctx:
 
 
 # -- the commands (main.py's, for the forms parse() accepts) -------------------------------------
-def status(ctx: Ctx, cache: bool, output: str, as_json: bool, **_: object) -> None:
+def status(ctx: HasClient, cache: bool, output: str, as_json: bool, **_: object) -> None:
     data = ctx.client().call("GET", "/v1/status" + ("?cache=true" if cache else ""))
     if as_json or output == "json":
         emit_json(data)
@@ -504,6 +509,9 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
 
     steps = []
     for step in body["steps"]:
+        if "run" in step:  # host kinds (alembic, exec): the CLI hashed what keys them when it read them
+            steps.append({"kind": step["kind"], "source": step["source"], "digest": step["digest"]})
+            continue
         if step["kind"] == "command":
             text = step["sql"]
         else:
@@ -513,7 +521,8 @@ def _lean(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "steps": steps}
 
 
-def _post_job(ctx: Ctx, body: dict[str, Any], watch: bool) -> tuple[dict[str, Any], Any]:
+def _post_job(ctx: HasClient, body: dict[str, Any], watch: bool) -> tuple[dict[str, Any], Any]:
+    """POST a job: (the created job, the open event stream when `watch`)."""
     client = ctx.client()
     if not watch:
         data: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", body)
@@ -528,14 +537,17 @@ def _post_job(ctx: Ctx, body: dict[str, Any], watch: bool) -> tuple[dict[str, An
     return created, response
 
 
-def _submit(ctx: Ctx, body: dict[str, Any], watch: bool) -> tuple[dict[str, Any], Any]:
+def _submit(ctx: HasClient, body: dict[str, Any], watch: bool = False) -> tuple[dict[str, Any], Any]:
+    """Submit a job; scripts travel only when the engine says it has to build from them.
+    (Shared with main.py's commands and the other input kinds: one request protocol.)"""
     from sqlrs.entrypoints.cli.errors import CliError
 
-    try:
-        return _post_job(ctx, _lean(body), watch)
-    except CliError as error:
-        if error.code != "content_required":
-            raise
+    if body["steps"]:
+        try:
+            return _post_job(ctx, _lean(body), watch)
+        except CliError as error:
+            if error.code != "content_required":
+                raise
     return _post_job(ctx, body, watch)
 
 

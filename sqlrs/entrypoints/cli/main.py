@@ -14,6 +14,7 @@ import click
 from sqlrs import __version__
 from sqlrs.domain.sizes import format_size as human_bytes
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError, usage
+from sqlrs.entrypoints.cli.fast import _lean, _post_job, _submit  # noqa: F401 - one request protocol
 from sqlrs.entrypoints.cli.init_cmd import init_group
 from sqlrs.entrypoints.cli.remote_cmd import pull_cmd, push_cmd
 from sqlrs.entrypoints.cli.snapshot_cmd import snapshot_command
@@ -132,51 +133,6 @@ def parse_duration(text: str) -> int:
     if not number.isdigit():
         raise usage(f"--ttl {text}: expected seconds or a duration like 90s, 15m, 2h")
     return int(number) * factor
-
-
-def _lean(body: dict[str, Any]) -> dict[str, Any]:
-    """The request with every step as its content digest only: enough when the chain is cached."""
-    from sqlrs.domain.scripts import content_digest, normalized_content
-
-    steps = []
-    for step in body["steps"]:
-        if "run" in step:  # host kinds (alembic, exec): the CLI hashed what keys them when it read them
-            steps.append({"kind": step["kind"], "source": step["source"], "digest": step["digest"]})
-            continue
-        if step["kind"] == "command":
-            text = step["sql"]
-        else:
-            text = normalized_content([(f["content"], [(i["line"], i["file"]) for i in f["includes"]])
-                                       for f in step["files"]])
-        steps.append({"kind": step["kind"], "source": step["source"], "digest": content_digest(text)})
-    return {**body, "steps": steps}
-
-
-def _post_job(ctx: Ctx, body: dict[str, Any], watch: bool) -> tuple[dict[str, Any], Any]:
-    """POST a job: (the created job, the open event stream when `watch`)."""
-    client = ctx.client()
-    if not watch:
-        data: dict[str, Any] = client.call("POST", "/v1/prepare-jobs", body)
-        return data, None
-    response = client.request("POST", "/v1/prepare-jobs?watch=true", body, timeout=None,
-                              accept="application/x-ndjson")
-    if response.status != 201:
-        from sqlrs.entrypoints.cli.client import raise_engine_error
-
-        raise_engine_error(response.status, response.json())
-    created = next(response.lines())  # the rest of the stream is the job's events
-    return created, response
-
-
-def _submit(ctx: Ctx, body: dict[str, Any], watch: bool = False) -> tuple[dict[str, Any], Any]:
-    """Submit a job; scripts travel only when the engine says it has to build from them."""
-    if body["steps"]:
-        try:
-            return _post_job(ctx, _lean(body), watch)
-        except CliError as error:
-            if error.code != "content_required":
-                raise
-    return _post_job(ctx, body, watch)
 
 
 def do_prepare(ctx: Ctx, body: dict[str, Any], watch: bool) -> dict[str, Any] | None:
@@ -616,7 +572,7 @@ def status(ctx: Ctx, cache: bool, output: str, as_json: bool) -> None:
     """Engine, runtime, snapshot backend, cache usage and warnings."""
     from sqlrs.entrypoints.cli.fast import status as show_status  # one rendering, with or without Click
 
-    show_status(ctx, cache, output, as_json)  # type: ignore[arg-type]  # both Ctx have client()
+    show_status(ctx, cache, output, as_json)
 
 
 @cli.group("config")
