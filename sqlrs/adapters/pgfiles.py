@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlrs.adapters.procfs import pid_alive  # noqa: F401 - the adapters take it from here
 from sqlrs.domain.errors import RuntimeFailure
 
 PG_HBA = """\
@@ -36,24 +37,6 @@ def read_postmaster_pid(data_dir: Path) -> tuple[int, str] | None:
     return int(lines[0]), status
 
 
-def pid_alive(pid: int) -> bool:
-    """True when `pid` is a live process (a zombie counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # state is the field after the parenthesised command name
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
 
 
 def tail(path: Path, lines: int = 20) -> str:

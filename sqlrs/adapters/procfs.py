@@ -10,6 +10,26 @@ from __future__ import annotations
 import os
 
 
+def pid_alive(pid: int) -> bool:
+    """True when `pid` is a live process (a zombie counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # state is the field after the parenthesised command name
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
 def start_time(pid: int) -> int | None:
     """The start time of process `pid` (clock ticks since boot); None when there is no such
     process (or no /proc to ask), or it is a zombie (it exited; only its parent has not reaped it)."""

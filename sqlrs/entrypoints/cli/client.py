@@ -12,6 +12,7 @@ import os
 import time
 
 from sqlrs import __version__
+from sqlrs.adapters.procfs import pid_alive  # stdlib only: no pathlib, no domain errors on the hot path
 from sqlrs.entrypoints.cli import wire
 from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_USAGE, CliError
 
@@ -153,29 +154,6 @@ def shutdown_engine(client: EngineClient, pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def pid_alive(pid: int) -> bool:
-    """True when `pid` is a live process (a zombie counts as dead).
-
-    sqlrs.adapters.pgfiles.pid_alive, repeated: that module imports pathlib and the domain's
-    errors, which every CLI command would pay for this one check."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # state is the field after the parenthesised command name
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
 
 
 def read_engine_json(state_dir: StateDir) -> dict[str, Any] | None:
