@@ -14,4 +14,27 @@ if [[ ",$SQLRS_REQUIRE," == *,docker,* || ",$SQLRS_REQUIRE," == *,podman,* ]]; t
     ./scripts/services.sh
     ./scripts/build-test-image.sh
 fi
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 tests "$@"
+
+# Two phases. Most tests own their state dir, engine, processes and containers (each checks for
+# leftovers labelled with it), so they run in parallel workers: they mostly wait on servers,
+# daemons and JVMs, which is why more workers than the 2 cores still pay. A module stays on one
+# worker (--dist loadfile: module-scoped engines are shared by its tests). Tests marked `serial`
+# touch what every test shares (they stop dockerd and the podman service) and run alone after.
+# SQLRS_TEST_WORKERS=0 runs everything in this process, one test at a time.
+workers=${SQLRS_TEST_WORKERS:-3}
+pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider)
+if [[ "$workers" == 0 ]]; then
+    exec "${pytest[@]}" --durations=15 tests "$@"
+fi
+phase() {  # exit 5 (nothing collected: the arguments select no test of this phase) is not a failure
+    local rc=0
+    "${pytest[@]}" "$@" || rc=$?
+    if [[ $rc == 5 ]]; then rc=0; fi
+    return $rc
+}
+status=0
+echo "== parallel phase ($workers workers)"
+phase --durations=15 -n "$workers" --dist loadfile -m "not serial" tests "$@" || status=$?
+echo "== serial phase"
+phase --durations=5 -m serial tests "$@" || status=$?
+exit $status

@@ -1,7 +1,8 @@
 """The container runtime's daemon stops under sqlrs: a clear status, then a way back.
 
 These tests stop and restart the machine's dockerd and podman API service (scripts/services.sh
-brings them back), so they run in this suite only, one at a time.
+brings them back), so they run one at a time after every other test (marker `serial`, see
+scripts/test.sh).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 from _containers import container_runtime_available, containers, remove_containers
 from _require import require
 from harness import REPO, Sqlrs, api, psql, short_tmp, wait_for
+
+pytestmark = pytest.mark.serial
 
 
 def services_up() -> None:

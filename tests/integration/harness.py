@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,17 +36,6 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
         if text in cmdline and int(entry) != os.getpid():
             found.append((int(entry), cmdline.strip()))
     return found
-
-
-def containers_labelled(state_dir: Path) -> list[str]:
-    names = []
-    for tool in ("docker", "podman"):
-        if shutil.which(tool) is None:
-            continue
-        result = subprocess.run([tool, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
-                                check=False, timeout=60)
-        names += [n for n in result.stdout.split() if n.startswith("sqlrs-")]
-    return names
 
 
 class Sqlrs:
