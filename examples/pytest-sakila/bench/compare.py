@@ -2,11 +2,13 @@
 """Run the example suite with pytest -n 2 on sqlrs, testcontainers and pytest-postgresql; print timings.
 
     .venv/bin/python examples/pytest-sakila/bench/compare.py [--runs 2] [--only sqlrs,testcontainers,...]
+                                                              [--snapshot btrfs|reflink]
 
 Per backend: wall time of the whole `pytest -n 2` run (start-up, data loading, 22 tests,
 teardown) and how long each test waited for its database (the conftest's `db` fixture, the same
 code for every backend: median and max over all tests of all runs). sqlrs runs on a fresh state
-directory: its first run builds the Sakila state, later runs find it cached; with a warm pool of
+directory (the default store a newcomer gets, or after `sqlrs init local --snapshot X` with
+--snapshot): its first run builds the Sakila state, later runs find it cached; with a warm pool of
 16 the plugin also reports its own claim times. Needs root (docker, and `runuser` for
 pytest-postgresql, whose initdb refuses to run as root and which therefore runs as user postgres
 from a virtualenv of its own made with the system python3: root's Python is not readable by
@@ -83,6 +85,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2, help="runs per backend after the first (default 2)")
     parser.add_argument("--only", default="sqlrs,sqlrs-pool,testcontainers,pytest-postgresql")
+    parser.add_argument("--snapshot", choices=["btrfs", "reflink"],
+                        help="run sqlrs on a loopback btrfs/XFS store (`sqlrs init local --snapshot`, root)")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("SQLRS_", "SAKILA_BACKEND"))}
@@ -91,6 +95,9 @@ def main() -> int:
     try:
         sqlrs_env = {**base_env, "SAKILA_BACKEND": "sqlrs", "SQLRS_STATE_DIR": str(state_dir)}
         pytest = [str(VENV_PYTHON), "-m", "pytest"]
+        if args.snapshot:
+            subprocess.run([str(VENV_PYTHON), "-m", "sqlrs", "--state-dir", str(state_dir), "init", "local",
+                            "--snapshot", args.snapshot, "--store-size", "8G"], check=True, capture_output=True)
         if wanted & {"sqlrs", "sqlrs-pool"}:
             rows.append(run_suite("sqlrs, first run (builds the state), no pool", [*pytest, "--sqlrs-pool=0"],
                                   sqlrs_env))
@@ -115,6 +122,8 @@ def main() -> int:
     finally:
         subprocess.run([str(VENV_PYTHON), "-m", "sqlrs", "--state-dir", str(state_dir), "engine", "stop"],
                        capture_output=True, check=False)
+        if args.snapshot:
+            subprocess.run(["umount", str(state_dir / "store")], capture_output=True, check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
     print("| backend (pytest -n 2, 22 tests) | result | wall time | wait for a fresh DB: median | p90 | max* |"
           " sqlrs plugin's claim median |")

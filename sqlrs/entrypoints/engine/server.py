@@ -216,7 +216,8 @@ async def serve(app: Any, engine_state: Any, sock: socket.socket, idle_timeout: 
             await asyncio.sleep(1.0)
             engine_state.republish()  # a removed or replaced engine.json is put back within a second
             idle_for = time.monotonic() - engine_state.last_activity
-            if idle_timeout > 0 and not engine_state.busy() and idle_for > idle_timeout:
+            # busy() reads the metadata on the event loop: only once idle long enough to matter
+            if idle_timeout > 0 and idle_for > idle_timeout and not engine_state.busy():
                 log.info("idle for %.0fs: exiting", idle_for)
                 engine_state.shutdown.set()
 
