@@ -96,6 +96,9 @@ KEYS: tuple[ConfigKey, ...] = (
               "127.0.0.1, ::1 and localhost always use plain HTTP, as docker does."),
     ConfigKey("databases.spares", "integer", 2,
               "Database instances: copies of the state's database made ahead in its shared server."),
+    ConfigKey("databases.burst_spares", "integer", 16,
+              "Database instances: while a state's databases are claimed quickly (a test suite), copies "
+              "made ahead rise to the number claimed in the last 5 minutes, up to this many."),
     ConfigKey("databases.host_idle_seconds", "integer", 600,
               "A shared server with no database instance for this many seconds is stopped."),
     ConfigKey("warm.enabled", "boolean", True,

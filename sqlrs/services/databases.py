@@ -14,6 +14,12 @@ roles, settings and a password; each has its own database (its DSN names it). On
 `postgres` database is copied: a state that holds other databases (e.g. one made by `CREATE
 DATABASE` in a script) is refused with a hint to use server instances.
 
+Copies ahead follow demand: `databases.spares` are kept always; while a state's databases are
+claimed quickly (a test suite takes one per test), the target rises to the number claimed in the
+last few minutes, up to `databases.burst_spares`, and copies are made two at a time. The next run of
+the suite then finds its databases made, and the target (and the copies beyond it) fall back once
+claims stop.
+
 Lifetime: a database instance obeys the same TTL and removal rules as a server instance; removing
 it drops its database. A host with no database instances is stopped after `databases.host_idle_seconds`,
 and goes with its state (`rm`, eviction). Copies made ahead live only in the host: the engine drops
@@ -26,7 +32,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlrs.domain.errors import NotFound, RuntimeFailure, UsageError
@@ -42,6 +50,10 @@ log = logging.getLogger("sqlrs.databases")
 TEMPLATE_DB = "sqlrs_template"  # the host's copy of the state's `postgres` database; nobody connects to it
 PREFIX = "sqlrs_"  # database instances and copies made ahead: sqlrs_<instance id>
 CHECK_SECONDS = 2.0
+# claims in this window count as demand for copies ahead: long enough to span a test run and the
+# next one a developer starts, short enough that a burst's copies do not hold disk for long
+DEMAND_WINDOW_SECONDS = 300.0
+COPIERS = 2  # copies made at once: CREATE DATABASE is mostly I/O, and a host has cores to spare
 
 
 def database_name(instance_id: str) -> str:
@@ -54,13 +66,17 @@ def _quote(identifier: str) -> str:
 
 class DatabaseInstances:
     def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
-                 spares: Callable[[], int], host_idle_seconds: Callable[[], int]):
+                 spares: Callable[[], int], host_idle_seconds: Callable[[], int],
+                 burst_spares: Callable[[], int] = lambda: 16):
         self.repo = repo
         self.instances = instances
         self.admin = admin
         self.clock = clock
         self.spares = spares
+        self.burst_spares = burst_spares
         self.host_idle_seconds = host_idle_seconds
+        self._claims: dict[str, deque[float]] = {}  # host id -> when its recent claims came (clock.monotonic)
+        self._copier: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._state_locks: dict[str, threading.Lock] = {}
         self._ready: dict[str, list[str]] = {}  # host id -> instance ids whose databases exist already
@@ -124,7 +140,8 @@ class DatabaseInstances:
         with self._lock:
             ready = self._ready.setdefault(host.id, [])
             instance_id = ready.pop(0) if ready else None
-            self._wake.notify_all()  # make the next copy ahead
+            self._wake.notify_all()  # make the next copies ahead
+        self.note_claim(host.id)
         if instance_id is None:
             instance_id = new_instance_id()
             self._copy(host, instance_id)
@@ -176,6 +193,7 @@ class DatabaseInstances:
         with self._lock:
             self._ready.pop(host.id, None)
             self._idle_since.pop(host.id, None)
+            self._claims.pop(host.id, None)
         self.instances.remove_server(host)
 
     def ensure_running(self, instance: Instance) -> Instance:
@@ -196,6 +214,7 @@ class DatabaseInstances:
     def start(self) -> None:
         if self._thread is None:
             self._stop.clear()
+            self._copier = ThreadPoolExecutor(max_workers=COPIERS, thread_name_prefix="sqlrs-db-copy")
             self._thread = threading.Thread(target=self._loop, name="sqlrs-databases", daemon=True)
             self._thread.start()
 
@@ -213,8 +232,12 @@ class DatabaseInstances:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
+        if self._copier is not None:
+            self._copier.shutdown(wait=True, cancel_futures=True)  # a copy in flight lands in _ready
+            self._copier = None
         with self._lock:
             ready, self._ready = self._ready, {}
+            self._making.clear()
         for host_id, instance_ids in ready.items():
             host = self.repo.get_instance(host_id)
             for instance_id in instance_ids:
@@ -286,25 +309,55 @@ class DatabaseInstances:
                     continue
             self._refill(host)
 
+    def note_claim(self, host_id: str) -> None:
+        """A database instance of the host was handed out: demand for copies ahead."""
+        with self._lock:
+            self._claims.setdefault(host_id, deque()).append(self.clock.monotonic())
+            self._wake.notify_all()
+
+    def wanted(self, host_id: str) -> int:
+        """Copies to keep ahead for the host: the configured floor, raised to the claims of the
+        last DEMAND_WINDOW_SECONDS (capped by databases.burst_spares)."""
+        floor = max(0, int(self.spares()))
+        cap = max(floor, int(self.burst_spares()))
+        with self._lock:
+            claims = self._claims.get(host_id)
+            horizon = self.clock.monotonic() - DEMAND_WINDOW_SECONDS
+            while claims and claims[0] < horizon:
+                claims.popleft()
+            return min(cap, max(floor, len(claims or ())))
+
     def _refill(self, host: Instance) -> None:
-        wanted = int(self.spares())
-        while not self._stop.is_set():
-            with self._lock:
-                have = len(self._ready.get(host.id, [])) + self._making.get(host.id, 0)
-                if have >= wanted:
-                    return
-                self._making[host.id] = self._making.get(host.id, 0) + 1
-            instance_id = new_instance_id()
-            made = False
+        """Start the copies the host lacks (COPIERS at a time), or drop those beyond its target."""
+        wanted = self.wanted(host.id)
+        with self._lock:
+            ready = self._ready.setdefault(host.id, [])
+            surplus = [ready.pop() for _ in range(max(0, len(ready) - wanted))]
+            missing = wanted - len(ready) - self._making.get(host.id, 0)
+            copier = self._copier
+            if copier is None or self._stop.is_set():
+                missing = 0
+            self._making[host.id] = self._making.get(host.id, 0) + max(0, missing)
+        for instance_id in surplus:  # demand fell: give the disk back
             try:
-                if self.instances.live_status(host) == InstanceStatus.RUNNING:
-                    self._copy(host, instance_id)
-                    made = True
-            except Exception as exc:
-                log.info("host %s: cannot make a copy ahead: %s", host.id, exc)
-            with self._lock:
-                self._making[host.id] -= 1
-                if made and self.repo.get_instance(host.id) is not None:
-                    self._ready.setdefault(host.id, []).append(instance_id)
-                    continue
-            return  # the host is not running or went meanwhile: the next tick looks again
+                self._drop(host, database_name(instance_id))
+            except RuntimeFailure as exc:  # the next start drops it
+                log.info("host %s: cannot drop copy %s: %s", host.id, instance_id, exc.message)
+        for _ in range(max(0, missing)):
+            assert copier is not None
+            copier.submit(self._copy_ahead, host)
+
+    def _copy_ahead(self, host: Instance) -> None:
+        instance_id = new_instance_id()
+        made = False
+        try:
+            if not self._stop.is_set() and self.instances.live_status(host) == InstanceStatus.RUNNING:
+                self._copy(host, instance_id)
+                made = True
+        except Exception as exc:
+            log.info("host %s: cannot make a copy ahead: %s", host.id, exc)
+        with self._lock:
+            self._making[host.id] = max(0, self._making.get(host.id, 0) - 1)
+            if made and host.id in self._ready:  # (remove_host forgets the host: its data dir goes)
+                self._ready[host.id].append(instance_id)
+                self._wake.notify_all()

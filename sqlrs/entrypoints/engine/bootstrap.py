@@ -178,7 +178,8 @@ def bootstrap(state_dir: Path) -> Services:
     from sqlrs.services.instance_snapshots import InstanceSnapshots
 
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
-                                  host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")))
+                                  host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")),
+                                  burst_spares=lambda: int(config.get("databases.burst_spares")))
     instances.databases = databases
     lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
     snapshots = InstanceSnapshots(repo, store, layout, instances, admin, PsycopgBackup(), clock, locks,

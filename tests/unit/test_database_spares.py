@@ -1,0 +1,122 @@
+"""Copies made ahead for database instances follow demand (services/databases.py).
+
+The floor (`databases.spares`) is kept always; claims of the last DEMAND_WINDOW_SECONDS raise the
+target up to `databases.burst_spares`; copies are made by the copier threads and dropped again once
+demand falls. The host's SQL is recorded by a fake admin; time is a fake clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
+from sqlrs.services.databases import DEMAND_WINDOW_SECONDS, DatabaseInstances
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def now(self) -> datetime:
+        return NOW
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+
+class RecordingAdmin:
+    """The host's SQL: which databases exist, as CREATE/DROP DATABASE left them."""
+
+    def __init__(self) -> None:
+        self.databases: set[str] = set()
+        self.lock = threading.Lock()
+
+    def execute(self, run_dir: Path, port: int, statements: list[str], dbname: str = "postgres") -> None:
+        for statement in statements:
+            words = statement.split()
+            with self.lock:
+                if statement.startswith("CREATE DATABASE"):
+                    self.databases.add(words[2].strip('"'))
+                elif statement.startswith("DROP DATABASE"):
+                    self.databases.discard(words[4].strip('"'))
+
+    def query(self, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        return []
+
+
+class RunningInstances:
+    def live_status(self, instance: Instance) -> InstanceStatus:
+        return InstanceStatus.RUNNING
+
+
+HOST = Instance(id="host00000001", state_id="s" * 64, runtime="native", runtime_ref="", image=None,
+                host="127.0.0.1", port=5432, user="sqlrs", password="pw", dbname="postgres", data_path="/nowhere",
+                run_path="/nowhere", status=InstanceStatus.RUNNING, created_at=NOW, last_used_at=NOW,
+                kind=InstanceKind.HOST)
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[DatabaseInstances, RecordingAdmin, FakeClock]]:
+    admin, clock = RecordingAdmin(), FakeClock()
+    databases = DatabaseInstances(repo=None, instances=RunningInstances(), admin=admin, clock=clock,  # type: ignore[arg-type]
+                                  spares=lambda: 2, host_idle_seconds=lambda: 600, burst_spares=lambda: 5)
+    copier = databases._copier = ThreadPoolExecutor(max_workers=2)  # what start() makes, without its loop
+    yield databases, admin, clock
+    copier.shutdown(wait=True)
+
+
+def settle(databases: DatabaseInstances, admin: RecordingAdmin, expected: int) -> None:
+    """Refill until the host holds `expected` copies (the copier threads finish quickly)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        databases._refill(HOST)
+        with databases._lock:
+            done = not databases._making.get(HOST.id) and len(databases._ready.get(HOST.id, [])) == expected
+        if done:
+            break
+        time.sleep(0.01)
+    assert sorted(admin.databases) == sorted(f"sqlrs_{i}" for i in databases._ready[HOST.id])
+    assert len(admin.databases) == expected, admin.databases
+
+
+def test_the_floor_is_kept_without_claims(service: tuple[DatabaseInstances, RecordingAdmin, FakeClock]) -> None:
+    databases, admin, _ = service
+    assert databases.wanted(HOST.id) == 2
+    settle(databases, admin, 2)
+
+
+def test_claims_raise_the_target_up_to_the_cap_and_it_falls_back(
+        service: tuple[DatabaseInstances, RecordingAdmin, FakeClock]) -> None:
+    databases, admin, clock = service
+    for _ in range(3):
+        databases.note_claim(HOST.id)
+    assert databases.wanted(HOST.id) == 3
+    settle(databases, admin, 3)
+    for _ in range(10):
+        databases.note_claim(HOST.id)
+    assert databases.wanted(HOST.id) == 5  # capped by burst_spares
+    settle(databases, admin, 5)
+    clock.seconds += DEMAND_WINDOW_SECONDS / 2
+    databases.note_claim(HOST.id)
+    assert databases.wanted(HOST.id) == 5  # the earlier claims still count
+    clock.seconds += DEMAND_WINDOW_SECONDS / 2 + 1
+    assert databases.wanted(HOST.id) == 2  # only the last claim is recent: the floor
+    settle(databases, admin, 2)  # the copies beyond it are dropped
+
+
+def test_a_cap_below_the_floor_keeps_the_floor(service: tuple[DatabaseInstances, RecordingAdmin, FakeClock]) -> None:
+    databases, _, _ = service
+    databases.burst_spares = lambda: 0
+    for _ in range(4):
+        databases.note_claim(HOST.id)
+    assert databases.wanted(HOST.id) == 2
