@@ -12,7 +12,8 @@ One mechanism, two ways in:
 
 Per state the engine keeps `max(pool size, warm.per_state if the state is recently used)` warm
 instances (one more while the state is *hot*: claimed twice within a minute, or before its
-replacement was ready), at most `warm.max_instances` in all (pools first, then states by recency);
+replacement was ready; and as many as were claimed in the last minute, so a test suite's next run
+finds its instances started), at most `warm.max_instances` in all (pools first, then states by recency);
 `warm.enabled false` turns everything off. The workers re-read these bounds all the time: lowering
 them (or turning warm instances off) removes the surplus within a second.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +80,7 @@ class Pool:
     auto: bool = False  # in the automatic warm set: recently built or hit
     hot_until: float = 0.0  # claimed back to back: one more is kept warm until then
     last_claim: float = 0.0
+    claims: deque[float] = attrs.field(factory=deque)  # when the claims of the last HOT_SECONDS came
     holders: set[str] = attrs.field(factory=set)
     ready: list[str] = attrs.field(factory=list)  # warm instance ids, oldest first
     starting: int = 0
@@ -98,7 +101,16 @@ class Pool:
     def target(self, limits: WarmLimits) -> int:
         if not limits.enabled:
             return 0
-        automatic = limits.per_state + (1 if time.monotonic() < self.hot_until else 0) if self.auto else 0
+        automatic = 0
+        if self.auto:
+            now = time.monotonic()
+            automatic = limits.per_state + (1 if now < self.hot_until else 0)
+            while self.claims and self.claims[0] < now - HOT_SECONDS:
+                self.claims.popleft()
+            if limits.per_state > 0:
+                # demand: as many as were claimed in the last HOT_SECONDS (a test suite's run, and
+                # the next run soon after it); the total bound warm.max_instances caps it
+                automatic = max(automatic, len(self.claims))
         return max(self.size, automatic)
 
     def to_json(self, idle_seconds: float) -> dict[str, Any]:
@@ -351,6 +363,7 @@ class PoolService:
                     # claims come faster than one replacement starts (tests back to back): one more
                     pool.hot_until = now + HOT_SECONDS
                 pool.last_claim = now
+                pool.claims.append(now)
                 if not pool.ready and pool.starting > pool.waiting:
                     # one being started that no other claim waits for: it is nearer than a new one
                     pool.waiting += 1

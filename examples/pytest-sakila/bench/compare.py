@@ -106,7 +106,7 @@ def main() -> int:
                     for _ in range(args.runs)]
             rows.append(merge(runs))
         if "sqlrs-pool" in wanted:
-            runs = [run_suite("sqlrs, cached state, warm pool of 16", [*pytest, "--sqlrs-pool=16"], sqlrs_env)
+            runs = [run_suite("sqlrs, cached state, warm pool of 8", [*pytest, "--sqlrs-pool=8"], sqlrs_env)
                     for _ in range(args.runs)]
             rows.append(merge(runs))
         if "testcontainers" in wanted:
