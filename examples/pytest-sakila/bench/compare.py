@@ -34,6 +34,10 @@ REPO = EXAMPLE.parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 PG_VENV = Path(os.environ.get("SAKILA_PG_VENV", "/tmp/sqlrs-bench-pgvenv"))
 PG_VENV_PACKAGES = ["pytest", "pytest-xdist", "pytest-postgresql", "psycopg[binary]"]
+# sqlrs runs from a virtualenv of its own too, holding what a user of the plugin installs (sqlrs,
+# pytest, pytest-xdist): the repository's .venv also loads hypothesis, pytest-postgresql and other
+# test tools' plugins into every pytest process, which is no part of sqlrs' cost
+SQLRS_VENV = Path(os.environ.get("SAKILA_SQLRS_VENV", "/tmp/sqlrs-bench-sqlrsvenv"))
 
 
 def run_suite(label: str, argv: list[str], env: dict[str, str], user: str | None = None) -> dict[str, object]:
@@ -77,6 +81,16 @@ def ensure_pg_venv() -> Path:
     return python
 
 
+def ensure_sqlrs_venv() -> Path:
+    python = SQLRS_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(SQLRS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "pytest", "pytest-xdist", "-e", str(REPO), "--config-settings", "editable_mode=compat"],
+                       check=True)
+    return python
+
+
 def ms(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value >= 0.1 else f"{value * 1000:.1f} ms"
 
@@ -94,19 +108,21 @@ def main() -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="sqbench", dir="/tmp"))
     try:
         sqlrs_env = {**base_env, "SAKILA_BACKEND": "sqlrs", "SQLRS_STATE_DIR": str(state_dir)}
-        pytest = [str(VENV_PYTHON), "-m", "pytest"]
+        pytest = [str(VENV_PYTHON), "-m", "pytest"]  # testcontainers is in the repository's .venv
+        if wanted & {"sqlrs", "sqlrs-pool"}:
+            sqlrs_pytest = [str(ensure_sqlrs_venv()), "-m", "pytest"]
         if args.snapshot:
             subprocess.run([str(VENV_PYTHON), "-m", "sqlrs", "--state-dir", str(state_dir), "init", "local",
                             "--snapshot", args.snapshot, "--store-size", "8G"], check=True, capture_output=True)
         if wanted & {"sqlrs", "sqlrs-pool"}:
-            rows.append(run_suite("sqlrs, first run (builds the state), no pool", [*pytest, "--sqlrs-pool=0"],
+            rows.append(run_suite("sqlrs, first run (builds the state), no pool", [*sqlrs_pytest, "--sqlrs-pool=0"],
                                   sqlrs_env))
         if "sqlrs" in wanted:
-            runs = [run_suite("sqlrs, cached state, no pool", [*pytest, "--sqlrs-pool=0"], sqlrs_env)
+            runs = [run_suite("sqlrs, cached state, no pool", [*sqlrs_pytest, "--sqlrs-pool=0"], sqlrs_env)
                     for _ in range(args.runs)]
             rows.append(merge(runs))
         if "sqlrs-pool" in wanted:
-            runs = [run_suite("sqlrs, cached state, warm pool of 8", [*pytest, "--sqlrs-pool=8"], sqlrs_env)
+            runs = [run_suite("sqlrs, cached state, warm pool of 8", [*sqlrs_pytest, "--sqlrs-pool=8"], sqlrs_env)
                     for _ in range(args.runs)]
             rows.append(merge(runs))
         if "testcontainers" in wanted:
