@@ -41,7 +41,8 @@ def test_kill_during_build(sqlrs_native: Sqlrs, workspace: Path) -> None:
     job_id = submitted.stdout.split()[0]
     wait_for(lambda: any(t["index"] == 2 and t["status"] == "running"
                          for t in api(sq, f"/v1/prepare-jobs/{job_id}")["tasks"]), what="step 2 running")
-    assert processes_mentioning(str(sq.state_dir / "store" / "scratch"))  # a scratch server runs
+    # a scratch server runs (step 2 is marked running just before its server is up again)
+    wait_for(lambda: processes_mentioning(str(sq.state_dir / "store" / "scratch")), what="the scratch server")
     kill_engine(sq)
     # the next command starts a new engine, which cleans up after the dead one
     jobs = sq.json("ls", "--jobs")
