@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlrs.adapters.fsutil import syncfs
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, StoreFailure
 from sqlrs.domain.model import Instance, State, StateKind
@@ -181,7 +180,7 @@ class InstanceSnapshots:
                 seconds: float) -> State:
         target = self.layout.abs(self.layout.state_rel(state_id))
         with self.locks.get(state_id):
-            syncfs(clone)
+            self.store.sync(clone)
             os.rename(clone, target)
             try:
                 now = self.clock.now()

@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlrs.domain.errors import Ambiguous, Conflict, InUse, NotFound
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, Job, State, TaskStatus
-from sqlrs.domain.serde import json_converter
 from sqlrs.ports.admin import ClientSession
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
@@ -16,6 +15,7 @@ from sqlrs.services.instances import InstanceManager
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.requests import NAME_RE, check_id
+from sqlrs.services.serde import json_converter
 
 log = logging.getLogger("sqlrs.inventory")
 

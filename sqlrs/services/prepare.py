@@ -20,8 +20,6 @@ from typing import Any
 
 import attrs
 
-from sqlrs.adapters.fsutil import syncfs
-from sqlrs.adapters.pgfiles import PG_HBA
 from sqlrs.domain import keys
 from sqlrs.domain.errors import (
     Ambiguous,
@@ -38,6 +36,7 @@ from sqlrs.domain.model import Instance, State, Task, TaskStatus
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
+from sqlrs.ports.postmaster import PG_HBA
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
@@ -464,7 +463,7 @@ class PrepareService:
         target = self.layout.abs(self.layout.state_rel(item.state_id))
         self.store.clone(source, temporary)
         try:
-            syncfs(temporary)
+            self.store.sync(temporary)
             crash_point("commit:cloned")
             if target.exists():  # a leftover of a crash between rename and metadata row
                 self.store.delete(target)

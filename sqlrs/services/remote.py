@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlrs.adapters.fsutil import syncfs
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
 from sqlrs.domain.model import State, StateKind, Task, TaskStatus
@@ -37,6 +36,7 @@ from sqlrs.domain.remote import (
     CONFIG_MEDIA_TYPE,
     CorruptBlob,
     Incompatible,
+    LayerError,
     LayerInfo,
     RegistryError,
     RemoteNotFound,
@@ -49,7 +49,7 @@ from sqlrs.domain.remote import (
     state_tag,
 )
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.registry import RegistryOpener, StateRegistry
+from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
@@ -93,6 +93,7 @@ class RemoteService:
         locks: StateLocks,
         open_registry: RegistryOpener,
         setting: Callable[[str], Any],
+        layers: StateLayers,
         after_pull: Callable[[JobContext, State], None] = lambda ctx, state: None,
     ):
         self.repo = repo
@@ -105,6 +106,7 @@ class RemoteService:
         self.locks = locks
         self.open_registry = open_registry
         self.setting = setting  # config.get
+        self.layers = layers
         self.after_pull = after_pull  # e.g. evict other states when the cache is over its bounds
         self._opened: dict[str, StateRegistry] = {}
         self._guard = threading.Lock()
@@ -263,14 +265,12 @@ class RemoteService:
         blob = work / f"{state.id}.tar.zst"
         if ctx is not None:
             ctx.emit("log", stream="engine", text=f"packing state {state.id[:12]} ({state.source})")
-        from sqlrs.adapters.oci.layers import write_layer
-
         # eviction and `rm` take a state's lock before deleting it: hold them while reading. A lock
         # held already is the prepare that just built the state (remote_push), which keeps it too.
         held = [lock for lock in (self.locks.get(s.id) for s in (state, parent) if s is not None)
                 if lock.acquire(blocking=False)]
         try:
-            digest, size, _ = write_layer(self.layout.abs(state.data_path),
+            digest, size, _ = self.layers.write_layer(self.layout.abs(state.data_path),
                                           self.layout.abs(parent.data_path) if parent else None, blob)
         finally:
             for lock in held:
@@ -368,8 +368,6 @@ class RemoteService:
 
     def _pull_one(self, ctx: JobContext | None, registry: StateRegistry, layer: LayerInfo, runtime: Runtime,
                   identity: RuntimeIdentity) -> State:
-        from sqlrs.adapters.oci.layers import LayerError, apply_layer
-
         started = time.monotonic()
         if ctx is not None:
             ctx.emit("pull", state_id=layer.state_id, source=layer.source, digest=layer.digest,
@@ -393,7 +391,7 @@ class RemoteService:
                     raise Conflict(f"state {layer.parent_id[:12]} vanished while pulling on it")
                 self.store.clone(self.layout.abs(parent.data_path), temporary)
             try:
-                apply_layer(blob, temporary, identity.server_uid, identity.server_gid)
+                self.layers.apply_layer(blob, temporary, identity.server_uid, identity.server_gid)
             except LayerError as exc:
                 raise CorruptBlob(f"layer of state {layer.state_id[:12]} is not a valid state layer: {exc}") from None
             if layer.parent_id is None:
@@ -401,7 +399,7 @@ class RemoteService:
                     os.chown(temporary, identity.server_uid, identity.server_gid or -1)
                 os.chmod(temporary, 0o700)
             shutil.rmtree(download, ignore_errors=True)
-            syncfs(temporary)
+            self.store.sync(temporary)
             crash_point("pull:applied")
             if target.exists():  # a leftover of a crash between rename and metadata row
                 self.store.delete(target)

@@ -20,12 +20,13 @@ from typing import Protocol
 
 from sqlrs.domain.model import StateKind
 from sqlrs.domain.steps import Step
+from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.steps.alembic import AlembicExecutor
 from sqlrs.services.steps.base import StepRun
 from sqlrs.services.steps.command import ExecExecutor
 from sqlrs.services.steps.liquibase import LiquibaseExecutor
 
-__all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind"]
+__all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
 
 
 class StepExecutor(Protocol):
@@ -39,8 +40,14 @@ class StepExecutor(Protocol):
         ...
 
 
+_LIQUIBASE = LiquibaseExecutor()
 EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor(),
-                                                                                LiquibaseExecutor())}
+                                                                                _LIQUIBASE)}
+
+
+def use_liquibase(launcher: LiquibaseLauncher) -> None:
+    """Wire the Liquibase installation adapter (the composition root does, once per process)."""
+    _LIQUIBASE.install = launcher
 
 
 def executor_for(kind: str) -> StepExecutor | None:
