@@ -90,6 +90,7 @@ class Pool:
     retry_at: float = 0.0
     error: str | None = None
     closed: bool = False
+    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False, eq=False)  # the service's
 
     @property
     def explicit(self) -> bool:
@@ -98,7 +99,7 @@ class Pool:
     def target(self, limits: WarmLimits) -> int:
         if not limits.enabled:
             return 0
-        automatic = limits.per_state + (1 if time.monotonic() < self.hot_until else 0) if self.auto else 0
+        automatic = limits.per_state + (1 if self.clock() < self.hot_until else 0) if self.auto else 0
         return max(self.size, automatic)
 
     def to_json(self, idle_seconds: float) -> dict[str, Any]:
@@ -106,17 +107,17 @@ class Pool:
             "state_id": self.state_id, "size": self.size, "ready": len(self.ready), "starting": self.starting,
             "runtime": self.runtime, "image": self.image, "holders": len(self.holders), "hits": self.hits,
             "misses": self.misses, "created": self.created, "error": self.error,
-            "drains_in_seconds": round(max(0.0, idle_seconds - (time.monotonic() - self.last_used)), 1)
+            "drains_in_seconds": round(max(0.0, idle_seconds - (self.clock() - self.last_used)), 1)
             if idle_seconds > 0 else None,
         }
 
     def warm_json(self, limits: WarmLimits) -> dict[str, Any]:
         return {"state_id": self.state_id, "runtime": self.runtime, "image": self.image, "ready": len(self.ready),
                 "starting": self.starting, "target": self.target(limits), "automatic": self.auto,
-                "hot": time.monotonic() < self.hot_until,
+                "hot": self.clock() < self.hot_until,
                 "pool_size": self.size, "holders": len(self.holders), "hits": self.hits, "misses": self.misses,
                 "instance_ids": list(self.ready), "error": self.error,
-                "idle_seconds": round(time.monotonic() - self.last_used, 1)}
+                "idle_seconds": round(self.clock() - self.last_used, 1)}
 
 
 def resolve_identity(registry: RuntimeRegistry, identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
@@ -145,7 +146,10 @@ class PoolService:
         limits: Callable[[], WarmLimits] = WarmLimits,
         on_claim: Callable[[Instance], None] = lambda instance: None,
         workers: int = WORKERS,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
+        # idle expiry, back-off and the bounds' cache: the Clock port's monotonic in the engine
+        self._monotonic = monotonic
         self.repo = repo
         self.instances = instances
         self.resolve = resolve
@@ -159,12 +163,12 @@ class PoolService:
         self._threads: list[threading.Thread] = []
         self._drainers: list[threading.Thread] = []  # background drains of released pools
         self._doomed: list[str] = []  # warm instances to remove (surplus), taken by a worker
-        self._pruned_at = time.monotonic()
+        self._pruned_at = monotonic()
         self._cached_limits: tuple[float, WarmLimits] | None = None
 
     def _limits(self) -> WarmLimits:
         """The bounds, read at most once a second (a hit asks too); `wake` reads them again."""
-        now = time.monotonic()
+        now = self._monotonic()
         cached = self._cached_limits
         if cached is not None and now - cached[0] < LIMITS_TTL:
             return cached[1]
@@ -192,7 +196,7 @@ class PoolService:
             pool = self._entry(state.id, runtime.name, identity.image)
             pool.size = size
             pool.image = identity.image
-            pool.last_used = time.monotonic()
+            pool.last_used = self._monotonic()
             if holder:
                 pool.holders.add(holder)
             pool.retry_at = 0.0
@@ -236,11 +240,11 @@ class PoolService:
     def _wait_started(self, pool: Pool, timeout: float = 300.0) -> None:
         """Wait until warm instances being started beyond the pool's target (all, once it is closed)
         are done: those of a closed entry are removed by the worker that started them."""
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         with self._cond:
             while pool.starting > 0 and (pool.closed or len(pool.ready) + pool.starting > pool.target(
-                    self._limits())) and time.monotonic() < deadline:
-                self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                    self._limits())) and self._monotonic() < deadline:
+                self._cond.wait(min(1.0, max(0.0, deadline - self._monotonic())))
 
     def get(self, state_id: str) -> dict[str, Any]:
         with self._cond:
@@ -267,18 +271,18 @@ class PoolService:
 
     def wait_ready(self, state_id: str, count: int, timeout: float) -> dict[str, Any]:
         """Block until the state has `count` warm instances ready (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         with self._cond:
             while True:
                 pool = self._pools.get(state_id)
                 if pool is None:
                     raise NotFound(f"no pool for state {state_id[:12]}")
                 limits = self._limits()
-                if len(pool.ready) >= min(count, pool.target(limits)) or time.monotonic() >= deadline:
+                if len(pool.ready) >= min(count, pool.target(limits)) or self._monotonic() >= deadline:
                     return pool.to_json(limits.idle_seconds)
                 if pool.error and pool.starting == 0 and pool.failures > 2:
                     raise Conflict(f"the pool cannot start instances: {pool.error}")
-                self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                self._cond.wait(min(1.0, max(0.0, deadline - self._monotonic())))
 
     # -- the automatic warm set --------------------------------------------------------------------
     def used(self, state: State, runtime: str, image: str | None) -> None:
@@ -289,11 +293,11 @@ class PoolService:
         with self._cond:
             pool = self._pools.get(state.id)
             if pool is not None and pool.auto and pool.runtime == runtime:
-                pool.last_used = time.monotonic()
+                pool.last_used = self._monotonic()
                 return
             pool = self._entry(state.id, runtime, image)
             pool.auto = True
-            pool.last_used = time.monotonic()
+            pool.last_used = self._monotonic()
             surplus = self._bound_states(limits)
             self._cond.notify_all()
         self._remove_later(surplus)
@@ -308,7 +312,8 @@ class PoolService:
             return pool
         if pool is not None:
             self._doomed += self._close(pool)
-        pool = Pool(state_id=state_id, size=0, runtime=runtime, image=image)
+        pool = Pool(state_id=state_id, size=0, runtime=runtime, image=image, last_used=self._monotonic(),
+                    clock=self._monotonic)
         self._pools[state_id] = pool
         return pool
 
@@ -340,13 +345,13 @@ class PoolService:
         `runtime`: what the caller would start on; a warm instance of another runtime is not used."""
         if not self._pools.get(state_id) or not self._limits().enabled:
             return None  # (a lock-free first look: most creates of a cold state end here)
-        deadline = time.monotonic() + wait
+        deadline = self._monotonic() + wait
         while True:
             with self._cond:
                 pool = self._pools.get(state_id)
                 if pool is None or pool.closed or (runtime is not None and pool.runtime != runtime):
                     return None
-                now = pool.last_used = time.monotonic()
+                now = pool.last_used = self._monotonic()
                 if pool.auto and (not pool.ready or now - pool.last_claim < HOT_SECONDS):
                     # claims come faster than one replacement starts (tests back to back): one more
                     pool.hot_until = now + HOT_SECONDS
@@ -356,8 +361,8 @@ class PoolService:
                     pool.waiting += 1
                     try:
                         while not pool.ready and pool.starting > 0 and not pool.closed \
-                                and time.monotonic() < deadline:
-                            self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                                and self._monotonic() < deadline:
+                            self._cond.wait(min(1.0, max(0.0, deadline - self._monotonic())))
                     finally:
                         pool.waiting -= 1
                 if not pool.ready:
@@ -459,7 +464,7 @@ class PoolService:
 
     def _trim(self, limits: WarmLimits) -> list[str]:
         """Under the lock: apply the bounds (idle expiry, targets, states, the total); the surplus."""
-        now = time.monotonic()
+        now = self._monotonic()
         surplus: list[str] = []
         for pool in list(self._pools.values()):
             if limits.idle_seconds > 0 and now - pool.last_used > limits.idle_seconds:
@@ -495,7 +500,7 @@ class PoolService:
         """Under the lock: the state that needs a warm instance most, counted as starting."""
         if not limits.enabled:
             return None
-        now = time.monotonic()
+        now = self._monotonic()
         total = sum(len(p.ready) + p.starting for p in self._pools.values())
         if total >= limits.max_instances:
             return None
@@ -514,14 +519,30 @@ class PoolService:
                 self._doomed += instance_ids
                 self._cond.notify_all()
 
+    def _take(self, limits: WarmLimits) -> tuple[list[str], Pool | None]:
+        """Under the lock: the warm instances to remove now, else the state to start one for."""
+        doomed = self._trim(limits) + self._doomed
+        self._doomed = []
+        return doomed, None if doomed else self._next(limits)
+
+    def work_once(self) -> bool:
+        """One turn of a worker, in the caller's thread: apply the bounds and remove the surplus,
+        or start one wanted warm instance. False when there was nothing to do."""
+        limits = self._limits()
+        with self._cond:
+            doomed, pool = self._take(limits)
+        if doomed:
+            self._remove(doomed)
+        elif pool is not None:
+            self._fill(pool)
+        return bool(doomed) or pool is not None
+
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
                 limits = self._limits()
                 with self._cond:
-                    doomed = self._trim(limits) + self._doomed
-                    self._doomed = []
-                    pool = None if doomed else self._next(limits)
+                    doomed, pool = self._take(limits)
                     if pool is None and not doomed:
                         self._cond.wait(1.0)
                         continue
@@ -559,7 +580,7 @@ class PoolService:
                     elif error is not None:
                         pool.failures += 1
                         pool.error = error
-                        pool.retry_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** pool.failures)
+                        pool.retry_at = self._monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** pool.failures)
                         if "is gone" in error:
                             self._close(pool)
                         log.warning("state %s: cannot start a warm instance: %s", pool.state_id[:12], error)

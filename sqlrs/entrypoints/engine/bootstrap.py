@@ -240,7 +240,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     pool = PoolService(
         repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
                                                               INITDB_OPTIONS),
-        clock, limits=warm_limits, on_claim=lifetime.noticed,
+        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic,
     )
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
                                   host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")))
