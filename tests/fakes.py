@@ -257,8 +257,11 @@ class FakeSnapshotStore:
 
     def create(self, path: Path) -> None:
         path = self._below_root(path, "create")
+        if os.path.lexists(path):
+            raise StoreFailure(f"cannot create {path}: it exists")
         path.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # whatever the umask
 
     def clone(self, source: Path, target: Path) -> None:
         target = self._below_root(target, "clone to")
