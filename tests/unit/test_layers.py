@@ -8,6 +8,7 @@ imported module) to a complaint or None; add a rule by adding a function to RULE
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ def imports(path: Path) -> Iterator[str]:
                 yield from (f"{node.module}.{alias.name}" for alias in node.names if node.module.startswith("sqlrs"))
 
 
+@functools.cache
 def all_imports() -> list[tuple[str, str]]:
     return [(module_name(path), imported) for path in sorted(PACKAGE.rglob("*.py")) for imported in imports(path)]
 
