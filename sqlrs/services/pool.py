@@ -25,6 +25,9 @@ Warm instances are real instances marked `pooled` (the metadata's existing colum
 instances: listings leave them out, `status` shows them. Nothing leaks: an engine that stops removes
 them, one that starts removes those a killed engine left (`recover`), removing or evicting a state
 removes its own (`discard`), and a warm instance that is found dead is dropped.
+
+The entries and the bounds are bookkeeping in `services/warm_set.py`; this module starts, hands
+out and removes the instances.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
 from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
@@ -45,6 +46,7 @@ from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.warm_set import HOT_SECONDS, Pool, WarmLimits, WarmSet
 
 log = logging.getLogger("sqlrs.pool")
 
@@ -52,72 +54,7 @@ CLAIM_WAIT_SECONDS = 120.0  # a claim waits this long at most for the warm insta
 MAX_BACKOFF_SECONDS = 60.0
 PRUNE_SECONDS = 10.0  # how often ready warm instances are checked against the metadata
 WORKERS = 1
-HOT_SECONDS = 60.0  # a state claimed twice within this long keeps one more warm for this long
 LIMITS_TTL = 1.0  # seconds the warm.* configuration is cached
-
-
-@attrs.frozen
-class WarmLimits:
-    """The configured bounds (config keys `warm.*`), read again on every worker pass."""
-
-    enabled: bool = True
-    per_state: int = 1
-    max_states: int = 4
-    max_instances: int = 8
-    idle_seconds: int = 600
-
-
-@attrs.define
-class Pool:
-    """The warm instances of one state: an explicit pool (`size`, `holders`) and/or automatic (`auto`)."""
-
-    state_id: str
-    size: int  # explicit pool size (0: none asked for)
-    runtime: str
-    image: str | None
-    auto: bool = False  # in the automatic warm set: recently built or hit
-    hot_until: float = 0.0  # claimed back to back: one more is kept warm until then
-    last_claim: float = 0.0
-    holders: set[str] = attrs.field(factory=set)
-    ready: list[str] = attrs.field(factory=list)  # warm instance ids, oldest first
-    starting: int = 0
-    waiting: int = 0  # claims waiting for a warm instance being started
-    hits: int = 0
-    misses: int = 0
-    created: int = 0
-    last_used: float = attrs.field(factory=time.monotonic)
-    failures: int = 0
-    retry_at: float = 0.0
-    error: str | None = None
-    closed: bool = False
-    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False, eq=False)  # the service's
-
-    @property
-    def explicit(self) -> bool:
-        return self.size > 0 or bool(self.holders)
-
-    def target(self, limits: WarmLimits) -> int:
-        if not limits.enabled:
-            return 0
-        automatic = limits.per_state + (1 if self.clock() < self.hot_until else 0) if self.auto else 0
-        return max(self.size, automatic)
-
-    def to_json(self, idle_seconds: float) -> dict[str, Any]:
-        return {
-            "state_id": self.state_id, "size": self.size, "ready": len(self.ready), "starting": self.starting,
-            "runtime": self.runtime, "image": self.image, "holders": len(self.holders), "hits": self.hits,
-            "misses": self.misses, "created": self.created, "error": self.error,
-            "drains_in_seconds": round(max(0.0, idle_seconds - (self.clock() - self.last_used)), 1)
-            if idle_seconds > 0 else None,
-        }
-
-    def warm_json(self, limits: WarmLimits) -> dict[str, Any]:
-        return {"state_id": self.state_id, "runtime": self.runtime, "image": self.image, "ready": len(self.ready),
-                "starting": self.starting, "target": self.target(limits), "automatic": self.auto,
-                "hot": self.clock() < self.hot_until,
-                "pool_size": self.size, "holders": len(self.holders), "hits": self.hits, "misses": self.misses,
-                "instance_ids": list(self.ready), "error": self.error,
-                "idle_seconds": round(self.clock() - self.last_used, 1)}
 
 
 def resolve_identity(registry: RuntimeRegistry, identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
@@ -157,7 +94,8 @@ class PoolService:
         self.limits = limits
         self.on_claim = on_claim
         self._workers = workers
-        self._pools: dict[str, Pool] = {}
+        self._set = WarmSet(monotonic, lambda: self._cond.notify_all())
+        self._pools = self._set.pools
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -193,7 +131,7 @@ class PoolService:
                              hint=f"sqlrs config set warm.max_instances {size}")
         runtime, identity = self.resolve(state, image)
         with self._cond:
-            pool = self._entry(state.id, runtime.name, identity.image)
+            pool = self._set.entry(state.id, runtime.name, identity.image, self._doomed)
             pool.size = size
             pool.image = identity.image
             pool.last_used = self._monotonic()
@@ -222,7 +160,7 @@ class PoolService:
             pool.holders.clear()
             pool.size = 0
             data = pool.to_json(self._limits().idle_seconds)
-            surplus = self._trim_pool(pool, self._limits())
+            surplus = self._set.trim_pool(pool, self._limits())
         if wait:
             self._drain(surplus, pool)
         else:
@@ -295,36 +233,12 @@ class PoolService:
             if pool is not None and pool.auto and pool.runtime == runtime:
                 pool.last_used = self._monotonic()
                 return
-            pool = self._entry(state.id, runtime, image)
+            pool = self._set.entry(state.id, runtime, image, self._doomed)
             pool.auto = True
             pool.last_used = self._monotonic()
-            surplus = self._bound_states(limits)
+            surplus = self._set.bound_states(limits)
             self._cond.notify_all()
         self._remove_later(surplus)
-
-    def _entry(self, state_id: str, runtime: str, image: str | None) -> Pool:
-        """Under the lock: the state's warm entry, made (or made again for another runtime).
-
-        Any image reference that gives the state will do: the state's id pins the image's content."""
-        pool = self._pools.get(state_id)
-        if pool is not None and not pool.closed and pool.runtime == runtime:
-            pool.image = image or pool.image
-            return pool
-        if pool is not None:
-            self._doomed += self._close(pool)
-        pool = Pool(state_id=state_id, size=0, runtime=runtime, image=image, last_used=self._monotonic(),
-                    clock=self._monotonic)
-        self._pools[state_id] = pool
-        return pool
-
-    def _bound_states(self, limits: WarmLimits) -> list[str]:
-        """Under the lock: keep at most `max_states` states in the automatic set (the most recent)."""
-        auto = sorted((p for p in self._pools.values() if p.auto), key=lambda p: p.last_used, reverse=True)
-        surplus: list[str] = []
-        for pool in auto[max(0, limits.max_states):]:
-            pool.auto = False
-            surplus += self._trim_pool(pool, limits)
-        return surplus
 
     def discard(self, state_id: str) -> None:
         """The state goes (removed or evicted): remove its warm instances, also those being started."""
@@ -332,7 +246,7 @@ class PoolService:
             pool = self._pools.get(state_id)
             if pool is None:
                 return
-            surplus = self._close(pool)
+            surplus = self._set.close(pool)
         self._remove(surplus)
         self._wait_started(pool)
 
@@ -421,7 +335,7 @@ class PoolService:
         """Stop the workers and remove every warm instance (the engine is stopping)."""
         self._stop.set()
         with self._cond:
-            doomed = [spare for pool in list(self._pools.values()) for spare in self._close(pool)]
+            doomed = [spare for pool in list(self._pools.values()) for spare in self._set.close(pool)]
             doomed += self._doomed
             self._doomed = []
             self._cond.notify_all()
@@ -441,50 +355,6 @@ class PoolService:
                 log.info("removing warm instance %s left by a previous engine", instance.id)
                 self._remove([instance.id])
 
-    def _close(self, pool: Pool) -> list[str]:
-        """Under the lock: forget the state's warm entry; return its ready instances for removal."""
-        pool.closed = True
-        pool.auto = False
-        spares, pool.ready = pool.ready, []
-        if self._pools.get(pool.state_id) is pool:
-            del self._pools[pool.state_id]
-        self._cond.notify_all()
-        return spares
-
-    def _trim_pool(self, pool: Pool, limits: WarmLimits) -> list[str]:
-        """Under the lock: the pool's ready instances beyond its target (oldest first); an entry
-        that wants none any more is forgotten."""
-        target = pool.target(limits)
-        surplus: list[str] = []
-        while pool.ready and len(pool.ready) > target:
-            surplus.append(pool.ready.pop(0))
-        if target == 0 and (not pool.explicit or not limits.enabled):
-            surplus += self._close(pool)
-        return surplus
-
-    def _trim(self, limits: WarmLimits) -> list[str]:
-        """Under the lock: apply the bounds (idle expiry, targets, states, the total); the surplus."""
-        now = self._monotonic()
-        surplus: list[str] = []
-        for pool in list(self._pools.values()):
-            if limits.idle_seconds > 0 and now - pool.last_used > limits.idle_seconds:
-                log.info("warm instances of state %s unused for %.0fs: removing them", pool.state_id[:12],
-                         now - pool.last_used)
-                surplus += self._close(pool)
-            else:
-                surplus += self._trim_pool(pool, limits)
-        surplus += self._bound_states(limits)
-        total = sum(len(p.ready) + p.starting for p in self._pools.values())
-        # over the total: the least valuable go first (automatic before pools, least recent first)
-        for pool in sorted(self._pools.values(), key=lambda p: (p.explicit, p.last_used)):
-            while total > max(0, limits.max_instances) and pool.ready:
-                surplus.append(pool.ready.pop(0))
-                total -= 1
-        if now - self._pruned_at > PRUNE_SECONDS:
-            self._pruned_at = now
-            surplus += self._prune()
-        return surplus
-
     def _prune(self) -> list[str]:
         """Under the lock: forget ready ids whose instance was removed or claimed behind our back."""
         gone: list[str] = []
@@ -496,23 +366,6 @@ class PoolService:
                     gone.append(instance_id)
         return gone
 
-    def _next(self, limits: WarmLimits) -> Pool | None:
-        """Under the lock: the state that needs a warm instance most, counted as starting."""
-        if not limits.enabled:
-            return None
-        now = self._monotonic()
-        total = sum(len(p.ready) + p.starting for p in self._pools.values())
-        if total >= limits.max_instances:
-            return None
-        wanting = [p for p in self._pools.values()
-                   if len(p.ready) + p.starting < p.target(limits) and p.retry_at <= now and not p.closed]
-        if not wanting:
-            return None
-        # claims waiting first, then pools, then the fewest ready, then the most recent
-        pool = min(wanting, key=lambda p: (-p.waiting, not p.explicit, len(p.ready) + p.starting, -p.last_used))
-        pool.starting += 1
-        return pool
-
     def _remove_later(self, instance_ids: list[str]) -> None:
         if instance_ids:
             with self._cond:
@@ -521,9 +374,13 @@ class PoolService:
 
     def _take(self, limits: WarmLimits) -> tuple[list[str], Pool | None]:
         """Under the lock: the warm instances to remove now, else the state to start one for."""
-        doomed = self._trim(limits) + self._doomed
+        doomed = self._set.trim(limits) + self._doomed
+        now = self._monotonic()
+        if now - self._pruned_at > PRUNE_SECONDS:
+            self._pruned_at = now
+            doomed += self._prune()
         self._doomed = []
-        return doomed, None if doomed else self._next(limits)
+        return doomed, None if doomed else self._set.next_wanted(limits)
 
     def work_once(self) -> bool:
         """One turn of a worker, in the caller's thread: apply the bounds and remove the surplus,
@@ -582,7 +439,7 @@ class PoolService:
                         pool.error = error
                         pool.retry_at = self._monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** pool.failures)
                         if "is gone" in error:
-                            self._close(pool)
+                            self._set.close(pool)
                         log.warning("state %s: cannot start a warm instance: %s", pool.state_id[:12], error)
                     self._cond.notify_all()
                     return
