@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -45,11 +45,15 @@ from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
+from sqlrs.services.output import OutputCollector
 from sqlrs.services.requests import PrepareRequest
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.scripts import first_error, materialize
 from sqlrs.services.servers import Server
 from sqlrs.services.steps import StepRun, executor_for, state_kind
+
+if TYPE_CHECKING:  # only for the type: remote_cache needs nothing of prepare at run time
+    from sqlrs.services.remote_cache import RemoteCache
 
 # initdb options that shape the cluster: they enter the base id.
 INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256")
@@ -57,7 +61,6 @@ INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-hos
 INITDB_SPEED = ("--no-sync",)
 BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
 FROM_KIND = "state"  # the plan's first row with --from: the existing state the chain starts from
-OUTPUT_LINES_KEPT = 200
 
 
 @attrs.define
@@ -112,7 +115,7 @@ class PrepareService:
         locks: StateLocks | None = None,
         after_commit: Callable[[JobContext, State], None] = lambda ctx, state: None,
         warnings: Callable[[], list[str]] = lambda: [],
-        remote: Any = None,
+        remote: RemoteCache | None = None,
     ):
         self.repo = repo
         self.store = store
@@ -126,7 +129,7 @@ class PrepareService:
         self.locks = locks or StateLocks()
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
-        self.remote = remote  # RemoteService: pulls from the remote cache instead of building
+        self.remote = remote  # pulls from the remote cache instead of building
 
     # -- planning ----------------------------------------------------------------------------
     def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
@@ -502,40 +505,3 @@ class PrepareService:
 def name_taken(name: str, instance: Instance) -> Conflict:
     return Conflict(f"name {name!r} is bound to instance {instance.id}",
                     hint="--reuse keeps it when its state matches, --fresh replaces it, or choose another name")
-
-
-class OutputCollector:
-    """Keeps a tool's output for error messages and forwards whole lines as they arrive."""
-
-    def __init__(self, forward: Callable[[str, str], None]):
-        self._forward = forward
-        self._kept: list[str] = []
-        self._partial: dict[str, str] = {}
-        self._forwarded = 0
-
-    def feed(self, stream: str, data: bytes) -> None:
-        text = self._partial.get(stream, "") + data.decode("utf-8", "replace")
-        *lines, self._partial[stream] = text.split("\n")
-        for line in lines:
-            self._take(stream, line)
-
-    def _take(self, stream: str, line: str) -> None:
-        self._kept.append(line)
-        if len(self._kept) > 4 * OUTPUT_LINES_KEPT:
-            del self._kept[: len(self._kept) - 2 * OUTPUT_LINES_KEPT]
-        if self._forwarded < OUTPUT_LINES_KEPT:
-            self._forward(stream, line)
-            self._forwarded += 1
-        elif self._forwarded == OUTPUT_LINES_KEPT:
-            self._forward("note", "(more output not shown)")
-            self._forwarded += 1
-
-    def flush(self) -> None:
-        for stream, rest in list(self._partial.items()):
-            if rest:
-                self._take(stream, rest)
-        self._partial.clear()
-
-    def text(self) -> str:
-        return "\n".join(self._kept)
-

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlrs.domain import keys
-from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
+from sqlrs.domain.errors import Conflict, NotFound, UsageError
 from sqlrs.domain.model import State, StateKind, Task, TaskStatus
 from sqlrs.domain.remote import (
     CONFIG_MEDIA_TYPE,
@@ -117,7 +117,7 @@ class RemoteService:
         value = str(self.setting("cache.remote") or "").strip()
         return parse_ref(value, "cache.remote") if value else None
 
-    def _registry(self, ref: RemoteRef) -> StateRegistry:
+    def registry(self, ref: RemoteRef) -> StateRegistry:
         key = f"{ref.host}/{ref.repository}|{self.setting('cache.remote_insecure')}"
         with self._guard:
             registry = self._opened.get(key)
@@ -157,7 +157,7 @@ class RemoteService:
         return RuntimeNotes(identity.runtime, identity.identity, identity.description, identity.version,
                             identity.image)
 
-    def _check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
+    def check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
                           identity: RuntimeIdentity) -> None:
         """Refuse a chain built on another PostgreSQL or runtime; check its ids add up."""
         local_base = keys.base_id(identity.identity, self.initdb_options)
@@ -220,7 +220,7 @@ class RemoteService:
         identity = identity or self._identity_of(state, image)
         notes = self._notes(identity)
         ref = self._target(target, state.id)
-        registry = self._registry(ref)
+        registry = self.registry(ref)
         # the deepest ancestor the repository has already: its manifest lists the layers below it
         layers: list[LayerInfo] = []
         start = 0
@@ -305,7 +305,7 @@ class RemoteService:
             ref = cache.with_tag(state_tag(text))
         else:
             ref = parse_ref(text)
-        registry = self._registry(ref)
+        registry = self.registry(ref)
         found = registry.manifest(ref.reference)
         if found is None:
             raise RemoteNotFound(f"{ref} is not in the registry", hint="push it first: sqlrs push STATE REF")
@@ -313,7 +313,7 @@ class RemoteService:
         runtime, identity = self._runtime_for(notes, runtime_name, image)
         if ctx is not None:
             ctx.emit("runtime", runtime=runtime.name, reason=f"{identity.description}")
-        self._check_compatible(str(ref), chain, notes, identity)
+        self.check_compatible(str(ref), chain, notes, identity)
         tasks: list[Task] = []
         if ctx is not None:  # the chain's states as tasks: shown by watch, kept from eviction meanwhile
             tasks = [Task(ctx.job.id, index, "base" if layer.parent_id is None else "step", layer.state_id,
@@ -323,7 +323,7 @@ class RemoteService:
             ctx.emit("plan", runtime=runtime.name, identity=identity.description,
                      steps=[{"index": task.index, "kind": task.kind, "source": task.source, "state_id": task.state_id,
                              "cached": task.status == TaskStatus.CACHED} for task in tasks])
-        pulled = self._materialize(ctx, registry, chain, runtime, identity, tasks)
+        pulled = self.materialize(ctx, registry, chain, runtime, identity, tasks)
         return {"state_id": chain[-1].state_id, "reference": str(ref), "digest": found[1], "pulled": pulled,
                 "layers": len(chain), "runtime": runtime.name}
 
@@ -341,7 +341,7 @@ class RemoteService:
         state = self.repo.get_state(state_id)
         return state is not None and self.layout.abs(state.data_path).is_dir()
 
-    def _materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
+    def materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
                      runtime: Runtime, identity: RuntimeIdentity, tasks: list[Task] | None = None) -> list[str]:
         pulled: list[str] = []
         by_state = {task.state_id: task for task in tasks or []}
@@ -432,85 +432,6 @@ class RemoteService:
         return max(0, self.store.allocated_bytes([parent, target]) - self.store.allocated_bytes([parent]))
 
     # -- the remote cache of prepare ---------------------------------------------------------------
-    def annotate(self, ctx: JobContext, items: list[Any]) -> None:
-        """Mark the plan items (PlanItem) not cached here but in the remote cache: `remote`."""
-        try:
-            cache = self.cache_ref()
-        except SqlrsError as exc:
-            ctx.emit("warning", text=f"remote cache ignored: {exc.message}")
-            return
-        if cache is None:
-            return
-        registry = self._registry(cache)
-        try:
-            for item in items:
-                item.remote = False
-            # deepest first: a state's manifest implies its ancestors are there too
-            for item in reversed(items):
-                if item.cached:
-                    break
-                if registry.has_manifest(state_tag(item.state_id)):
-                    for earlier in items[: item.index + 1]:
-                        earlier.remote = not earlier.cached
-                    break
-        except SqlrsError as exc:
-            ctx.emit("warning", text=f"remote cache {cache.host}/{cache.repository} not used: {exc.message}")
-            for item in items:
-                item.remote = False
-
-    def fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
-             tasks: list[Task]) -> None:
-        """Before a build: pull the deepest uncached state the remote cache has, with its chain.
-
-        The remote cache is a shortcut: when a pull fails (registry down, corrupt blob), the
-        job warns and builds what is still missing; states pulled before the failure stay."""
-        try:
-            self._fill(ctx, runtime, identity, items, tasks)
-        except (RegistryError, Incompatible) as exc:
-            ctx.emit("warning", text=f"could not pull from the remote cache ({exc.message}): building instead")
-            for item in items:
-                state = self.repo.get_state(item.state_id)
-                item.cached = state is not None and self.layout.abs(state.data_path).is_dir()
-
-    def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
-              tasks: list[Task]) -> None:
-        wanted = [item for item in items if getattr(item, "remote", False) and not item.cached]
-        cache = self.cache_ref()
-        if not wanted or cache is None:
-            return
-        deepest = wanted[-1]
-        ref = cache.with_tag(state_tag(deepest.state_id))
-        registry = self._registry(ref)
-        found = registry.manifest(ref.reference)
-        if found is None:
-            ctx.emit("warning", text=f"{ref} vanished from the remote cache: building instead")
-            return
-        chain, notes = read_manifest(found[0], str(ref))
-        self._check_compatible(str(ref), chain, notes, identity)
-        ctx.emit("log", stream="engine", text=f"pulling {len(wanted)} state(s) from {cache.host}/{cache.repository} "
-                                                f"instead of building them")
-        by_state = {task.state_id: task for task in tasks}
-        started = time.monotonic()
-        self._materialize(ctx, registry, chain, runtime, identity)
-        for item in items[: deepest.index + 1]:
-            if not item.cached:
-                item.cached = True
-                task = by_state.get(item.state_id)
-                if task is not None:
-                    ctx.update_task(task, TaskStatus.CACHED, seconds=round(time.monotonic() - started, 3))
-
-    def after_commit(self, ctx: JobContext, state: State) -> None:
-        """With cache.remote_push: push a state prepare just built (a failure only warns)."""
-        if not self.setting("cache.remote_push") or ctx.job.kind != "prepare":
-            return
-        try:
-            if self.cache_ref() is None:
-                ctx.emit("warning", text="cache.remote_push is set but cache.remote is not: nothing pushed")
-                return
-            result = self.push(ctx, state, image=(ctx.job.request or {}).get("image"))
-            ctx.emit("push", state_id=state.id, reference=result["reference"], uploaded=len(result["uploaded"]))
-        except SqlrsError as exc:
-            ctx.emit("warning", text=f"could not push state {state.id[:12]} to the remote cache: {exc.message}")
 
 
 def parse_transfer(body: Any, required: str) -> dict[str, Any]:

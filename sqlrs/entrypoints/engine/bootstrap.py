@@ -35,6 +35,7 @@ from sqlrs.services.pool import PoolService, WarmLimits, resolve_identity
 from sqlrs.services.prepare import INITDB_OPTIONS, PrepareService
 from sqlrs.services.recovery import Recovery
 from sqlrs.services.remote import RemoteService
+from sqlrs.services.remote_cache import RemoteCache
 from sqlrs.services.runs import RunService
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.servers import PortAllocator
@@ -218,15 +219,16 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                            initdb_options=INITDB_OPTIONS, clock=clock, locks=locks,
                            open_registry=adapters.open_registry, setting=config.get, layers=adapters.layers)
     remote.after_pull = cache.after_commit
+    remote_cache = RemoteCache(remote)
 
     def after_commit(ctx: JobContext, state: State) -> None:
         cache.after_commit(ctx, state)
-        remote.after_commit(ctx, state)
+        remote_cache.after_commit(ctx, state)
 
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
                              before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
-                             remote=remote)
+                             remote=remote_cache)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     lifetime = LifetimeService(repo, instances, admin, clock, alive=adapters.owner_alive)
