@@ -280,7 +280,7 @@ class InstanceManager:
                 self._release(instance)
             except Exception as exc:
                 # the runtime may be gone (daemon stopped): data and metadata still go; a container
-                # left behind is removed by the next engine start (bootstrap.recover)
+                # left behind is removed by the next engine start (services/recovery.py)
                 log.warning("instance %s: cannot release its %s server: %s", instance.id, instance.runtime, exc)
             self.store.delete(self.layout.abs(instance.data_path))
             shutil.rmtree(self.layout.run_dir(instance.id), ignore_errors=True)
