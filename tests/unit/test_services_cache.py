@@ -47,7 +47,7 @@ def test_over_the_cap_the_least_recently_used_unreferenced_leaf_goes(engine: Wir
     cap(services, services.cache.cache_bytes() - PAD // 2)
     assert services.cache.enforce() == [old]
     assert {state.id for state in fakes.repo.list_states()} == {base, new}
-    assert sorted(p.name for p in services.layout.states_dir.iterdir()) == sorted([base, new])  # type: ignore[type-var]
+    assert sorted(p.name for p in services.layout.states_dir.iterdir()) == sorted([base, new])
     assert services.cache.enforce() == []  # within bounds now: nothing more goes
 
 

@@ -53,7 +53,7 @@ def start(root: Path, fakes: Fakes, killed: list[Path], containers: FakeContaine
 
 
 def test_a_restart_removes_what_a_crash_left_half_made(root: Path) -> None:
-    fakes, killed = make_fakes(root), []
+    fakes, killed = make_fakes(root), list[Path]()
     services = start(root, fakes, killed)
     kept = prepare(services, "create table a()")
     layout = services.layout
@@ -82,7 +82,7 @@ def test_a_restart_removes_what_a_crash_left_half_made(root: Path) -> None:
 
 
 def test_a_clean_restart_changes_nothing(root: Path) -> None:
-    fakes, killed = make_fakes(root), []
+    fakes, killed = make_fakes(root), list[Path]()
     services = start(root, fakes, killed)
     result = prepare(services, "create table a()", "create table b()")
     before = (sorted(s.id for s in fakes.repo.list_states()), sorted(os.listdir(services.layout.states_dir)))
@@ -92,7 +92,7 @@ def test_a_clean_restart_changes_nothing(root: Path) -> None:
 
 
 def test_containers_nobody_owns_are_removed_and_owned_ones_kept(root: Path) -> None:
-    fakes, killed, containers = make_fakes(root), [], FakeContainers()
+    fakes, killed, containers = make_fakes(root), list[Path](), FakeContainers()
     services = start(root, fakes, killed, containers, recover=False)
     mine = {"sqlrs.state_dir": str(services.layout.state_dir)}
     result = prepare(services, "create table a()", runtime="docker")
@@ -106,7 +106,7 @@ def test_containers_nobody_owns_are_removed_and_owned_ones_kept(root: Path) -> N
 
 
 def test_an_unreachable_daemon_is_skipped_not_fatal(root: Path) -> None:
-    fakes, killed, containers = make_fakes(root), [], FakeContainers()
+    fakes, killed, containers = make_fakes(root), list[Path](), FakeContainers()
     services = start(root, fakes, killed, containers, recover=False)
     (services.layout.scratch_dir / "b1").mkdir()  # leftovers: every runtime may have containers
     containers.available = False
