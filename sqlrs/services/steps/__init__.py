@@ -1,6 +1,6 @@
 """Executors of step kinds other than psql's: one module per kind.
 
-`PrepareService._run_step` applies psql steps itself and hands every other kind to the
+`ChainBuilder._run_step` (services/build.py) applies psql steps itself and hands every other kind to the
 executor registered here for it. An executor gets the running build server (a scratch server
 on the parent state) and must leave the step's effect in it, or raise `StepFailed` naming the
 step; the service stops the server and commits the state afterwards, as for psql.
