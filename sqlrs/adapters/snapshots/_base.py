@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlrs.adapters.fsutil import syncfs
 from sqlrs.adapters.snapshots import _fs
 from sqlrs.domain.errors import SqlrsError, StoreFailure
 
@@ -111,7 +110,10 @@ class BaseStore:
 
     def sync(self, path: Path) -> None:
         """Flush the filesystem holding `path` to disk (syncfs(2), sync(2) as a fallback)."""
-        syncfs(path)
+        try:
+            _fs.syncfs(path)
+        except OSError:
+            os.sync()
 
     def _wait_free_stable(self, limit: float, interval: float = 0.05, readings: int = 3) -> None:
         """Poll free space until `readings` consecutive readings `interval` apart agree (or
