@@ -30,8 +30,8 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, StoreFailure
@@ -72,7 +72,7 @@ class InstanceSnapshots:
         backup: OnlineBackup,
         clock: Clock,
         locks: StateLocks,
-        after_commit: Any = None,  # () -> None: keep the cache within its bounds
+        after_commit: Callable[[], object] | None = None,  # keep the cache within its bounds
     ):
         self.repo = repo
         self.store = store

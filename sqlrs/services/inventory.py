@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def _one(matches: list[Any], what: str, ref: str) -> Any:
 
 class Inventory:
     def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, instances: InstanceManager,
-                 active_jobs: Any, locks: StateLocks | None = None):
+                 active_jobs: Callable[[], set[str]], locks: StateLocks | None = None):
         self.locks = locks or StateLocks()
         self.repo = repo
         self.store = store

@@ -6,12 +6,12 @@ registry has, pulling them instead of building, and pushing what prepare built
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from sqlrs.domain.errors import SqlrsError
 from sqlrs.domain.model import State, Task, TaskStatus
 from sqlrs.domain.remote import Incompatible, RegistryError, read_manifest, state_tag
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
+from sqlrs.services.build import PlanItem
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.remote import RemoteService
 
@@ -22,7 +22,7 @@ class RemoteCache:
     def __init__(self, remote: RemoteService):
         self.remote = remote
 
-    def annotate(self, ctx: JobContext, items: list[Any]) -> None:
+    def annotate(self, ctx: JobContext, items: list[PlanItem]) -> None:
         """Mark the plan items (PlanItem) not cached here but in the remote cache: `remote`."""
         try:
             cache = self.remote.cache_ref()
@@ -48,7 +48,7 @@ class RemoteCache:
             for item in items:
                 item.remote = False
 
-    def fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
+    def fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
              tasks: list[Task]) -> None:
         """Before a build: pull the deepest uncached state the remote cache has, with its chain.
 
@@ -62,9 +62,9 @@ class RemoteCache:
                 state = self.remote.repo.get_state(item.state_id)
                 item.cached = state is not None and self.remote.layout.abs(state.data_path).is_dir()
 
-    def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
+    def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
               tasks: list[Task]) -> None:
-        wanted = [item for item in items if getattr(item, "remote", False) and not item.cached]
+        wanted = [item for item in items if item.remote and not item.cached]
         cache = self.remote.cache_ref()
         if not wanted or cache is None:
             return
