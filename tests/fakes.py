@@ -499,7 +499,7 @@ def make_fakes(root: Path, capacity: int = 4 << 30) -> Fakes:
 def wired(settings: Mapping[str, Any] | None = None) -> Iterator[tuple[Services, Fakes]]:
     """The engine's services wired by the composition root on fakes, in a short temporary state
     dir (PostgreSQL's socket path limit keeps run dirs below it), removed afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="sqf", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="sqfake", dir="/tmp"))
     try:
         fakes = make_fakes(root)
         config = ConfigFile(root / "config.json", environ={})

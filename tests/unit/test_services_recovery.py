@@ -37,7 +37,7 @@ class FakeContainers(FakeRuntime):
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sqr", dir="/tmp"))  # short: run dirs live below it
+    path = Path(tempfile.mkdtemp(prefix="sqfrec", dir="/tmp"))  # short: run dirs live below it
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
