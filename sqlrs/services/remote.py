@@ -58,26 +58,8 @@ from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.runtimes import RuntimeRegistry
-
-PROGRESS_EVERY = 0.5  # seconds between two transfer events of one blob
-
-
-class _Throttle:
-    """Transfer events at most every PROGRESS_EVERY seconds, and at the end."""
-
-    def __init__(self, ctx: JobContext | None, **fields: Any):
-        self.ctx = ctx
-        self.fields = fields
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.fields.get("direction") == "pull" and done < total:
-            crash_point("pull:transferring")
-        now = time.monotonic()
-        if self.ctx is not None and (done >= total or now - self.last >= PROGRESS_EVERY):
-            self.last = now
-            self.ctx.emit("transfer", **self.fields, bytes=done, total=total)
-            self.ctx.check_cancel()
+from sqlrs.services.transfers import TransferProgress
+from sqlrs.services.transfers import parse_transfer as parse_transfer  # the routes take it from here
 
 
 class RemoteService:
@@ -275,8 +257,8 @@ class RemoteService:
         finally:
             for lock in held:
                 lock.release()
-        sent = registry.push_blob(blob, digest, size, _Throttle(ctx, direction="push", state_id=state.id,
-                                                                digest=digest))
+        sent = registry.push_blob(blob, digest, size,
+                                  TransferProgress(ctx, direction="push", state_id=state.id, digest=digest))
         blob.unlink(missing_ok=True)
         layer = LayerInfo(state_id=state.id, parent_id=state.parent_id, base_id=state.base_id, kind=state.kind.value,
                           step_hash=state.step_hash, source=state.source, size_bytes=state.size_bytes,
@@ -381,7 +363,7 @@ class RemoteService:
             download.mkdir()
             blob = download / "layer"
             registry.fetch_blob(layer.digest, layer.blob_size, blob,
-                                _Throttle(ctx, direction="pull", state_id=layer.state_id, digest=layer.digest))
+                                TransferProgress(ctx, direction="pull", state_id=layer.state_id, digest=layer.digest))
             crash_point("pull:downloaded")
             if layer.parent_id is None:
                 self.store.create(temporary)
@@ -432,21 +414,3 @@ class RemoteService:
         return max(0, self.store.allocated_bytes([parent, target]) - self.store.allocated_bytes([parent]))
 
     # -- the remote cache of prepare ---------------------------------------------------------------
-
-
-def parse_transfer(body: Any, required: str) -> dict[str, Any]:
-    """A push or pull request body: `required` (a string) and optional runtime, image, target."""
-    if not isinstance(body, dict):
-        raise UsageError("the request body must be a JSON object")
-    allowed = {required, "target", "runtime", "image"}
-    extra = set(body) - allowed
-    if extra:
-        raise UsageError(f"unknown fields: {', '.join(sorted(extra))}", hint=f"fields: {', '.join(sorted(allowed))}")
-    if not isinstance(body.get(required), str) or not body[required]:
-        raise UsageError(f"{required} is required (a string)")
-    for key in ("target", "runtime", "image"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise UsageError(f"{key} must be a string")
-    if body.get("runtime") not in (None, "auto", "docker", "podman", "native"):
-        raise UsageError("runtime must be one of auto, docker, podman, native")
-    return body
