@@ -237,6 +237,18 @@ class FakeRepository:
 BLOCK = 64 * 1024
 
 
+def _mounts_below(path: Path) -> list[str]:
+    """Mount points at or below `path` (a bind mount of the same filesystem included)."""
+    try:
+        table = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return []
+    top = str(path)
+    points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+              for line in table.splitlines() if len(line.split()) > 4]
+    return [point for point in points if point == top or point.startswith(top + "/")]
+
+
 class FakeSnapshotStore:
     """The SnapshotStore port on a plain directory, without copy-on-write (see the module doc)."""
 
@@ -280,10 +292,9 @@ class FakeSnapshotStore:
         path = self._below_root(path, "delete")
         if not os.path.lexists(path):
             return
-        for dirpath, dirnames, _files in os.walk(path):
-            for name in dirnames:
-                if os.path.ismount(os.path.join(dirpath, name)):
-                    raise StoreFailure(f"cannot delete {path}: something is mounted at {dirpath}/{name}")
+        busy = _mounts_below(path)
+        if busy:
+            raise StoreFailure(f"cannot delete {path}: something is mounted at {busy[0]}")
         self._remove(path)
 
     @staticmethod
