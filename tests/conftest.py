@@ -6,3 +6,4 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fakes.py: fakes of the ports for service tests

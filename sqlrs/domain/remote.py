@@ -73,6 +73,10 @@ class RemoteNotFound(RegistryError):
     exit_code = 4
 
 
+class LayerError(ValueError):
+    """The blob is not a sqlrs layer: not zstd, not tar, or paths that leave the data directory."""
+
+
 class Incompatible(SqlrsError):
     """A remote state was built by another PostgreSQL or runtime than the local engine's."""
 

@@ -59,5 +59,20 @@ class StateRegistry(Protocol):
         ...
 
 
+class StateLayers(Protocol):
+    """The layer format of pushed states: a state's files as a diff against its parent."""
+
+    def write_layer(self, state_dir: Path, parent_dir: Path | None, out: Path) -> tuple[str, int, int]:
+        """Write the layer of `state_dir` (against `parent_dir`, or whole) to `out`; return
+        (sha256 digest "sha256:...", compressed size, number of entries)."""
+        ...
+
+    def apply_layer(self, blob: Path, target: Path, uid: int | None, gid: int | None) -> int:
+        """Apply a layer to `target` (empty for a base, else a clone of the parent state), files
+        owned by `uid`/`gid` when the engine runs as root; return the number of entries. Raises
+        `sqlrs.domain.remote.LayerError` for a blob that is not a valid layer."""
+        ...
+
+
 # how the engine opens a repository: cache.remote and credentials are the adapter's business
 RegistryOpener = Callable[[RemoteRef], StateRegistry]

@@ -55,3 +55,9 @@ class SnapshotStore(Protocol):
         deleted subvolumes in a background cleaner, XFS frees unlinked inodes lazily). Eviction
         calls it between deleting states and measuring free space again."""
         ...
+
+    def sync(self, path: Path) -> None:
+        """Flush the filesystem holding `path` (a volume below `root`) to disk, so that a
+        volume renamed into place afterwards survives a machine crash whole: the services call
+        it before every commit rename."""
+        ...

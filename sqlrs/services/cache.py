@@ -209,7 +209,7 @@ class CacheService:
                 self.standby.discard(state.id)
             try:
                 self.store.delete(self.layout.abs(state.data_path))
-            except SqlrsError as exc:  # recover() removes the orphan directory at the next start
+            except SqlrsError as exc:  # Recovery removes the orphan directory at the next start
                 log.warning("evicted state %s but could not delete its data: %s", state.id, exc.message)
         finally:
             lock.release()

@@ -30,10 +30,9 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from sqlrs.adapters.fsutil import syncfs
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, StoreFailure
 from sqlrs.domain.model import Instance, State, StateKind
@@ -73,7 +72,7 @@ class InstanceSnapshots:
         backup: OnlineBackup,
         clock: Clock,
         locks: StateLocks,
-        after_commit: Any = None,  # () -> None: keep the cache within its bounds
+        after_commit: Callable[[], object] | None = None,  # keep the cache within its bounds
     ):
         self.repo = repo
         self.store = store
@@ -181,7 +180,7 @@ class InstanceSnapshots:
                 seconds: float) -> State:
         target = self.layout.abs(self.layout.state_rel(state_id))
         with self.locks.get(state_id):
-            syncfs(clone)
+            self.store.sync(clone)
             os.rename(clone, target)
             try:
                 now = self.clock.now()

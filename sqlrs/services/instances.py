@@ -6,15 +6,17 @@ import logging
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid
 from sqlrs.domain.errors import NotFound, RuntimeFailure
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
 from sqlrs.domain.passwords import new_password, scram_verifier
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
+from sqlrs.ports.housekeeping import ContainerHousekeeping
+from sqlrs.ports.postmaster import read_postmaster_pid
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
@@ -46,7 +48,7 @@ def new_instance_id() -> str:
     return secrets.token_hex(6)
 
 
-def _drop_stale_pidfile(data_dir: Path) -> None:
+def _drop_stale_pidfile(data_dir: Path, pid_alive: Callable[[int], bool]) -> None:
     """Remove the postmaster.pid of a killed server whose process is gone.
 
     It still says `ready`: readiness of the new server (read from that file, with a one-second
@@ -75,7 +77,10 @@ class InstanceManager:
         clock: Clock,
         ports: PortAllocator,
         standby: StandbyClones | None = None,
+        *,
+        pid_alive: Callable[[int], bool],
     ):
+        self.pid_alive = pid_alive  # is a postmaster's pid a live process (a zombie is not)
         self.standby = standby
         self.warm: WarmInstances | None = None  # set by the composition root (it needs this manager)
         self.repo = repo
@@ -140,9 +145,8 @@ class InstanceManager:
         """Kill and release every server of the instance (its data is about to go)."""
         server = self._handle(instance)
         refs = [server.ref] if server.ref else []
-        leftovers = getattr(server.runtime, "leftovers", None)  # container runtimes: by label too
-        if leftovers is not None:
-            refs += [ref for ref in leftovers({"sqlrs.instance": instance.id}) if ref not in refs]
+        if isinstance(server.runtime, ContainerHousekeeping):  # container runtimes: by label too
+            refs += [ref for ref in server.runtime.leftovers({"sqlrs.instance": instance.id}) if ref not in refs]
         for ref in refs:
             server.runtime.discard(server.spec, ref)
 
@@ -250,7 +254,7 @@ class InstanceManager:
                      current.id, current.runtime)
             identity = server.runtime.resolve(current.image)
             server.discard()  # a dead container still holds the name
-            _drop_stale_pidfile(server.spec.data_dir)
+            _drop_stale_pidfile(server.spec.data_dir, self.pid_alive)
             restarted = self.start_server(server.runtime, identity, current.id, current.data_path,
                                           preferred_port=current.port)
             current.runtime_ref = restarted.ref
@@ -276,7 +280,7 @@ class InstanceManager:
                 self._release(instance)
             except Exception as exc:
                 # the runtime may be gone (daemon stopped): data and metadata still go; a container
-                # left behind is removed by the next engine start (bootstrap.recover)
+                # left behind is removed by the next engine start (services/recovery.py)
                 log.warning("instance %s: cannot release its %s server: %s", instance.id, instance.runtime, exc)
             self.store.delete(self.layout.abs(instance.data_path))
             shutil.rmtree(self.layout.run_dir(instance.id), ignore_errors=True)

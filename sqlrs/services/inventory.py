@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlrs.domain.errors import Ambiguous, Conflict, InUse, NotFound
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, Job, State, TaskStatus
-from sqlrs.domain.serde import json_converter
 from sqlrs.ports.admin import ClientSession
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
@@ -16,6 +16,7 @@ from sqlrs.services.instances import InstanceManager
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.requests import NAME_RE, check_id
+from sqlrs.services.serde import json_converter
 
 log = logging.getLogger("sqlrs.inventory")
 
@@ -33,7 +34,7 @@ def _one(matches: list[Any], what: str, ref: str) -> Any:
 
 class Inventory:
     def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, instances: InstanceManager,
-                 active_jobs: Any, locks: StateLocks | None = None):
+                 active_jobs: Callable[[], set[str]], locks: StateLocks | None = None):
         self.locks = locks or StateLocks()
         self.repo = repo
         self.store = store

@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlrs.adapters import procfs
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -52,7 +51,7 @@ def probe_interval(ttl_seconds: int) -> float:
 
 class LifetimeService:
     def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
-                 tick: float = TICK_SECONDS, alive: Callable[[int, int], bool] = procfs.alive):
+                 tick: float = TICK_SECONDS, *, alive: Callable[[int, int], bool]):
         self.repo = repo
         self.instances = instances
         self.admin = admin

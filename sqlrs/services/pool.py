@@ -26,6 +26,9 @@ Warm instances are real instances marked `pooled` (the metadata's existing colum
 instances: listings leave them out, `status` shows them. Nothing leaks: an engine that stops removes
 them, one that starts removes those a killed engine left (`recover`), removing or evicting a state
 removes its own (`discard`), and a warm instance that is found dead is dropped.
+
+The entries and the bounds are bookkeeping in `services/warm_set.py`; this module starts, hands
+out and removes the instances.
 """
 
 from __future__ import annotations
@@ -33,11 +36,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-import attrs
 
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
@@ -47,6 +47,7 @@ from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.warm_set import HOT_SECONDS, Pool, WarmLimits, WarmSet
 
 log = logging.getLogger("sqlrs.pool")
 
@@ -54,81 +55,7 @@ CLAIM_WAIT_SECONDS = 120.0  # a claim waits this long at most for the warm insta
 MAX_BACKOFF_SECONDS = 60.0
 PRUNE_SECONDS = 10.0  # how often ready warm instances are checked against the metadata
 WORKERS = 1
-HOT_SECONDS = 60.0  # a state claimed twice within this long keeps one more warm for this long
 LIMITS_TTL = 1.0  # seconds the warm.* configuration is cached
-
-
-@attrs.frozen
-class WarmLimits:
-    """The configured bounds (config keys `warm.*`), read again on every worker pass."""
-
-    enabled: bool = True
-    per_state: int = 1
-    max_states: int = 4
-    max_instances: int = 8
-    idle_seconds: int = 600
-
-
-@attrs.define
-class Pool:
-    """The warm instances of one state: an explicit pool (`size`, `holders`) and/or automatic (`auto`)."""
-
-    state_id: str
-    size: int  # explicit pool size (0: none asked for)
-    runtime: str
-    image: str | None
-    auto: bool = False  # in the automatic warm set: recently built or hit
-    hot_until: float = 0.0  # claimed back to back: one more is kept warm until then
-    last_claim: float = 0.0
-    claims: deque[float] = attrs.field(factory=deque)  # when the claims of the last HOT_SECONDS came
-    holders: set[str] = attrs.field(factory=set)
-    ready: list[str] = attrs.field(factory=list)  # warm instance ids, oldest first
-    starting: int = 0
-    waiting: int = 0  # claims waiting for a warm instance being started
-    hits: int = 0
-    misses: int = 0
-    created: int = 0
-    last_used: float = attrs.field(factory=time.monotonic)
-    failures: int = 0
-    retry_at: float = 0.0
-    error: str | None = None
-    closed: bool = False
-
-    @property
-    def explicit(self) -> bool:
-        return self.size > 0 or bool(self.holders)
-
-    def target(self, limits: WarmLimits) -> int:
-        if not limits.enabled:
-            return 0
-        automatic = 0
-        if self.auto:
-            now = time.monotonic()
-            automatic = limits.per_state + (1 if now < self.hot_until else 0)
-            while self.claims and self.claims[0] < now - HOT_SECONDS:
-                self.claims.popleft()
-            if limits.per_state > 0:
-                # demand: as many as were claimed in the last HOT_SECONDS (a test suite's run, and
-                # the next run soon after it); the total bound warm.max_instances caps it
-                automatic = max(automatic, len(self.claims))
-        return max(self.size, automatic)
-
-    def to_json(self, idle_seconds: float) -> dict[str, Any]:
-        return {
-            "state_id": self.state_id, "size": self.size, "ready": len(self.ready), "starting": self.starting,
-            "runtime": self.runtime, "image": self.image, "holders": len(self.holders), "hits": self.hits,
-            "misses": self.misses, "created": self.created, "error": self.error,
-            "drains_in_seconds": round(max(0.0, idle_seconds - (time.monotonic() - self.last_used)), 1)
-            if idle_seconds > 0 else None,
-        }
-
-    def warm_json(self, limits: WarmLimits) -> dict[str, Any]:
-        return {"state_id": self.state_id, "runtime": self.runtime, "image": self.image, "ready": len(self.ready),
-                "starting": self.starting, "target": self.target(limits), "automatic": self.auto,
-                "hot": time.monotonic() < self.hot_until,
-                "pool_size": self.size, "holders": len(self.holders), "hits": self.hits, "misses": self.misses,
-                "instance_ids": list(self.ready), "error": self.error,
-                "idle_seconds": round(time.monotonic() - self.last_used, 1)}
 
 
 def resolve_identity(registry: RuntimeRegistry, identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
@@ -157,7 +84,10 @@ class PoolService:
         limits: Callable[[], WarmLimits] = WarmLimits,
         on_claim: Callable[[Instance], None] = lambda instance: None,
         workers: int = WORKERS,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
+        # idle expiry, back-off and the bounds' cache: the Clock port's monotonic in the engine
+        self._monotonic = monotonic
         self.repo = repo
         self.instances = instances
         self.resolve = resolve
@@ -165,18 +95,19 @@ class PoolService:
         self.limits = limits
         self.on_claim = on_claim
         self._workers = workers
-        self._pools: dict[str, Pool] = {}
+        self._set = WarmSet(monotonic, lambda: self._cond.notify_all())
+        self._pools = self._set.pools
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._drainers: list[threading.Thread] = []  # background drains of released pools
         self._doomed: list[str] = []  # warm instances to remove (surplus), taken by a worker
-        self._pruned_at = time.monotonic()
+        self._pruned_at = monotonic()
         self._cached_limits: tuple[float, WarmLimits] | None = None
 
     def _limits(self) -> WarmLimits:
         """The bounds, read at most once a second (a hit asks too); `wake` reads them again."""
-        now = time.monotonic()
+        now = self._monotonic()
         cached = self._cached_limits
         if cached is not None and now - cached[0] < LIMITS_TTL:
             return cached[1]
@@ -201,10 +132,10 @@ class PoolService:
                              hint=f"sqlrs config set warm.max_instances {size}")
         runtime, identity = self.resolve(state, image)
         with self._cond:
-            pool = self._entry(state.id, runtime.name, identity.image)
+            pool = self._set.entry(state.id, runtime.name, identity.image, self._doomed)
             pool.size = size
             pool.image = identity.image
-            pool.last_used = time.monotonic()
+            pool.last_used = self._monotonic()
             if holder:
                 pool.holders.add(holder)
             pool.retry_at = 0.0
@@ -230,7 +161,7 @@ class PoolService:
             pool.holders.clear()
             pool.size = 0
             data = pool.to_json(self._limits().idle_seconds)
-            surplus = self._trim_pool(pool, self._limits())
+            surplus = self._set.trim_pool(pool, self._limits())
         if wait:
             self._drain(surplus, pool)
         else:
@@ -248,11 +179,11 @@ class PoolService:
     def _wait_started(self, pool: Pool, timeout: float = 300.0) -> None:
         """Wait until warm instances being started beyond the pool's target (all, once it is closed)
         are done: those of a closed entry are removed by the worker that started them."""
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         with self._cond:
             while pool.starting > 0 and (pool.closed or len(pool.ready) + pool.starting > pool.target(
-                    self._limits())) and time.monotonic() < deadline:
-                self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                    self._limits())) and self._monotonic() < deadline:
+                self._cond.wait(min(1.0, max(0.0, deadline - self._monotonic())))
 
     def get(self, state_id: str) -> dict[str, Any]:
         with self._cond:
@@ -279,18 +210,18 @@ class PoolService:
 
     def wait_ready(self, state_id: str, count: int, timeout: float) -> dict[str, Any]:
         """Block until the state has `count` warm instances ready (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         with self._cond:
             while True:
                 pool = self._pools.get(state_id)
                 if pool is None:
                     raise NotFound(f"no pool for state {state_id[:12]}")
                 limits = self._limits()
-                if len(pool.ready) >= min(count, pool.target(limits)) or time.monotonic() >= deadline:
+                if len(pool.ready) >= min(count, pool.target(limits)) or self._monotonic() >= deadline:
                     return pool.to_json(limits.idle_seconds)
                 if pool.error and pool.starting == 0 and pool.failures > 2:
                     raise Conflict(f"the pool cannot start instances: {pool.error}")
-                self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                self._cond.wait(min(1.0, max(0.0, deadline - self._monotonic())))
 
     # -- the automatic warm set --------------------------------------------------------------------
     def used(self, state: State, runtime: str, image: str | None) -> None:
@@ -301,37 +232,14 @@ class PoolService:
         with self._cond:
             pool = self._pools.get(state.id)
             if pool is not None and pool.auto and pool.runtime == runtime:
-                pool.last_used = time.monotonic()
+                pool.last_used = self._monotonic()
                 return
-            pool = self._entry(state.id, runtime, image)
+            pool = self._set.entry(state.id, runtime, image, self._doomed)
             pool.auto = True
-            pool.last_used = time.monotonic()
-            surplus = self._bound_states(limits)
+            pool.last_used = self._monotonic()
+            surplus = self._set.bound_states(limits)
             self._cond.notify_all()
         self._remove_later(surplus)
-
-    def _entry(self, state_id: str, runtime: str, image: str | None) -> Pool:
-        """Under the lock: the state's warm entry, made (or made again for another runtime).
-
-        Any image reference that gives the state will do: the state's id pins the image's content."""
-        pool = self._pools.get(state_id)
-        if pool is not None and not pool.closed and pool.runtime == runtime:
-            pool.image = image or pool.image
-            return pool
-        if pool is not None:
-            self._doomed += self._close(pool)
-        pool = Pool(state_id=state_id, size=0, runtime=runtime, image=image)
-        self._pools[state_id] = pool
-        return pool
-
-    def _bound_states(self, limits: WarmLimits) -> list[str]:
-        """Under the lock: keep at most `max_states` states in the automatic set (the most recent)."""
-        auto = sorted((p for p in self._pools.values() if p.auto), key=lambda p: p.last_used, reverse=True)
-        surplus: list[str] = []
-        for pool in auto[max(0, limits.max_states):]:
-            pool.auto = False
-            surplus += self._trim_pool(pool, limits)
-        return surplus
 
     def discard(self, state_id: str) -> None:
         """The state goes (removed or evicted): remove its warm instances, also those being started."""
@@ -339,7 +247,7 @@ class PoolService:
             pool = self._pools.get(state_id)
             if pool is None:
                 return
-            surplus = self._close(pool)
+            surplus = self._set.close(pool)
         self._remove(surplus)
         self._wait_started(pool)
 
@@ -352,13 +260,13 @@ class PoolService:
         `runtime`: what the caller would start on; a warm instance of another runtime is not used."""
         if not self._pools.get(state_id) or not self._limits().enabled:
             return None  # (a lock-free first look: most creates of a cold state end here)
-        deadline = time.monotonic() + wait
+        deadline = self._monotonic() + wait
         while True:
             with self._cond:
                 pool = self._pools.get(state_id)
                 if pool is None or pool.closed or (runtime is not None and pool.runtime != runtime):
                     return None
-                now = pool.last_used = time.monotonic()
+                now = pool.last_used = self._monotonic()
                 if pool.auto and (not pool.ready or now - pool.last_claim < HOT_SECONDS):
                     # claims come faster than one replacement starts (tests back to back): one more
                     pool.hot_until = now + HOT_SECONDS
@@ -369,8 +277,8 @@ class PoolService:
                     pool.waiting += 1
                     try:
                         while not pool.ready and pool.starting > 0 and not pool.closed \
-                                and time.monotonic() < deadline:
-                            self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                                and self._monotonic() < deadline:
+                            self._cond.wait(min(1.0, max(0.0, deadline - self._monotonic())))
                     finally:
                         pool.waiting -= 1
                 if not pool.ready:
@@ -429,7 +337,7 @@ class PoolService:
         """Stop the workers and remove every warm instance (the engine is stopping)."""
         self._stop.set()
         with self._cond:
-            doomed = [spare for pool in list(self._pools.values()) for spare in self._close(pool)]
+            doomed = [spare for pool in list(self._pools.values()) for spare in self._set.close(pool)]
             doomed += self._doomed
             self._doomed = []
             self._cond.notify_all()
@@ -449,50 +357,6 @@ class PoolService:
                 log.info("removing warm instance %s left by a previous engine", instance.id)
                 self._remove([instance.id])
 
-    def _close(self, pool: Pool) -> list[str]:
-        """Under the lock: forget the state's warm entry; return its ready instances for removal."""
-        pool.closed = True
-        pool.auto = False
-        spares, pool.ready = pool.ready, []
-        if self._pools.get(pool.state_id) is pool:
-            del self._pools[pool.state_id]
-        self._cond.notify_all()
-        return spares
-
-    def _trim_pool(self, pool: Pool, limits: WarmLimits) -> list[str]:
-        """Under the lock: the pool's ready instances beyond its target (oldest first); an entry
-        that wants none any more is forgotten."""
-        target = pool.target(limits)
-        surplus: list[str] = []
-        while pool.ready and len(pool.ready) > target:
-            surplus.append(pool.ready.pop(0))
-        if target == 0 and (not pool.explicit or not limits.enabled):
-            surplus += self._close(pool)
-        return surplus
-
-    def _trim(self, limits: WarmLimits) -> list[str]:
-        """Under the lock: apply the bounds (idle expiry, targets, states, the total); the surplus."""
-        now = time.monotonic()
-        surplus: list[str] = []
-        for pool in list(self._pools.values()):
-            if limits.idle_seconds > 0 and now - pool.last_used > limits.idle_seconds:
-                log.info("warm instances of state %s unused for %.0fs: removing them", pool.state_id[:12],
-                         now - pool.last_used)
-                surplus += self._close(pool)
-            else:
-                surplus += self._trim_pool(pool, limits)
-        surplus += self._bound_states(limits)
-        total = sum(len(p.ready) + p.starting for p in self._pools.values())
-        # over the total: the least valuable go first (automatic before pools, least recent first)
-        for pool in sorted(self._pools.values(), key=lambda p: (p.explicit, p.last_used)):
-            while total > max(0, limits.max_instances) and pool.ready:
-                surplus.append(pool.ready.pop(0))
-                total -= 1
-        if now - self._pruned_at > PRUNE_SECONDS:
-            self._pruned_at = now
-            surplus += self._prune()
-        return surplus
-
     def _prune(self) -> list[str]:
         """Under the lock: forget ready ids whose instance was removed or claimed behind our back."""
         gone: list[str] = []
@@ -504,37 +368,40 @@ class PoolService:
                     gone.append(instance_id)
         return gone
 
-    def _next(self, limits: WarmLimits) -> Pool | None:
-        """Under the lock: the state that needs a warm instance most, counted as starting."""
-        if not limits.enabled:
-            return None
-        now = time.monotonic()
-        total = sum(len(p.ready) + p.starting for p in self._pools.values())
-        if total >= limits.max_instances:
-            return None
-        wanting = [p for p in self._pools.values()
-                   if len(p.ready) + p.starting < p.target(limits) and p.retry_at <= now and not p.closed]
-        if not wanting:
-            return None
-        # claims waiting first, then pools, then the fewest ready, then the most recent
-        pool = min(wanting, key=lambda p: (-p.waiting, not p.explicit, len(p.ready) + p.starting, -p.last_used))
-        pool.starting += 1
-        return pool
-
     def _remove_later(self, instance_ids: list[str]) -> None:
         if instance_ids:
             with self._cond:
                 self._doomed += instance_ids
                 self._cond.notify_all()
 
+    def _take(self, limits: WarmLimits) -> tuple[list[str], Pool | None]:
+        """Under the lock: the warm instances to remove now, else the state to start one for."""
+        doomed = self._set.trim(limits) + self._doomed
+        now = self._monotonic()
+        if now - self._pruned_at > PRUNE_SECONDS:
+            self._pruned_at = now
+            doomed += self._prune()
+        self._doomed = []
+        return doomed, None if doomed else self._set.next_wanted(limits)
+
+    def work_once(self) -> bool:
+        """One turn of a worker, in the caller's thread: apply the bounds and remove the surplus,
+        or start one wanted warm instance. False when there was nothing to do."""
+        limits = self._limits()
+        with self._cond:
+            doomed, pool = self._take(limits)
+        if doomed:
+            self._remove(doomed)
+        elif pool is not None:
+            self._fill(pool)
+        return bool(doomed) or pool is not None
+
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
                 limits = self._limits()
                 with self._cond:
-                    doomed = self._trim(limits) + self._doomed
-                    self._doomed = []
-                    pool = None if doomed else self._next(limits)
+                    doomed, pool = self._take(limits)
                     if pool is None and not doomed:
                         self._cond.wait(1.0)
                         continue
@@ -572,9 +439,9 @@ class PoolService:
                     elif error is not None:
                         pool.failures += 1
                         pool.error = error
-                        pool.retry_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** pool.failures)
+                        pool.retry_at = self._monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** pool.failures)
                         if "is gone" in error:
-                            self._close(pool)
+                            self._set.close(pool)
                         log.warning("state %s: cannot start a warm instance: %s", pool.state_id[:12], error)
                     self._cond.notify_all()
                     return

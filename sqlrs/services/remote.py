@@ -29,14 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlrs.adapters.fsutil import syncfs
 from sqlrs.domain import keys
-from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
+from sqlrs.domain.errors import Conflict, NotFound, UsageError
 from sqlrs.domain.model import State, StateKind, Task, TaskStatus
 from sqlrs.domain.remote import (
     CONFIG_MEDIA_TYPE,
     CorruptBlob,
     Incompatible,
+    LayerError,
     LayerInfo,
     RegistryError,
     RemoteNotFound,
@@ -49,7 +49,7 @@ from sqlrs.domain.remote import (
     state_tag,
 )
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.registry import RegistryOpener, StateRegistry
+from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
@@ -58,26 +58,8 @@ from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.runtimes import RuntimeRegistry
-
-PROGRESS_EVERY = 0.5  # seconds between two transfer events of one blob
-
-
-class _Throttle:
-    """Transfer events at most every PROGRESS_EVERY seconds, and at the end."""
-
-    def __init__(self, ctx: JobContext | None, **fields: Any):
-        self.ctx = ctx
-        self.fields = fields
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.fields.get("direction") == "pull" and done < total:
-            crash_point("pull:transferring")
-        now = time.monotonic()
-        if self.ctx is not None and (done >= total or now - self.last >= PROGRESS_EVERY):
-            self.last = now
-            self.ctx.emit("transfer", **self.fields, bytes=done, total=total)
-            self.ctx.check_cancel()
+from sqlrs.services.transfers import TransferProgress
+from sqlrs.services.transfers import parse_transfer as parse_transfer  # the routes take it from here
 
 
 class RemoteService:
@@ -93,6 +75,7 @@ class RemoteService:
         locks: StateLocks,
         open_registry: RegistryOpener,
         setting: Callable[[str], Any],
+        layers: StateLayers,
         after_pull: Callable[[JobContext, State], None] = lambda ctx, state: None,
     ):
         self.repo = repo
@@ -105,6 +88,7 @@ class RemoteService:
         self.locks = locks
         self.open_registry = open_registry
         self.setting = setting  # config.get
+        self.layers = layers
         self.after_pull = after_pull  # e.g. evict other states when the cache is over its bounds
         self._opened: dict[str, StateRegistry] = {}
         self._guard = threading.Lock()
@@ -115,7 +99,7 @@ class RemoteService:
         value = str(self.setting("cache.remote") or "").strip()
         return parse_ref(value, "cache.remote") if value else None
 
-    def _registry(self, ref: RemoteRef) -> StateRegistry:
+    def registry(self, ref: RemoteRef) -> StateRegistry:
         key = f"{ref.host}/{ref.repository}|{self.setting('cache.remote_insecure')}"
         with self._guard:
             registry = self._opened.get(key)
@@ -155,7 +139,7 @@ class RemoteService:
         return RuntimeNotes(identity.runtime, identity.identity, identity.description, identity.version,
                             identity.image)
 
-    def _check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
+    def check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
                           identity: RuntimeIdentity) -> None:
         """Refuse a chain built on another PostgreSQL or runtime; check its ids add up."""
         local_base = keys.base_id(identity.identity, self.initdb_options)
@@ -218,7 +202,7 @@ class RemoteService:
         identity = identity or self._identity_of(state, image)
         notes = self._notes(identity)
         ref = self._target(target, state.id)
-        registry = self._registry(ref)
+        registry = self.registry(ref)
         # the deepest ancestor the repository has already: its manifest lists the layers below it
         layers: list[LayerInfo] = []
         start = 0
@@ -263,20 +247,18 @@ class RemoteService:
         blob = work / f"{state.id}.tar.zst"
         if ctx is not None:
             ctx.emit("log", stream="engine", text=f"packing state {state.id[:12]} ({state.source})")
-        from sqlrs.adapters.oci.layers import write_layer
-
         # eviction and `rm` take a state's lock before deleting it: hold them while reading. A lock
         # held already is the prepare that just built the state (remote_push), which keeps it too.
         held = [lock for lock in (self.locks.get(s.id) for s in (state, parent) if s is not None)
                 if lock.acquire(blocking=False)]
         try:
-            digest, size, _ = write_layer(self.layout.abs(state.data_path),
+            digest, size, _ = self.layers.write_layer(self.layout.abs(state.data_path),
                                           self.layout.abs(parent.data_path) if parent else None, blob)
         finally:
             for lock in held:
                 lock.release()
-        sent = registry.push_blob(blob, digest, size, _Throttle(ctx, direction="push", state_id=state.id,
-                                                                digest=digest))
+        sent = registry.push_blob(blob, digest, size,
+                                  TransferProgress(ctx, direction="push", state_id=state.id, digest=digest))
         blob.unlink(missing_ok=True)
         layer = LayerInfo(state_id=state.id, parent_id=state.parent_id, base_id=state.base_id, kind=state.kind.value,
                           step_hash=state.step_hash, source=state.source, size_bytes=state.size_bytes,
@@ -305,7 +287,7 @@ class RemoteService:
             ref = cache.with_tag(state_tag(text))
         else:
             ref = parse_ref(text)
-        registry = self._registry(ref)
+        registry = self.registry(ref)
         found = registry.manifest(ref.reference)
         if found is None:
             raise RemoteNotFound(f"{ref} is not in the registry", hint="push it first: sqlrs push STATE REF")
@@ -313,7 +295,7 @@ class RemoteService:
         runtime, identity = self._runtime_for(notes, runtime_name, image)
         if ctx is not None:
             ctx.emit("runtime", runtime=runtime.name, reason=f"{identity.description}")
-        self._check_compatible(str(ref), chain, notes, identity)
+        self.check_compatible(str(ref), chain, notes, identity)
         tasks: list[Task] = []
         if ctx is not None:  # the chain's states as tasks: shown by watch, kept from eviction meanwhile
             tasks = [Task(ctx.job.id, index, "base" if layer.parent_id is None else "step", layer.state_id,
@@ -323,7 +305,7 @@ class RemoteService:
             ctx.emit("plan", runtime=runtime.name, identity=identity.description,
                      steps=[{"index": task.index, "kind": task.kind, "source": task.source, "state_id": task.state_id,
                              "cached": task.status == TaskStatus.CACHED} for task in tasks])
-        pulled = self._materialize(ctx, registry, chain, runtime, identity, tasks)
+        pulled = self.materialize(ctx, registry, chain, runtime, identity, tasks)
         return {"state_id": chain[-1].state_id, "reference": str(ref), "digest": found[1], "pulled": pulled,
                 "layers": len(chain), "runtime": runtime.name}
 
@@ -341,7 +323,7 @@ class RemoteService:
         state = self.repo.get_state(state_id)
         return state is not None and self.layout.abs(state.data_path).is_dir()
 
-    def _materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
+    def materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
                      runtime: Runtime, identity: RuntimeIdentity, tasks: list[Task] | None = None) -> list[str]:
         pulled: list[str] = []
         by_state = {task.state_id: task for task in tasks or []}
@@ -368,8 +350,6 @@ class RemoteService:
 
     def _pull_one(self, ctx: JobContext | None, registry: StateRegistry, layer: LayerInfo, runtime: Runtime,
                   identity: RuntimeIdentity) -> State:
-        from sqlrs.adapters.oci.layers import LayerError, apply_layer
-
         started = time.monotonic()
         if ctx is not None:
             ctx.emit("pull", state_id=layer.state_id, source=layer.source, digest=layer.digest,
@@ -383,7 +363,7 @@ class RemoteService:
             download.mkdir()
             blob = download / "layer"
             registry.fetch_blob(layer.digest, layer.blob_size, blob,
-                                _Throttle(ctx, direction="pull", state_id=layer.state_id, digest=layer.digest))
+                                TransferProgress(ctx, direction="pull", state_id=layer.state_id, digest=layer.digest))
             crash_point("pull:downloaded")
             if layer.parent_id is None:
                 self.store.create(temporary)
@@ -393,7 +373,7 @@ class RemoteService:
                     raise Conflict(f"state {layer.parent_id[:12]} vanished while pulling on it")
                 self.store.clone(self.layout.abs(parent.data_path), temporary)
             try:
-                apply_layer(blob, temporary, identity.server_uid, identity.server_gid)
+                self.layers.apply_layer(blob, temporary, identity.server_uid, identity.server_gid)
             except LayerError as exc:
                 raise CorruptBlob(f"layer of state {layer.state_id[:12]} is not a valid state layer: {exc}") from None
             if layer.parent_id is None:
@@ -401,7 +381,7 @@ class RemoteService:
                     os.chown(temporary, identity.server_uid, identity.server_gid or -1)
                 os.chmod(temporary, 0o700)
             shutil.rmtree(download, ignore_errors=True)
-            syncfs(temporary)
+            self.store.sync(temporary)
             crash_point("pull:applied")
             if target.exists():  # a leftover of a crash between rename and metadata row
                 self.store.delete(target)
@@ -434,100 +414,3 @@ class RemoteService:
         return max(0, self.store.allocated_bytes([parent, target]) - self.store.allocated_bytes([parent]))
 
     # -- the remote cache of prepare ---------------------------------------------------------------
-    def annotate(self, ctx: JobContext, items: list[Any]) -> None:
-        """Mark the plan items (PlanItem) not cached here but in the remote cache: `remote`."""
-        try:
-            cache = self.cache_ref()
-        except SqlrsError as exc:
-            ctx.emit("warning", text=f"remote cache ignored: {exc.message}")
-            return
-        if cache is None:
-            return
-        registry = self._registry(cache)
-        try:
-            for item in items:
-                item.remote = False
-            # deepest first: a state's manifest implies its ancestors are there too
-            for item in reversed(items):
-                if item.cached:
-                    break
-                if registry.has_manifest(state_tag(item.state_id)):
-                    for earlier in items[: item.index + 1]:
-                        earlier.remote = not earlier.cached
-                    break
-        except SqlrsError as exc:
-            ctx.emit("warning", text=f"remote cache {cache.host}/{cache.repository} not used: {exc.message}")
-            for item in items:
-                item.remote = False
-
-    def fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
-             tasks: list[Task]) -> None:
-        """Before a build: pull the deepest uncached state the remote cache has, with its chain.
-
-        The remote cache is a shortcut: when a pull fails (registry down, corrupt blob), the
-        job warns and builds what is still missing; states pulled before the failure stay."""
-        try:
-            self._fill(ctx, runtime, identity, items, tasks)
-        except (RegistryError, Incompatible) as exc:
-            ctx.emit("warning", text=f"could not pull from the remote cache ({exc.message}): building instead")
-            for item in items:
-                state = self.repo.get_state(item.state_id)
-                item.cached = state is not None and self.layout.abs(state.data_path).is_dir()
-
-    def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[Any],
-              tasks: list[Task]) -> None:
-        wanted = [item for item in items if getattr(item, "remote", False) and not item.cached]
-        cache = self.cache_ref()
-        if not wanted or cache is None:
-            return
-        deepest = wanted[-1]
-        ref = cache.with_tag(state_tag(deepest.state_id))
-        registry = self._registry(ref)
-        found = registry.manifest(ref.reference)
-        if found is None:
-            ctx.emit("warning", text=f"{ref} vanished from the remote cache: building instead")
-            return
-        chain, notes = read_manifest(found[0], str(ref))
-        self._check_compatible(str(ref), chain, notes, identity)
-        ctx.emit("log", stream="engine", text=f"pulling {len(wanted)} state(s) from {cache.host}/{cache.repository} "
-                                                f"instead of building them")
-        by_state = {task.state_id: task for task in tasks}
-        started = time.monotonic()
-        self._materialize(ctx, registry, chain, runtime, identity)
-        for item in items[: deepest.index + 1]:
-            if not item.cached:
-                item.cached = True
-                task = by_state.get(item.state_id)
-                if task is not None:
-                    ctx.update_task(task, TaskStatus.CACHED, seconds=round(time.monotonic() - started, 3))
-
-    def after_commit(self, ctx: JobContext, state: State) -> None:
-        """With cache.remote_push: push a state prepare just built (a failure only warns)."""
-        if not self.setting("cache.remote_push") or ctx.job.kind != "prepare":
-            return
-        try:
-            if self.cache_ref() is None:
-                ctx.emit("warning", text="cache.remote_push is set but cache.remote is not: nothing pushed")
-                return
-            result = self.push(ctx, state, image=(ctx.job.request or {}).get("image"))
-            ctx.emit("push", state_id=state.id, reference=result["reference"], uploaded=len(result["uploaded"]))
-        except SqlrsError as exc:
-            ctx.emit("warning", text=f"could not push state {state.id[:12]} to the remote cache: {exc.message}")
-
-
-def parse_transfer(body: Any, required: str) -> dict[str, Any]:
-    """A push or pull request body: `required` (a string) and optional runtime, image, target."""
-    if not isinstance(body, dict):
-        raise UsageError("the request body must be a JSON object")
-    allowed = {required, "target", "runtime", "image"}
-    extra = set(body) - allowed
-    if extra:
-        raise UsageError(f"unknown fields: {', '.join(sorted(extra))}", hint=f"fields: {', '.join(sorted(allowed))}")
-    if not isinstance(body.get(required), str) or not body[required]:
-        raise UsageError(f"{required} is required (a string)")
-    for key in ("target", "runtime", "image"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise UsageError(f"{key} must be a string")
-    if body.get("runtime") not in (None, "auto", "docker", "podman", "native"):
-        raise UsageError("runtime must be one of auto, docker, podman, native")
-    return body

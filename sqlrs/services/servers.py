@@ -11,8 +11,8 @@ from pathlib import Path
 
 import attrs
 
-from sqlrs.adapters.pgfiles import tail, wait_ready
 from sqlrs.domain.errors import RuntimeFailure
+from sqlrs.ports.postmaster import tail, wait_ready
 from sqlrs.ports.runtime import InstanceSpec, Runtime, RuntimeIdentity
 
 # Disposable servers: durability against machine crashes comes from a clean shutdown and a sync

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from fakes import FakeSnapshotStore
 
 from sqlrs.adapters.snapshots import BACKENDS, _fs, open_store, probe_backends
 from sqlrs.adapters.snapshots.copy import CopyStore
@@ -128,14 +129,15 @@ def volume_for(request: pytest.FixtureRequest, backend: str) -> Path:
     return volume.root
 
 
-@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.backend(name)) for name in BACKENDS])
+@pytest.fixture(params=[*(pytest.param(name, marks=pytest.mark.backend(name)) for name in BACKENDS), "fake"])
 def store(request: pytest.FixtureRequest) -> Iterator[SnapshotStore]:
-    """A store on a fresh directory of the backend's filesystem, emptied afterwards."""
+    """A store on a fresh directory of the backend's filesystem, emptied afterwards; `fake` is the
+    unit tests' store (tests/fakes.py) on a plain directory, held to the same contract."""
     backend: str = request.param
-    base = volume_for(request, backend)
+    base = volume_for(request, "copy" if backend == "fake" else backend)
     root = Path(tempfile.mkdtemp(prefix="store-", dir=base))
     try:
-        opened = open_store(root, backend)
+        opened = FakeSnapshotStore(root) if backend == "fake" else open_store(root, backend)
     except StoreFailure as exc:
         shutil.rmtree(root, ignore_errors=True)
         unavailable(backend, exc.message)
@@ -320,6 +322,18 @@ def test_volumes_can_be_renamed_within_the_root(store: SnapshotStore) -> None:
     store.delete(source)
     store.delete(final)
     assert tree(store.root / "instances" / "i1") == expected
+
+
+def test_sync_flushes_a_volume_that_is_then_renamed_into_place(store: SnapshotStore) -> None:
+    """The services call `sync` on every new volume before its commit rename."""
+    temporary, final = store.root / "tmp" / "v.1", store.root / "states" / "v"
+    (store.root / "tmp").mkdir()
+    (store.root / "states").mkdir()
+    store.create(temporary)
+    write_file(temporary / "PG_VERSION", b"16\n")
+    store.sync(temporary)
+    os.rename(temporary, final)
+    assert (final / "PG_VERSION").read_bytes() == b"16\n"
 
 
 def test_clone_onto_an_existing_target_fails_and_leaves_it_untouched(store: SnapshotStore) -> None:

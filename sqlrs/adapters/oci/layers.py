@@ -23,11 +23,13 @@ from typing import IO, Any
 
 import zstandard
 
+from sqlrs.domain.remote import LayerError
+
+__all__ = ["LayerError", "apply_layer", "write_layer"]
+
 WHITEOUT = ".wh."
 
 
-class LayerError(ValueError):
-    """The blob is not a sqlrs layer: not zstd, not tar, or paths that leave the data directory."""
 ZSTD_LEVEL = 3
 
 

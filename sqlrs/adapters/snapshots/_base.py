@@ -108,6 +108,13 @@ class BaseStore:
         _fs.syncfs(self.root)
         self._wait_free_stable(min(timeout, 2.0))
 
+    def sync(self, path: Path) -> None:
+        """Flush the filesystem holding `path` to disk (syncfs(2), sync(2) as a fallback)."""
+        try:
+            _fs.syncfs(path)
+        except OSError:
+            os.sync()
+
     def _wait_free_stable(self, limit: float, interval: float = 0.05, readings: int = 3) -> None:
         """Poll free space until `readings` consecutive readings `interval` apart agree (or
         `limit` seconds pass)."""

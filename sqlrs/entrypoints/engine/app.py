@@ -28,10 +28,10 @@ from sqlrs import __version__
 from sqlrs.domain import config as config_schema
 from sqlrs.domain.errors import NotFound, SqlrsError, UsageError
 from sqlrs.domain.model import Instance
-from sqlrs.domain.serde import json_converter
 from sqlrs.entrypoints.engine.bootstrap import Services, check_runtimes, reconfigure
 from sqlrs.services.prepare import name_taken
 from sqlrs.services.requests import check_name, parse_instance, parse_pool, parse_prepare, parse_run, parse_snapshot
+from sqlrs.services.serde import json_converter
 
 log = logging.getLogger("sqlrs.engine")
 

@@ -4,31 +4,43 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from sqlrs.adapters.config_file import ConfigFile
 from sqlrs.domain.errors import SqlrsError, UsageError
+from sqlrs.domain.model import State
+from sqlrs.domain.remote import RemoteRef
+from sqlrs.ports.admin import ServerAdmin
+from sqlrs.ports.backup import OnlineBackup
 from sqlrs.ports.clock import Clock, SystemClock
+from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime
 from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.cache import CacheService, Limits
+from sqlrs.services.databases import DatabaseInstances
+from sqlrs.services.instance_snapshots import InstanceSnapshots
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.inventory import Inventory
-from sqlrs.services.jobs import JobRunner
+from sqlrs.services.jobs import JobContext, JobRunner
 from sqlrs.services.layout import Layout
+from sqlrs.services.lifetime import LifetimeService
 from sqlrs.services.locks import StateLocks
-from sqlrs.services.prepare import PrepareService
+from sqlrs.services.pool import PoolService, WarmLimits, resolve_identity
+from sqlrs.services.prepare import INITDB_OPTIONS, PrepareService
+from sqlrs.services.recovery import Recovery
+from sqlrs.services.remote import RemoteService
+from sqlrs.services.remote_cache import RemoteCache
 from sqlrs.services.runs import RunService
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.servers import PortAllocator
 from sqlrs.services.standby import StandbyClones
+from sqlrs.services.steps import use_liquibase
 
 log = logging.getLogger("sqlrs.engine")
 
@@ -36,7 +48,7 @@ log = logging.getLogger("sqlrs.engine")
 @attrs.define
 class Services:
     layout: Layout
-    config: Any  # ConfigFile
+    config: ConfigFile
     repo: Repository
     store: SnapshotStore
     registry: RuntimeRegistry
@@ -46,16 +58,17 @@ class Services:
     prepare: PrepareService
     inventory: Inventory
     runs: RunService
-    store_note: str = ""
-    lifetime: Any = None  # LifetimeService: idle TTLs (started and stopped by the app's lifespan)
-    pool: Any = None  # PoolService: warm instances and pools (idem)
-    cache: Any = None  # CacheService
-    databases: Any = None  # DatabaseInstances: database instances in shared servers (idem)
-    snapshots: Any = None  # InstanceSnapshots: `sqlrs snapshot`
-    remote: Any = None  # RemoteService: push, pull, the remote cache of prepare
+    store_note: str
+    lifetime: LifetimeService  # idle TTLs (started and stopped by the app's lifespan)
+    pool: PoolService  # warm instances and pools (idem)
+    cache: CacheService
+    databases: DatabaseInstances  # database instances in shared servers (idem)
+    snapshots: InstanceSnapshots  # `sqlrs snapshot`
+    remote: RemoteService  # push, pull, the remote cache of prepare
+    recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
 
 
-def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Runtime]]:
+def _runtime_factories(config: ConfigFile, layout: Layout) -> dict[str, Callable[[], Runtime]]:
     def native() -> Runtime:
         from sqlrs.adapters.native import NativeRuntime
 
@@ -80,7 +93,7 @@ def _runtime_factories(config: Any, layout: Layout) -> dict[str, Callable[[], Ru
     return {"docker": docker, "podman": podman, "native": native}
 
 
-def open_store(config: Any, layout_state_dir: Path) -> tuple[SnapshotStore, str]:
+def open_store(config: ConfigFile, layout_state_dir: Path) -> tuple[SnapshotStore, str]:
     from sqlrs.adapters.snapshots import select_backend
 
     store_root = Path(config.get("store.path") or layout_state_dir / "store")
@@ -102,33 +115,92 @@ def open_store(config: Any, layout_state_dir: Path) -> tuple[SnapshotStore, str]
     return store, note
 
 
-def bootstrap(state_dir: Path) -> Services:
-    from sqlrs.adapters.config_file import ConfigFile
+@attrs.define
+class Adapters:
+    """Everything the services need from the outside world; `real_adapters` makes the real ones,
+    tests give fakes (tests/fakes.py)."""
+
+    store: SnapshotStore
+    repo: Repository
+    runtimes: dict[str, Callable[[], Runtime]]  # name -> factory (an SDK is imported when first used)
+    admin: ServerAdmin
+    backup: OnlineBackup
+    clock: Clock
+    open_registry: RegistryOpener
+    layers: StateLayers
+    pid_alive: Callable[[int], bool]  # is a postmaster's pid a live process
+    owner_alive: Callable[[int, int], bool]  # is the client process (pid, start time) still there
+    kill_leftover_server: Callable[[Path], None]  # stop a server a crash left on a directory
+    liquibase: LiquibaseLauncher | None = None
+    store_note: str = ""  # shown by the first prepare (e.g. the slow copy backend)
+
+
+def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
+    """The production adapters: the configured snapshot store, SQLite metadata, psycopg, /proc."""
+    from sqlrs.adapters import liquibase, procfs
+    from sqlrs.adapters.pgfiles import kill_leftover_server
     from sqlrs.adapters.psycopg_admin import PsycopgAdmin
+    from sqlrs.adapters.psycopg_backup import PsycopgBackup
     from sqlrs.adapters.sqlite.repository import SqliteRepository, create_sqlite_engine, migrate
 
-    config = ConfigFile(state_dir / "config.json")
     store, note = open_store(config, state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_sqlite_engine(state_dir / "metadata.db")
+    migrate(engine)
+
+    def open_registry(ref: RemoteRef) -> StateRegistry:
+        from sqlrs.adapters.oci.registry import OrasRegistry  # oras and requests: only when a registry is used
+
+        return OrasRegistry(ref, insecure=bool(config.get("cache.remote_insecure")))
+
+    return Adapters(store=store, repo=SqliteRepository(engine),
+                    runtimes=_runtime_factories(config, Layout(state_dir=state_dir, store_root=store.root)),
+                    admin=PsycopgAdmin(), backup=PsycopgBackup(), clock=SystemClock(), open_registry=open_registry,
+                    layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
+                    kill_leftover_server=kill_leftover_server, liquibase=liquibase,
+                    store_note=note)
+
+
+class _LazyLayers:
+    """The OCI layer format, imported (zstandard) when a state is first pushed or pulled."""
+
+    def write_layer(self, state_dir: Path, parent_dir: Path | None, out: Path) -> tuple[str, int, int]:
+        from sqlrs.adapters.oci.layers import write_layer
+
+        return write_layer(state_dir, parent_dir, out)
+
+    def apply_layer(self, blob: Path, target: Path, uid: int | None, gid: int | None) -> int:
+        from sqlrs.adapters.oci.layers import apply_layer
+
+        return apply_layer(blob, target, uid, gid)
+
+
+def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: ConfigFile | None = None,
+              recover: bool = True) -> Services:
+    """Wire the services of the engine of `state_dir` on `adapters` (the real ones by default)
+    and, unless told not to, recover from a crash of the previous engine."""
+    config = config if config is not None else ConfigFile(state_dir / "config.json")
+    adapters = adapters if adapters is not None else real_adapters(config, state_dir)
+    store, repo, clock, admin = adapters.store, adapters.repo, adapters.clock, adapters.admin
+    note = adapters.store_note
     layout = Layout(state_dir=state_dir, store_root=store.root)
     layout.ensure()
     for path in (layout.state_dir, layout.store_root, layout.run_root, layout.states_dir, layout.instances_dir,
                  layout.scratch_dir):
         # PostgreSQL runs as another user (or container uid) and must traverse to its data dir
         os.chmod(path, 0o711)
-    engine = create_sqlite_engine(layout.metadata_db)
-    migrate(engine)
-    repo = SqliteRepository(engine)
-    clock = SystemClock()
+    if adapters.liquibase is not None:
+        use_liquibase(adapters.liquibase)
 
     def configured_runtime() -> tuple[str, str]:
         effective = config.effective()["container.runtime"]
         return str(effective["value"]), str(effective["source"])
 
-    registry = RuntimeRegistry(_runtime_factories(config, layout), configured_runtime)
-    admin = PsycopgAdmin()
+    registry = RuntimeRegistry(adapters.runtimes, configured_runtime)
     ports = PortAllocator(lambda: [instance.port for instance in repo.list_instances()])
     standby = StandbyClones(store, layout)
-    instances = InstanceManager(repo, store, layout, registry, admin, clock, ports, standby)
+    instances = InstanceManager(repo, store, layout, registry, admin, clock, ports, standby,
+                                pid_alive=adapters.pid_alive)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
     locks = StateLocks()
     cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
@@ -142,25 +214,24 @@ def bootstrap(state_dir: Path) -> Services:
         return taken
 
     # late binding: prepare (which knows the default image) is made below, with remote in it
-    remote = _remote_service(config, repo, store, layout, registry, clock, locks,
-                             lambda runtime, image: prepare.identity_for(runtime, image))
+    remote = RemoteService(repo, store, layout, registry,
+                           identity_for=lambda runtime, image: prepare.identity_for(runtime, image),
+                           initdb_options=INITDB_OPTIONS, clock=clock, locks=locks,
+                           open_registry=adapters.open_registry, setting=config.get, layers=adapters.layers)
     remote.after_pull = cache.after_commit
+    remote_cache = RemoteCache(remote)
 
-    def after_commit(ctx: Any, state: Any) -> None:
+    def after_commit(ctx: JobContext, state: State) -> None:
         cache.after_commit(ctx, state)
-        remote.after_commit(ctx, state)
+        remote_cache.after_commit(ctx, state)
 
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
                              before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
-                             remote=remote)
+                             remote=remote_cache)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
-    from sqlrs.services.lifetime import LifetimeService
-    from sqlrs.services.pool import PoolService, WarmLimits, resolve_identity
-    from sqlrs.services.prepare import INITDB_OPTIONS
-
-    lifetime = LifetimeService(repo, instances, admin, clock)
+    lifetime = LifetimeService(repo, instances, admin, clock, alive=adapters.owner_alive)
 
     def warm_limits() -> WarmLimits:
         return WarmLimits(enabled=bool(config.get("warm.enabled")), per_state=int(config.get("warm.per_state")),
@@ -171,27 +242,25 @@ def bootstrap(state_dir: Path) -> Services:
     pool = PoolService(
         repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
                                                               INITDB_OPTIONS),
-        clock, limits=warm_limits, on_claim=lifetime.noticed,
+        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic,
     )
-    from sqlrs.adapters.psycopg_backup import PsycopgBackup
-    from sqlrs.services.databases import DatabaseInstances
-    from sqlrs.services.instance_snapshots import InstanceSnapshots
-
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
                                   host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")),
                                   burst_spares=lambda: int(config.get("databases.burst_spares")))
     instances.databases = databases
     lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
-    snapshots = InstanceSnapshots(repo, store, layout, instances, admin, PsycopgBackup(), clock, locks,
+    snapshots = InstanceSnapshots(repo, store, layout, instances, admin, adapters.backup, clock, locks,
                                   after_commit=cache.enforce)
     # a hit claims a warm instance; removing or evicting a state removes its warm instances
     instances.warm = pool
     standby.on_discard.append(pool.discard)
+    recovery = Recovery(repo, store, layout, registry, jobs, standby, adapters.kill_leftover_server)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
-                        snapshots=snapshots, remote=remote)
-    recover(services)
+                        snapshots=snapshots, remote=remote, recovery=recovery)
+    if recover:
+        recovery.run()
     return services
 
 
@@ -229,112 +298,6 @@ def check_runtimes(services: Services) -> None:
         log.info("runtime for new states: %s", choice.reason)
     except SqlrsError as exc:
         log.warning("no runtime can serve prepares: %s", exc.message)
-
-
-def _remote_service(config: Any, repo: Repository, store: SnapshotStore, layout: Layout,
-                    registry: RuntimeRegistry, clock: Clock, locks: StateLocks,
-                    identity_for: Callable[[Runtime, str | None], Any]) -> Any:
-    """The remote cache (OCI registry); oras and requests are imported when a registry is used."""
-    from sqlrs.services.prepare import INITDB_OPTIONS
-    from sqlrs.services.remote import RemoteService
-
-    def open_registry(ref: Any) -> Any:
-        from sqlrs.adapters.oci.registry import OrasRegistry
-
-        return OrasRegistry(ref, insecure=bool(config.get("cache.remote_insecure")))
-
-    return RemoteService(repo, store, layout, registry, identity_for=identity_for, initdb_options=INITDB_OPTIONS,
-                         clock=clock, locks=locks, open_registry=open_registry, setting=config.get)
-
-
-def _kill_leftover_native(data_dir: Path) -> None:
-    """Stop a server a crashed engine left on a scratch directory (native runtime only)."""
-    from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid
-
-    info = read_postmaster_pid(data_dir)
-    if info is None or not pid_alive(info[0]):
-        return
-    try:
-        with open(f"/proc/{info[0]}/cmdline", "rb") as handle:
-            cmdline = handle.read()
-    except OSError:
-        return
-    # a container's postmaster.pid holds a pid of its own namespace: act only on our own servers
-    if str(data_dir).encode() not in cmdline:
-        return
-    try:
-        os.kill(info[0], signal.SIGQUIT)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 10
-    while pid_alive(info[0]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-CONTAINER_RUNTIMES = ("docker", "podman")
-
-
-def _remove_leftover_containers(services: Services, everywhere: bool) -> None:
-    """Remove this state dir's containers that no instance owns, after an engine crash.
-
-    They are scratch servers of interrupted builds, one-shot initdb/inspect containers and
-    servers of instances that were never recorded (or removed while the daemon was down).
-    Containers of known instances stay: they are re-adopted. A runtime's SDK is imported and its
-    daemon asked only when `everywhere` (scratch or orphan directories were left over: any
-    runtime may have made them) or when the metadata names that runtime; an unreachable daemon
-    is skipped (its containers are removed by a later start).
-    """
-    repo, registry = services.repo, services.registry
-    instances = repo.list_instances()
-    used = {instance.runtime for instance in instances} | {state.runtime for state in repo.list_states()}
-    owned = {instance.runtime_ref for instance in instances if instance.runtime_ref}
-    labels = {"sqlrs.state_dir": str(services.layout.state_dir)}
-    for name in CONTAINER_RUNTIMES:
-        if name not in registry.names() or not (everywhere or name in used):
-            continue
-        probe = registry.probe(name)
-        if not probe.available:
-            log.info("not checking %s for leftover containers: %s", name, probe.reason)
-            continue
-        runtime: Any = registry.get(name)
-        try:
-            for ref in runtime.leftovers(labels):
-                if ref not in owned:
-                    log.info("removing leftover %s container %s", name, ref[:12])
-                    runtime.remove_container(ref)
-        except Exception as exc:  # never keep the engine from starting
-            log.warning("cannot remove leftover %s containers: %s", name, exc)
-
-
-def recover(services: Services) -> None:
-    """Make the store and metadata agree after a crash: nothing half-made stays visible."""
-    layout, repo, store = services.layout, services.repo, services.store
-    services.jobs.recover()
-    known_instances = {instance.id for instance in repo.list_instances()}
-    if services.instances.standby is not None:
-        services.instances.standby.clear_leftovers()
-    leftovers = [*layout.tmp_dir.iterdir(), *layout.scratch_dir.iterdir()]
-    orphans = [directory for directory in layout.instances_dir.iterdir() if directory.name not in known_instances]
-    _remove_leftover_containers(services, everywhere=bool(leftovers or orphans))
-    for leftover in leftovers:
-        log.info("removing leftover %s", leftover)
-        _kill_leftover_native(leftover)
-        store.delete(leftover)
-        shutil.rmtree(layout.run_dir(leftover.name), ignore_errors=True)
-    known = {state.id: state for state in repo.list_states()}
-    for directory in layout.states_dir.iterdir():
-        if directory.name not in known:
-            log.info("removing uncommitted state directory %s", directory)
-            store.delete(directory)
-    for state in known.values():
-        if not layout.abs(state.data_path).is_dir():
-            log.warning("state %s lost its data directory; forgetting it", state.id)
-            repo.delete_state(state.id)
-    for directory in orphans:
-        log.info("removing orphan instance directory %s", directory)
-        _kill_leftover_native(directory)
-        store.delete(directory)
-        shutil.rmtree(layout.run_dir(directory.name), ignore_errors=True)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Executors of step kinds other than psql's: one module per kind.
 
-`PrepareService._run_step` applies psql steps itself and hands every other kind to the
+`ChainBuilder._run_step` (services/build.py) applies psql steps itself and hands every other kind to the
 executor registered here for it. An executor gets the running build server (a scratch server
 on the parent state) and must leave the step's effect in it, or raise `StepFailed` naming the
 step; the service stops the server and commits the state afterwards, as for psql.
@@ -20,12 +20,13 @@ from typing import Protocol
 
 from sqlrs.domain.model import StateKind
 from sqlrs.domain.steps import Step
+from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.steps.alembic import AlembicExecutor
 from sqlrs.services.steps.base import StepRun
 from sqlrs.services.steps.command import ExecExecutor
 from sqlrs.services.steps.liquibase import LiquibaseExecutor
 
-__all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind"]
+__all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
 
 
 class StepExecutor(Protocol):
@@ -39,8 +40,14 @@ class StepExecutor(Protocol):
         ...
 
 
+_LIQUIBASE = LiquibaseExecutor()
 EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor(),
-                                                                                LiquibaseExecutor())}
+                                                                                _LIQUIBASE)}
+
+
+def use_liquibase(launcher: LiquibaseLauncher) -> None:
+    """Wire the Liquibase installation adapter (the composition root does, once per process)."""
+    _LIQUIBASE.install = launcher
 
 
 def executor_for(kind: str) -> StepExecutor | None:

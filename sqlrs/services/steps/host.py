@@ -15,17 +15,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import attrs
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.passwords import new_password, scram_verifier
 from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
+from sqlrs.services.output import OutputCollector
 from sqlrs.services.steps.base import StepRun
-
-if TYPE_CHECKING:
-    from sqlrs.services.prepare import OutputCollector
 
 # the connection a host tool gets; any other PG* variable of the caller would only mislead libpq
 CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
@@ -91,8 +88,6 @@ class ToolResult:
 def run_host_command(run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> ToolResult:
     """Run `argv` in `cwd`, its output streamed to the job's events; killed (with everything it
     started) when the job is cancelled. Raises StepFailed when it cannot start at all."""
-    from sqlrs.services.prepare import OutputCollector  # prepare imports this package
-
     if not os.path.isdir(cwd):
         raise StepFailed(f"{run.label} failed: its working directory {cwd} does not exist",
                          details={"step": run.index, "source": run.step.source})

@@ -18,10 +18,10 @@ import json
 import shutil
 from pathlib import Path
 
-from sqlrs.adapters import liquibase as install
 from sqlrs.domain import liquibase as changelogs
 from sqlrs.domain.errors import StepFailed, UsageError
 from sqlrs.domain.model import StateKind
+from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.steps.base import StepRun
 from sqlrs.services.steps.host import host_login, run_host_command, tool_environment
 
@@ -44,7 +44,14 @@ class LiquibaseExecutor:
     kind = "liquibase"
     state_kind = StateKind.LIQUIBASE
 
+    def __init__(self) -> None:
+        # the installation's adapter, given by the composition root (steps.use_liquibase)
+        self.install: LiquibaseLauncher | None = None
+
     def apply(self, run: StepRun) -> None:
+        install = self.install
+        if install is None:
+            raise StepFailed(f"{run.label} failed: this engine has no Liquibase launcher wired")
         host = run.step.run
         assert host is not None
         param = host.param

@@ -1,4 +1,4 @@
-"""cattrs converters: domain objects to and from JSON-ready dicts."""
+"""cattrs converters: domain objects to and from JSON-ready dicts (the domain itself knows no cattrs)."""
 
 from __future__ import annotations
 

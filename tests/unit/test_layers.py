@@ -1,0 +1,109 @@
+"""The dependency rule of the hexagonal layout (docs/architecture.md), checked on the source.
+
+Every module under sqlrs/ is parsed with `ast`; its imports are collected wherever they are
+(module level, inside functions, under TYPE_CHECKING). A rule is one function from (module,
+imported module) to a complaint or None; add a rule by adding a function to RULES.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import sqlrs
+
+PACKAGE = Path(sqlrs.__file__).parent
+STDLIB = set(sys.stdlib_module_names)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> Iterator[str]:
+    """Absolute names of every module `path` imports (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                prefix = ".".join(base)
+                yield f"{prefix}.{node.module}" if node.module else prefix
+            else:
+                assert node.module is not None
+                yield node.module
+                # `from sqlrs.adapters import procfs` imports the module sqlrs.adapters.procfs
+                yield from (f"{node.module}.{alias.name}" for alias in node.names if node.module.startswith("sqlrs"))
+
+
+@functools.cache
+def all_imports() -> list[tuple[str, str]]:
+    return [(module_name(path), imported) for path in sorted(PACKAGE.rglob("*.py")) for imported in imports(path)]
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+Rule = Callable[[str, str], str | None]
+
+
+# Known exceptions, each with its reason: (module, imported top-level package).
+DOMAIN_EXCEPTIONS = {
+    # Liquibase changelogs may be YAML: a pure parser, imported inside the two functions that
+    # read and write YAML documents (no I/O), shared by the CLI and the engine.
+    ("sqlrs.domain.liquibase", "yaml"),
+}
+
+
+def domain_is_pure(module: str, imported: str) -> str | None:
+    """The domain depends on the standard library and attrs only."""
+    if not within(module, "sqlrs.domain"):
+        return None
+    top = imported.split(".")[0]
+    if top in STDLIB or top == "attrs" or within(imported, "sqlrs.domain") or (module, top) in DOMAIN_EXCEPTIONS:
+        return None
+    return "the domain may import only the standard library, attrs and itself"
+
+
+def services_depend_on_ports(module: str, imported: str) -> str | None:
+    """Services reach the outside world through ports only."""
+    if within(module, "sqlrs.services") and (within(imported, "sqlrs.adapters")
+                                            or within(imported, "sqlrs.entrypoints")):
+        return "services depend on ports, not on adapters or entrypoints"
+    return None
+
+
+def ports_depend_on_the_domain(module: str, imported: str) -> str | None:
+    """Ports are interfaces over the domain."""
+    if within(module, "sqlrs.ports") and any(within(imported, layer) for layer in (
+            "sqlrs.adapters", "sqlrs.entrypoints", "sqlrs.services")):
+        return "ports may not import adapters, services or entrypoints"
+    return None
+
+
+RULES: list[Rule] = [domain_is_pure, services_depend_on_ports, ports_depend_on_the_domain]
+
+
+def test_the_walk_sees_function_level_imports() -> None:
+    """Guard of the checker itself: bootstrap imports adapters inside functions."""
+    found = {imported for module, imported in all_imports() if module == "sqlrs.entrypoints.engine.bootstrap"}
+    assert "sqlrs.adapters.psycopg_admin" in found and "sqlrs.adapters.oci.layers" in found
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.__name__)
+def test_layer_rule(rule: Rule) -> None:
+    broken = sorted({f"{module} imports {imported}: {complaint}" for module, imported in all_imports()
+                     if (complaint := rule(module, imported)) is not None})
+    assert broken == []

@@ -1,0 +1,90 @@
+"""Cache eviction (services/cache.py) wired on fakes: real bytes in a temporary store, the fake
+clock for recency, no PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fakes import Fakes, job_context, prepare, wired
+
+from sqlrs.domain.errors import NoSpace
+from sqlrs.entrypoints.engine.bootstrap import Services
+
+Wired = tuple[Services, Fakes]
+PAD = 400_000
+DAY = 24 * 3600.0
+
+
+@pytest.fixture
+def engine() -> Iterator[Wired]:
+    with wired({"cache.capacity.reserve_bytes": 0}) as pair:
+        yield pair
+
+
+def cap(services: Services, max_bytes: int) -> None:
+    services.config.update({"cache.capacity.max_bytes": max_bytes})
+
+
+def test_state_sizes_are_their_increments_over_the_parent(engine: Wired) -> None:
+    services, fakes = engine
+    result = prepare(services, f"PAD {PAD}", f"PAD {PAD} again", build_only=True)
+    final = fakes.repo.get_state(result["state_id"])
+    assert final is not None
+    parent = fakes.repo.get_state(final.parent_id or "")
+    assert parent is not None
+    assert PAD <= final.size_bytes < PAD + 70_000 and PAD <= parent.size_bytes < PAD + 70_000
+    # the whole cache counts the shared bytes once: about two pads, not three
+    assert 2 * PAD <= services.cache.cache_bytes() < 2 * PAD + 200_000
+
+
+def test_over_the_cap_the_least_recently_used_unreferenced_leaf_goes(engine: Wired) -> None:
+    services, fakes = engine
+    old = prepare(services, f"PAD {PAD} old", build_only=True)["state_id"]
+    fakes.clock.advance(DAY)
+    new = prepare(services, f"PAD {PAD} new", build_only=True)["state_id"]
+    base = fakes.repo.get_state(new).parent_id  # type: ignore[union-attr]
+    cap(services, services.cache.cache_bytes() - PAD // 2)
+    assert services.cache.enforce() == [old]
+    assert {state.id for state in fakes.repo.list_states()} == {base, new}
+    assert sorted(p.name for p in services.layout.states_dir.iterdir()) == sorted([base, new])
+    assert services.cache.enforce() == []  # within bounds now: nothing more goes
+
+
+def test_a_state_with_an_instance_is_kept_and_a_newer_one_goes_instead(engine: Wired) -> None:
+    services, fakes = engine
+    used = prepare(services, f"PAD {PAD} used")["state_id"]  # its instance pins it
+    fakes.clock.advance(DAY)
+    idle = prepare(services, f"PAD {PAD} idle", build_only=True)["state_id"]
+    cap(services, services.cache.cache_bytes() - PAD // 2)
+    assert services.cache.enforce() == [idle]
+    assert fakes.repo.get_state(used) is not None
+
+
+def test_when_eviction_cannot_make_room_nothing_is_evicted(engine: Wired) -> None:
+    services, fakes = engine
+    prepare(services, f"PAD {PAD} a")
+    idle = prepare(services, f"PAD {PAD} b", build_only=True)["state_id"]
+    states = len(fakes.repo.list_states())
+    cap(services, PAD // 2)  # needs more than the one evictable state frees
+    with pytest.raises(NoSpace) as caught:
+        services.cache.enforce()
+    assert caught.value.details["reason"] == "max_bytes"
+    assert len(fakes.repo.list_states()) == states and fakes.repo.get_state(idle) is not None
+
+
+def test_a_prepare_evicts_after_it_commits_and_says_so(engine: Wired) -> None:
+    services, fakes = engine
+    old = prepare(services, f"PAD {PAD} old", build_only=True)["state_id"]
+    fakes.clock.advance(DAY)
+    cap(services, services.cache.cache_bytes() + PAD // 2)  # room for half of the next state
+    ctx = job_context(services)
+    from fakes import command
+
+    from sqlrs.services.requests import PrepareRequest
+
+    services.prepare.run(ctx, PrepareRequest(steps=(command(f"PAD {PAD} new"),), build_only=True))
+    assert fakes.repo.get_state(old) is None
+    texts = [event.data.get("text", "") for event in fakes.repo.events_after(ctx.job.id, 0)]
+    assert any(f"evicted state {old[:12]}" in text for text in texts)
+    assert services.cache.evicted_states == 1 and services.cache.evicted_bytes >= PAD
