@@ -33,7 +33,6 @@ class EngineState:
         self.last_activity = time.monotonic()
         self.in_flight = 0
         self.shutdown = asyncio.Event()
-        self.lock = threading.Lock()
         # called on a wrong token: the engine writes engine.json again if it no longer names it
         # (replaced or removed by someone), so the client's rediscovery finds the right token
         self.republish: Callable[[], None] = lambda: None

@@ -334,9 +334,3 @@ def recover(services: Services) -> None:
         _kill_leftover_native(directory)
         store.delete(directory)
         shutil.rmtree(layout.run_dir(directory.name), ignore_errors=True)
-
-
-def describe_error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, SqlrsError):
-        return exc.to_json()
-    return {"code": "internal", "message": f"{type(exc).__name__}: {exc}", "details": {}}
