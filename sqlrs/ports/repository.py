@@ -1,4 +1,4 @@
-"""The metadata repository port: states, instances, names, jobs, tasks and events (SPEC 8).
+"""The metadata repository port: states, instances, names, jobs, tasks and events.
 
 Every method is its own transaction unless noted. Ids may be looked up by unique prefix with
 `find_*`, which returns all matches so the caller can report ambiguity.
