@@ -4,7 +4,7 @@ that shapes JSON answers and errors.
 Every error leaves the engine as `{"code", "message", "details"}` (`details.hint` when there is
 one) with the HTTP status of its class in sqlrs.domain.errors: routes raise, they never write an
 error by hand. The route handlers (sqlrs/entrypoints/engine/routes/) reach the services and the
-engine's own state through `services(request)` and `engine(request)`.
+engine's own state through `services(request)` and `engine_state(request)`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def services(request: Request) -> Services:
     return found
 
 
-def engine(request: Request) -> EngineState:
+def engine_state(request: Request) -> EngineState:
     """What the HTTP layer tracks about itself: identity, activity, the shutdown event."""
     found: EngineState = request.app.state.engine
     return found

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from sqlrs import __version__
 from sqlrs.domain.errors import SqlrsError
 from sqlrs.entrypoints.engine.bootstrap import Services
-from sqlrs.entrypoints.engine.http import engine, flag, respond, services
+from sqlrs.entrypoints.engine.http import engine_state, flag, respond, services
 
 if TYPE_CHECKING:
     from sqlrs.entrypoints.engine.app import EngineState
@@ -23,17 +23,17 @@ OPENAPI_PATH = Path(__file__).parent.parent / "openapi.json"
 
 
 async def health(request: Request) -> Response:
-    return respond({"status": "ok", "version": __version__, "instance_id": engine(request).instance_id,
+    return respond({"status": "ok", "version": __version__, "instance_id": engine_state(request).instance_id,
                     "pid": os.getpid()})
 
 
 async def status(request: Request) -> Response:
-    report = await run_in_threadpool(status_report, services(request), engine(request), flag(request, "cache"))
+    report = await run_in_threadpool(status_report, services(request), engine_state(request), flag(request, "cache"))
     return respond(report)
 
 
 async def shutdown(request: Request) -> Response:
-    engine(request).shutdown.set()
+    engine_state(request).shutdown.set()
     return respond({"status": "stopping", "pid": os.getpid()}, status=202)
 
 
@@ -41,38 +41,38 @@ async def openapi(request: Request) -> Response:
     return Response(OPENAPI_PATH.read_bytes(), media_type="application/json")
 
 
-def status_report(services: Services, state: EngineState, with_cache: bool) -> dict[str, Any]:
+def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[str, Any]:
     """GET /v1/status: the engine, its runtimes, the store, the cache, instances, pools, warnings."""
-    probes = services.registry.probe_all(wait=False)  # stale answers are refreshed in the background
+    probes = svc.registry.probe_all(wait=False)  # stale answers are refreshed in the background
     warnings: list[str] = []
     try:
-        choice = services.registry.choose(None, services.prepare.image_check(None), wait=False)
+        choice = svc.registry.choose(None, svc.prepare.image_check(None), wait=False)
         runtime: dict[str, str | None] = {"name": choice.runtime.name, "reason": choice.reason}
     except SqlrsError as exc:
         runtime = {"name": None, "reason": exc.message}
         warnings.append(f"no runtime can serve prepares: {exc.message}")
-    store = services.store
-    states = services.repo.list_states()
-    instances = services.repo.list_instances()
-    if services.store_note:
-        warnings.append(services.store_note)
+    store = svc.store
+    states = svc.repo.list_states()
+    instances = svc.repo.list_instances()
+    if svc.store_note:
+        warnings.append(svc.store_note)
     report: dict[str, Any] = {
         "engine": {"version": __version__, "pid": os.getpid(), "instance_id": state.instance_id,
                    "uptime_seconds": round(time.time() - state.started, 1),
-                   "state_dir": str(services.layout.state_dir), "running_jobs": services.jobs.active()},
+                   "state_dir": str(svc.layout.state_dir), "running_jobs": svc.jobs.active()},
         "runtime": runtime,
         "runtimes": [{"name": p.name, "available": p.available, "reason": p.reason} for p in probes],
         "snapshot": {"backend": store.backend, "root": str(store.root), "free_bytes": store.free_bytes(),
-                     "volume": {"image": services.config.get("store.volume.image") or None,
-                                "fs": services.config.get("store.volume.fs") or None}},
-        "cache": services.cache.usage() if services.cache is not None else {
+                     "volume": {"image": svc.config.get("store.volume.image") or None,
+                                "fs": svc.config.get("store.volume.fs") or None}},
+        "cache": svc.cache.usage() if svc.cache is not None else {
             "states": len(states), "size_bytes": sum(s.size_bytes for s in states),
-            "max_bytes": services.config.get("cache.capacity.max_bytes"),
-            "reserve_bytes": services.config.get("cache.capacity.reserve_bytes")},
+            "max_bytes": svc.config.get("cache.capacity.max_bytes"),
+            "reserve_bytes": svc.config.get("cache.capacity.reserve_bytes")},
         "instances": sum(1 for instance in instances if not instance.pooled),
-        "pools": services.pool.pools() if services.pool is not None else [],
-        "shared_servers": services.databases.hosts() if services.databases is not None else [],
-        "warm": services.pool.status() if services.pool is not None else None,
+        "pools": svc.pool.pools() if svc.pool is not None else [],
+        "shared_servers": svc.databases.hosts() if svc.databases is not None else [],
+        "warm": svc.pool.status() if svc.pool is not None else None,
         "warnings": warnings,
     }
     cache = report["cache"]
@@ -80,5 +80,5 @@ def status_report(services: Services, state: EngineState, with_cache: bool) -> d
         warnings.append(f"the state cache ({cache['size_bytes']} bytes) is over cache.capacity.max_bytes "
                         f"({cache['max_bytes']}): states in use cannot be evicted")
     if with_cache:
-        report["cache"]["states_detail"] = services.inventory.list_states()
+        report["cache"]["states_detail"] = svc.inventory.list_states()
     return report
