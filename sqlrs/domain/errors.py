@@ -154,4 +154,3 @@ class Internal(SqlrsError):
 
     code = "internal"
     http_status = 500
-
