@@ -122,7 +122,7 @@ def test_a_config_change_that_waits_for_a_restart_says_so_in_a_header(engine: di
         out = subprocess.run(["curl", "-s", "-i", "-X", "PATCH", "--unix-socket", engine["socket"],
                               "-H", f"Authorization: Bearer {engine['token']}", "-H", "Content-Type: application/json",
                               "--data-binary", json.dumps(body), "http://engine/v1/config"],
-                             capture_output=True, text=True, timeout=60).stdout
+                             capture_output=True, timeout=60).stdout.decode()  # bytes: keep the CRLFs
         head, _, text = out.partition("\r\n\r\n")
         assert head.startswith("HTTP/1.1 200"), out
         return head.lower(), json.loads(text)
