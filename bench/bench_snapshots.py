@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cache-hit latency and disk use of instances on each snapshot backend (SPEC 7).
+"""Cache-hit latency and disk use of instances on each snapshot backend.
 
 For every backend (btrfs and reflink on loop volumes made by `sqlrs init local`, copy on a plain
 directory) and every data set (pgbench-shaped tables of scale 1, 10 and 100: about 10 MB,

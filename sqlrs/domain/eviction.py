@@ -1,4 +1,4 @@
-"""Which cached states to evict, and in which order (SPEC 10). Pure: no I/O, no clock.
+"""Which cached states to evict, and in which order (config cache.capacity.*). Pure: no I/O, no clock.
 
 Only *unreferenced leaves* may go: states with no instances, not used by a running job
 (`pinned`) and without child states still in the cache. Evicting a leaf can turn its parent into

@@ -1,4 +1,4 @@
-"""Content-addressed identities of bases, steps and states (SPEC section 4).
+"""Content-addressed identities of bases, steps and states.
 
     base_id  = H("base", runtime identity, initdb options, format version)
     state_1  = H(base_id, step_hash_1);  state_k = H(state_{k-1}, step_hash_k)

@@ -70,7 +70,6 @@ class CorruptBlob(RegistryError):
 class RemoteNotFound(RegistryError):
     code = "not_found"
     http_status = 404
-    exit_code = 4
 
 
 class LayerError(ValueError):

@@ -1,4 +1,4 @@
-"""The `Runtime` port: how sqlrs runs PostgreSQL servers (SPEC section 6).
+"""The `Runtime` port: how sqlrs runs PostgreSQL servers.
 
 A runtime turns a data directory on the host into a running server on 127.0.0.1 and runs
 PostgreSQL client tools (psql, pgbench) against it. Adapters: native binaries, docker, podman.
@@ -36,7 +36,7 @@ class Probe:
 
 @attrs.frozen
 class RuntimeIdentity:
-    """What a runtime will run: enters the base state's id (SPEC section 4)."""
+    """What a runtime will run: enters the base state's id (sqlrs.domain.keys)."""
 
     runtime: str  # "native" | "docker" | "podman"
     identity: str  # stable and path-independent: hashed into base ids

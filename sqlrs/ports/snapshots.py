@@ -1,4 +1,4 @@
-"""The `SnapshotStore` port: volumes, copy-on-write clones and space accounting (SPEC 7).
+"""The `SnapshotStore` port: volumes, copy-on-write clones and space accounting.
 
 A *volume* is a directory that holds one PostgreSQL data directory (PGDATA is the volume
 itself). States and instances are volumes; the store decides how a clone is made:

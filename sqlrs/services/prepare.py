@@ -265,6 +265,12 @@ class PrepareService:
         binding = self.repo.get_name(name)
         return self.repo.get_instance(binding.instance_id) if binding is not None else None
 
+    def require_name_free(self, name: str | None) -> None:
+        """Raise Conflict when `name` is bound to an instance (a new instance may not take it)."""
+        named = self.named_instance(name)
+        if named is not None:
+            raise name_taken(name or "", named)
+
 
 def name_taken(name: str, instance: Instance) -> Conflict:
     return Conflict(f"name {name!r} is bound to instance {instance.id}",

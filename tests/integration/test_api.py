@@ -22,21 +22,12 @@ def test_committed_document_is_current() -> None:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists() -> None:
-    from starlette.routing import Route
+    from sqlrs.entrypoints.engine.routes import ROUTES  # the table create_app builds the app from
 
-    from sqlrs.entrypoints.engine import app as app_module
-
-    source = Path(app_module.__file__).read_text()
-    routes: set[tuple[str, str]] = set()
-    for line in source.splitlines():
-        line = line.strip()
-        if line.startswith('Route("/v1'):
-            path = line.split('"')[1]
-            methods = line.split("methods=[")[1].split("]")[0].replace('"', "").split(",")
-            routes |= {(path, m.strip().lower()) for m in methods}
+    routes = {(route.path, method.lower()) for route in ROUTES for method in route.methods or ()
+              if method != "HEAD"}  # Starlette answers HEAD wherever GET is routed
     documented = {(path, method) for path, ops in openapi.document()["paths"].items() for method in ops}
     assert routes == documented
-    assert Route  # the app is built from starlette Routes, parsed above
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
@@ -106,3 +97,38 @@ def test_unauthorized_and_unknown(engine: dict[str, Any]) -> None:
     status, body = curl(engine, "PUT", "/v1/states")
     assert status == 405
     _validator("Error").validate(body)
+
+
+def test_a_taken_name_is_refused_alike_by_prepare_jobs_and_instances(engine: dict[str, Any]) -> None:
+    status, listed = curl(engine, "GET", "/v1/instances")
+    named = next(item for item in listed if item["name"] == "api")
+    answers = [
+        curl(engine, "POST", "/v1/instances", json.dumps({"state_id": named["state_id"], "name": "api"})),
+        curl(engine, "POST", "/v1/prepare-jobs", json.dumps({
+            "steps": [{"kind": "command", "source": "-c", "sql": "select 1"}], "name": "api"})),
+    ]
+    for status, body in answers:
+        assert status == 409, body
+        _validator("Error").validate(body)
+        assert body["code"] == "conflict"
+        assert body["message"] == f"name 'api' is bound to instance {named['id']}"
+        assert "--reuse" in body["details"]["hint"]
+    status, listed = curl(engine, "GET", "/v1/instances")
+    assert [item["id"] for item in listed] == [named["id"]]  # nothing was started for either
+
+
+def test_a_config_change_that_waits_for_a_restart_says_so_in_a_header(engine: dict[str, Any]) -> None:
+    def patch(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        out = subprocess.run(["curl", "-s", "-i", "-X", "PATCH", "--unix-socket", engine["socket"],
+                              "-H", f"Authorization: Bearer {engine['token']}", "-H", "Content-Type: application/json",
+                              "--data-binary", json.dumps(body), "http://engine/v1/config"],
+                             capture_output=True, timeout=60).stdout.decode()  # bytes: keep the CRLFs
+        head, _, text = out.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 200"), out
+        return head.lower(), json.loads(text)
+
+    head, effective = patch({"engine.idle_timeout": 900, "jobs.history.max": 150})
+    assert "\r\nx-sqlrs-restart-needed: engine.idle_timeout\r\n" in head + "\r\n"
+    assert effective["jobs.history.max"] == {"value": 150, "source": "config"}
+    head, _ = patch({"jobs.history.max": None})
+    assert "x-sqlrs-restart-needed" not in head

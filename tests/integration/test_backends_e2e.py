@@ -1,4 +1,4 @@
-"""End to end on copy-on-write stores made by `sqlrs init local` (SPEC 7 and 10).
+"""End to end on copy-on-write stores made by `sqlrs init local`.
 
 Each test gets a fresh state directory whose store is a btrfs or an XFS (reflink=1) loop volume
 created by the real CLI (`sqlrs init local --snapshot btrfs|reflink`), and drives the native

@@ -1,4 +1,4 @@
-"""`sqlrs init local`: loop volumes for the store, recorded backends, and its errors (SPEC 3, 7).
+"""`sqlrs init local`: loop volumes for the store, recorded backends, and its errors (docs/cli.md).
 
 Errors must be one line plus a hint, exit 1 (or 2 for bad flags), no traceback, and leave
 nothing behind (no image, no mount, no loop device). The loop volumes that are created are

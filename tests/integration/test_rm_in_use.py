@@ -1,4 +1,4 @@
-"""`sqlrs rm INSTANCE` while clients are connected (SPEC 12): refused with the clients listed,
+"""`sqlrs rm INSTANCE` while clients are connected: refused with the clients listed,
 `--force` removes anyway, `--dry-run` shows the refusal; internal removals still remove."""
 
 from __future__ import annotations

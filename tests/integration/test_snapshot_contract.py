@@ -1,4 +1,4 @@
-"""The SnapshotStore contract (SPEC 7), run unchanged against every backend on a real filesystem:
+"""The SnapshotStore contract (sqlrs/ports/snapshots.py), run unchanged against every backend on a real filesystem:
 
 - btrfs   on a loop-mounted btrfs volume,
 - reflink on a loop-mounted XFS volume made with `mkfs.xfs -m reflink=1`,

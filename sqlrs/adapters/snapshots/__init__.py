@@ -1,4 +1,4 @@
-"""Snapshot store adapters (SPEC 7): btrfs subvolume snapshots, reflink copies, full copies.
+"""SnapshotStore adapters: btrfs subvolume snapshots, reflink copies, full copies.
 
 `open_store(root, "auto")` probes the filesystem holding `root` by doing the real operations
 there (create + snapshot + delete a subvolume; FICLONE between two files), in the order

@@ -1,4 +1,4 @@
-"""`copy` backend: every clone is a full, independent copy (the last resort, SPEC 7).
+"""`copy` backend: every clone is a full, independent copy (the last resort).
 
 Clones run `cp -a --reflink=never` (GNU coreutils: keeps owners, modes, timestamps, symlinks,
 hard links, sparse files, ACLs and xattrs, and is faster than a Python walk). Without GNU cp a

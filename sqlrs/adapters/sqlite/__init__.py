@@ -1,1 +1,1 @@
-"""Metadata store: SQLite through SQLAlchemy 2 Core, schema managed by Alembic (SPEC 8)."""
+"""Metadata store: SQLite through SQLAlchemy 2 Core, schema managed by Alembic."""

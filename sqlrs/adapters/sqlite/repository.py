@@ -123,10 +123,6 @@ class SqliteRepository:
         with self._begin() as conn:
             conn.execute(update(t.states).where(t.states.c.id == state_id).values(**values))
 
-    def set_state_size(self, state_id: str, size_bytes: int) -> None:
-        with self._begin() as conn:
-            conn.execute(update(t.states).where(t.states.c.id == state_id).values(size_bytes=size_bytes))
-
     def delete_state(self, state_id: str) -> None:
         with self._begin() as conn:
             conn.execute(delete(t.states).where(t.states.c.id == state_id))
@@ -192,10 +188,6 @@ class SqliteRepository:
             rows = conn.execute(select(t.names).order_by(t.names.c.name)).all()
         return self._rows(rows, NameBinding)
 
-    def unbind_name(self, name: str) -> None:
-        with self._begin() as conn:
-            conn.execute(delete(t.names).where(t.names.c.name == name))
-
     # -- jobs, tasks, events -------------------------------------------------------------------
     def add_job(self, job: Job) -> None:
         with self._begin() as conn:
@@ -221,12 +213,6 @@ class SqliteRepository:
         job_id = values.pop("id")
         with self._begin() as conn:
             conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
-
-    def delete_job(self, job_id: str) -> None:
-        with self._begin() as conn:
-            conn.execute(delete(t.events).where(t.events.c.job_id == job_id))
-            conn.execute(delete(t.tasks).where(t.tasks.c.job_id == job_id))
-            conn.execute(delete(t.jobs).where(t.jobs.c.id == job_id))
 
     def prune_jobs(self, keep: int, finished_statuses: Sequence[str]) -> int:
         with self._begin() as conn:

@@ -1,21 +1,18 @@
-"""CLI-side errors: a one-line message, an optional hint, an exit code (SPEC section 3)."""
+"""CLI-side errors: a one-line message, an optional hint, an exit code (docs/cli.md).
+
+The exit codes, and which of the engine's error codes gives which, are sqlrs.domain.exit_codes':
+the table the engine's error classes take theirs from (stdlib only: the hot path imports it).
+"""
 
 from __future__ import annotations
+
+from sqlrs.domain.exit_codes import EXIT_BY_CODE, EXIT_ENGINE, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, exit_code_for
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
     from typing import Any
 
-EXIT_FAILED, EXIT_USAGE, EXIT_ENGINE, EXIT_NOT_FOUND = 1, 2, 3, 4
-
-# engine error codes -> CLI exit codes
-EXIT_BY_CODE = {
-    "invalid_argument": EXIT_USAGE,
-    "ambiguous": EXIT_USAGE,
-    "not_found": EXIT_NOT_FOUND,
-    "unauthorized": EXIT_ENGINE,
-    "incompatible_version": EXIT_ENGINE,
-}
+__all__ = ["EXIT_BY_CODE", "EXIT_ENGINE", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_USAGE", "CliError", "usage"]
 
 
 class CliError(Exception):
@@ -33,7 +30,7 @@ class CliError(Exception):
         code = str(error.get("code", "failed"))
         details = dict(error.get("details") or {})
         hint = details.pop("hint", None)
-        exit_code = EXIT_BY_CODE.get(code, EXIT_FAILED)
+        exit_code = exit_code_for(code)
         if code == "ambiguous" and details.get("candidates"):
             hint = "candidates: " + ", ".join(details["candidates"])
         return cls(str(error.get("message", "engine error")), exit_code, hint, details, code)

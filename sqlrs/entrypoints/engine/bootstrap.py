@@ -300,7 +300,3 @@ def check_runtimes(services: Services) -> None:
         log.warning("no runtime can serve prepares: %s", exc.message)
 
 
-def describe_error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, SqlrsError):
-        return exc.to_json()
-    return {"code": "internal", "message": f"{type(exc).__name__}: {exc}", "details": {}}

@@ -349,7 +349,7 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "sqlrs engine API", "version": __version__.split(".")[0] + ".x",
-                 "description": "Served by the sqlrs engine over a Unix socket (see SPEC section 9)."},
+                 "description": "Served by the sqlrs engine over a Unix socket (docs/architecture.md)."},
         "servers": [{"url": "unix:///<state_dir>/engine.sock"}],
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
