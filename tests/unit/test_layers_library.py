@@ -18,7 +18,7 @@ import pytest
 import sqlrs
 
 PACKAGE = Path(sqlrs.__file__).parent
-LIBRARY = ["sqlrs.client", "sqlrs.client_types", "sqlrs.client_chains", "sqlrs.pytest_plugin",
+LIBRARY = ["sqlrs.client", "sqlrs.client_types", "sqlrs.client_chains", "sqlrs.pytest_plugin", "sqlrs.pytest_session",
            *sorted(f"sqlrs.engine_client.{p.stem}" for p in (PACKAGE / "engine_client").glob("*.py")
                    if p.stem != "__init__"), "sqlrs.engine_client"]
 FORBIDDEN = "sqlrs.entrypoints"
