@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sqlrs.engine_client.connection import EngineClient
 
 ERRORS = (CliError, ClientError)  # what a command raises to exit with a message and a code
-__all__ = ["ERRORS", "Ctx", "echo", "emit_json", "fail", "human_bytes", "short", "table", "use_click"]
+__all__ = ["ERRORS", "Ctx", "Detached", "echo", "emit_json", "fail", "human_bytes", "short", "table", "use_click"]
 
 _click_echo: Callable[..., None] | None = None
 
@@ -118,11 +118,17 @@ class Ctx:
             echo(message, err=True)
 
 
+class Detached(Exception):
+    """The user chose to leave the job running (watching.ask_what_next)."""
+
+    def __init__(self, job_id: str):
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
 def guarded(command: Callable[[], object]) -> None:
     """Run a command as the CLI does: its errors as one line and an exit code, a detach as a
     note and exit 0, Ctrl+C as exit 130, a closed stdout as exit 1; never a traceback."""
-    from sqlrs.entrypoints.cli.watching import Detached
-
     try:
         command()
     except ERRORS as error:

@@ -109,7 +109,7 @@ def run_composite(group: click.Group, argv: list[str]) -> NoReturn:
             allow_outside = True
             continue
         filtered.append(arg)
-    from sqlrs.entrypoints.cli.watching import Detached
+    from sqlrs.entrypoints.cli.output import Detached
 
     try:
         result = preparing.submit(ctx, composite.body, watch=True)

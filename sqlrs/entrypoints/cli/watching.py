@@ -9,6 +9,7 @@ import sys
 import time
 
 from sqlrs.engine_client.jobs import NoProgress, follow
+from sqlrs.entrypoints.cli.output import Detached
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
@@ -19,14 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Detached", "NoProgress", "PlainProgress", "RichProgress", "interrupt_handler", "make_progress",
            "watch_job"]
-
-
-class Detached(Exception):
-    """The user chose to leave the job running."""
-
-    def __init__(self, job_id: str):
-        super().__init__(job_id)
-        self.job_id = job_id
 
 
 def short(identifier: str | None, n: int = 12) -> str:
