@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from sqlrs.engine_client.errors import EXIT_ENGINE, raise_engine_error
-from sqlrs.entrypoints.cli.errors import CliError, usage
+from sqlrs.engine_client.errors import EXIT_ENGINE, ClientError, raise_engine_error, usage
 from sqlrs.entrypoints.cli.options import output_option
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json, table
 
@@ -95,7 +94,7 @@ def engine_stop(ctx: Ctx) -> None:
         return
     pid = int(info.get("pid", 0))
     if not shutdown_engine(ctx.client(spawn=False), pid):
-        raise CliError(f"the engine (pid {pid}) did not exit within {ENGINE_STOP_TIMEOUT:.0f}s",
+        raise ClientError(f"the engine (pid {pid}) did not exit within {ENGINE_STOP_TIMEOUT:.0f}s",
                        hint=f"see {ctx.state_dir / 'engine.log'}; kill it with `kill {pid}`")
     ctx.note(f"engine (pid {pid}) stopped")
 

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from sqlrs.engine_client import jobs
+from sqlrs.engine_client.errors import usage
 from sqlrs.entrypoints.cli import preparing
-from sqlrs.entrypoints.cli.errors import usage
 from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, prepare_options
 from sqlrs.entrypoints.cli.output import Ctx
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 
 from sqlrs import __version__
+from sqlrs.engine_client.errors import EXIT_USAGE
 from sqlrs.entrypoints.cli import output
 from sqlrs.entrypoints.cli.config_cmd import config_group, engine_group
-from sqlrs.entrypoints.cli.errors import EXIT_USAGE
 from sqlrs.entrypoints.cli.init_cmd import init_group
 from sqlrs.entrypoints.cli.inputs import add_input_commands
 from sqlrs.entrypoints.cli.inventory_cmd import ls, rm, status

@@ -10,13 +10,11 @@ from typing import Any, NoReturn
 
 import click
 
-from sqlrs.engine_client.errors import ClientError
+from sqlrs.engine_client.errors import ClientError, usage
 from sqlrs.entrypoints.cli import preparing, running
-from sqlrs.entrypoints.cli.errors import usage
+from sqlrs.entrypoints.cli.fast import RUN_COMMANDS
 from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, prepare_options
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json
-
-RUN_COMMANDS = ("run:psql", "run:pgbench")
 
 PREPARE_HELP = """Build (or reuse) the state PSQL_ARGS describe and start an instance of it.
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 from sqlrs.engine_client.jobs import NoProgress, follow
-from sqlrs.entrypoints.cli.output import Detached
+from sqlrs.entrypoints.cli.output import Detached, short
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Detached", "NoProgress", "PlainProgress", "RichProgress", "interrupt_handler", "make_progress",
            "watch_job"]
-
-
-def short(identifier: str | None, n: int = 12) -> str:
-    return (identifier or "-")[:n]
 
 
 class PlainProgress(NoProgress):
