@@ -15,7 +15,8 @@ HOT = ["sqlrs.entrypoints.cli.fast", "sqlrs.entrypoints.cli.output", "sqlrs.entr
        "sqlrs.engine_client.psqlargs", "sqlrs.engine_client.errors", "sqlrs.engine_client.wire"]
 HEAVY = ["click", "attrs", "cattrs", "sqlalchemy", "starlette", "docker", "podman", "psycopg", "rich",
          # and what 0003 keeps off the hot path: typing, pathlib (read files only), spawning, socket.py
-         "typing", "pathlib", "subprocess", "threading", "socket", "urllib"]
+         "typing", "pathlib", "subprocess", "threading", "socket", "urllib", "selectors", "datetime", "uuid",
+         "platform", "inspect"]
 
 
 def loaded_after_importing(modules: list[str]) -> list[str]:
