@@ -8,29 +8,41 @@
         db.psql("-c", "select count(*) from users").check()
     # the instance is removed here, whatever happened inside the block
 
-The client speaks the engine's HTTP API with the standard library (the CLI's own client and
-psql argument reader are reused, so files and includes are read exactly as `sqlrs prepare:psql`
-reads them). Nothing of the engine is imported. See docs/python-api.md.
+The client speaks the engine's HTTP API through sqlrs.engine_client, as the CLI does: files and
+includes are read exactly as `sqlrs prepare:psql` reads them, and a job is posted with step
+digests first, the scripts only when the engine has to build from them. Nothing of the engine
+or the CLI is imported. See docs/python-api.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, EXIT_NOT_FOUND, EXIT_USAGE, CliError
+from sqlrs.client_chains import request_body
+from sqlrs.client_types import (
+    EngineUnavailable,
+    Error,
+    Instance,
+    NotFoundError,
+    OperationFailed,
+    OutputCallback,
+    RunResult,
+    Seconds,
+    State,
+    StrPath,
+    UsageError,
+    _owner,
+    _seconds,
+    _translated,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    import psycopg
-
-    from sqlrs.entrypoints.cli.client import EngineClient
-    from sqlrs.entrypoints.cli.psqlargs import Workspace
+    from sqlrs.engine_client.connection import EngineClient
+    from sqlrs.engine_client.psqlargs import Workspace
 
 __all__ = [
     "Client",
@@ -43,233 +55,6 @@ __all__ = [
     "State",
     "UsageError",
 ]
-
-StrPath = str | os.PathLike[str]
-Seconds = int | float | timedelta
-NDJSON = "application/x-ndjson"
-
-
-# -- errors ------------------------------------------------------------------------------------------
-class Error(Exception):
-    """Anything sqlrs refused or failed to do. `exit_code` is what the CLI would exit with."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, hint: str | None = None, details: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.details: dict[str, Any] = dict(details or {})
-
-    def __str__(self) -> str:
-        return self.message + (f" (hint: {self.hint})" if self.hint else "")
-
-
-class UsageError(Error):
-    """Bad arguments: a missing file, a connection flag, an unknown option (CLI exit 2)."""
-
-    exit_code = EXIT_USAGE
-
-
-class EngineUnavailable(Error):
-    """The engine could not be reached, started, or is of another major version (CLI exit 3)."""
-
-    exit_code = EXIT_ENGINE
-
-
-class NotFoundError(Error):
-    """No such instance, state or pool (CLI exit 4)."""
-
-    exit_code = EXIT_NOT_FOUND
-
-
-class OperationFailed(Error):
-    """The engine tried and failed: a SQL step failed (details name the file and line), a server
-    did not start, a tool exited non-zero when asked to `check()` (CLI exit 1)."""
-
-
-def _convert(error: CliError) -> Error:
-    kind: type[Error] = {EXIT_USAGE: UsageError, EXIT_ENGINE: EngineUnavailable,
-                         EXIT_NOT_FOUND: NotFoundError}.get(error.exit_code, OperationFailed)
-    return kind(error.message, error.hint, error.details)
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except CliError as exc:
-        raise _convert(exc) from None
-
-
-def _owner() -> dict[str, int] | None:
-    """This process as the owner of what it creates (the engine removes it once we are gone)."""
-    from sqlrs.adapters.procfs import own_identity
-
-    identity = own_identity()
-    return None if identity is None else {"pid": identity[0], "started": identity[1]}
-
-
-def _seconds(value: Seconds | None) -> int | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise UsageError("a TTL must not be negative")
-    return round(seconds)
-
-
-# -- results -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class State:
-    """A cached state: the result of a chain of steps, ready to start instances from."""
-
-    id: str
-    runtime: str
-    image: str | None = None
-
-    def __str__(self) -> str:
-        return self.id
-
-
-@dataclass
-class RunResult:
-    """What `psql`/`pgbench` printed and how it exited."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-    error: str | None = None  # the engine's message when it could not run the tool
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    def check(self) -> RunResult:
-        """Return self, or raise OperationFailed with the tool's stderr when it failed."""
-        if self.exit_code != 0:
-            raise OperationFailed(self.error or f"exited with {self.exit_code}: {self.stderr.strip()}",
-                                  details={"exit_code": self.exit_code, "stdout": self.stdout,
-                                           "stderr": self.stderr})
-        return self
-
-
-@dataclass
-class Instance:
-    """A running PostgreSQL server started from a state: connect with `dsn` (or `connect()`).
-
-    Usable as a context manager: the instance is removed when the block ends.
-    """
-
-    id: str
-    state_id: str
-    dsn: str
-    host: str
-    port: int
-    user: str
-    password: str
-    dbname: str
-    runtime: str
-    name: str | None = None
-    ttl_seconds: int = 0
-    expires_in_seconds: float | None = None
-    connections: int | None = None
-    pooled: bool = False
-    from_pool: bool = False  # handed out by a warm pool (set by Client.create_instance)
-    kind: str = "server"  # "server": a server of its own; "database": a database in a shared server
-    engine_seconds: float | None = None  # how long the engine took to hand it out
-    client: Client | None = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], client: Client | None = None) -> Instance:
-        return cls(
-            id=str(data["id"]), state_id=str(data["state_id"]), dsn=str(data["dsn"]),
-            host=str(data.get("host", "127.0.0.1")), port=int(data.get("port", 0)),
-            user=str(data.get("user", "")), password=str(data.get("password", "")),
-            dbname=str(data.get("dbname", "postgres")), runtime=str(data.get("runtime", "")),
-            name=data.get("name"), ttl_seconds=int(data.get("ttl_seconds") or 0),
-            expires_in_seconds=data.get("expires_in_seconds"), connections=data.get("connections"),
-            pooled=bool(data.get("pooled", False)), from_pool=bool(data.get("from_pool", False)),
-            engine_seconds=data.get("seconds"), kind=str(data.get("kind", "server")), client=client,
-        )
-
-    # connection facts ---------------------------------------------------------------------------
-    @property
-    def conninfo(self) -> dict[str, Any]:
-        """Keyword arguments for psycopg.connect / asyncpg.connect and friends."""
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password,
-                "dbname": self.dbname}
-
-    @property
-    def env(self) -> dict[str, str]:
-        """libpq environment variables (PGHOST, PGPORT, ...) for tools run as subprocesses."""
-        return {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGPASSWORD": self.password,
-                "PGDATABASE": self.dbname}
-
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A psycopg 3 connection to the instance (keyword arguments go to psycopg.connect)."""
-        import psycopg
-
-        return psycopg.connect(self.dsn, **kwargs)
-
-    # operations ---------------------------------------------------------------------------------
-    def _client(self) -> Client:
-        if self.client is None:
-            raise UsageError("this Instance is not attached to a Client")
-        return self.client
-
-    def psql(self, *args: str, input: str | None = None, on_output: OutputCallback | None = None) -> RunResult:
-        """Run psql against the instance inside sqlrs (`-c SQL`, `-f FILE`, `-v`, ...)."""
-        return self._client().run_psql(self, *args, input=input, on_output=on_output)
-
-    def pgbench(self, *args: str, on_output: OutputCallback | None = None) -> RunResult:
-        return self._client().run_pgbench(self, *args, on_output=on_output)
-
-    def set_ttl(self, ttl: Seconds) -> Instance:
-        """Change the idle TTL (0: keep until removed); returns the refreshed instance."""
-        return self._client().set_ttl(self, ttl)
-
-    def keep(self) -> Instance:
-        """Keep the instance until someone removes it (drops its TTL, and it no longer goes away
-        with this process)."""
-        return self._client().keep(self)
-
-    def refresh(self) -> Instance:
-        return self._client().get_instance(self.id)
-
-    def remove(self) -> bool:
-        """Stop and delete the instance; False when it was already gone."""
-        return self._client().remove(self)
-
-    def snapshot(self, name: str | None = None) -> State:
-        """Save the instance's current data as a new state (it keeps running); see Client.snapshot."""
-        return self._client().snapshot(self, name=name)
-
-    def __enter__(self) -> Instance:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.remove()
-
-
-OutputCallback = Callable[[str, str], None]  # (stream "stdout"|"stderr", text)
-
-
-class _Ctx:
-    """What the CLI's job watcher needs of its caller."""
-
-    def __init__(self, client: Client):
-        self._client = client
-
-    def client(self) -> EngineClient:
-        return self._client.engine
-
-
-def _git_root(directory: Path) -> Path:
-    for candidate in (directory, *directory.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return directory
 
 
 # -- the client --------------------------------------------------------------------------------------
@@ -317,10 +102,10 @@ class Client:
 
     @property
     def engine(self) -> EngineClient:
-        """The CLI's HTTP client for the engine (found or spawned on first use)."""
+        """The HTTP client for the engine (sqlrs.engine_client; found or spawned on first use)."""
         with self._lock:
             if self._engine is None:
-                from sqlrs.entrypoints.cli.client import connect
+                from sqlrs.engine_client.connection import connect
 
                 with _translated():
                     self._engine = connect(self.state_dir, spawn=self.spawn)
@@ -332,10 +117,10 @@ class Client:
             return self.engine.call(method, path, body, timeout=timeout)
 
     def _workspace(self) -> Workspace:
-        from sqlrs.entrypoints.cli.psqlargs import Workspace
+        from sqlrs.engine_client.psqlargs import Workspace
 
         cwd = self.base_dir or Path.cwd()
-        return Workspace(cwd=cwd, root=self.workspace_root or _git_root(cwd), allow_outside=self.allow_outside)
+        return Workspace(cwd=cwd, root=self.workspace_root, allow_outside=self.allow_outside)
 
     def close(self) -> None:
         """Forget the engine connection (nothing is held open between requests)."""
@@ -349,120 +134,21 @@ class Client:
         self.close()
 
     # chains -------------------------------------------------------------------------------------
-    def _chain(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
-               variables: Mapping[str, Any] | None, single_transaction: bool,
-               psql_args: Sequence[str], from_state: State | str | None = None) -> dict[str, Any]:
-        """The request body's steps and options, read exactly as `sqlrs prepare:psql` reads them.
-
-        Steps run in this order: `psql_args` (psql syntax: -f, -c, -v, -1), then `files`, then `sql`.
-        With `from_state` the chain starts from that state instead of the base, and may be empty.
-        """
-        from sqlrs.entrypoints.cli.psqlargs import parse_prepare_args
-
-        args = list(psql_args)
-        if isinstance(files, str | os.PathLike):
-            files = [files]
-        if isinstance(sql, str):
-            sql = [sql]
-        for path in files:
-            args += ["-f", os.fspath(path)]
-        for statement in sql:
-            args += ["-c", statement]
-        for name, value in (variables or {}).items():
-            args += ["-v", f"{name}={value}"]
-        if single_transaction:
-            args.append("-1")
-        if any(arg == "-" for arg in args):
-            raise UsageError("stdin (-f -) cannot be a step of a library call", hint="pass sql=[...] instead")
-        with _translated():
-            parsed = parse_prepare_args(args, self._workspace())
-        if not parsed.steps and from_state is None:
-            raise UsageError("nothing to prepare", hint="give files=[...] or sql=[...]")
-        body: dict[str, Any] = {
-            "steps": parsed.steps,
-            "options": {"variables": [list(v) for v in parsed.variables],
-                        "single_transaction": parsed.single_transaction},
-            "runtime": self.runtime, "image": self.image,
-        }
-        if from_state is not None:
-            body["from_state"] = str(from_state)
-            if isinstance(from_state, State):
-                body["runtime"] = self.runtime if self.runtime not in (None, "auto") else from_state.runtime or None
-                body["image"] = from_state.image or self.image
-        return body
-
-    def _host_chain(self, alembic: StrPath | None, to: str | None, exec: Sequence[str] | str | None,
-                    inputs: Iterable[str] | str, psql: bool) -> dict[str, Any] | None:
-        """The request body for the other input kinds (`alembic=`, `exec=`), None for psql's.
-
-        Alembic and commands run in `base_dir` (default: the current directory), with this
-        process's Python and environment, as `sqlrs prepare:alembic` / `prepare:exec` do.
-        """
-        if alembic is None and exec is None:
-            if to is not None or inputs:
-                raise UsageError("to= goes with alembic=, inputs= with exec=")
-            return None
-        if psql or (alembic is not None and exec is not None):
-            raise UsageError("give one input kind per chain: files/sql/psql_args, alembic= or exec=")
-        from sqlrs.entrypoints.cli.hostinputs import alembic_steps, exec_steps
-
-        cwd = self.base_dir or Path.cwd()
-        with _translated():
-            if alembic is not None:
-                if inputs:
-                    raise UsageError("inputs= goes with exec=")
-                steps = alembic_steps(os.fspath(alembic), to, cwd)
-            else:
-                if to is not None:
-                    raise UsageError("to= goes with alembic=")
-                command = [exec] if isinstance(exec, str) else list(exec or [])
-                steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
-        return {"steps": steps, "runtime": self.runtime, "image": self.image}
-
-    def _liquibase_chain(self, liquibase: Sequence[str] | str, other: bool) -> dict[str, Any]:
-        """`liquibase="update --changelog-file=master.xml"` (or its argument list): one state per
-        changeset, as `sqlrs prepare:lb -- ARGS` in `base_dir` (default: the current directory)."""
-        import shlex
-
-        from sqlrs.entrypoints.cli.lb_cmd import liquibase_steps
-
-        if other:
-            raise UsageError("give one input kind per chain: files/sql/psql_args, alembic=, exec= or liquibase=")
-        args = shlex.split(liquibase) if isinstance(liquibase, str) else list(liquibase)
-        with _translated():
-            steps = liquibase_steps(args, self.base_dir or Path.cwd(), self.state_dir / "config.json",
-                                    self.allow_outside)
-        return {"steps": steps, "runtime": self.runtime, "image": self.image}
-
     def _body(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
               variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
               host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
-        files = [files] if isinstance(files, str | os.PathLike) else list(files)
-        psql = bool(files or sql or psql_args or variables or single_transaction)
-        chain: dict[str, Any] | None = None
-        if host.get("liquibase") is not None:
-            chain = self._liquibase_chain(host["liquibase"], psql or any(
-                host.get(k) for k in ("alembic", "to", "exec", "inputs")))
-        else:
-            chain = self._host_chain(host.get("alembic"), host.get("to"), host.get("exec"),
-                                     host.get("inputs") or (), psql)
-        if chain is not None and from_state is not None:
-            raise UsageError("from_state takes psql steps only here", hint="build the migrations first, then "
-                             "add psql steps with from_state")
-        return chain if chain is not None else self._chain(files, sql, variables, single_transaction, psql_args,
-                                                           from_state)
+        return request_body(self, files, sql, variables, single_transaction, psql_args, host, from_state)
 
     def _job(self, body: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-        from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
+        from sqlrs.engine_client import jobs
 
-        class Forward(NoProgress):
+        class Forward(jobs.NoProgress):
             def __call__(self, event: dict[str, Any]) -> None:
                 if on_event is not None:
                     on_event(event)
 
-        submitted = self.call("POST", "/v1/prepare-jobs", body)
         with _translated():
-            return watch_job(_Ctx(self), submitted["job_id"], Forward(), can_prompt=False)
+            return jobs.prepare(self.engine, body, Forward)
 
     def plan(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
@@ -631,30 +317,21 @@ class Client:
 
     def _run(self, instance: Instance | str, tool: str, args: Sequence[str], input: str | None,
              on_output: OutputCallback | None) -> RunResult:
-        from sqlrs.entrypoints.cli.client import raise_engine_error
-        from sqlrs.entrypoints.cli.psqlargs import FILE_TOKEN, ScriptReader, parse_run_args
+        from sqlrs.engine_client.psqlargs import parse_run_args, text_script
+        from sqlrs.engine_client.runs import run_body, run_items
 
         ref = instance.id if isinstance(instance, Instance) else instance
         workspace = self._workspace()
         with _translated():
             parsed = parse_run_args(list(args), workspace, tool)
-        files, tool_args = list(parsed.steps), list(parsed.tool_args)
-        if input is not None:
-            reader = ScriptReader(workspace)
-            reader._add("<input>", input.encode(), None, ())  # follows includes like a script from stdin
-            files.append({"kind": "file", "source": "-", "files": reader.files})
-            tool_args += ["-f", f"{FILE_TOKEN}{len(files) - 1}"]
-        elif tool == "psql" and not parsed.uses_scripts:
+            script = text_script(workspace, input) if input is not None else None
+        if script is None and tool == "psql" and not parsed.uses_scripts:
             raise UsageError("nothing to run", hint="give -c SQL, -f FILE or input=...")
-        body = {"instance": ref, "tool": tool, "args": tool_args, "files": files}
         stdout: list[str] = []
         stderr: list[str] = []
         exit_code, error = 1, None
         with _translated():
-            response = self.engine.request("POST", "/v1/runs", body, timeout=None, accept=NDJSON)
-            if response.status != 200:
-                raise_engine_error(response.status, response.json())
-            for item in response.lines():
+            for item in run_items(self.engine, run_body(ref, tool, parsed, script)):
                 if "stream" in item:
                     (stdout if item["stream"] == "stdout" else stderr).append(item["data"])
                     if on_output is not None:

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -182,3 +183,32 @@ def test_pytest_plugin_with_xdist(sqlrs_native: Sqlrs, workspace: Path) -> None:
 
     data = json.loads(report.read_text())
     assert len(data["waits"]) == 7 and {w["worker"] for w in data["waits"]} <= {"gw0", "gw1"}
+
+
+def test_the_library_sends_step_digests_first(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    """Like the CLI (sqlrs.engine_client.jobs): a job goes out with step digests only; the scripts
+    follow only when the engine answers that it must build from them."""
+    (workspace / "a.sql").write_text("CREATE TABLE a (x int);\n\\ir b.sql\n")
+    (workspace / "b.sql").write_text("INSERT INTO a VALUES (7);\n")
+    client = client_for(sqlrs_native, workspace)
+    engine = client.engine
+    posted: list[tuple[dict[str, Any], int]] = []
+    request = engine.request
+
+    def recording(method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        response = request(method, path, body, **kwargs)
+        if method == "POST" and path.startswith("/v1/prepare-jobs"):
+            posted.append((body, response.status))
+        return response
+
+    engine.request = recording  # type: ignore[method-assign]  # the real engine answers; this only listens
+    state = client.build("a.sql", sql="SELECT 1")
+    sent_scripts = [["files" in s or "sql" in s for s in body["steps"]] for body, _ in posted]
+    assert sent_scripts == [[False, False], [True, True]], posted  # digests, 409, then the scripts
+    assert [status for _, status in posted] == [409, 201]
+    posted.clear()
+    with client.instance(state=state) as db, db.connect() as conn:
+        assert conn.execute("SELECT x FROM a").fetchone() == (7,)
+    assert client.build("a.sql", sql="SELECT 1").id == state.id  # cached: one request, digests only
+    assert [(["files" in s or "sql" in s for s in body["steps"]], status) for body, status in posted] == \
+        [([False, False], 201)]

@@ -9,8 +9,8 @@ import pytest
 
 from sqlrs.domain import keys
 from sqlrs.domain.steps import HostRun, PsqlOptions, Step
-from sqlrs.entrypoints.cli.errors import CliError
-from sqlrs.entrypoints.cli.hostinputs import alembic_steps, caller_env, exec_steps, ini_digest
+from sqlrs.engine_client.errors import ClientError as CliError
+from sqlrs.engine_client.hostinputs import alembic_steps, caller_env, exec_steps, ini_digest
 
 INI = """\
 # a comment

@@ -11,8 +11,8 @@ import pytest
 from sqlrs.adapters.liquibase import disk_reader
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.liquibase import Project, only_changeset, parse_file, read_project
-from sqlrs.entrypoints.cli.errors import CliError
-from sqlrs.entrypoints.cli.lb_cmd import parse_lb_args
+from sqlrs.engine_client.errors import ClientError as CliError
+from sqlrs.engine_client.liquibase import parse_lb_args
 
 XML_HEAD = '<?xml version="1.0"?>\n<databaseChangeLog xmlns="http://www.liquibase.org/xml/ns/dbchangelog">\n'
 XML_TAIL = "</databaseChangeLog>\n"

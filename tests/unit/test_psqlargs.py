@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sqlrs.entrypoints.cli.errors import CliError
-from sqlrs.entrypoints.cli.psqlargs import Workspace, parse_prepare_args, parse_run_args
+from sqlrs.engine_client.errors import ClientError as CliError
+from sqlrs.engine_client.psqlargs import Workspace, parse_prepare_args, parse_run_args
 
 
 @pytest.fixture

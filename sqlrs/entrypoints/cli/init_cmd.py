@@ -76,7 +76,7 @@ def init_local(ctx: Any, snapshot: str, runtime: str | None, store_size: str | N
       sqlrs init local --snapshot auto --runtime docker
     """
     from sqlrs.domain.errors import SqlrsError
-    from sqlrs.entrypoints.cli.client import usable_state_dir
+    from sqlrs.engine_client.connection import usable_state_dir
 
     usable_state_dir(ctx.state_dir)  # a file or an unwritable dir: exit 2, as for every command
     try:
@@ -292,7 +292,7 @@ class Init:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Stop a running engine and keep any from starting while the store changes."""
-        from sqlrs.entrypoints.cli.client import ENGINE_STOP_TIMEOUT
+        from sqlrs.engine_client.connection import ENGINE_STOP_TIMEOUT
 
         with open(self.state_dir / "spawn.lock", "a+") as spawn_lock:
             fcntl.flock(spawn_lock, fcntl.LOCK_EX)  # CLIs wait here instead of spawning an engine
@@ -311,7 +311,7 @@ class Init:
                 yield
 
     def _stop_engine(self) -> None:
-        from sqlrs.entrypoints.cli.client import EngineClient, live_engine, shutdown_engine
+        from sqlrs.engine_client.connection import EngineClient, live_engine, shutdown_engine
 
         info = live_engine(self.state_dir)
         if info is None:

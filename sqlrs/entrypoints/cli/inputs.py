@@ -6,55 +6,17 @@ everything else (jobs, watching, the DSN, composites with run:psql/run:pgbench) 
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sqlrs.entrypoints.cli.errors import usage
-
-PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": ["--help"]}
-# set while a composite `prepare:KIND ... run:TOOL ...` parses its prepare half: the body is kept
-# there instead of being submitted (main.run_composite submits it as an ephemeral instance)
-_capture: dict[str, Any] | None = None
-
-
-@contextlib.contextmanager
-def capturing(holder: dict[str, Any]) -> Iterator[None]:
-    global _capture
-    _capture = holder
-    try:
-        yield
-    finally:
-        _capture = None
-
-
-def _runtime_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed([
-        click.option("--image", help="Container image (docker/podman runtimes; default: config dbms.image)."),
-        click.option("--runtime", type=click.Choice(["auto", "docker", "podman", "native"]),
-                     help="Where PostgreSQL runs (default: config container.runtime, else auto)."),
-    ]):
-        func = decorator(func)
-    return func
-
-
-def _instance_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed([
-        click.option("--name", help="Bind a name to the new instance (use it wherever an id is accepted)."),
-        click.option("--reuse", is_flag=True, help="With --name: return the named instance if its state matches, "
-                     "else replace it."),
-        click.option("--fresh", is_flag=True, help="With --name: replace the named instance with a new one."),
-        click.option("--watch/--no-watch", default=True, help="Follow the job (default) or print its id and return."),
-        click.option("--ttl", "ttl", metavar="DURATION",
-                     help="Remove the instance after it had no client connected for this long (90s, 15m, 2h; "
-                          "0: never; default: config instance.ttl_seconds)."),
-    ]):
-        func = decorator(func)
-    return func
+from sqlrs.engine_client import jobs
+from sqlrs.entrypoints.cli import preparing
+from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, runtime_options
+from sqlrs.entrypoints.cli.output import Ctx
 
 
 def _alembic_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,7 +37,7 @@ def _exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    from sqlrs.entrypoints.cli.hostinputs import alembic_steps, exec_steps
+    from sqlrs.engine_client.hostinputs import alembic_steps, exec_steps
 
     cwd = Path.cwd()
     if kind == "alembic":
@@ -83,50 +45,22 @@ def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     return exec_steps(list(params["command"]), list(params["inputs"]), cwd)
 
 
-def _body(steps: list[dict[str, Any]], image: str | None, runtime: str | None, **extra: Any) -> dict[str, Any]:
-    return {"steps": steps, "runtime": runtime, "image": image, **extra}
-
-
 def _prepare(kind: str) -> Callable[..., None]:
     @click.pass_obj
-    def command(ctx: Any, image: str | None, runtime: str | None, name: str | None, reuse: bool, fresh: bool,
+    def command(ctx: Ctx, image: str | None, runtime: str | None, name: str | None, reuse: bool, fresh: bool,
                 watch: bool, ttl: str | None, **params: Any) -> None:
-        from sqlrs.entrypoints.cli.main import do_prepare, parse_duration
-
-        if reuse and fresh:
-            raise usage("--reuse and --fresh exclude each other")
-        if (reuse or fresh) and not name:
-            raise usage("--reuse and --fresh need --name")
-        body = _body(_steps(kind, params), image, runtime, name=name,
-                     on_name="reuse" if reuse else "fresh" if fresh else "error")
-        if ttl is not None:
-            body["ttl_seconds"] = parse_duration(ttl)
-        if _capture is not None:
-            if name:
-                raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
-            _capture.update(ctx=ctx, body={**body, "ephemeral": True})
-            return
-        result = do_prepare(ctx, body, watch)
-        if result is not None:
-            click.echo(result["dsn"])
+        preparing.prepare(ctx, lambda on_name, ttl_seconds: jobs.job_body(
+            {"steps": _steps(kind, params)}, runtime=runtime, image=image, name=name, on_name=on_name,
+            ttl_seconds=ttl_seconds), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
 
     return command
 
 
 def _plan(kind: str) -> Callable[..., None]:
     @click.pass_obj
-    def command(ctx: Any, image: str | None, runtime: str | None, output: str, **params: Any) -> None:
-        from sqlrs.entrypoints.cli.main import _submit, emit_json, short, table
-        from sqlrs.entrypoints.cli.watching import NoProgress, watch_job
-
-        body = _body(_steps(kind, params), image, runtime, plan_only=True)
-        submitted, stream = _submit(ctx, body, watch=True)
-        plan = watch_job(ctx, submitted["job_id"], NoProgress(), stream=stream).get("plan", [])
-        if output == "json":
-            emit_json(plan)
-            return
-        table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]), "cached" if s["cached"] else "build"]
-               for s in plan], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
+    def command(ctx: Ctx, image: str | None, runtime: str | None, output: str, **params: Any) -> None:
+        body = jobs.job_body({"steps": _steps(kind, params)}, runtime=runtime, image=image, plan_only=True)
+        preparing.plan(ctx, body, output)
 
     return command
 
@@ -167,15 +101,15 @@ Examples:
 
 def add_input_commands(group: click.Group) -> None:
     """Register the input kinds' prepare and plan commands on the `sqlrs` group."""
-    output = click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default="table")
+    output = output_option
     python = sys.executable
     group.command("prepare:alembic", help=ALEMBIC_HELP.format(python=python))(
-        _runtime_options(_instance_options(_alembic_options(_prepare("alembic")))))
+        runtime_options(instance_options(_alembic_options(_prepare("alembic")))))
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
-        _runtime_options(output(_alembic_options(_plan("alembic")))))
+        runtime_options(output(_alembic_options(_plan("alembic")))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
-        _runtime_options(_instance_options(_exec_options(_prepare("exec")))))
+        runtime_options(instance_options(_exec_options(_prepare("exec")))))
     group.command("plan:exec", context_settings=PASSTHROUGH,
                   help="Show the state prepare:exec would build for COMMAND: cached or to build. Builds nothing.")(
-        _runtime_options(output(_exec_options(_plan("exec")))))
+        runtime_options(output(_exec_options(_plan("exec")))))

@@ -1,5 +1,6 @@
-"""Following a job: progress on stderr (rich on a terminal, plain lines otherwise) and the
-interactive Ctrl+C prompt (stop / detach / continue)."""
+"""Following a job in the CLI: progress on stderr (rich on a terminal, plain lines otherwise) and
+the interactive Ctrl+C prompt (stop / detach / continue). The following itself is the engine
+client's (sqlrs.engine_client.jobs.follow)."""
 
 from __future__ import annotations
 
@@ -7,43 +8,18 @@ import os
 import sys
 import time
 
-from sqlrs.entrypoints.cli.errors import EXIT_ENGINE, CliError
+from sqlrs.engine_client.jobs import NoProgress, follow
+from sqlrs.entrypoints.cli.output import Detached, short
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Any
 
-    class ProgressSink(Protocol):
-        def __call__(self, event: dict[str, Any]) -> None: ...
-        def pause(self) -> None: ...
-        def resume(self) -> None: ...
-        def close(self) -> None: ...
+    from sqlrs.engine_client.connection import EngineClient
+    from sqlrs.engine_client.jobs import OnInterrupt, ProgressSink
 
-
-class Detached(Exception):
-    """The user chose to leave the job running."""
-
-    def __init__(self, job_id: str):
-        super().__init__(job_id)
-        self.job_id = job_id
-
-
-def short(identifier: str | None, n: int = 12) -> str:
-    return (identifier or "-")[:n]
-
-
-class NoProgress:
-    def __call__(self, event: dict[str, Any]) -> None:
-        pass
-
-    def pause(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+__all__ = ["Detached", "NoProgress", "PlainProgress", "RichProgress", "interrupt_handler", "make_progress",
+           "watch_job"]
 
 
 class PlainProgress(NoProgress):
@@ -179,81 +155,30 @@ def ask(question: str) -> str:
         return sys.stdin.readline().strip().lower()
 
 
-def on_interrupt(client: Any, job_id: str, progress: ProgressSink, can_prompt: bool) -> None:
-    """Ctrl+C during a watch: ask what to do (terminal), or cancel the job (scripts)."""
-    progress.pause()
-    try:
-        if not can_prompt:
-            client.call("POST", f"/v1/prepare-jobs/{job_id}/cancel")
-            raise KeyboardInterrupt
-        while True:
-            try:
-                answer = ask(f"\njob {job_id}: [s]top, [d]etach or [c]ontinue? ")
-            except KeyboardInterrupt:
-                answer = "c"
-            if answer in ("s", "stop"):
-                if ask("stop the job? finished steps stay cached [y/N] ") in ("y", "yes"):
-                    client.call("POST", f"/v1/prepare-jobs/{job_id}/cancel")
-                    return
-            elif answer in ("d", "detach"):
-                raise Detached(job_id)
-            elif answer in ("c", "continue", ""):
+def ask_what_next(client: EngineClient, job_id: str) -> None:
+    """Ctrl+C during a watch on a terminal: stop the job, detach from it, or continue watching."""
+    while True:
+        try:
+            answer = ask(f"\njob {job_id}: [s]top, [d]etach or [c]ontinue? ")
+        except KeyboardInterrupt:
+            answer = "c"
+        if answer in ("s", "stop"):
+            if ask("stop the job? finished steps stay cached [y/N] ") in ("y", "yes"):
+                client.call("POST", f"/v1/prepare-jobs/{job_id}/cancel")
                 return
-    finally:
-        progress.resume()
+        elif answer in ("d", "detach"):
+            raise Detached(job_id)
+        elif answer in ("c", "continue", ""):
+            return
+
+
+def interrupt_handler(can_prompt: bool | None = None) -> OnInterrupt | None:
+    """What Ctrl+C does while watching: ask on a terminal; else (None) cancel the job and stop."""
+    return ask_what_next if (interactive() if can_prompt is None else can_prompt) else None
 
 
 def watch_job(ctx: Any, job_id: str, progress: ProgressSink, can_prompt: bool | None = None,
               stream: Any = None) -> dict[str, Any]:
-    """Follow a job's events to its end; return its result or raise its error.
-
-    `stream` is an already open event stream (from `POST ...?watch=true`). The stream is resumed
-    from the last event seen whenever it breaks or the user pressed Ctrl+C and chose to continue,
-    so nothing is missed.
-    """
-    client = ctx.client()
-    prompt = interactive() if can_prompt is None else can_prompt
-    after = 0
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    status = None
-    try:
-        while status not in ("succeeded", "failed", "cancelled"):
-            try:
-                if stream is not None:
-                    response, stream = stream, None
-                else:
-                    response = client.request("GET", f"/v1/prepare-jobs/{job_id}/events?after={after}",
-                                              timeout=None)
-                if response.status not in (200, 201):
-                    from sqlrs.entrypoints.cli.client import raise_engine_error
-
-                    raise_engine_error(response.status, response.json())
-                for event in response.lines():
-                    if event.get("type") in ("heartbeat", "created"):
-                        continue
-                    after = int(event.get("seq", after))
-                    kind, data = event.get("type"), event.get("data", {})
-                    if kind == "result":
-                        result = data
-                    elif kind == "error":
-                        error = data
-                    elif kind == "status":
-                        status = data.get("status")
-                    elif kind == "warning" and not getattr(ctx, "quiet", False):
-                        progress.pause()  # loud: its own line on stderr, whatever the progress style
-                        sys.stderr.write(f"WARNING: {data.get('text', '')}\n")
-                        sys.stderr.flush()
-                        progress.resume()
-                    progress(event)
-            except KeyboardInterrupt:
-                on_interrupt(client, job_id, progress, prompt)
-            except (OSError, ValueError):
-                time.sleep(0.2)  # the stream broke: resume from the last event seen
-    finally:
-        progress.close()
-    if error is not None:
-        raise CliError.from_engine(error)
-    if status != "succeeded" or result is None:
-        raise CliError(f"job {job_id} ended as {status}", EXIT_ENGINE)
-    return result
+    """Follow a job's events to its end (sqlrs.engine_client.jobs.follow); its result."""
+    return follow(ctx.client(), job_id, progress, stream=stream, interrupt=interrupt_handler(can_prompt),
+                  quiet=getattr(ctx, "quiet", False))

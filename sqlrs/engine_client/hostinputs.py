@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlrs.entrypoints.cli.errors import CliError, usage
+from sqlrs.engine_client.errors import ClientError, usage
 
 # The main section of alembic.ini and the option sqlrs replaces: it does not change what a
 # revision does, and it may hold someone's local password.
@@ -121,7 +121,7 @@ def alembic_steps(config: str, to: str | None, cwd: Path, python: str | None = N
     except CommandError as exc:
         raise usage(f"alembic: {exc}", hint="--to takes a revision id, a unique prefix, head or heads") from None
     except Exception as exc:  # a revision file that does not import, say
-        raise CliError(f"alembic could not read the revisions: {type(exc).__name__}: {exc}") from None
+        raise ClientError(f"alembic could not read the revisions: {type(exc).__name__}: {exc}") from None
     revisions.reverse()  # walk_revisions goes from the heads down
     if not revisions:
         raise usage(f"no Alembic revisions in {script.dir}", hint="create one with: alembic revision -m '...'")

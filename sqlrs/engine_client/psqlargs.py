@@ -7,10 +7,9 @@ flags are refused: sqlrs connects the tools to the instance itself.
 
 from __future__ import annotations
 
-import os
 import sys
 
-from sqlrs.entrypoints.cli.errors import CliError, usage
+from sqlrs.engine_client.errors import usage
 
 # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py); pathlib and the
 # include parser only when a script file is read: `run:psql -c SQL` needs neither
@@ -324,14 +323,12 @@ def _pgbench_arg(args: list[str], index: int, reader: ScriptReader, parsed: Pars
 
 
 def stdin_script(workspace: Workspace) -> dict[str, Any]:
+    """A step of the script on stdin (`run:psql` with no -c/-f), its includes followed."""
     return ScriptReader(workspace).read_step("-")
 
 
-def environment_is_interactive() -> bool:
-    return os.isatty(0)
-
-
-def raise_if_error(parsed: ParsedPsql) -> ParsedPsql:
-    if not parsed.steps:
-        raise CliError("nothing to prepare", 2, hint="give at least one -f FILE or -c SQL")
-    return parsed
+def text_script(workspace: Workspace, text: str) -> dict[str, Any]:
+    """A step of a script given as text (the library's `input=`), followed like stdin's."""
+    reader = ScriptReader(workspace)
+    reader._add("<input>", text.encode(), None, ())
+    return {"kind": "file", "source": "-", "files": reader.files}

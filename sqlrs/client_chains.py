@@ -1,0 +1,119 @@
+"""The chain of a library call (`Client.plan/build/prepare(files=..., sql=..., alembic=...)`) as a
+prepare job's request body, read exactly as the CLI's `prepare:*` commands read theirs (through
+sqlrs.engine_client)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlrs.client_types import State, StrPath, UsageError, _translated
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlrs.client import Client
+
+
+def _psql(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
+           variables: Mapping[str, Any] | None, single_transaction: bool,
+           psql_args: Sequence[str], from_state: State | str | None = None) -> dict[str, Any]:
+    """The request body's steps and options, read exactly as `sqlrs prepare:psql` reads them.
+
+    Steps run in this order: `psql_args` (psql syntax: -f, -c, -v, -1), then `files`, then `sql`.
+    With `from_state` the chain starts from that state instead of the base, and may be empty.
+    """
+    from sqlrs.engine_client.jobs import psql_chain
+    from sqlrs.engine_client.psqlargs import parse_prepare_args
+
+    args = list(psql_args)
+    if isinstance(files, str | os.PathLike):
+        files = [files]
+    if isinstance(sql, str):
+        sql = [sql]
+    for path in files:
+        args += ["-f", os.fspath(path)]
+    for statement in sql:
+        args += ["-c", statement]
+    for name, value in (variables or {}).items():
+        args += ["-v", f"{name}={value}"]
+    if single_transaction:
+        args.append("-1")
+    if any(arg == "-" for arg in args):
+        raise UsageError("stdin (-f -) cannot be a step of a library call", hint="pass sql=[...] instead")
+    with _translated():
+        parsed = parse_prepare_args(args, client._workspace())
+    if not parsed.steps and from_state is None:
+        raise UsageError("nothing to prepare", hint="give files=[...] or sql=[...]")
+    body: dict[str, Any] = {**psql_chain(parsed), "runtime": client.runtime, "image": client.image}
+    if from_state is not None:
+        body["from_state"] = str(from_state)
+        if isinstance(from_state, State):
+            body["runtime"] = client.runtime if client.runtime not in (None, "auto") else from_state.runtime or None
+            body["image"] = from_state.image or client.image
+    return body
+
+
+def _host(client: Client, alembic: StrPath | None, to: str | None, exec: Sequence[str] | str | None,
+          inputs: Iterable[str] | str, psql: bool) -> dict[str, Any] | None:
+    """The request body for the other input kinds (`alembic=`, `exec=`), None for psql's.
+
+    Alembic and commands run in `base_dir` (default: the current directory), with this
+    process's Python and environment, as `sqlrs prepare:alembic` / `prepare:exec` do.
+    """
+    if alembic is None and exec is None:
+        if to is not None or inputs:
+            raise UsageError("to= goes with alembic=, inputs= with exec=")
+        return None
+    if psql or (alembic is not None and exec is not None):
+        raise UsageError("give one input kind per chain: files/sql/psql_args, alembic= or exec=")
+    from sqlrs.engine_client.hostinputs import alembic_steps, exec_steps
+
+    cwd = client.base_dir or Path.cwd()
+    with _translated():
+        if alembic is not None:
+            if inputs:
+                raise UsageError("inputs= goes with exec=")
+            steps = alembic_steps(os.fspath(alembic), to, cwd)
+        else:
+            if to is not None:
+                raise UsageError("to= goes with alembic=")
+            command = [exec] if isinstance(exec, str) else list(exec or [])
+            steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
+    return {"steps": steps, "runtime": client.runtime, "image": client.image}
+
+
+def _liquibase(client: Client, liquibase: Sequence[str] | str, other: bool) -> dict[str, Any]:
+    """`liquibase="update --changelog-file=master.xml"` (or its argument list): one state per
+    changeset, as `sqlrs prepare:lb -- ARGS` in `base_dir` (default: the current directory)."""
+    import shlex
+
+    from sqlrs.engine_client.liquibase import liquibase_steps
+
+    if other:
+        raise UsageError("give one input kind per chain: files/sql/psql_args, alembic=, exec= or liquibase=")
+    args = shlex.split(liquibase) if isinstance(liquibase, str) else list(liquibase)
+    with _translated():
+        steps = liquibase_steps(args, client.base_dir or Path.cwd(), client.state_dir / "config.json",
+                                client.allow_outside)
+    return {"steps": steps, "runtime": client.runtime, "image": client.image}
+
+
+def request_body(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
+                 variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
+                 host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
+    """A prepare job's chain from the library's arguments: psql steps (`files`, `sql`, ...) or one
+    of the host kinds in `host` (`alembic`/`to`, `exec`/`inputs`, `liquibase`), not both."""
+    files = [files] if isinstance(files, str | os.PathLike) else list(files)
+    psql = bool(files or sql or psql_args or variables or single_transaction)
+    chain: dict[str, Any] | None = None
+    if host.get("liquibase") is not None:
+        chain = _liquibase(client, host["liquibase"], psql or any(
+            host.get(k) for k in ("alembic", "to", "exec", "inputs")))
+    else:
+        chain = _host(client, host.get("alembic"), host.get("to"), host.get("exec"), host.get("inputs") or (), psql)
+    if chain is not None and from_state is not None:
+        raise UsageError("from_state takes psql steps only here", hint="build the migrations first, then "
+                         "add psql steps with from_state")
+    return chain if chain is not None else _psql(client, files, sql, variables, single_transaction, psql_args,
+                                                 from_state)

@@ -1,0 +1,59 @@
+"""Click options that several commands share, defined once: every prepare:KIND / plan:KIND
+takes the runtime options, every prepare:KIND the instance options (fast.py's option table
+copies prepare:psql's; tests/unit/test_cli_fast.py keeps the two equal)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+# commands whose arguments are another tool's (psql, pgbench, Liquibase, a command): options they
+# do not know go through, and only --help is sqlrs' own (-h is psql's host)
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _apply(decorators: list[Decorator]) -> Decorator:
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return wrap
+
+
+runtime_options = _apply([
+    click.option("--image", help="Container image (docker/podman runtimes; default: config dbms.image)."),
+    click.option("--runtime", type=click.Choice(["auto", "docker", "podman", "native"]),
+                 help="Where PostgreSQL runs (default: config container.runtime, else auto)."),
+])
+
+# prepare:psql / plan:psql and prepare:lb / plan:lb
+prepare_options = _apply([
+    runtime_options,
+    click.option("--allow-outside", is_flag=True, help="Allow reading files outside the workspace root."),
+    click.option("--kind", type=click.Choice(["server", "database"]),
+                 help="server (default): a PostgreSQL server of its own; database: a database of its own "
+                      "in the state's shared server (fast on any store; database-level isolation)."),
+    click.option("--from", "from_state", metavar="STATE",
+                 help="Start the chain from this state (id or unique prefix, e.g. a snapshot) instead of "
+                      "the base; with no PSQL_ARGS, an instance of STATE."),
+])
+
+# what every prepare:KIND does with the instance it makes (preparing.prepare)
+instance_options = _apply([
+    click.option("--name", help="Bind a name to the new instance (use it wherever an id is accepted)."),
+    click.option("--reuse", is_flag=True, help="With --name: return the named instance if its state matches, "
+                 "else replace it."),
+    click.option("--fresh", is_flag=True, help="With --name: replace the named instance with a new one."),
+    click.option("--watch/--no-watch", default=True, help="Follow the job (default) or print its id and return."),
+    click.option("--ttl", "ttl", metavar="DURATION",
+                 help="Remove the instance after it had no client connected for this long (90s, 15m, 2h; "
+                      "0: never; default: config instance.ttl_seconds)."),
+])
+
+output_option = click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default="table")
+json_flag = click.option("--json", "as_json", is_flag=True, help="Same as -o json.")

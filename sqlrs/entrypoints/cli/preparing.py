@@ -1,0 +1,122 @@
+"""The body of every `prepare:KIND` and `plan:KIND` command, and of the composite
+`prepare:KIND ... run:TOOL ...`: standard library only (the fast path runs prepare:psql with it).
+
+A prepare command reads its input into steps (psql's PSQL_ARGS, Liquibase, Alembic, a command)
+and hands them to `prepare`, which applies the options every kind shares (--name, --reuse,
+--fresh, --ttl, --watch) and either submits the job or, inside a composite, hands the body to
+the composite (run_composite in prepare_cmd.py), which prepares an ephemeral instance and runs
+the tool on it.
+"""
+
+from __future__ import annotations
+
+from sqlrs.engine_client import jobs
+from sqlrs.engine_client.errors import usage
+from sqlrs.entrypoints.cli.output import echo, emit_json, short, table
+
+TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from sqlrs.entrypoints.cli.output import Ctx
+
+    # (on_name, ttl_seconds) -> the job's body
+    BuildBody = Callable[[str, int | None], dict[str, Any]]
+
+
+def parse_duration(text: str) -> int:
+    """'90' / '90s' / '15m' / '2h' / '1d' -> seconds; a usage error otherwise."""
+    value = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    factor = units.get(value[-1:], 0)
+    number = value[:-1] if factor else value
+    factor = factor or 1
+    if not number.isdigit():
+        raise usage(f"--ttl {text}: expected seconds or a duration like 90s, 15m, 2h")
+    return int(number) * factor
+
+
+def psql_body(args: tuple[str, ...], image: str | None, runtime: str | None, name: str | None,
+              allow_outside: bool, plan_only: bool = False, on_name: str = "error", ttl_seconds: int | None = None,
+              kind: str | None = None, from_state: str | None = None) -> dict[str, Any]:
+    """prepare:psql's / plan:psql's job: PSQL_ARGS read into steps (files and includes read here)."""
+    from sqlrs.engine_client.psqlargs import Workspace, parse_prepare_args
+
+    parsed = parse_prepare_args(list(args), Workspace.detect(allow_outside))
+    if not parsed.steps and not plan_only and not from_state:
+        raise usage("nothing to prepare",
+                    hint="give at least one -f FILE or -c SQL, e.g. sqlrs prepare:psql -- -f schema.sql")
+    return jobs.job_body(jobs.psql_chain(parsed), runtime=runtime, image=image, name=name, plan_only=plan_only,
+                         on_name=on_name, ttl_seconds=ttl_seconds, instance_kind=kind, from_state=from_state)
+
+
+class Composite:
+    """The prepare half of `prepare:KIND ... run:TOOL ...`: what its prepare command read."""
+
+    def __init__(self) -> None:
+        self.ctx: Ctx | None = None
+        self.body: dict[str, Any] | None = None
+
+    def check(self, name: str | None, watch: bool, ttl_seconds: int | None) -> None:
+        if name:
+            raise usage("--name cannot be used with a composite prepare ... run ...: the instance is removed")
+        if not watch:
+            raise usage("--no-watch cannot be used with a composite prepare ... run ...: the run needs the "
+                        "prepared instance", hint="submit the job alone (sqlrs prepare:psql --no-watch -- ...), "
+                        "then `sqlrs watch JOB_ID` and `sqlrs run:psql --instance ...`")
+        if ttl_seconds == 0:
+            raise usage("--ttl 0 cannot be used with a composite prepare ... run ...: its instance must expire "
+                        "if this command goes away before removing it", hint="give a duration, e.g. --ttl 10m")
+
+    def take(self, ctx: Ctx, body: dict[str, Any]) -> None:
+        # the engine gives an ephemeral instance a short idle TTL (or --ttl): it is gone even if
+        # this CLI detaches, dies or execs an interactive psql before removing it
+        self.ctx, self.body = ctx, {**body, "ephemeral": True}
+
+
+def prepare(ctx: Ctx, build: BuildBody, *, name: str | None, reuse: bool, fresh: bool, watch: bool,
+            ttl: str | None) -> None:
+    """A prepare command after its input was parsed: print the DSN (or the job's URLs with
+    --no-watch), or hand the job to the composite this command is the first half of."""
+    on_name = jobs.name_policy(name, reuse, fresh)
+    ttl_seconds = parse_duration(ttl) if ttl is not None else None
+    composite: Composite | None = ctx.composite
+    if composite is not None:
+        composite.check(name, watch, ttl_seconds)
+    body = build(on_name, ttl_seconds)
+    if composite is not None:
+        composite.take(ctx, body)
+        return
+    result = submit(ctx, body, watch)
+    if result is not None:
+        echo(result["dsn"])
+
+
+def submit(ctx: Ctx, body: dict[str, Any], watch: bool) -> dict[str, Any] | None:
+    """Submit a prepare job: follow it to its result, or (not `watch`) print its id and URLs."""
+    if not watch:
+        submitted, _ = jobs.submit(ctx.client(), body, watch=False)
+        echo(submitted["job_id"])
+        echo(submitted["status_url"])
+        echo(submitted["events_url"])
+        return None
+    from sqlrs.entrypoints.cli.watching import interrupt_handler, make_progress
+
+    return jobs.prepare(ctx.client(), body, lambda: make_progress(ctx.quiet), interrupt=interrupt_handler(),
+                        quiet=ctx.quiet)
+
+
+def plan(ctx: Ctx, body: dict[str, Any], output: str) -> None:
+    """A plan command: the chain's states, cached, to pull or to build (a table or -o json)."""
+    from sqlrs.entrypoints.cli.watching import watch_job
+
+    submitted, stream = jobs.submit(ctx.client(), body, watch=True)
+    result = watch_job(ctx, submitted["job_id"], jobs.NoProgress(), stream=stream)
+    steps = result.get("plan", [])
+    if output == "json":
+        emit_json(steps)
+        return
+    table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]),
+            "cached" if s["cached"] else "pull" if s.get("remote") else "build"]
+           for s in steps], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
