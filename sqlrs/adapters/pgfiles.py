@@ -37,6 +37,20 @@ def read_postmaster_pid(data_dir: Path) -> tuple[int, str] | None:
     return int(lines[0]), status
 
 
+def is_postgres(pid: int, *, unknown: bool) -> bool:
+    """Whether process `pid` runs a postgres binary (its command line says so).
+
+    `unknown` is the answer when /proc cannot tell: the native runtime asking "is this still
+    my server?" says no (False); a container runtime asking "may a server on this host hold
+    this data directory?" assumes the worst (True).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"postgres" in handle.read()
+    except OSError:
+        return unknown
+
+
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -27,14 +27,9 @@ import psycopg
 import pytest
 from _require import require  # tests/integration is on sys.path (no __init__.py)
 
-from sqlrs.adapters.containers.base import (
-    LABEL_INSTANCE,
-    SCRIPTS_DIR,
-    ContainerRuntime,
-    ImageInfo,
-    content_digest,
-    normalize_repository,
-)
+from sqlrs.adapters.containers.images import ImageInfo, content_digest, normalize_repository
+from sqlrs.adapters.containers.layout import LABEL_INSTANCE, SCRIPTS_DIR
+from sqlrs.adapters.containers.runtime import ContainerRuntime
 from sqlrs.domain.errors import RuntimeFailure, RuntimeUnavailable
 from sqlrs.ports.runtime import InstanceSpec, Runtime, RuntimeIdentity
 
@@ -175,7 +170,7 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[ContainerRuntime]:
     require(name, probe.available, probe.reason)
     yield adapter
     for container in adapter.leftovers(RUN_LABELS):
-        adapter._remove(container)
+        adapter.remove_container(container)
     close = getattr(adapter, "close", None)
     if close:
         close()
