@@ -119,7 +119,7 @@ def test_resolve_identifies_what_runs_stably(rut: RuntimeUnderTest, identity: Ru
 def test_prepare_run_dir_is_idempotent_and_for_the_server_user(
     runtime: Runtime, identity: RuntimeIdentity, root: Path
 ) -> None:
-    run_dir = root / "prep" / "r"
+    run_dir = root / f"prep-{runtime.name}" / "r"
     runtime.prepare_run_dir(identity, run_dir)
     (run_dir / "scripts" / "kept.sql").write_text("select 1;\n")
     runtime.prepare_run_dir(identity, run_dir)
@@ -140,7 +140,7 @@ def test_initdb_makes_a_cluster_owned_by_the_server_user(identity: RuntimeIdenti
 def test_initdb_failure_is_a_runtime_failure_with_the_log(
     runtime: Runtime, identity: RuntimeIdentity, root: Path
 ) -> None:
-    data = root / "bad-initdb"
+    data = root / f"bad-initdb-{runtime.name}"
     data.mkdir()
     with pytest.raises(RuntimeFailure, match="initdb failed") as caught:
         runtime.initdb(identity, data, ["--no-such-initdb-option"])
