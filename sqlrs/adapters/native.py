@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import attrs
 
-from sqlrs.adapters.pgfiles import pid_alive, read_postmaster_pid, tail, wait_stopped
+from sqlrs.adapters.pgfiles import is_postgres, pid_alive, read_postmaster_pid, tail, wait_stopped
 from sqlrs.domain.errors import RuntimeFailure, RuntimeUnavailable
 from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
 
@@ -258,6 +258,11 @@ class NativeRuntime:
             "unix_socket_directories": str(spec.run_dir),
             **spec.settings,
         }
+        # PostgreSQL's own postmaster.pid interlock would refuse too, but only after start
+        # returned a pid; refusing here says so at once, in the words the container runtimes use.
+        running = read_postmaster_pid(spec.data_dir)
+        if running is not None and running[0] > 1 and self._alive(running[0]):
+            raise RuntimeFailure(f"postgres (pid {running[0]}) already runs a server on {spec.data_dir}")
         argv = [self._bin("postgres"), "-D", str(spec.data_dir)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
@@ -291,7 +296,7 @@ class NativeRuntime:
             with self._lock:
                 self._children.pop(pid, None)
             return False
-        return pid_alive(pid) and _is_postgres(pid)
+        return pid_alive(pid) and is_postgres(pid, unknown=False)
 
     def is_running(self, spec: InstanceSpec, ref: str) -> bool:
         return bool(ref) and self._alive(int(ref))
@@ -355,14 +360,6 @@ class NativeRuntime:
 
     def tool_path(self, spec: InstanceSpec, host_path: Path) -> str:
         return str(host_path)
-
-
-def _is_postgres(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"postgres" in handle.read()
-    except OSError:
-        return False
 
 
 def pump(child: subprocess.Popen[bytes], on_output: OutputSink, cancel: threading.Event | None) -> int:

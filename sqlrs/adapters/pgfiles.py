@@ -21,7 +21,7 @@ from sqlrs.ports.postmaster import (
     wait_stopped,
 )
 
-__all__ = ["PG_HBA", "kill_leftover_server", "pid_alive", "read_postmaster_pid", "started_at", "tail",
+__all__ = ["PG_HBA", "is_postgres", "kill_leftover_server", "pid_alive", "read_postmaster_pid", "started_at", "tail",
            "wait_ready", "wait_stopped"]
 
 
@@ -46,3 +46,17 @@ def kill_leftover_server(data_dir: Path) -> None:
     deadline = time.monotonic() + 10
     while pid_alive(info[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def is_postgres(pid: int, *, unknown: bool) -> bool:
+    """Whether process `pid` runs a postgres binary (its command line says so).
+
+    `unknown` is the answer when /proc cannot tell: the native runtime asking "is this still
+    my server?" says no (False); a container runtime asking "may a server on this host hold
+    this data directory?" assumes the worst (True).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"postgres" in handle.read()
+    except OSError:
+        return unknown

@@ -11,6 +11,11 @@ Conventions every adapter follows:
   can reach it without a password (`local all all trust` in pg_hba.conf) whatever the runtime.
 - The cluster's bootstrap superuser is `postgres`; TCP clients need scram-sha-256.
 - Readiness, clean shutdown and the server's pid are read from `postmaster.pid` in the data dir.
+- The server appends its log to `postgres.log` in `spec.run_dir`.
+- Servers outlive the adapter that started them: a new adapter (an engine restart) answers
+  `is_running`, `exec_tool`, `stop` and `discard` for a `ref` an earlier one returned.
+
+tests/integration/test_runtime_contract.py checks these promises on every adapter.
 """
 
 from __future__ import annotations
@@ -69,42 +74,69 @@ class Runtime(Protocol):
     name: str
 
     def probe(self) -> Probe:
-        """Answer quickly whether this runtime works here (daemon answers, binaries found)."""
+        """Answer quickly whether this runtime works here (daemon answers, binaries found).
+
+        Never raises: a runtime that does not work is a `Probe` with `available` False and the
+        reason. `Probe.name` is the runtime's `name`.
+        """
         ...
 
     def resolve(self, image: str | None) -> RuntimeIdentity:
-        """Identify what would run (binaries or image digest). Raises RuntimeUnavailable."""
+        """Identify what would run (binaries or image digest). Raises RuntimeUnavailable.
+
+        The identity is stable: the same binaries or image give an equal `RuntimeIdentity` from
+        any adapter instance (it is hashed into base state ids). `runtime` is the adapter's
+        `name`, `version` starts with "PostgreSQL <major>.", `image` is `image` as requested
+        (None for runtimes without images), `server_uid`/`server_gid` own the data directories.
+        """
         ...
 
     def prepare_run_dir(self, identity: RuntimeIdentity, run_dir: Path) -> None:
-        """Create `run_dir` (and its scripts/ subdir) usable by the server and tools."""
+        """Create `run_dir` (and its scripts/ subdir) usable by the server and tools.
+
+        Idempotent: files already there stay. A root engine gives `run_dir` to the server user.
+        """
         ...
 
     def initdb(self, identity: RuntimeIdentity, data_dir: Path, options: Sequence[str]) -> None:
         """Create a new cluster in the empty, existing directory `data_dir`.
 
         `options` are extra initdb options; the adapter always uses `-U postgres` and leaves
-        authentication to the caller, who writes pg_hba.conf afterwards.
+        authentication to the caller, who writes pg_hba.conf afterwards. The cluster belongs to
+        `identity.server_uid`/`server_gid`, mode 0700. A failing initdb raises RuntimeFailure
+        ("initdb failed ...") with initdb's output in `details["log"]`.
         """
         ...
 
     def start(self, spec: InstanceSpec) -> str:
         """Launch the server and return its runtime reference (pid or container id) at once.
 
-        The server must outlive the engine process. Readiness is awaited by the caller.
+        The server must outlive the engine process. Readiness is awaited by the caller. The
+        server uses `spec.settings` (`-c name=value`) and listens as the module docstring says.
+        A data directory a server already runs on is refused with RuntimeFailure ("... already
+        runs a server on ...") and that server is left alone.
         """
         ...
 
     def is_running(self, spec: InstanceSpec, ref: str) -> bool:
-        """True when the server (process or container) for `ref` is alive."""
+        """True when the server (process or container) for `ref` is alive; False once it was
+        stopped or discarded, or when `ref` names nothing."""
         ...
 
     def stop(self, spec: InstanceSpec, ref: str, timeout: float = 60.0) -> None:
-        """Fast shutdown (SIGINT: checkpoint, clean data dir) and wait for it. Idempotent."""
+        """Fast shutdown (SIGINT: checkpoint, clean data dir) and wait for it. Idempotent.
+
+        Afterwards the data directory has no postmaster.pid (a later start needs no crash
+        recovery). A `ref` that is gone is nothing to do; a server that does not stop raises
+        RuntimeFailure.
+        """
         ...
 
     def discard(self, spec: InstanceSpec, ref: str) -> None:
-        """Release everything the runtime holds for `ref` (container, process). Idempotent."""
+        """Release everything the runtime holds for `ref` (container, process). Idempotent.
+
+        Also for a server that still runs: afterwards no process or container of it is left.
+        """
         ...
 
     def exec_tool(
@@ -119,11 +151,16 @@ class Runtime(Protocol):
     ) -> int:
         """Run `tool args` against the instance as `postgres` and return its exit code.
 
-        The adapter provides the connection through libpq's PGHOST/PGPORT/PGUSER/PGDATABASE;
-        output is streamed to `on_output` as it comes. Setting `cancel` kills the tool.
+        The adapter provides the connection through libpq's PGHOST/PGPORT/PGUSER/PGDATABASE
+        (user and database `postgres`); `env` adds to or overrides that environment. The tool's
+        exit code is returned as it is (psql with ON_ERROR_STOP: 3 on a script error); stdout
+        and stderr stay apart and are streamed to `on_output` as they come. Setting `cancel`
+        kills the tool: this returns soon after, with a non-zero exit code. A tool that cannot
+        be started raises RuntimeFailure.
         """
         ...
 
     def tool_path(self, spec: InstanceSpec, host_path: Path) -> str:
-        """The path under which a file in `spec.scripts_dir` is visible to the tools."""
+        """The path under which a file in `spec.scripts_dir` (or a subdirectory of it) is visible
+        to the tools, e.g. for `psql -f` or `\\i`."""
         ...

@@ -1,5 +1,10 @@
 """Container runtimes: PostgreSQL servers in docker or podman containers (SPEC section 6).
 
+One `ContainerRuntime` (runtime.py) implements the `Runtime` port on top of a small
+`ContainerBackend` protocol (backend.py) that `docker.py` and `podman.py` implement with their
+SDK. Beside them: the container layout (layout.py), image-reference rules (images.py, pure),
+the image cache (imagecache.py) and housekeeping of leftover containers (housekeeping.py).
+
 The SDKs (`docker`, `podman`) are imported only by the adapter modules themselves, never by
 this package, so importing `sqlrs.adapters.containers` stays cheap. Use::
 

@@ -6,6 +6,7 @@ The daemon is found like the docker CLI does without contexts: `DOCKER_HOST` (an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -14,23 +15,25 @@ import docker.errors
 import docker.types
 import docker.utils
 
-from sqlrs.adapters.containers.base import (
-    ContainerConfig,
-    ContainerRuntime,
-    ContainerState,
-    Frames,
-    ImageInfo,
-)
+from sqlrs.adapters.containers.backend import ContainerConfig, ContainerState, Frames
+from sqlrs.adapters.containers.images import ImageInfo
+from sqlrs.adapters.containers.layout import DEFAULT_IMAGE
+from sqlrs.adapters.containers.runtime import ContainerRuntime
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 API_TIMEOUT = 120
 
 
-class DockerRuntime(ContainerRuntime):
-    """Runs each instance in its own Docker container (see `base` for the layout)."""
+class DockerBackend:
+    """The `ContainerBackend` of the Docker Engine API, through the docker SDK."""
 
     name = "docker"
     cli = "docker"
+
+    def __init__(self, base_url: str | None = None):
+        self._base_url = base_url  # the daemon's API socket; None: as the docker CLI finds it
+        self._client: docker.DockerClient | None = None  # made on first use
+        self._client_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------------------
     def _client_kwargs(self) -> dict[str, Any]:
@@ -58,7 +61,7 @@ class DockerRuntime(ContainerRuntime):
     def _api(self) -> docker.APIClient:
         return self.client.api
 
-    def _ping(self, timeout: float) -> str:
+    def ping(self, timeout: float) -> str:
         probe = docker.DockerClient(**self._client_kwargs(), timeout=timeout)
         try:
             probe.api.ping()
@@ -66,25 +69,22 @@ class DockerRuntime(ContainerRuntime):
         finally:
             probe.close()
 
-    def _is_not_found(self, exc: BaseException) -> bool:
-        return isinstance(exc, docker.errors.NotFound)
-
     # -- images -------------------------------------------------------------------------------
-    def _image(self, reference: str) -> ImageInfo | None:
+    def image(self, reference: str) -> ImageInfo | None:
         try:
             attrs = self._api.inspect_image(reference)
         except docker.errors.NotFound:
             return None
         return ImageInfo(id=str(attrs["Id"]), repo_digests=tuple(attrs.get("RepoDigests") or ()))
 
-    def _pull(self, reference: str) -> None:
+    def pull(self, reference: str) -> None:
         try:
             self.client.images.pull(reference)
         except docker.errors.APIError as exc:  # the daemon's own words, not the SDK's HTTP wrapping
             raise RuntimeError(str(exc.explanation or exc)) from exc
 
     # -- containers ---------------------------------------------------------------------------
-    def _create(self, config: ContainerConfig) -> str:
+    def create(self, config: ContainerConfig) -> str:
         kwargs = config.create_kwargs()
         kwargs["mounts"] = [
             docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
@@ -96,10 +96,10 @@ class DockerRuntime(ContainerRuntime):
         container = self.client.containers.create(config.image, **kwargs)
         return str(container.id)
 
-    def _start(self, container: str) -> None:
+    def start(self, container: str) -> None:
         self._api.start(container)
 
-    def _state(self, container: str) -> ContainerState | None:
+    def state(self, container: str) -> ContainerState | None:
         try:
             state = self._api.inspect_container(container)["State"]
         except docker.errors.NotFound:
@@ -110,7 +110,7 @@ class DockerRuntime(ContainerRuntime):
             exit_code=state.get("ExitCode"),
         )
 
-    def _kill(self, container: str, signal: str) -> None:
+    def kill(self, container: str, signal: str) -> None:
         try:
             self._api.kill(container, signal=signal)
         except docker.errors.NotFound:
@@ -119,12 +119,12 @@ class DockerRuntime(ContainerRuntime):
             if exc.status_code != 409:  # not running
                 raise
 
-    def _logs(self, container: str) -> tuple[bytes, bytes]:
+    def logs(self, container: str) -> tuple[bytes, bytes]:
         out = self._api.logs(container, stdout=True, stderr=False)
         err = self._api.logs(container, stdout=False, stderr=True)
         return cast(bytes, out), cast(bytes, err)
 
-    def _remove(self, container: str) -> None:
+    def remove(self, container: str) -> None:
         try:
             self._api.remove_container(container, v=True, force=True)
         except docker.errors.NotFound:
@@ -133,13 +133,13 @@ class DockerRuntime(ContainerRuntime):
             if exc.status_code != 409 or "already in progress" not in str(exc):
                 raise
 
-    def _find(self, labels: Mapping[str, str | None], running_only: bool = False) -> list[str]:
+    def find(self, labels: Mapping[str, str | None], running_only: bool = False) -> list[str]:
         filters = {"label": [key if value is None else f"{key}={value}" for key, value in labels.items()]}
         found = self._api.containers(all=not running_only, filters=filters)
         return [str(entry["Id"]) for entry in found]
 
     # -- exec ---------------------------------------------------------------------------------
-    def _exec(
+    def exec(
         self, container: str, cmd: Sequence[str], user: str, env: Mapping[str, str], workdir: str | None
     ) -> tuple[str, Frames]:
         created = self._api.exec_create(
@@ -157,7 +157,7 @@ class DockerRuntime(ContainerRuntime):
         frames = self._api.exec_start(exec_id, stream=True, demux=True)
         return exec_id, cast(Frames, frames)
 
-    def _exec_result(self, exec_id: str) -> tuple[bool, int | None]:
+    def exec_result(self, exec_id: str) -> tuple[bool, int | None]:
         info = self._api.exec_inspect(exec_id)
         code = info.get("ExitCode")
         return bool(info.get("Running")), (int(code) if code is not None else None)
@@ -169,4 +169,17 @@ class DockerRuntime(ContainerRuntime):
                 self._client = None
 
 
-__all__ = ["DockerRuntime"]
+class DockerRuntime(ContainerRuntime):
+    """Runs each instance in its own Docker container (see layout.py for the layout)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        default_image: str = DEFAULT_IMAGE,
+        labels: Mapping[str, str] | None = None,
+    ):
+        super().__init__(DockerBackend(base_url), default_image=default_image, labels=labels)
+
+
+__all__ = ["DockerBackend", "DockerRuntime"]

@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import podman
 import podman.errors
 
-from sqlrs.adapters.containers.base import (
-    ContainerConfig,
-    ContainerRuntime,
-    ContainerState,
-    Frames,
-    ImageInfo,
-    normalize_repository,
-)
+from sqlrs.adapters.containers.backend import ContainerConfig, ContainerState, Frames
+from sqlrs.adapters.containers.images import ImageInfo, qualified
+from sqlrs.adapters.containers.layout import DEFAULT_IMAGE
+from sqlrs.adapters.containers.runtime import ContainerRuntime
 
 ROOT_SOCKET = "unix:///run/podman/podman.sock"
 
@@ -39,16 +36,6 @@ def default_podman_url() -> str:
         return ROOT_SOCKET
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
     return f"unix://{runtime_dir}/podman/podman.sock"
-
-
-def qualified(reference: str) -> str:
-    """`postgres:17` -> `docker.io/library/postgres:17`; a missing tag is `latest`."""
-    repository = normalize_repository(reference)
-    if "@" in reference:
-        return f"{repository}@{reference.split('@', 1)[1]}"
-    last = reference.rsplit("/", 1)[-1]
-    tag = last.split(":", 1)[1] if ":" in last else "latest"
-    return f"{repository}:{tag}"
 
 
 def _read_exact(raw: Any, size: int) -> bytes:
@@ -94,11 +81,16 @@ def _split_frames(content: bytes) -> tuple[bytes, bytes]:
     return b"".join(out), b"".join(err)
 
 
-class PodmanRuntime(ContainerRuntime):
-    """Runs each instance in its own Podman container (see `base` for the layout)."""
+class PodmanBackend:
+    """The `ContainerBackend` of the Podman API service, through the podman SDK."""
 
     name = "podman"
     cli = "podman"
+
+    def __init__(self, base_url: str | None = None):
+        self._base_url = base_url  # the service's API socket; None: `default_podman_url()`
+        self._client: podman.PodmanClient | None = None  # made on first use
+        self._client_lock = threading.Lock()
 
     # -- connection ---------------------------------------------------------------------------
     @property
@@ -117,7 +109,7 @@ class PodmanRuntime(ContainerRuntime):
     def _api(self) -> Any:
         return self.client.api
 
-    def _ping(self, timeout: float) -> str:
+    def ping(self, timeout: float) -> str:
         probe = podman.PodmanClient(base_url=self.endpoint, timeout=timeout)
         try:
             try:
@@ -133,11 +125,8 @@ class PodmanRuntime(ContainerRuntime):
         finally:
             probe.close()
 
-    def _is_not_found(self, exc: BaseException) -> bool:
-        return isinstance(exc, podman.errors.NotFound)
-
     # -- images -------------------------------------------------------------------------------
-    def _image(self, reference: str) -> ImageInfo | None:
+    def image(self, reference: str) -> ImageInfo | None:
         try:
             image = self.client.images.get(reference)
         except podman.errors.ImageNotFound:
@@ -152,7 +141,7 @@ class PodmanRuntime(ContainerRuntime):
             manifest_digest=attrs.get("Digest"),
         )
 
-    def _pull(self, reference: str) -> None:
+    def pull(self, reference: str) -> None:
         # Short names mean Docker Hub, as for docker (podman would need registries.conf aliases).
         response = self._api.post("/images/pull", params={"reference": qualified(reference), "quiet": True})
         response.raise_for_status()
@@ -165,7 +154,7 @@ class PodmanRuntime(ContainerRuntime):
                 raise RuntimeError(str(report["error"]))
 
     # -- containers ---------------------------------------------------------------------------
-    def _create(self, config: ContainerConfig) -> str:
+    def create(self, config: ContainerConfig) -> str:
         kwargs = config.create_kwargs()
         kwargs["mounts"] = [
             {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only}
@@ -176,10 +165,10 @@ class PodmanRuntime(ContainerRuntime):
         container = self.client.containers.create(config.image, **kwargs)
         return str(container.id)
 
-    def _start(self, container: str) -> None:
+    def start(self, container: str) -> None:
         self._api.post(f"/containers/{container}/start").raise_for_status()
 
-    def _state(self, container: str) -> ContainerState | None:
+    def state(self, container: str) -> ContainerState | None:
         response = self._api.get(f"/containers/{container}/json")
         if response.status_code == 404:
             return None
@@ -191,18 +180,18 @@ class PodmanRuntime(ContainerRuntime):
             exit_code=state.get("ExitCode"),
         )
 
-    def _kill(self, container: str, signal: str) -> None:
+    def kill(self, container: str, signal: str) -> None:
         response = self._api.post(f"/containers/{container}/kill", params={"signal": signal})
         if response.status_code in (404, 409):  # gone, or not running
             return
         response.raise_for_status()
 
-    def _logs(self, container: str) -> tuple[bytes, bytes]:
+    def logs(self, container: str) -> tuple[bytes, bytes]:
         response = self._api.get(f"/containers/{container}/logs", params={"stdout": True, "stderr": True})
         response.raise_for_status()
         return _split_frames(response.content)
 
-    def _remove(self, container: str) -> None:
+    def remove(self, container: str) -> None:
         # timeout=0: no graceful stop first (a running server is stopped by `stop` beforehand)
         response = self._api.delete(
             f"/containers/{container}", params={"force": True, "volumes": True, "timeout": 0}
@@ -211,7 +200,7 @@ class PodmanRuntime(ContainerRuntime):
             return
         response.raise_for_status()
 
-    def _find(self, labels: Mapping[str, str | None], running_only: bool = False) -> list[str]:
+    def find(self, labels: Mapping[str, str | None], running_only: bool = False) -> list[str]:
         filters = {"label": [key if value is None else f"{key}={value}" for key, value in labels.items()]}
         response = self._api.get(
             "/containers/json", params={"all": not running_only, "filters": json.dumps(filters)}
@@ -220,7 +209,7 @@ class PodmanRuntime(ContainerRuntime):
         return [str(entry["Id"]) for entry in response.json() or []]
 
     # -- exec ---------------------------------------------------------------------------------
-    def _exec(
+    def exec(
         self, container: str, cmd: Sequence[str], user: str, env: Mapping[str, str], workdir: str | None
     ) -> tuple[str, Frames]:
         body: dict[str, Any] = {
@@ -243,7 +232,7 @@ class PodmanRuntime(ContainerRuntime):
         started.raise_for_status()
         return exec_id, _stream_frames(started)
 
-    def _exec_result(self, exec_id: str) -> tuple[bool, int | None]:
+    def exec_result(self, exec_id: str) -> tuple[bool, int | None]:
         response = self._api.get(f"/exec/{exec_id}/json")
         response.raise_for_status()
         info = response.json()
@@ -257,4 +246,17 @@ class PodmanRuntime(ContainerRuntime):
                 self._client = None
 
 
-__all__ = ["PodmanRuntime", "default_podman_url"]
+class PodmanRuntime(ContainerRuntime):
+    """Runs each instance in its own Podman container (see layout.py for the layout)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        default_image: str = DEFAULT_IMAGE,
+        labels: Mapping[str, str] | None = None,
+    ):
+        super().__init__(PodmanBackend(base_url), default_image=default_image, labels=labels)
+
+
+__all__ = ["PodmanBackend", "PodmanRuntime", "default_podman_url", "qualified"]
