@@ -8,20 +8,14 @@ exception classes (sqlrs.client) by exit code.
 
 from __future__ import annotations
 
+from sqlrs.domain.exit_codes import EXIT_BY_CODE, EXIT_ENGINE, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, exit_code_for
+
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
     from typing import Any
 
-EXIT_FAILED, EXIT_USAGE, EXIT_ENGINE, EXIT_NOT_FOUND = 1, 2, 3, 4
-
-# engine error codes -> exit codes (every other code: EXIT_FAILED)
-EXIT_BY_CODE = {
-    "invalid_argument": EXIT_USAGE,
-    "ambiguous": EXIT_USAGE,
-    "not_found": EXIT_NOT_FOUND,
-    "unauthorized": EXIT_ENGINE,
-    "incompatible_version": EXIT_ENGINE,
-}
+__all__ = ["EXIT_BY_CODE", "EXIT_ENGINE", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_USAGE", "ClientError",
+           "raise_engine_error", "usage"]
 
 
 class ClientError(Exception):
@@ -42,7 +36,7 @@ class ClientError(Exception):
         code = str(error.get("code", "failed"))
         details = dict(error.get("details") or {})
         hint = details.pop("hint", None)
-        exit_code = EXIT_BY_CODE.get(code, EXIT_FAILED)
+        exit_code = exit_code_for(code)
         if code == "ambiguous" and details.get("candidates"):
             hint = "candidates: " + ", ".join(details["candidates"])
         return cls(str(error.get("message", "engine error")), exit_code, hint, details, code)

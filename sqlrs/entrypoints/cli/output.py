@@ -3,7 +3,7 @@ the fast path (fast.py) and the Click commands run the same command bodies.
 
 `echo` writes as `click.echo` does for the streams the fast path accepts; once the Click CLI
 runs (main.py calls `use_click`), it is `click.echo` itself, so Click keeps its handling of odd
-terminals. Errors of both kinds (the CLI's own CliError, the engine client's ClientError) carry
+terminals. Errors (the engine client's ClientError, CliError in the CLI modules) carry
 the same message, hint and exit code.
 """
 
@@ -13,7 +13,6 @@ import sys
 
 from sqlrs.domain.sizes import format_size as human_bytes
 from sqlrs.engine_client.errors import ClientError
-from sqlrs.entrypoints.cli.errors import CliError
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
     from sqlrs.engine_client.connection import EngineClient
 
-ERRORS = (CliError, ClientError)  # what a command raises to exit with a message and a code
+ERRORS = (ClientError,)  # what a command raises to exit with a message and a code (CliError is its CLI name)
 __all__ = ["ERRORS", "Ctx", "Detached", "echo", "emit_json", "fail", "human_bytes", "short", "table", "use_click"]
 
 _click_echo: Callable[..., None] | None = None
@@ -66,7 +65,7 @@ def emit_json(data: Any) -> None:
     echo(json.dumps(data, indent=2, default=str))
 
 
-def fail(error: CliError | ClientError) -> NoReturn:
+def fail(error: ClientError) -> NoReturn:
     """`sqlrs: error: MESSAGE`, `hint: HINT` on stderr; exit with the error's code."""
     echo(f"sqlrs: error: {error.message}", err=True)
     if error.hint:
