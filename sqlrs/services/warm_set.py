@@ -140,6 +140,18 @@ class WarmSet:
             while total > max(0, limits.max_instances) and pool.ready:
                 surplus.append(pool.ready.pop(0))
                 total -= 1
+        # at the total: a state that wants more takes what automatic states used less recently hold
+        # beyond warm.per_state (their demand part), so one suite's burst does not keep the next
+        # state cold for a minute
+        wanting = [p for p in self.pools.values() if not p.closed and len(p.ready) + p.starting < p.target(limits)]
+        if wanting and total >= limits.max_instances:
+            newest = max(p.last_used for p in wanting)
+            for pool in sorted(self.pools.values(), key=lambda p: p.last_used):
+                if pool.explicit or pool.last_used >= newest:
+                    continue
+                while len(pool.ready) > limits.per_state and total >= limits.max_instances:
+                    surplus.append(pool.ready.pop(0))
+                    total -= 1
         return surplus
 
     def next_wanted(self, limits: WarmLimits) -> Pool | None:

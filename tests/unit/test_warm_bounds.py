@@ -196,3 +196,19 @@ def test_a_claim_waits_only_for_a_start_nobody_else_waits_for(warm: PoolService)
     # claimed before a warm one was ready: the state is hot, one more is kept warm for a while
     settle(warm, lambda: ready(warm) == {"a": 2}, "two warm while the state is hot")
     assert warm.status()["states"][0]["hot"] is True
+
+
+def test_a_burst_of_claims_keeps_more_warm_and_gives_way_to_the_next_state(warm: PoolService) -> None:
+    repo, instances, limits = warm.fake  # type: ignore[attr-defined]  # noqa: RUF059
+    repo.states["a"] = state("a")
+    repo.states["b"] = state("b")
+    warm.used(state("a"), "native", None)
+    settle(warm, lambda: ready(warm) == {"a": 1}, "one warm")
+    for _ in range(3):  # a test suite: claims one after another
+        settle(warm, lambda: ready(warm)["a"] >= 1, "a warm one to claim")
+        assert warm.claim("a", 0) is not None
+    # demand: as many as were claimed in the last minute stay warm, within warm.max_instances (3)
+    settle(warm, lambda: ready(warm) == {"a": 3}, "three warm after three claims")
+    time.sleep(0.01)
+    warm.used(state("b"), "native", None)  # another state is hit: a's burst makes room for it
+    settle(warm, lambda: ready(warm) == {"a": 2, "b": 1}, "b warm at the expense of a's burst")
