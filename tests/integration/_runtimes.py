@@ -262,3 +262,31 @@ class Servers:
                     runtime.discard(server.spec, server.ref)
             held += self.rut.held(server.spec, server.ref)
         assert not held, f"{self.rut.name} still holds: {held}"
+
+
+def server_fixtures(prefix: str) -> tuple[object, object, object, object]:
+    """The module-scoped `root`, `identity`, `template` and the per-test `servers` fixtures a
+    runtime test module needs besides its own `rut` (bind them to those names in the module)."""
+
+    @pytest.fixture(scope="module")
+    def root() -> Iterator[Path]:
+        with scratch_root(prefix) as path:
+            yield path
+
+    @pytest.fixture(scope="module")
+    def identity(rut: RuntimeUnderTest) -> RuntimeIdentity:
+        return resolve_identity(rut)
+
+    @pytest.fixture(scope="module")
+    def template(rut: RuntimeUnderTest, identity: RuntimeIdentity, root: Path) -> Path:
+        return make_template(rut, identity, root)
+
+    @pytest.fixture
+    def servers(rut: RuntimeUnderTest, identity: RuntimeIdentity, template: Path, root: Path) -> Iterator[Servers]:
+        made = Servers(rut, identity, template, root)
+        try:
+            yield made
+        finally:
+            made.close()
+
+    return root, identity, template, servers

@@ -27,11 +27,10 @@ from _runtimes import (
     RUN_LABELS,
     RuntimeUnderTest,
     Servers,
-    make_template,
     open_runtime,
     postmaster_status,
     resolve_identity,
-    scratch_root,
+    server_fixtures,
 )
 from harness import TEST_IMAGE
 
@@ -55,29 +54,7 @@ def runtime(rut: RuntimeUnderTest) -> ContainerRuntime:
     return rut.runtime
 
 
-@pytest.fixture(scope="module")
-def root() -> Iterator[Path]:
-    with scratch_root("sqlrs-ct-") as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def identity(rut: RuntimeUnderTest) -> RuntimeIdentity:
-    return resolve_identity(rut)
-
-
-@pytest.fixture(scope="module")
-def template(rut: RuntimeUnderTest, identity: RuntimeIdentity, root: Path) -> Path:
-    return make_template(rut, identity, root)
-
-
-@pytest.fixture
-def servers(rut: RuntimeUnderTest, identity: RuntimeIdentity, template: Path, root: Path) -> Iterator[Servers]:
-    made = Servers(rut, identity, template, root)
-    try:
-        yield made
-    finally:
-        made.close()
+root, identity, template, servers = server_fixtures("sqlrs-ct-")
 
 
 def cli_inspect(runtime: ContainerRuntime, ref: str) -> dict:

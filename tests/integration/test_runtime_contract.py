@@ -28,11 +28,9 @@ from _runtimes import (
     RuntimeUnderTest,
     Servers,
     free_port,
-    make_template,
     open_runtime,
     postmaster_status,
-    resolve_identity,
-    scratch_root,
+    server_fixtures,
 )
 
 from sqlrs.domain.errors import RuntimeFailure
@@ -52,29 +50,7 @@ def runtime(rut: RuntimeUnderTest) -> Runtime:
     return rut.runtime
 
 
-@pytest.fixture(scope="module")
-def root() -> Iterator[Path]:
-    with scratch_root("sqlrs-rc-") as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def identity(rut: RuntimeUnderTest) -> RuntimeIdentity:
-    return resolve_identity(rut)
-
-
-@pytest.fixture(scope="module")
-def template(rut: RuntimeUnderTest, identity: RuntimeIdentity, root: Path) -> Path:
-    return make_template(rut, identity, root)
-
-
-@pytest.fixture
-def servers(rut: RuntimeUnderTest, identity: RuntimeIdentity, template: Path, root: Path) -> Iterator[Servers]:
-    made = Servers(rut, identity, template, root)
-    try:
-        yield made
-    finally:
-        made.close()
+root, identity, template, servers = server_fixtures("sqlrs-rc-")
 
 
 def host_addresses() -> list[str]:
