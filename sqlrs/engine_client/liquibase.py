@@ -2,7 +2,7 @@
 
     update --changelog-file=master.xml [--search-path=DIR] [Liquibase args]
 
-The changelogs are read here (sqlrs.domain.liquibase: no JVM, so a plan is instant and every
+The changelogs are read here (sqlrs.changelogs.liquibase: no JVM, so a plan is instant and every
 changeset's digest is known before anything runs); the engine applies each step with a real
 Liquibase (sqlrs.services.steps.liquibase). Connection arguments are refused: sqlrs connects
 Liquibase to the build server itself. Used by `sqlrs prepare:lb` and `Client(...).build(liquibase=...)`.
@@ -94,8 +94,8 @@ def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: boo
     """The steps of `update ARGS` run in `cwd` ."""
     from sqlrs.adapters import liquibase as install
     from sqlrs.adapters.config_file import ConfigFile
+    from sqlrs.changelogs import liquibase as changelogs
     from sqlrs.domain import keys
-    from sqlrs.domain import liquibase as changelogs
     from sqlrs.domain.errors import UsageError
     from sqlrs.engine_client.psqlargs import Workspace
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sqlrs.adapters.liquibase import disk_reader
+from sqlrs.changelogs.liquibase import Project, only_changeset, parse_file, read_project
 from sqlrs.domain.errors import UsageError
-from sqlrs.domain.liquibase import Project, only_changeset, parse_file, read_project
 from sqlrs.engine_client.errors import ClientError as CliError
 from sqlrs.engine_client.liquibase import parse_lb_args
 
@@ -123,7 +123,7 @@ def test_only_changeset_keeps_one_changeset_and_everything_else(tmp_path: Path) 
 
 
 def _bundle(project: Project):  # type: ignore[no-untyped-def]
-    from sqlrs.domain.liquibase import bundle_reader
+    from sqlrs.changelogs.liquibase import bundle_reader
 
     return bundle_reader(project.files)
 

@@ -1,6 +1,6 @@
 """Liquibase changesets (`prepare:lb`): one step per changeset, applied by a real Liquibase 4.x.
 
-The CLI read the changelogs and keyed each changeset (sqlrs.domain.liquibase). To apply one,
+The CLI read the changelogs and keyed each changeset (sqlrs.changelogs.liquibase). To apply one,
 the engine reads them again from the search path, checks the changeset is still what was keyed,
 writes the changelog tree with every other changeset removed into the build server's run
 directory, and runs a plain `liquibase update` there against the build server (the state of the
@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from sqlrs.domain import liquibase as changelogs
+from sqlrs.changelogs import liquibase as changelogs
 from sqlrs.domain.errors import StepFailed, UsageError
 from sqlrs.domain.model import StateKind
 from sqlrs.ports.tools import LiquibaseLauncher

@@ -1,0 +1,1 @@
+"""Third-party migration formats read without their tools (Liquibase changelogs)."""
