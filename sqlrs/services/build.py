@@ -49,6 +49,19 @@ BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
 FROM_KIND = "state"  # the plan's first row with --from: the existing state the chain starts from
 
 
+
+def publish(store: SnapshotStore, directory: Path, target: Path, crash: str) -> None:
+    """Make a finished state directory visible as `target` (states/<id>): synced first, so that a
+    crash never leaves a half-written state there, and a leftover of a crash between that rename
+    and the metadata row replaced. Every way a state is made (build, pull, snapshot) commits so;
+    the caller removes `directory` when this raises. `crash`: the fault-injection point after the
+    sync (services/faults.py)."""
+    store.sync(directory)
+    crash_point(crash)
+    if target.exists():
+        store.delete(target)
+    os.rename(directory, target)
+
 @attrs.define
 class PlanItem:
     index: int
@@ -252,11 +265,7 @@ class ChainBuilder:
         target = self.layout.abs(self.layout.state_rel(item.state_id))
         self.store.clone(source, temporary)
         try:
-            self.store.sync(temporary)
-            crash_point("commit:cloned")
-            if target.exists():  # a leftover of a crash between rename and metadata row
-                self.store.delete(target)
-            os.rename(temporary, target)
+            publish(self.store, temporary, target, "commit:cloned")
         except BaseException:
             self.store.delete(temporary)
             raise

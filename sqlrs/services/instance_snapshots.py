@@ -41,6 +41,7 @@ from sqlrs.ports.backup import BackupResult, OnlineBackup
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.build import publish
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
@@ -180,8 +181,7 @@ class InstanceSnapshots:
                 seconds: float) -> State:
         target = self.layout.abs(self.layout.state_rel(state_id))
         with self.locks.get(state_id):
-            self.store.sync(clone)
-            os.rename(clone, target)
+            publish(self.store, clone, target, "snapshot:synced")
             try:
                 now = self.clock.now()
                 state = State(

@@ -53,6 +53,7 @@ from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.build import publish
 from sqlrs.services.faults import crash_point
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -381,11 +382,7 @@ class RemoteService:
                     os.chown(temporary, identity.server_uid, identity.server_gid or -1)
                 os.chmod(temporary, 0o700)
             shutil.rmtree(download, ignore_errors=True)
-            self.store.sync(temporary)
-            crash_point("pull:applied")
-            if target.exists():  # a leftover of a crash between rename and metadata row
-                self.store.delete(target)
-            os.rename(temporary, target)
+            publish(self.store, temporary, target, "pull:applied")
         except BaseException:
             shutil.rmtree(download, ignore_errors=True)
             self.store.delete(temporary)
