@@ -154,3 +154,10 @@ class Internal(SqlrsError):
 
     code = "internal"
     http_status = 500
+
+
+class Interrupted(SqlrsError):
+    """The engine stopped (or died) while the job ran; found so by the next engine's recovery."""
+
+    code = "interrupted"
+    http_status = 500

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sqlrs.domain.errors import Cancelled, SqlrsError
+from sqlrs.domain.errors import Cancelled, Internal, Interrupted, SqlrsError
 from sqlrs.domain.model import Job, JobStatus, Task, TaskStatus
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
@@ -144,8 +144,8 @@ class JobRunner:
         except Exception as exc:  # a bug: keep the engine alive, report without a traceback
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             job.status = JobStatus.FAILED
-            job.error = {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
-                         "details": {"hint": "see engine.log in the state directory"}}
+            job.error = Internal(f"internal error: {type(exc).__name__}: {exc}",
+                                 hint="see engine.log in the state directory").to_json()
         job.finished_at = self.clock.now()
         self.repo.update_job(job)
         if job.error:
@@ -184,8 +184,8 @@ class JobRunner:
             if not job.status.terminal:
                 job.status = JobStatus.FAILED
                 job.finished_at = self.clock.now()
-                job.error = {"code": "interrupted", "message": "the engine stopped while this job ran",
-                             "details": {"hint": "run the prepare again; finished steps are cached"}}
+                job.error = Interrupted("the engine stopped while this job ran",
+                                        hint="run the prepare again; finished steps are cached").to_json()
                 self.repo.update_job(job)
                 self.emit(job.id, "error", job.error)
                 self.emit(job.id, "status", {"status": job.status.value})
