@@ -23,8 +23,12 @@ fi
 # SQLRS_TEST_WORKERS=0 runs everything in this process, one test at a time.
 workers=${SQLRS_TEST_WORKERS:-3}
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider)
+targets=(tests)  # the whole suite, unless the arguments name test files or directories
+for arg in "$@"; do
+    if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then targets=(); break; fi
+done
 if [[ "$workers" == 0 ]]; then
-    exec "${pytest[@]}" --durations=15 tests "$@"
+    exec "${pytest[@]}" --durations=15 "${targets[@]}" "$@"
 fi
 phase() {  # exit 5 (nothing collected: the arguments select no test of this phase) is not a failure
     local rc=0
@@ -34,7 +38,7 @@ phase() {  # exit 5 (nothing collected: the arguments select no test of this pha
 }
 status=0
 echo "== parallel phase ($workers workers)"
-phase --durations=15 -n "$workers" --dist loadfile -m "not serial" tests "$@" || status=$?
+phase --durations=15 -n "$workers" --dist loadfile -m "not serial" "${targets[@]}" "$@" || status=$?
 echo "== serial phase"
-phase --durations=5 -m serial tests "$@" || status=$?
+phase --durations=5 -m serial "${targets[@]}" "$@" || status=$?
 exit $status
