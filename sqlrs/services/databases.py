@@ -37,6 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sqlrs.domain.demand import recent
 from sqlrs.domain.errors import NotFound, RuntimeFailure, UsageError
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
 from sqlrs.ports.admin import ServerAdmin
@@ -140,8 +141,7 @@ class DatabaseInstances:
         with self._lock:
             ready = self._ready.setdefault(host.id, [])
             instance_id = ready.pop(0) if ready else None
-            self._wake.notify_all()  # make the next copies ahead
-        self.note_claim(host.id)
+        self.note_claim(host.id)  # wakes the loop to make the next copies ahead
         if instance_id is None:
             instance_id = new_instance_id()
             self._copy(host, instance_id)
@@ -321,11 +321,8 @@ class DatabaseInstances:
         floor = max(0, int(self.spares()))
         cap = max(floor, int(self.burst_spares()))
         with self._lock:
-            claims = self._claims.get(host_id)
-            horizon = self.clock.monotonic() - DEMAND_WINDOW_SECONDS
-            while claims and claims[0] < horizon:
-                claims.popleft()
-            return min(cap, max(floor, len(claims or ())))
+            claimed = recent(self._claims.setdefault(host_id, deque()), self.clock.monotonic(), DEMAND_WINDOW_SECONDS)
+            return min(cap, max(floor, claimed))
 
     def _refill(self, host: Instance) -> None:
         """Start the copies the host lacks (COPIERS at a time), or drop those beyond its target."""

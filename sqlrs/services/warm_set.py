@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from sqlrs.domain.demand import recent
+
 log = logging.getLogger("sqlrs.pool")
 
 HOT_SECONDS = 60.0  # a state claimed twice within this long keeps one more warm for this long
@@ -67,12 +69,11 @@ class Pool:
         if self.auto:
             now = self.clock()
             automatic = limits.per_state + (1 if now < self.hot_until else 0)
-            while self.claims and self.claims[0] < now - HOT_SECONDS:
-                self.claims.popleft()
+            claimed = recent(self.claims, now, HOT_SECONDS)
             if limits.per_state > 0:
                 # demand: as many as were claimed in the last HOT_SECONDS (a test suite's run, and
                 # the next run soon after it); the total bound warm.max_instances caps it
-                automatic = max(automatic, len(self.claims))
+                automatic = max(automatic, claimed)
         return max(self.size, automatic)
 
     def to_json(self, idle_seconds: float) -> dict[str, Any]:
