@@ -25,6 +25,7 @@ from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
 PROBE_TIMEOUT = 2.0
 ONE_SHOT_TIMEOUT = 300.0  # initdb of a big template can take a while on a slow disk
 EXIT_CODE_TIMEOUT = 10.0
+KILL_RACE_WAIT = 5.0  # a failed kill: how long the container may take to show it exited
 
 
 class ContainerRuntime:
@@ -147,7 +148,14 @@ class ContainerRuntime:
                 state = self.backend.state(ref)
                 if state is None or not state.running:
                     return
-                self.backend.kill(ref, signal)
+                try:
+                    self.backend.kill(ref, signal)
+                except Exception:
+                    # The container may exit between the inspect and the kill; podman then
+                    # answers 500 ("read /proc/N/cgroup: no such process"). Stopped is stopped.
+                    if wait_exit(self.backend, ref, KILL_RACE_WAIT) is not None:
+                        return
+                    raise
                 if wait_exit(self.backend, ref, wait) is not None:
                     return
         except SqlrsError:
