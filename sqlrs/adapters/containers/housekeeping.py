@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqlrs.adapters.containers.backend import ContainerBackend, failure
+from sqlrs.adapters.containers.backend import ContainerBackend, failure, wait_exit
 from sqlrs.adapters.containers.layout import LABEL_DATA_DIR, LABEL_ROLE
 from sqlrs.adapters.pgfiles import is_postgres, pid_alive, read_postmaster_pid
 from sqlrs.domain.errors import RuntimeFailure
+
+REMOVE_RACE_WAIT = 5.0  # a failed forced removal: how long the container may take to exit
 
 
 def leftovers(backend: ContainerBackend, labels: Mapping[str, str | None] | None = None) -> list[str]:
@@ -26,8 +28,14 @@ def remove_container(backend: ContainerBackend, ref: str) -> None:
     """Kill and remove one container; a missing one is fine."""
     try:
         backend.remove(ref)
-    except Exception as exc:
-        raise failure(backend, f"cannot remove container {ref[:12]}", exc) from exc
+    except Exception:
+        # A container whose process exits during the forced removal can make podman answer
+        # 500 ("no such process"); once it shows as exited, a second removal goes through.
+        try:
+            wait_exit(backend, ref, REMOVE_RACE_WAIT)
+            backend.remove(ref)
+        except Exception as exc:
+            raise failure(backend, f"cannot remove container {ref[:12]}", exc) from exc
 
 
 def claim_data_dir(backend: ContainerBackend, data_dir: Path, name: str) -> None:
