@@ -289,6 +289,10 @@ def test_prepare_pushes_what_it_builds_with_remote_push(registry: Registry,
     ci = state_dirs()
     ok(ci.run("config", "set", "cache.remote", f"{registry.host}/team/ci"))
     ok(ci.run("config", "set", "cache.remote_push", "true"))
+    assert json.loads(ok(ci.run("status", "-o", "json")))["remote"] == {
+        "repository": f"{registry.host}/team/ci", "push": True, "insecure": False}
+    assert f"remote:    {registry.host}/team/ci (prepare pulls cached states; pushes every state it builds)" in ok(
+        ci.run("status"))
     ci.prepare(*SMALL)
     plan = ci.plan(*SMALL)
     events = job_events(ci, "prepare")
@@ -305,6 +309,7 @@ def test_prepare_pushes_what_it_builds_with_remote_push(registry: Registry,
 def test_usage_errors(state_dirs: Callable[..., Sqlrs]) -> None:
     sq = state_dirs()
     sq.prepare("-c", "SELECT 1")
+    assert json.loads(ok(sq.run("status", "-o", "json")))["remote"] is None
     result = sq.run("push", sq.instances()[0]["id"])
     assert result.returncode == 2 and "no registry to push to" in result.stderr and "hint:" in result.stderr
     result = sq.run("pull", "nohost")

@@ -35,6 +35,10 @@ def status(ctx: Ctx, cache: bool, output: str, as_json: bool) -> None:
     echo(f"cache:     {cache_info['states']} states, {human_bytes(cache_info['size_bytes'])}"
          + (f" of {human_bytes(cap)}" if cap else " (no cap)") + f"; {data['instances']} instance(s)")
     warm_status(data.get("warm"))
+    remote = data.get("remote")
+    if remote:
+        echo(f"remote:    {remote['repository']} (prepare pulls cached states"
+             + ("; pushes every state it builds" if remote["push"] else "") + ")")
     for warning in data.get("warnings", []):
         echo(f"WARNING:   {warning}", err=True)
     if cache:

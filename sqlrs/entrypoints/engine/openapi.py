@@ -227,6 +227,11 @@ SCHEMAS: dict[str, Any] = {
                               "cache": {"type": "object"}, "instances": INTEGER,
                               "pools": {"type": "array", "items": _ref("Pool")},
                               "warm": _ref("Warm"),
+                              "remote": {"type": ["object", "null"],
+                                         "description": "cache.remote, cache.remote_push, cache.remote_insecure; "
+                                                        "null when no remote cache is configured",
+                                         "properties": {"repository": STRING, "push": {"type": "boolean"},
+                                                        "insecure": {"type": "boolean"}}},
                               "warnings": {"type": "array", "items": STRING}}},
 }
 

@@ -73,6 +73,7 @@ def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[s
         "pools": svc.pool.pools() if svc.pool is not None else [],
         "shared_servers": svc.databases.hosts() if svc.databases is not None else [],
         "warm": svc.pool.status() if svc.pool is not None else None,
+        "remote": remote_status(svc),
         "warnings": warnings,
     }
     cache = report["cache"]
@@ -82,3 +83,12 @@ def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[s
     if with_cache:
         report["cache"]["states_detail"] = svc.inventory.list_states()
     return report
+
+
+def remote_status(svc: Services) -> dict[str, Any] | None:
+    """The remote cache as configured; status never waits on a registry."""
+    repository = svc.config.get("cache.remote")
+    if not repository:
+        return None
+    return {"repository": repository, "push": bool(svc.config.get("cache.remote_push")),
+            "insecure": bool(svc.config.get("cache.remote_insecure"))}
