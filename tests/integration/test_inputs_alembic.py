@@ -160,6 +160,12 @@ def test_composite_with_run_psql(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "3"
     assert {i["id"] for i in sq.instances()} == instances_before  # the throwaway instance is gone
+    # and as a database of its own in the state's shared server
+    result = sq.run("-q", "prepare:alembic", *sq.runtime_flags(), "--to", "0004", "--kind", "database", "run:psql",
+                    "--", "-At", "-c", "SELECT current_database() <> 'postgres', count(*) FROM products", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "t|3"
+    assert {i["id"] for i in sq.instances()} == instances_before
 
 
 def test_python_api(sqlrs_runtime: Sqlrs, workspace: Path) -> None:

@@ -61,6 +61,11 @@ def test_prepare_exec_runs_the_example_migrations(sqlrs_runtime: Sqlrs, workspac
     remove_dsn(sq, dsn)
     assert plan(sq, root, *MIGRATE)[1]["cached"]
     assert {s["id"]: s["kind"] for s in sq.states()}[rows[1]["state_id"]] == "exec"
+    # the same state as a database in its shared server
+    database = prepare(sq, root, "--kind", "database", *MIGRATE)
+    assert psql(database, "SELECT count(*) FROM books") == "3"
+    assert [i["kind"] for i in sq.instances() if i["dsn"] == database] == ["database"]
+    remove_dsn(sq, database)
 
 
 def test_declared_inputs_key_the_state_and_undeclared_files_do_not(sqlrs_runtime: Sqlrs, workspace: Path) -> None:

@@ -15,7 +15,13 @@ import click
 
 from sqlrs.engine_client import jobs
 from sqlrs.entrypoints.cli import preparing
-from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, runtime_options
+from sqlrs.entrypoints.cli.options import (
+    PASSTHROUGH,
+    instance_options,
+    kind_option,
+    output_option,
+    runtime_options,
+)
 from sqlrs.entrypoints.cli.output import Ctx
 
 
@@ -45,13 +51,13 @@ def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     return exec_steps(list(params["command"]), list(params["inputs"]), cwd)
 
 
-def _prepare(kind: str) -> Callable[..., None]:
+def _prepare(input_kind: str) -> Callable[..., None]:
     @click.pass_obj
-    def command(ctx: Ctx, image: str | None, runtime: str | None, name: str | None, reuse: bool, fresh: bool,
-                watch: bool, ttl: str | None, **params: Any) -> None:
+    def command(ctx: Ctx, image: str | None, runtime: str | None, kind: str | None, name: str | None,
+                reuse: bool, fresh: bool, watch: bool, ttl: str | None, **params: Any) -> None:
         preparing.prepare(ctx, lambda on_name, ttl_seconds: jobs.job_body(
-            {"steps": _steps(kind, params)}, runtime=runtime, image=image, name=name, on_name=on_name,
-            ttl_seconds=ttl_seconds), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
+            {"steps": _steps(input_kind, params)}, runtime=runtime, image=image, name=name, on_name=on_name,
+            ttl_seconds=ttl_seconds, instance_kind=kind), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
 
     return command
 
@@ -104,12 +110,12 @@ def add_input_commands(group: click.Group) -> None:
     output = output_option
     python = sys.executable
     group.command("prepare:alembic", help=ALEMBIC_HELP.format(python=python))(
-        runtime_options(instance_options(_alembic_options(_prepare("alembic")))))
+        runtime_options(kind_option(instance_options(_alembic_options(_prepare("alembic"))))))
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
         runtime_options(output(_alembic_options(_plan("alembic")))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
-        runtime_options(instance_options(_exec_options(_prepare("exec")))))
+        runtime_options(kind_option(instance_options(_exec_options(_prepare("exec"))))))
     group.command("plan:exec", context_settings=PASSTHROUGH,
                   help="Show the state prepare:exec would build for COMMAND: cached or to build. Builds nothing.")(
         runtime_options(output(_exec_options(_plan("exec")))))

@@ -31,13 +31,16 @@ runtime_options = _apply([
                  help="Where PostgreSQL runs (default: config container.runtime, else auto)."),
 ])
 
+kind_option = click.option(
+    "--kind", type=click.Choice(["server", "database"]),
+    help="server (default): a PostgreSQL server of its own; database: a database of its own "
+         "in the state's shared server (fast on any store; database-level isolation).")
+
 # prepare:psql / plan:psql and prepare:lb / plan:lb
 prepare_options = _apply([
     runtime_options,
     click.option("--allow-outside", is_flag=True, help="Allow reading files outside the workspace root."),
-    click.option("--kind", type=click.Choice(["server", "database"]),
-                 help="server (default): a PostgreSQL server of its own; database: a database of its own "
-                      "in the state's shared server (fast on any store; database-level isolation)."),
+    kind_option,
     click.option("--from", "from_state", metavar="STATE",
                  help="Start the chain from this state (id or unique prefix, e.g. a snapshot) instead of "
                       "the base; with no PSQL_ARGS, an instance of STATE."),
