@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import cattrs
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 
 from sqlrs.adapters.sqlite import tables as t
 from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task
@@ -67,6 +68,60 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+# Every statement is built once: SQLAlchemy then reuses its compiled form, where a statement built
+# per call spends ~1-3 ms of Python on coercion and cache keys, four times the SQLite work (a cache
+# hit writes a dozen job rows and events). Parameters named b_* are the WHERE clause's; an UPDATE
+# sets the columns its other parameters name.
+_ID: BindParameter[str] = bindparam("b_id")
+_PREFIX: BindParameter[str] = bindparam("b_prefix")
+_WHEN: BindParameter[datetime] = bindparam("b_when")
+_INDEX: BindParameter[int] = bindparam("b_index")
+_SEQ: BindParameter[int] = bindparam("b_seq")
+_LIMIT: BindParameter[int] = bindparam("b_limit")
+_IDS: BindParameter[list[str]] = bindparam("b_ids", expanding=True)
+_INSTANCES = select(t.instances, t.names.c.name).outerjoin(t.names, t.names.c.instance_id == t.instances.c.id)
+_Q = {
+    "state": select(t.states).where(t.states.c.id == _ID),
+    "state_prefix": select(t.states).where(t.states.c.id.like(_PREFIX, escape="\\")),
+    "states": select(t.states).order_by(t.states.c.created_at),
+    "child_states": select(t.states).where(t.states.c.parent_id == _ID),
+    "touch_state": update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN),
+    "hit_state": update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN, hits=t.states.c.hits + 1),
+    "delete_state": delete(t.states).where(t.states.c.id == _ID),
+    "add_state": insert(t.states),
+    "add_instance": insert(t.instances),
+    "instance": _INSTANCES.where(t.instances.c.id == _ID),
+    "instance_prefix": _INSTANCES.where(t.instances.c.id.like(_PREFIX, escape="\\")),
+    "instances": _INSTANCES.order_by(t.instances.c.created_at),
+    "instances_of": _INSTANCES.where(t.instances.c.state_id == _ID).order_by(t.instances.c.created_at),
+    "update_instance": update(t.instances).where(t.instances.c.id == _ID),
+    "delete_instance": delete(t.instances).where(t.instances.c.id == _ID),
+    "unbind_instance": delete(t.names).where(t.names.c.instance_id == _ID),
+    "unbind_name": delete(t.names).where(t.names.c.name == _ID),
+    "bind_name": insert(t.names),
+    "name": select(t.names).where(t.names.c.name == _ID),
+    "names": select(t.names).order_by(t.names.c.name),
+    "add_job": insert(t.jobs),
+    "job": select(t.jobs).where(t.jobs.c.id == _ID),
+    "job_prefix": select(t.jobs).where(t.jobs.c.id.like(_PREFIX, escape="\\")),
+    "jobs": select(t.jobs).order_by(t.jobs.c.created_at),
+    "update_job": update(t.jobs).where(t.jobs.c.id == _ID),
+    "finished_jobs_beyond": select(t.jobs.c.id).where(t.jobs.c.status.in_(_IDS))
+    .order_by(t.jobs.c.created_at.desc()).offset(_LIMIT),
+    "delete_events_of": delete(t.events).where(t.events.c.job_id.in_(_IDS)),
+    "delete_tasks_of": delete(t.tasks).where(t.tasks.c.job_id.in_(_IDS)),
+    "delete_jobs": delete(t.jobs).where(t.jobs.c.id.in_(_IDS)),
+    "delete_tasks": delete(t.tasks).where(t.tasks.c.job_id == _ID),
+    "add_task": insert(t.tasks),
+    "update_task": update(t.tasks).where(t.tasks.c.job_id == _ID, t.tasks.c.idx == _INDEX),
+    "tasks": select(t.tasks).where(t.tasks.c.job_id == _ID).order_by(t.tasks.c.idx),
+    "last_seq": select(func.max(t.events.c.seq)).where(t.events.c.job_id == _ID),
+    "add_event": insert(t.events),
+    "events_after": select(t.events).where(t.events.c.job_id == _ID, t.events.c.seq > _SEQ)
+    .order_by(t.events.c.seq).limit(_LIMIT),
+}
+
+
 class SqliteRepository:
     """Metadata in one SQLite file; every method is one transaction."""
 
@@ -85,170 +140,131 @@ class SqliteRepository:
     def _begin(self) -> Any:
         return self._engine.begin()
 
+    def _first(self, query: str, **params: Any) -> Row[Any] | None:
+        with self._begin() as conn:
+            return conn.execute(_Q[query], params).first()
+
+    def _all(self, query: str, **params: Any) -> Sequence[Row[Any]]:
+        with self._begin() as conn:
+            return conn.execute(_Q[query], params).all()
+
+    def _run(self, query: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+        with self._begin() as conn:
+            conn.execute(_Q[query], params)
+
     # -- states ------------------------------------------------------------------------------
     def add_state(self, state: State) -> None:
-        values = _converter.unstructure(state)
-        with self._begin() as conn:
-            try:
-                conn.execute(insert(t.states).values(**values))
-            except IntegrityError:
-                pass  # committed by someone else first: same id, same content
+        try:
+            self._run("add_state", _converter.unstructure(state))
+        except IntegrityError:
+            pass  # committed by someone else first: same id, same content
 
     def get_state(self, state_id: str) -> State | None:
-        with self._begin() as conn:
-            row = conn.execute(select(t.states).where(t.states.c.id == state_id)).first()
-        return self._row(row, State)
+        return self._row(self._first("state", b_id=state_id), State)
 
     def find_states(self, prefix: str) -> list[State]:
-        with self._begin() as conn:
-            rows = conn.execute(
-                select(t.states).where(t.states.c.id.like(_like_prefix(prefix), escape="\\"))
-            ).all()
-        return self._rows(rows, State)
+        return self._rows(self._all("state_prefix", b_prefix=_like_prefix(prefix)), State)
 
     def list_states(self) -> list[State]:
-        with self._begin() as conn:
-            rows = conn.execute(select(t.states).order_by(t.states.c.created_at)).all()
-        return self._rows(rows, State)
+        return self._rows(self._all("states"), State)
 
     def child_states(self, state_id: str) -> list[State]:
-        with self._begin() as conn:
-            rows = conn.execute(select(t.states).where(t.states.c.parent_id == state_id)).all()
-        return self._rows(rows, State)
+        return self._rows(self._all("child_states", b_id=state_id), State)
 
     def touch_state(self, state_id: str, when: datetime, hit: bool) -> None:
-        values: dict[str, Any] = {"last_used_at": when}
-        if hit:
-            values["hits"] = t.states.c.hits + 1
-        with self._begin() as conn:
-            conn.execute(update(t.states).where(t.states.c.id == state_id).values(**values))
+        self._run("hit_state" if hit else "touch_state", {"b_id": state_id, "b_when": when})
 
     def delete_state(self, state_id: str) -> None:
-        with self._begin() as conn:
-            conn.execute(delete(t.states).where(t.states.c.id == state_id))
+        self._run("delete_state", {"b_id": state_id})
 
     # -- instances ---------------------------------------------------------------------------
-    def _instance_query(self) -> Any:
-        return select(t.instances, t.names.c.name).outerjoin(
-            t.names, t.names.c.instance_id == t.instances.c.id
-        )
-
     def add_instance(self, instance: Instance) -> None:
         values = _converter.unstructure(instance)
         values.pop("name", None)
-        with self._begin() as conn:
-            conn.execute(insert(t.instances).values(**values))
+        self._run("add_instance", values)
 
     def get_instance(self, instance_id: str) -> Instance | None:
-        with self._begin() as conn:
-            row = conn.execute(self._instance_query().where(t.instances.c.id == instance_id)).first()
-        return self._row(row, Instance)
+        return self._row(self._first("instance", b_id=instance_id), Instance)
 
     def find_instances(self, prefix: str) -> list[Instance]:
-        with self._begin() as conn:
-            rows = conn.execute(
-                self._instance_query().where(t.instances.c.id.like(_like_prefix(prefix), escape="\\"))
-            ).all()
-        return self._rows(rows, Instance)
+        return self._rows(self._all("instance_prefix", b_prefix=_like_prefix(prefix)), Instance)
 
     def list_instances(self, state_id: str | None = None) -> list[Instance]:
-        query = self._instance_query().order_by(t.instances.c.created_at)
-        if state_id is not None:
-            query = query.where(t.instances.c.state_id == state_id)
-        with self._begin() as conn:
-            rows = conn.execute(query).all()
+        rows = self._all("instances") if state_id is None else self._all("instances_of", b_id=state_id)
         return self._rows(rows, Instance)
 
     def update_instance(self, instance: Instance) -> None:
         values = _converter.unstructure(instance)
         values.pop("name", None)
-        instance_id = values.pop("id")
-        with self._begin() as conn:
-            conn.execute(update(t.instances).where(t.instances.c.id == instance_id).values(**values))
+        values["b_id"] = values.pop("id")
+        self._run("update_instance", values)
 
     def delete_instance(self, instance_id: str) -> None:
         with self._begin() as conn:
-            conn.execute(delete(t.names).where(t.names.c.instance_id == instance_id))
-            conn.execute(delete(t.instances).where(t.instances.c.id == instance_id))
+            conn.execute(_Q["unbind_instance"], {"b_id": instance_id})
+            conn.execute(_Q["delete_instance"], {"b_id": instance_id})
 
     # -- names -------------------------------------------------------------------------------
     def bind_name(self, binding: NameBinding) -> None:
         with self._begin() as conn:
-            conn.execute(delete(t.names).where(t.names.c.name == binding.name))
-            conn.execute(delete(t.names).where(t.names.c.instance_id == binding.instance_id))
-            conn.execute(insert(t.names).values(**_converter.unstructure(binding)))
+            conn.execute(_Q["unbind_name"], {"b_id": binding.name})
+            conn.execute(_Q["unbind_instance"], {"b_id": binding.instance_id})
+            conn.execute(_Q["bind_name"], _converter.unstructure(binding))
 
     def get_name(self, name: str) -> NameBinding | None:
-        with self._begin() as conn:
-            row = conn.execute(select(t.names).where(t.names.c.name == name)).first()
-        return self._row(row, NameBinding)
+        return self._row(self._first("name", b_id=name), NameBinding)
 
     def list_names(self) -> list[NameBinding]:
-        with self._begin() as conn:
-            rows = conn.execute(select(t.names).order_by(t.names.c.name)).all()
-        return self._rows(rows, NameBinding)
+        return self._rows(self._all("names"), NameBinding)
 
     # -- jobs, tasks, events -------------------------------------------------------------------
     def add_job(self, job: Job) -> None:
-        with self._begin() as conn:
-            conn.execute(insert(t.jobs).values(**_converter.unstructure(job)))
+        self._run("add_job", _converter.unstructure(job))
 
     def get_job(self, job_id: str) -> Job | None:
-        with self._begin() as conn:
-            row = conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).first()
-        return self._row(row, Job)
+        return self._row(self._first("job", b_id=job_id), Job)
 
     def find_jobs(self, prefix: str) -> list[Job]:
-        with self._begin() as conn:
-            rows = conn.execute(select(t.jobs).where(t.jobs.c.id.like(_like_prefix(prefix), escape="\\"))).all()
-        return self._rows(rows, Job)
+        return self._rows(self._all("job_prefix", b_prefix=_like_prefix(prefix)), Job)
 
     def list_jobs(self) -> list[Job]:
-        with self._begin() as conn:
-            rows = conn.execute(select(t.jobs).order_by(t.jobs.c.created_at)).all()
-        return self._rows(rows, Job)
+        return self._rows(self._all("jobs"), Job)
 
     def update_job(self, job: Job) -> None:
         values = _converter.unstructure(job)
-        job_id = values.pop("id")
-        with self._begin() as conn:
-            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
+        values["b_id"] = values.pop("id")
+        self._run("update_job", values)
 
     def prune_jobs(self, keep: int, finished_statuses: Sequence[str]) -> int:
         with self._begin() as conn:
             doomed = [row[0] for row in conn.execute(
-                select(t.jobs.c.id).where(t.jobs.c.status.in_(list(finished_statuses)))
-                .order_by(t.jobs.c.created_at.desc()).offset(keep)
-            ).all()]
+                _Q["finished_jobs_beyond"], {"b_ids": list(finished_statuses), "b_limit": keep}).all()]
             for chunk in range(0, len(doomed), 500):
                 ids = doomed[chunk:chunk + 500]
-                conn.execute(delete(t.events).where(t.events.c.job_id.in_(ids)))
-                conn.execute(delete(t.tasks).where(t.tasks.c.job_id.in_(ids)))
-                conn.execute(delete(t.jobs).where(t.jobs.c.id.in_(ids)))
+                for query in ("delete_events_of", "delete_tasks_of", "delete_jobs"):
+                    conn.execute(_Q[query], {"b_ids": ids})
         return len(doomed)
 
     def set_tasks(self, job_id: str, tasks: Sequence[Task]) -> None:
+        rows = []
+        for task in tasks:
+            values = _converter.unstructure(task)
+            values["idx"] = values.pop("index")
+            rows.append(values)
         with self._begin() as conn:
-            conn.execute(delete(t.tasks).where(t.tasks.c.job_id == job_id))
-            for task in tasks:
-                values = _converter.unstructure(task)
-                values["idx"] = values.pop("index")
-                conn.execute(insert(t.tasks).values(**values))
+            conn.execute(_Q["delete_tasks"], {"b_id": job_id})
+            if rows:
+                conn.execute(_Q["add_task"], rows)
 
     def update_task(self, task: Task) -> None:
         values = _converter.unstructure(task)
-        index = values.pop("index")
-        job_id = values.pop("job_id")
-        with self._begin() as conn:
-            conn.execute(
-                update(t.tasks).where(t.tasks.c.job_id == job_id, t.tasks.c.idx == index).values(**values)
-            )
+        values["b_index"] = values.pop("index")
+        values["b_id"] = values.pop("job_id")
+        self._run("update_task", values)
 
     def list_tasks(self, job_id: str) -> list[Task]:
-        with self._begin() as conn:
-            rows = conn.execute(select(t.tasks).where(t.tasks.c.job_id == job_id).order_by(t.tasks.c.idx)).all()
         result = []
-        for row in rows:
+        for row in self._all("tasks", b_id=job_id):
             values = dict(row._mapping)
             values["index"] = values.pop("idx")
             result.append(_converter.structure(values, Task))
@@ -256,21 +272,9 @@ class SqliteRepository:
 
     def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime) -> Event:
         with self._begin() as conn:
-            seq = self._next_seq(conn, job_id)
-            conn.execute(insert(t.events).values(job_id=job_id, seq=seq, ts=when, type=type_, data=data))
+            seq = int(conn.execute(_Q["last_seq"], {"b_id": job_id}).scalar() or 0) + 1
+            conn.execute(_Q["add_event"], {"job_id": job_id, "seq": seq, "ts": when, "type": type_, "data": data})
         return Event(job_id=job_id, seq=seq, ts=when, type=type_, data=data)
 
-    @staticmethod
-    def _next_seq(conn: Connection, job_id: str) -> int:
-        current = conn.execute(select(func.max(t.events.c.seq)).where(t.events.c.job_id == job_id)).scalar()
-        return int(current or 0) + 1
-
     def events_after(self, job_id: str, seq: int, limit: int = 1000) -> list[Event]:
-        with self._begin() as conn:
-            rows = conn.execute(
-                select(t.events)
-                .where(t.events.c.job_id == job_id, t.events.c.seq > seq)
-                .order_by(t.events.c.seq)
-                .limit(limit)
-            ).all()
-        return self._rows(rows, Event)
+        return self._rows(self._all("events_after", b_id=job_id, b_seq=seq, b_limit=limit), Event)
