@@ -45,12 +45,15 @@ def _psql(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterable[str]
         parsed = parse_prepare_args(args, client._workspace())
     if not parsed.steps and from_state is None:
         raise UsageError("nothing to prepare", hint="give files=[...] or sql=[...]")
-    body: dict[str, Any] = {**psql_chain(parsed), "runtime": client.runtime, "image": client.image}
-    if from_state is not None:
-        body["from_state"] = str(from_state)
-        if isinstance(from_state, State):
-            body["runtime"] = client.runtime if client.runtime not in (None, "auto") else from_state.runtime or None
-            body["image"] = from_state.image or client.image
+    return {**psql_chain(parsed), "runtime": client.runtime, "image": client.image}
+
+
+def _start_from(client: Client, body: dict[str, Any], from_state: State | str) -> dict[str, Any]:
+    """The chain on `from_state` instead of the base: its runtime and image unless the client names them."""
+    body = {**body, "from_state": str(from_state)}
+    if isinstance(from_state, State):
+        body["runtime"] = client.runtime if client.runtime not in (None, "auto") else from_state.runtime or None
+        body["image"] = from_state.image or client.image
     return body
 
 
@@ -112,8 +115,6 @@ def request_body(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterab
             host.get(k) for k in ("alembic", "to", "exec", "inputs")))
     else:
         chain = _host(client, host.get("alembic"), host.get("to"), host.get("exec"), host.get("inputs") or (), psql)
-    if chain is not None and from_state is not None:
-        raise UsageError("from_state takes psql steps only here", hint="build the migrations first, then "
-                         "add psql steps with from_state")
-    return chain if chain is not None else _psql(client, files, sql, variables, single_transaction, psql_args,
-                                                 from_state)
+    if chain is None:
+        chain = _psql(client, files, sql, variables, single_transaction, psql_args, from_state)
+    return chain if from_state is None else _start_from(client, chain, from_state)

@@ -17,6 +17,7 @@ from sqlrs.engine_client import jobs
 from sqlrs.entrypoints.cli import preparing
 from sqlrs.entrypoints.cli.options import (
     PASSTHROUGH,
+    from_option,
     instance_options,
     kind_option,
     output_option,
@@ -53,19 +54,22 @@ def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _prepare(input_kind: str) -> Callable[..., None]:
     @click.pass_obj
-    def command(ctx: Ctx, image: str | None, runtime: str | None, kind: str | None, name: str | None,
-                reuse: bool, fresh: bool, watch: bool, ttl: str | None, **params: Any) -> None:
+    def command(ctx: Ctx, image: str | None, runtime: str | None, kind: str | None, from_state: str | None,
+                name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None, **params: Any) -> None:
         preparing.prepare(ctx, lambda on_name, ttl_seconds: jobs.job_body(
             {"steps": _steps(input_kind, params)}, runtime=runtime, image=image, name=name, on_name=on_name,
-            ttl_seconds=ttl_seconds, instance_kind=kind), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
+            ttl_seconds=ttl_seconds, instance_kind=kind, from_state=from_state), name=name, reuse=reuse,
+            fresh=fresh, watch=watch, ttl=ttl)
 
     return command
 
 
-def _plan(kind: str) -> Callable[..., None]:
+def _plan(input_kind: str) -> Callable[..., None]:
     @click.pass_obj
-    def command(ctx: Ctx, image: str | None, runtime: str | None, output: str, **params: Any) -> None:
-        body = jobs.job_body({"steps": _steps(kind, params)}, runtime=runtime, image=image, plan_only=True)
+    def command(ctx: Ctx, image: str | None, runtime: str | None, from_state: str | None, output: str,
+                **params: Any) -> None:
+        body = jobs.job_body({"steps": _steps(input_kind, params)}, runtime=runtime, image=image, plan_only=True,
+                             from_state=from_state)
         preparing.plan(ctx, body, output)
 
     return command
@@ -110,12 +114,12 @@ def add_input_commands(group: click.Group) -> None:
     output = output_option
     python = sys.executable
     group.command("prepare:alembic", help=ALEMBIC_HELP.format(python=python))(
-        runtime_options(kind_option(instance_options(_alembic_options(_prepare("alembic"))))))
+        runtime_options(kind_option(from_option(instance_options(_alembic_options(_prepare("alembic")))))))
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
-        runtime_options(output(_alembic_options(_plan("alembic")))))
+        runtime_options(from_option(output(_alembic_options(_plan("alembic"))))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
-        runtime_options(kind_option(instance_options(_exec_options(_prepare("exec"))))))
+        runtime_options(kind_option(from_option(instance_options(_exec_options(_prepare("exec")))))))
     group.command("plan:exec", context_settings=PASSTHROUGH,
                   help="Show the state prepare:exec would build for COMMAND: cached or to build. Builds nothing.")(
-        runtime_options(output(_exec_options(_plan("exec")))))
+        runtime_options(from_option(output(_exec_options(_plan("exec"))))))

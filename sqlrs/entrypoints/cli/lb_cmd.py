@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from sqlrs.engine_client import jobs
-from sqlrs.engine_client.errors import usage
 from sqlrs.entrypoints.cli import preparing
 from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, prepare_options
 from sqlrs.entrypoints.cli.output import Ctx
@@ -48,12 +47,6 @@ Examples:
 """
 
 
-def _no_from(from_state: str | None) -> None:
-    if from_state:
-        raise usage("--from takes psql steps only: prepare:lb starts from the base",
-                    hint="prepare the changelog, then add psql steps: sqlrs prepare:psql --from STATE -- ...")
-
-
 @click.command("prepare:lb", context_settings=PASSTHROUGH, help=PREPARE_LB_HELP)
 @prepare_options
 @instance_options
@@ -62,10 +55,9 @@ def _no_from(from_state: str | None) -> None:
 def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
                from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
                lb_args: tuple[str, ...]) -> None:
-    _no_from(from_state)
     preparing.prepare(ctx, lambda on_name, ttl_seconds: lb_body(
         ctx, lb_args, image, runtime, allow_outside, name=name, on_name=on_name, ttl_seconds=ttl_seconds,
-        instance_kind=kind), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
+        instance_kind=kind, from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
 
 
 @click.command("plan:lb", context_settings=PASSTHROUGH)
@@ -77,5 +69,5 @@ def plan_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: boo
             from_state: str | None, output: str, lb_args: tuple[str, ...]) -> None:
     """Show the chain a Liquibase changelog describes, one row per changeset: state ids, cached or
     to build. Builds nothing, starts no JVM. Same arguments as prepare:lb."""
-    _no_from(from_state)
-    preparing.plan(ctx, lb_body(ctx, lb_args, image, runtime, allow_outside, plan_only=True), output)
+    preparing.plan(ctx, lb_body(ctx, lb_args, image, runtime, allow_outside, plan_only=True, from_state=from_state),
+                   output)

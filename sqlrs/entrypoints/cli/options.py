@@ -46,6 +46,12 @@ prepare_options = _apply([
                       "the base; with no PSQL_ARGS, an instance of STATE."),
 ])
 
+# prepare:alembic / prepare:exec and their plans: steps already in STATE are Alembic's and the
+# command's business (an applied revision is a no-op to `alembic upgrade`)
+from_option = click.option(
+    "--from", "from_state", metavar="STATE",
+    help="Start from this state (id or unique prefix, e.g. a snapshot) instead of the base.")
+
 # what every prepare:KIND does with the instance it makes (preparing.prepare)
 instance_options = _apply([
     click.option("--name", help="Bind a name to the new instance (use it wherever an id is accepted)."),
