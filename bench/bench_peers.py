@@ -230,7 +230,7 @@ class SharedServer:
         import psycopg
 
         with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
     def load(self, dataset: Dataset, dbname: str) -> str:
         """CREATE DATABASE + psql -f the scripts; returns the DSN of the loaded database."""

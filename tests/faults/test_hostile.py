@@ -29,7 +29,7 @@ prepare_like = st.fixed_dictionaries(
                   "name": st.text(max_size=70) | json_values, "options": json_values, "image": json_values,
                   "plan_only": json_values, "on_name": json_values, "unknown": json_values},
 )
-ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=80)
+ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=80)
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

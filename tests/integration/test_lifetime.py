@@ -61,7 +61,7 @@ def test_an_idle_instance_expires_and_a_connected_one_stays(sqlrs_native: Sqlrs,
         set_ttl(sqlrs_native, busy, 2)
         set_ttl(sqlrs_native, idle, 2)
         assert wait_until(lambda: idle not in by_id(sqlrs_native), timeout=60), "the idle instance did not expire"
-        assert wait_until(lambda: (by_id(sqlrs_native).get(busy) or {}).get("connections"), timeout=60)
+        assert wait_until(lambda: bool((by_id(sqlrs_native).get(busy) or {}).get("connections")), timeout=60)
         listed = by_id(sqlrs_native)
         assert busy in listed and forever in listed  # the connected instance stays past its TTL
         assert listed[busy]["expires_in_seconds"] == 2

@@ -110,5 +110,6 @@ def test_alembic_steps_follow_alembics_order_and_keys(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="no such Alembic config"):
         alembic_steps("missing.ini", None, tmp_path)
     # an alembic step's key is its kind and facts: psql options do not touch it
-    step = as_step(steps[0])
-    assert keys.step_hash(step, PsqlOptions.create([("x", "1")], True)) == keys.step_hash(step, PsqlOptions())
+    alembic_step = as_step(steps[0])
+    assert keys.step_hash(alembic_step, PsqlOptions.create([("x", "1")], True)) == keys.step_hash(
+        alembic_step, PsqlOptions())

@@ -101,7 +101,8 @@ def test_rebuild_keeps_the_working_adapter_when_the_new_settings_fail(tmp_path: 
         built.append(stub)
         return stub
 
-    chooser = RuntimeRegistry({"native": make}, lambda: ("auto", "default"))
+    factories: dict[str, Any] = {"native": make}  # a Stub stands in for the Runtime port
+    chooser = RuntimeRegistry(factories, lambda: ("auto", "default"))
     first = chooser.get("native")
     settings["ok"] = False
     assert not chooser.rebuild("native").available

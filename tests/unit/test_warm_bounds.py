@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sqlrs.domain.errors import Conflict, UsageError
-from sqlrs.domain.model import Instance, InstanceStatus, State
+from sqlrs.domain.model import Instance, InstanceStatus, State, StateKind
 from sqlrs.ports.runtime import RuntimeIdentity
 from sqlrs.services.pool import PoolService, WarmLimits
 
@@ -83,8 +83,9 @@ class FakeRuntime:
 
 
 def state(state_id: str) -> State:
-    return State(id=state_id, parent_id=None, base_id="b", step_hash=None, kind="step", runtime="native", source="x",
-                 data_path=f"states/{state_id}", size_bytes=0, build_seconds=0.0, created_at=NOW, last_used_at=NOW)
+    return State(id=state_id, parent_id=None, base_id="b", step_hash=None, kind=StateKind.PSQL, runtime="native",
+                 source="x", data_path=f"states/{state_id}", size_bytes=0, build_seconds=0.0, created_at=NOW,
+                 last_used_at=NOW)
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def warm() -> Any:
     instances = FakeInstances(repo)
     limits = {"value": WarmLimits(per_state=1, max_states=2, max_instances=3, idle_seconds=600)}
     identity = RuntimeIdentity(runtime="native", identity="i", version="v", description="d")
-    service = PoolService(repo, instances, lambda s, image: (FakeRuntime(), identity), FakeClock(),  # type: ignore[arg-type]
+    service = PoolService(repo, instances, lambda s, image: (FakeRuntime(), identity), FakeClock(),  # type: ignore[arg-type,return-value]
                           limits=lambda: limits["value"])
     service.start()
     service.fake = (repo, instances, limits)  # type: ignore[attr-defined]
