@@ -54,7 +54,7 @@ def test_a_kill_that_fails_because_the_container_just_exited_is_a_stop() -> None
 
 
 def test_a_kill_that_fails_on_a_running_container_is_a_runtime_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sqlrs.adapters.containers.runtime.KILL_RACE_WAIT", 0.05)
+    monkeypatch.setattr("sqlrs.adapters.containers.backend.EXIT_RACE_SECONDS", 0.05)
     backend = ScriptedBackend(exits_during_kill=False)
     with pytest.raises(RuntimeFailure, match="cannot stop container 63eb3290f82c"):
         runtime(backend).stop(SPEC, "63eb3290f82c")

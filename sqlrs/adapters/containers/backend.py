@@ -147,6 +147,12 @@ def failure(backend: ContainerBackend, what: str, exc: BaseException) -> Runtime
     return RuntimeFailure(f"{backend.name}: {what}: {text}")
 
 
+# A kill or forced removal can race the container's own exit; podman then answers 500 ("read
+# /proc/N/cgroup: no such process") instead of "not running". How long the container may take to
+# show that it exited before the failure counts.
+EXIT_RACE_SECONDS = 5.0
+
+
 def wait_exit(backend: ContainerBackend, container: str, timeout: float) -> ContainerState | None:
     """Wait until the container is not running; its final state, None on timeout.
 

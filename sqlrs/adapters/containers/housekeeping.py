@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlrs.adapters.containers import backend as backend_rules
 from sqlrs.adapters.containers.backend import ContainerBackend, failure, wait_exit
 from sqlrs.adapters.containers.layout import LABEL_DATA_DIR, LABEL_ROLE
 from sqlrs.adapters.pgfiles import is_postgres, pid_alive, read_postmaster_pid
 from sqlrs.domain.errors import RuntimeFailure
-
-REMOVE_RACE_WAIT = 5.0  # a failed forced removal: how long the container may take to exit
 
 
 def leftovers(backend: ContainerBackend, labels: Mapping[str, str | None] | None = None) -> list[str]:
@@ -29,10 +28,9 @@ def remove_container(backend: ContainerBackend, ref: str) -> None:
     try:
         backend.remove(ref)
     except Exception:
-        # A container whose process exits during the forced removal can make podman answer
-        # 500 ("no such process"); once it shows as exited, a second removal goes through.
+        # the removal may have raced the container's exit: once it shows as exited, try again
         try:
-            wait_exit(backend, ref, REMOVE_RACE_WAIT)
+            wait_exit(backend, ref, backend_rules.EXIT_RACE_SECONDS)
             backend.remove(ref)
         except Exception as exc:
             raise failure(backend, f"cannot remove container {ref[:12]}", exc) from exc

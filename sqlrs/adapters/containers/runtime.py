@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from sqlrs.adapters.containers import backend as backend_rules
 from sqlrs.adapters.containers import housekeeping, layout
 from sqlrs.adapters.containers.backend import ContainerBackend, failure, one_shot, wait_exit
 from sqlrs.adapters.containers.imagecache import ImageCache
@@ -25,7 +26,6 @@ from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
 PROBE_TIMEOUT = 2.0
 ONE_SHOT_TIMEOUT = 300.0  # initdb of a big template can take a while on a slow disk
 EXIT_CODE_TIMEOUT = 10.0
-KILL_RACE_WAIT = 5.0  # a failed kill: how long the container may take to show it exited
 
 
 class ContainerRuntime:
@@ -151,9 +151,8 @@ class ContainerRuntime:
                 try:
                     self.backend.kill(ref, signal)
                 except Exception:
-                    # The container may exit between the inspect and the kill; podman then
-                    # answers 500 ("read /proc/N/cgroup: no such process"). Stopped is stopped.
-                    if wait_exit(self.backend, ref, KILL_RACE_WAIT) is not None:
+                    # it may have exited between the inspect and the kill: stopped is stopped
+                    if wait_exit(self.backend, ref, backend_rules.EXIT_RACE_SECONDS) is not None:
                         return
                     raise
                 if wait_exit(self.backend, ref, wait) is not None:
