@@ -31,6 +31,11 @@ runtime_options = _apply([
                  help="Where PostgreSQL runs (default: config container.runtime, else auto)."),
 ])
 
+# every prepare:KIND and plan:KIND (prepare:psql with no PSQL_ARGS: an instance of STATE)
+from_option = click.option(
+    "--from", "from_state", metavar="STATE",
+    help="Start the chain from this state (id or unique prefix, e.g. a snapshot) instead of the base.")
+
 kind_option = click.option(
     "--kind", type=click.Choice(["server", "database"]),
     help="server (default): a PostgreSQL server of its own; database: a database of its own "
@@ -41,16 +46,8 @@ prepare_options = _apply([
     runtime_options,
     click.option("--allow-outside", is_flag=True, help="Allow reading files outside the workspace root."),
     kind_option,
-    click.option("--from", "from_state", metavar="STATE",
-                 help="Start the chain from this state (id or unique prefix, e.g. a snapshot) instead of "
-                      "the base; with no PSQL_ARGS, an instance of STATE."),
+    from_option,
 ])
-
-# prepare:alembic / prepare:exec and their plans: steps already in STATE are Alembic's and the
-# command's business (an applied revision is a no-op to `alembic upgrade`)
-from_option = click.option(
-    "--from", "from_state", metavar="STATE",
-    help="Start from this state (id or unique prefix, e.g. a snapshot) instead of the base.")
 
 # what every prepare:KIND does with the instance it makes (preparing.prepare)
 instance_options = _apply([

@@ -31,6 +31,7 @@ Examples:
   DSN=$(sqlrs prepare:psql -- -f schema.sql) && psql "$DSN"
   sqlrs prepare:psql -- -f schema.sql run:psql -- -c 'select 1'   # throwaway instance
   sqlrs prepare:psql --from STATE -- -f more.sql    # on a saved state (sqlrs snapshot)
+  sqlrs prepare:psql --from STATE                   # an instance of STATE
 """
 
 
