@@ -12,6 +12,7 @@ import cattrs
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import BindParameter
 
 from sqlrs.adapters.sqlite import tables as t
@@ -79,47 +80,51 @@ _INDEX: BindParameter[int] = bindparam("b_index")
 _SEQ: BindParameter[int] = bindparam("b_seq")
 _LIMIT: BindParameter[int] = bindparam("b_limit")
 _IDS: BindParameter[list[str]] = bindparam("b_ids", expanding=True)
+_STATUSES: BindParameter[list[str]] = bindparam("b_statuses", expanding=True)
 _INSTANCES = select(t.instances, t.names.c.name).outerjoin(t.names, t.names.c.instance_id == t.instances.c.id)
-_Q = {
-    "state": select(t.states).where(t.states.c.id == _ID),
-    "state_prefix": select(t.states).where(t.states.c.id.like(_PREFIX, escape="\\")),
-    "states": select(t.states).order_by(t.states.c.created_at),
-    "child_states": select(t.states).where(t.states.c.parent_id == _ID),
-    "touch_state": update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN),
-    "hit_state": update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN, hits=t.states.c.hits + 1),
-    "delete_state": delete(t.states).where(t.states.c.id == _ID),
-    "add_state": insert(t.states),
-    "add_instance": insert(t.instances),
-    "instance": _INSTANCES.where(t.instances.c.id == _ID),
-    "instance_prefix": _INSTANCES.where(t.instances.c.id.like(_PREFIX, escape="\\")),
-    "instances": _INSTANCES.order_by(t.instances.c.created_at),
-    "instances_of": _INSTANCES.where(t.instances.c.state_id == _ID).order_by(t.instances.c.created_at),
-    "update_instance": update(t.instances).where(t.instances.c.id == _ID),
-    "delete_instance": delete(t.instances).where(t.instances.c.id == _ID),
-    "unbind_instance": delete(t.names).where(t.names.c.instance_id == _ID),
-    "unbind_name": delete(t.names).where(t.names.c.name == _ID),
-    "bind_name": insert(t.names),
-    "name": select(t.names).where(t.names.c.name == _ID),
-    "names": select(t.names).order_by(t.names.c.name),
-    "add_job": insert(t.jobs),
-    "job": select(t.jobs).where(t.jobs.c.id == _ID),
-    "job_prefix": select(t.jobs).where(t.jobs.c.id.like(_PREFIX, escape="\\")),
-    "jobs": select(t.jobs).order_by(t.jobs.c.created_at),
-    "update_job": update(t.jobs).where(t.jobs.c.id == _ID),
-    "finished_jobs_beyond": select(t.jobs.c.id).where(t.jobs.c.status.in_(_IDS))
-    .order_by(t.jobs.c.created_at.desc()).offset(_LIMIT),
-    "delete_events_of": delete(t.events).where(t.events.c.job_id.in_(_IDS)),
-    "delete_tasks_of": delete(t.tasks).where(t.tasks.c.job_id.in_(_IDS)),
-    "delete_jobs": delete(t.jobs).where(t.jobs.c.id.in_(_IDS)),
-    "delete_tasks": delete(t.tasks).where(t.tasks.c.job_id == _ID),
-    "add_task": insert(t.tasks),
-    "update_task": update(t.tasks).where(t.tasks.c.job_id == _ID, t.tasks.c.idx == _INDEX),
-    "tasks": select(t.tasks).where(t.tasks.c.job_id == _ID).order_by(t.tasks.c.idx),
-    "last_seq": select(func.max(t.events.c.seq)).where(t.events.c.job_id == _ID),
-    "add_event": insert(t.events),
-    "events_after": select(t.events).where(t.events.c.job_id == _ID, t.events.c.seq > _SEQ)
-    .order_by(t.events.c.seq).limit(_LIMIT),
-}
+
+
+class _Q:
+    """The statements, by what they do (attributes: a misspelt one is a type error)."""
+
+    state = select(t.states).where(t.states.c.id == _ID)
+    state_prefix = select(t.states).where(t.states.c.id.like(_PREFIX, escape="\\"))
+    states = select(t.states).order_by(t.states.c.created_at)
+    child_states = select(t.states).where(t.states.c.parent_id == _ID)
+    touch_state = update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN)
+    hit_state = update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN, hits=t.states.c.hits + 1)
+    delete_state = delete(t.states).where(t.states.c.id == _ID)
+    add_state = insert(t.states)
+    add_instance = insert(t.instances)
+    instance = _INSTANCES.where(t.instances.c.id == _ID)
+    instance_prefix = _INSTANCES.where(t.instances.c.id.like(_PREFIX, escape="\\"))
+    instances = _INSTANCES.order_by(t.instances.c.created_at)
+    instances_of = _INSTANCES.where(t.instances.c.state_id == _ID).order_by(t.instances.c.created_at)
+    update_instance = update(t.instances).where(t.instances.c.id == _ID)
+    delete_instance = delete(t.instances).where(t.instances.c.id == _ID)
+    unbind_instance = delete(t.names).where(t.names.c.instance_id == _ID)
+    unbind_name = delete(t.names).where(t.names.c.name == _ID)
+    bind_name = insert(t.names)
+    name = select(t.names).where(t.names.c.name == _ID)
+    names = select(t.names).order_by(t.names.c.name)
+    add_job = insert(t.jobs)
+    job = select(t.jobs).where(t.jobs.c.id == _ID)
+    job_prefix = select(t.jobs).where(t.jobs.c.id.like(_PREFIX, escape="\\"))
+    jobs = select(t.jobs).order_by(t.jobs.c.created_at)
+    update_job = update(t.jobs).where(t.jobs.c.id == _ID)
+    finished_jobs_beyond = (select(t.jobs.c.id).where(t.jobs.c.status.in_(_STATUSES))
+                            .order_by(t.jobs.c.created_at.desc()).offset(_LIMIT))
+    delete_events_of = delete(t.events).where(t.events.c.job_id.in_(_IDS))
+    delete_tasks_of = delete(t.tasks).where(t.tasks.c.job_id.in_(_IDS))
+    delete_jobs = delete(t.jobs).where(t.jobs.c.id.in_(_IDS))
+    delete_tasks = delete(t.tasks).where(t.tasks.c.job_id == _ID)
+    add_task = insert(t.tasks)
+    update_task = update(t.tasks).where(t.tasks.c.job_id == _ID, t.tasks.c.idx == _INDEX)
+    tasks = select(t.tasks).where(t.tasks.c.job_id == _ID).order_by(t.tasks.c.idx)
+    last_seq = select(func.max(t.events.c.seq)).where(t.events.c.job_id == _ID)
+    add_event = insert(t.events)
+    events_after = (select(t.events).where(t.events.c.job_id == _ID, t.events.c.seq > _SEQ)
+                    .order_by(t.events.c.seq).limit(_LIMIT))
 
 
 class SqliteRepository:
@@ -140,109 +145,109 @@ class SqliteRepository:
     def _begin(self) -> Any:
         return self._engine.begin()
 
-    def _first(self, query: str, **params: Any) -> Row[Any] | None:
+    def _first(self, query: Executable, **params: Any) -> Row[Any] | None:
         with self._begin() as conn:
-            return conn.execute(_Q[query], params).first()
+            return conn.execute(query, params).first()
 
-    def _all(self, query: str, **params: Any) -> Sequence[Row[Any]]:
+    def _all(self, query: Executable, **params: Any) -> Sequence[Row[Any]]:
         with self._begin() as conn:
-            return conn.execute(_Q[query], params).all()
+            return conn.execute(query, params).all()
 
-    def _run(self, query: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def _run(self, query: Executable, params: dict[str, Any] | list[dict[str, Any]]) -> None:
         with self._begin() as conn:
-            conn.execute(_Q[query], params)
+            conn.execute(query, params)
 
     # -- states ------------------------------------------------------------------------------
     def add_state(self, state: State) -> None:
         try:
-            self._run("add_state", _converter.unstructure(state))
+            self._run(_Q.add_state, _converter.unstructure(state))
         except IntegrityError:
             pass  # committed by someone else first: same id, same content
 
     def get_state(self, state_id: str) -> State | None:
-        return self._row(self._first("state", b_id=state_id), State)
+        return self._row(self._first(_Q.state, b_id=state_id), State)
 
     def find_states(self, prefix: str) -> list[State]:
-        return self._rows(self._all("state_prefix", b_prefix=_like_prefix(prefix)), State)
+        return self._rows(self._all(_Q.state_prefix, b_prefix=_like_prefix(prefix)), State)
 
     def list_states(self) -> list[State]:
-        return self._rows(self._all("states"), State)
+        return self._rows(self._all(_Q.states), State)
 
     def child_states(self, state_id: str) -> list[State]:
-        return self._rows(self._all("child_states", b_id=state_id), State)
+        return self._rows(self._all(_Q.child_states, b_id=state_id), State)
 
     def touch_state(self, state_id: str, when: datetime, hit: bool) -> None:
-        self._run("hit_state" if hit else "touch_state", {"b_id": state_id, "b_when": when})
+        self._run(_Q.hit_state if hit else _Q.touch_state, {"b_id": state_id, "b_when": when})
 
     def delete_state(self, state_id: str) -> None:
-        self._run("delete_state", {"b_id": state_id})
+        self._run(_Q.delete_state, {"b_id": state_id})
 
     # -- instances ---------------------------------------------------------------------------
     def add_instance(self, instance: Instance) -> None:
         values = _converter.unstructure(instance)
         values.pop("name", None)
-        self._run("add_instance", values)
+        self._run(_Q.add_instance, values)
 
     def get_instance(self, instance_id: str) -> Instance | None:
-        return self._row(self._first("instance", b_id=instance_id), Instance)
+        return self._row(self._first(_Q.instance, b_id=instance_id), Instance)
 
     def find_instances(self, prefix: str) -> list[Instance]:
-        return self._rows(self._all("instance_prefix", b_prefix=_like_prefix(prefix)), Instance)
+        return self._rows(self._all(_Q.instance_prefix, b_prefix=_like_prefix(prefix)), Instance)
 
     def list_instances(self, state_id: str | None = None) -> list[Instance]:
-        rows = self._all("instances") if state_id is None else self._all("instances_of", b_id=state_id)
+        rows = self._all(_Q.instances) if state_id is None else self._all(_Q.instances_of, b_id=state_id)
         return self._rows(rows, Instance)
 
     def update_instance(self, instance: Instance) -> None:
         values = _converter.unstructure(instance)
         values.pop("name", None)
         values["b_id"] = values.pop("id")
-        self._run("update_instance", values)
+        self._run(_Q.update_instance, values)
 
     def delete_instance(self, instance_id: str) -> None:
         with self._begin() as conn:
-            conn.execute(_Q["unbind_instance"], {"b_id": instance_id})
-            conn.execute(_Q["delete_instance"], {"b_id": instance_id})
+            conn.execute(_Q.unbind_instance, {"b_id": instance_id})
+            conn.execute(_Q.delete_instance, {"b_id": instance_id})
 
     # -- names -------------------------------------------------------------------------------
     def bind_name(self, binding: NameBinding) -> None:
         with self._begin() as conn:
-            conn.execute(_Q["unbind_name"], {"b_id": binding.name})
-            conn.execute(_Q["unbind_instance"], {"b_id": binding.instance_id})
-            conn.execute(_Q["bind_name"], _converter.unstructure(binding))
+            conn.execute(_Q.unbind_name, {"b_id": binding.name})
+            conn.execute(_Q.unbind_instance, {"b_id": binding.instance_id})
+            conn.execute(_Q.bind_name, _converter.unstructure(binding))
 
     def get_name(self, name: str) -> NameBinding | None:
-        return self._row(self._first("name", b_id=name), NameBinding)
+        return self._row(self._first(_Q.name, b_id=name), NameBinding)
 
     def list_names(self) -> list[NameBinding]:
-        return self._rows(self._all("names"), NameBinding)
+        return self._rows(self._all(_Q.names), NameBinding)
 
     # -- jobs, tasks, events -------------------------------------------------------------------
     def add_job(self, job: Job) -> None:
-        self._run("add_job", _converter.unstructure(job))
+        self._run(_Q.add_job, _converter.unstructure(job))
 
     def get_job(self, job_id: str) -> Job | None:
-        return self._row(self._first("job", b_id=job_id), Job)
+        return self._row(self._first(_Q.job, b_id=job_id), Job)
 
     def find_jobs(self, prefix: str) -> list[Job]:
-        return self._rows(self._all("job_prefix", b_prefix=_like_prefix(prefix)), Job)
+        return self._rows(self._all(_Q.job_prefix, b_prefix=_like_prefix(prefix)), Job)
 
     def list_jobs(self) -> list[Job]:
-        return self._rows(self._all("jobs"), Job)
+        return self._rows(self._all(_Q.jobs), Job)
 
     def update_job(self, job: Job) -> None:
         values = _converter.unstructure(job)
         values["b_id"] = values.pop("id")
-        self._run("update_job", values)
+        self._run(_Q.update_job, values)
 
     def prune_jobs(self, keep: int, finished_statuses: Sequence[str]) -> int:
         with self._begin() as conn:
             doomed = [row[0] for row in conn.execute(
-                _Q["finished_jobs_beyond"], {"b_ids": list(finished_statuses), "b_limit": keep}).all()]
+                _Q.finished_jobs_beyond, {"b_statuses": list(finished_statuses), "b_limit": keep}).all()]
             for chunk in range(0, len(doomed), 500):
                 ids = doomed[chunk:chunk + 500]
-                for query in ("delete_events_of", "delete_tasks_of", "delete_jobs"):
-                    conn.execute(_Q[query], {"b_ids": ids})
+                for query in (_Q.delete_events_of, _Q.delete_tasks_of, _Q.delete_jobs):
+                    conn.execute(query, {"b_ids": ids})
         return len(doomed)
 
     def set_tasks(self, job_id: str, tasks: Sequence[Task]) -> None:
@@ -252,19 +257,19 @@ class SqliteRepository:
             values["idx"] = values.pop("index")
             rows.append(values)
         with self._begin() as conn:
-            conn.execute(_Q["delete_tasks"], {"b_id": job_id})
+            conn.execute(_Q.delete_tasks, {"b_id": job_id})
             if rows:
-                conn.execute(_Q["add_task"], rows)
+                conn.execute(_Q.add_task, rows)
 
     def update_task(self, task: Task) -> None:
         values = _converter.unstructure(task)
         values["b_index"] = values.pop("index")
         values["b_id"] = values.pop("job_id")
-        self._run("update_task", values)
+        self._run(_Q.update_task, values)
 
     def list_tasks(self, job_id: str) -> list[Task]:
         result = []
-        for row in self._all("tasks", b_id=job_id):
+        for row in self._all(_Q.tasks, b_id=job_id):
             values = dict(row._mapping)
             values["index"] = values.pop("idx")
             result.append(_converter.structure(values, Task))
@@ -272,9 +277,9 @@ class SqliteRepository:
 
     def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime) -> Event:
         with self._begin() as conn:
-            seq = int(conn.execute(_Q["last_seq"], {"b_id": job_id}).scalar() or 0) + 1
-            conn.execute(_Q["add_event"], {"job_id": job_id, "seq": seq, "ts": when, "type": type_, "data": data})
+            seq = int(conn.execute(_Q.last_seq, {"b_id": job_id}).scalar() or 0) + 1
+            conn.execute(_Q.add_event, {"job_id": job_id, "seq": seq, "ts": when, "type": type_, "data": data})
         return Event(job_id=job_id, seq=seq, ts=when, type=type_, data=data)
 
     def events_after(self, job_id: str, seq: int, limit: int = 1000) -> list[Event]:
-        return self._rows(self._all("events_after", b_id=job_id, b_seq=seq, b_limit=limit), Event)
+        return self._rows(self._all(_Q.events_after, b_id=job_id, b_seq=seq, b_limit=limit), Event)
