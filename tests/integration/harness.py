@@ -114,6 +114,12 @@ class Sqlrs:
         return problems
 
 
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout of a command that must have succeeded (else its exit code and stderr)."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+    return str(result.stdout)
+
+
 def write(path: Path, text: str) -> Path:
     """A test script file, its folders made on the way."""
     path.parent.mkdir(parents=True, exist_ok=True)

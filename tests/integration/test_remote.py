@@ -20,7 +20,7 @@ import pytest
 from _registry import Registry
 from _require import require
 from fixtures import native_available
-from harness import DATASETS, Sqlrs, api, golden, psql, short_tmp
+from harness import DATASETS, Sqlrs, api, golden, ok, psql, short_tmp
 
 SAKILA = DATASETS / "sakila"
 SAKILA_FILES = ("-f", "1-postgres-sakila-schema.sql", "-f", "2-postgres-sakila-insert-data-using-copy.sql")
@@ -73,11 +73,6 @@ def state_dirs() -> Iterator[Callable[..., Sqlrs]]:
             problems += sq.close()
             shutil.rmtree(sq.state_dir, ignore_errors=True)
         assert not problems, f"left behind: {problems}"
-
-
-def ok(result: Any) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
-    return str(result.stdout)
 
 
 def assert_nothing_half_made(sq: Sqlrs) -> None:
