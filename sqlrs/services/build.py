@@ -62,6 +62,14 @@ def publish(store: SnapshotStore, directory: Path, target: Path, crash: str) -> 
         store.delete(target)
     os.rename(directory, target)
 
+def added_bytes(store: SnapshotStore, parent: Path | None, target: Path) -> int:
+    """Bytes the new state `target` adds to the cache: its allocation beyond its parent's (extents
+    it shares with the parent count once, as the parent's); all of it without a parent on disk."""
+    if parent is None or not parent.is_dir():
+        return store.allocated_bytes([target])
+    return max(0, store.allocated_bytes([parent, target]) - store.allocated_bytes([parent]))
+
+
 @attrs.define
 class PlanItem:
     index: int
@@ -277,20 +285,16 @@ class ChainBuilder:
             step_hash=None if item.step is None else keys.step_hash(item.step, options),
             kind=state_kind(item.step), runtime=runtime.name,
             source=item.source if item.step is not None else f"initdb ({identity.version})",
-            data_path=self.layout.state_rel(item.state_id), size_bytes=self._increment(item, target),
+            data_path=self.layout.state_rel(item.state_id),
+            size_bytes=added_bytes(self.store, self._state_dir(item.parent_id), target),
             build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
         )
         self.repo.add_state(state)
         scratch.at = item.state_id
         return state
 
-    def _increment(self, item: PlanItem, target: Path) -> int:
-        """Bytes the new state adds to the cache: its allocation beyond its parent's (extents it
-        shares with the parent count once, as the parent's)."""
-        parent = self.layout.abs(self.layout.state_rel(item.parent_id)) if item.parent_id else None
-        if parent is None or not parent.is_dir():
-            return self.store.allocated_bytes([target])
-        return max(0, self.store.allocated_bytes([parent, target]) - self.store.allocated_bytes([parent]))
+    def _state_dir(self, state_id: str | None) -> Path | None:
+        return self.layout.abs(self.layout.state_rel(state_id)) if state_id else None
 
     def _base_of(self, state_id: str) -> str:
         state = self.repo.get_state(state_id)

@@ -41,7 +41,7 @@ from sqlrs.ports.backup import BackupResult, OnlineBackup
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.build import publish
+from sqlrs.services.build import added_bytes, publish
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
@@ -187,7 +187,8 @@ class InstanceSnapshots:
                 state = State(
                     id=state_id, parent_id=parent.id, base_id=parent.base_id, step_hash=None,
                     kind=StateKind.SNAPSHOT, runtime=parent.runtime, source=snapshot_source(instance, name),
-                    data_path=self.layout.state_rel(state_id), size_bytes=self._increment(parent, target),
+                    data_path=self.layout.state_rel(state_id),
+                    size_bytes=added_bytes(self.store, self.layout.abs(parent.data_path), target),
                     build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
                 )
                 self.repo.add_state(state)
@@ -196,9 +197,3 @@ class InstanceSnapshots:
                 raise
         return state
 
-    def _increment(self, parent: State, target: Path) -> int:
-        """Bytes the snapshot adds to the cache beyond its parent (shared extents count once)."""
-        parent_dir = self.layout.abs(parent.data_path)
-        if not parent_dir.is_dir():
-            return self.store.allocated_bytes([target])
-        return max(0, self.store.allocated_bytes([parent_dir, target]) - self.store.allocated_bytes([parent_dir]))

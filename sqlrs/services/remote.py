@@ -53,7 +53,7 @@ from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.build import publish
+from sqlrs.services.build import added_bytes, publish
 from sqlrs.services.faults import crash_point
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -394,20 +394,16 @@ class RemoteService:
             self.store.delete(target)
             raise Incompatible(f"state {layer.state_id[:12]} is of kind {layer.kind!r}, unknown to this sqlrs",
                                hint="upgrade sqlrs") from None
+        parent_dir = self.layout.abs(self.layout.state_rel(layer.parent_id)) if layer.parent_id else None
         state = State(id=layer.state_id, parent_id=layer.parent_id, base_id=layer.base_id,
                       step_hash=layer.step_hash, kind=kind, runtime=runtime.name, source=layer.source,
-                      data_path=self.layout.state_rel(layer.state_id), size_bytes=self._increment(layer, target),
+                      data_path=self.layout.state_rel(layer.state_id),
+                      size_bytes=added_bytes(self.store, parent_dir, target),
                       build_seconds=layer.build_seconds, created_at=now, last_used_at=now)
         self.repo.add_state(state)
         if ctx is not None:
             ctx.emit("log", stream="engine", text=f"pulled state {layer.state_id[:12]} in "
                                                     f"{time.monotonic() - started:.1f}s")
         return state
-
-    def _increment(self, layer: LayerInfo, target: Path) -> int:
-        parent = self.layout.abs(self.layout.state_rel(layer.parent_id)) if layer.parent_id else None
-        if parent is None or not parent.is_dir():
-            return self.store.allocated_bytes([target])
-        return max(0, self.store.allocated_bytes([parent, target]) - self.store.allocated_bytes([parent]))
 
     # -- the remote cache of prepare ---------------------------------------------------------------
