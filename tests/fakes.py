@@ -39,7 +39,7 @@ import attrs
 
 from sqlrs.adapters.config_file import ConfigFile
 from sqlrs.domain.errors import RuntimeFailure, StoreFailure
-from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task
+from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task, UnkeptState
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.domain.steps import Step
 from sqlrs.entrypoints.engine.bootstrap import Adapters, Services, bootstrap
@@ -82,11 +82,28 @@ class FakeRepository:
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, list[Task]] = {}
         self.events: dict[str, list[Event]] = {}
+        self.spans: dict[str, list[UnkeptState]] = {}
 
     # states
-    def add_state(self, state: State) -> None:
+    def add_state(self, state: State, span: Sequence[UnkeptState] = ()) -> None:
         with self._lock:
-            self.states.setdefault(state.id, attrs.evolve(state))
+            if state.id not in self.states:
+                self.states[state.id] = attrs.evolve(state)
+                if span:
+                    self.spans[state.id] = [attrs.evolve(unkept) for unkept in span]
+
+    def unkept_states(self, state_ids: Sequence[str]) -> dict[str, UnkeptState]:
+        wanted = set(state_ids)
+        found: dict[str, UnkeptState] = {}
+        with self._lock:
+            for unkept in sorted((u for span in self.spans.values() for u in span), key=lambda u: u.created_at):
+                if unkept.id in wanted:
+                    found.setdefault(unkept.id, attrs.evolve(unkept))
+        return found
+
+    def span_of(self, state_id: str) -> list[UnkeptState]:
+        with self._lock:
+            return [attrs.evolve(unkept) for unkept in self.spans.get(state_id, [])]
 
     def get_state(self, state_id: str) -> State | None:
         state = self.states.get(state_id)
@@ -117,6 +134,7 @@ class FakeRepository:
     def delete_state(self, state_id: str) -> None:
         with self._lock:
             self.states.pop(state_id, None)
+            self.spans.pop(state_id, None)
 
     # instances
     def _named(self, instance: Instance) -> Instance:
@@ -378,6 +396,8 @@ class FakeRuntime:
     def initdb(self, identity: RuntimeIdentity, data_dir: Path, options: Sequence[str]) -> None:
         (data_dir / "PG_VERSION").write_text(self.version.split(".")[0] + "\n")
         (data_dir / "applied.sql").write_text("")
+        (data_dir / "global").mkdir()
+        (data_dir / "global" / "pg_control").write_bytes(b"fake control file")  # what a checkpoint rewrites
 
     def start(self, spec: InstanceSpec) -> str:
         with self._lock:

@@ -80,6 +80,27 @@ class State:
 
 
 @attrs.define
+class UnkeptState:
+    """A step's state that a build passed through without keeping it (domain/checkpoints.py).
+
+    It has its identity (`id` = H(parent_id, step_hash)) but no data directory: a build that needs
+    it replays it from the nearest kept state before it. It is recorded with the kept state the
+    same build kept next (`kept_id`, at `position` among the unkept states between that state and
+    its parent), and goes when that state goes.
+    """
+
+    id: str
+    parent_id: str
+    step_hash: str
+    kind: StateKind
+    source: str
+    build_seconds: float
+    kept_id: str
+    position: int
+    created_at: datetime
+
+
+@attrs.define
 class Instance:
     """A running copy of a state with its own server, port and password."""
 

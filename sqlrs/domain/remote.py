@@ -1,10 +1,12 @@
 """States as OCI artifacts: references, media types, annotations and the errors of remote caches.
 
-A state is pushed as one OCI image manifest per state of its chain, tagged with the state id.
-The manifest of state k lists k+1 layers, one per state from the base: layer i is the *diff* of
-state i against state i-1 (the base's layer is its whole data directory), as a tar compressed
-with zstd. Two chains that share a prefix share those layers' blobs in the registry, and a
-state whose parent is already there costs one new layer to push.
+A state is pushed as one OCI image manifest per kept state of its chain, tagged with the state
+id. The manifest of a state lists one layer per kept state from the base: each layer is the
+*diff* of its state against the kept state before it (the base's layer is its whole data
+directory), as a tar compressed with zstd. Two chains that share a prefix share those layers'
+blobs in the registry, and a state whose parent is already there costs one new layer to push.
+The steps between two kept states that were not kept (domain/checkpoints.py) travel as the
+layer's *span*: their ids and step digests, so that the chain of ids still adds up.
 
 Pure: no I/O. The registry client is an adapter behind `sqlrs.ports.registry`.
 """
@@ -12,7 +14,9 @@ Pure: no I/O. The registry client is an adapter behind `sqlrs.ports.registry`.
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -33,6 +37,7 @@ A_STEP = "dev.sqlrs.step.digest"
 A_SOURCE = "dev.sqlrs.step.source"
 A_SIZE = "dev.sqlrs.state.size"
 A_BUILD_SECONDS = "dev.sqlrs.state.build_seconds"
+A_SPAN = "dev.sqlrs.state.span"  # JSON [[state id, step digest, kind, source], ...]: unkept states before it
 A_PG_VERSION = "dev.sqlrs.postgres.version"
 A_PG_MAJOR = "dev.sqlrs.postgres.major"
 A_RUNTIME = "dev.sqlrs.runtime"
@@ -159,6 +164,8 @@ class LayerInfo:
     build_seconds: float
     digest: str  # the layer blob
     blob_size: int
+    # the unkept states between the parent and this state, in chain order: (id, step digest, kind, source)
+    span: tuple[tuple[str, str, str, str], ...] = ()
 
     def descriptor(self) -> dict[str, Any]:
         annotations = {A_STATE: self.state_id, A_BASE: self.base_id, A_KIND: self.kind, A_SOURCE: self.source,
@@ -167,6 +174,8 @@ class LayerInfo:
             annotations[A_PARENT] = self.parent_id
         if self.step_hash:
             annotations[A_STEP] = self.step_hash
+        if self.span:
+            annotations[A_SPAN] = json.dumps([list(entry) for entry in self.span], separators=(",", ":"))
         return {"mediaType": LAYER_MEDIA_TYPE, "digest": self.digest, "size": self.blob_size,
                 "annotations": annotations}
 
@@ -181,10 +190,33 @@ class LayerInfo:
             return cls(state_id=notes[A_STATE], parent_id=notes.get(A_PARENT) or None, base_id=notes[A_BASE],
                        kind=notes[A_KIND], step_hash=notes.get(A_STEP) or None, source=notes.get(A_SOURCE, ""),
                        size_bytes=int(notes.get(A_SIZE, 0)), build_seconds=float(notes.get(A_BUILD_SECONDS, 0)),
-                       digest=descriptor["digest"], blob_size=int(descriptor["size"]))
+                       digest=descriptor["digest"], blob_size=int(descriptor["size"]),
+                       span=_span(notes.get(A_SPAN)))
         except (KeyError, ValueError, TypeError) as exc:
             raise RegistryError(f"not a sqlrs state layer: {exc}",
                                 hint="push states with `sqlrs push`; other artifacts cannot be pulled") from None
+
+
+def _span(text: str | None) -> tuple[tuple[str, str, str, str], ...]:
+    if not text:
+        return ()
+    entries = json.loads(text)
+    if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 4 and all(isinstance(f, str)
+                                                                                          for f in e)
+                                                for e in entries):
+        raise ValueError("span annotation is not a list of [id, step, kind, source]")
+    return tuple((e[0], e[1], e[2], e[3]) for e in entries)
+
+
+def chain_adds_up(parent_id: str, layer: LayerInfo, state_id: Callable[[str, str], str]) -> bool:
+    """Does `layer` follow from the state `parent_id` through its span and its own step?
+    (`state_id`: keys.state_id, passed in so that this module stays free of hashing rules.)"""
+    current = parent_id
+    for unkept_id, step, _kind, _source in layer.span:
+        if state_id(current, step) != unkept_id:
+            return False
+        current = unkept_id
+    return layer.step_hash is not None and state_id(current, layer.step_hash) == layer.state_id
 
 
 @attrs.frozen

@@ -10,13 +10,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task
+from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task, UnkeptState
 
 
 class Repository(Protocol):
     # states
-    def add_state(self, state: State) -> None:
-        """Insert a committed state; a second insert of the same id is ignored."""
+    def add_state(self, state: State, span: Sequence[UnkeptState] = ()) -> None:
+        """Insert a committed state with the unkept states its build passed since its parent
+        (`span`, in chain order); a second insert of the same id is ignored."""
+        ...
+
+    def unkept_states(self, state_ids: Sequence[str]) -> dict[str, UnkeptState]:
+        """The unkept states among `state_ids` that some build passed, by id (the oldest record)."""
+        ...
+
+    def span_of(self, state_id: str) -> list[UnkeptState]:
+        """The unkept states between the kept state `state_id` and its parent, in chain order."""
         ...
 
     def get_state(self, state_id: str) -> State | None: ...
@@ -27,7 +36,9 @@ class Repository(Protocol):
         """Record a use of the state (and a cache hit when `hit`)."""
         ...
 
-    def delete_state(self, state_id: str) -> None: ...
+    def delete_state(self, state_id: str) -> None:
+        """Delete the state's row and the unkept states recorded with it."""
+        ...
 
     # instances
     def add_instance(self, instance: Instance) -> None: ...

@@ -1,15 +1,25 @@
 """Building a chain of states (the second half of a prepare job, services/prepare.py).
 
-A build starts a scratch server on the deepest cached prefix (or initdb for the base), applies
-each missing step with real psql (or the step kind's executor, services/steps), shuts the
-server down cleanly, and commits the data directory as the next state (clone to a temporary
-name, sync, rename, metadata row); the same scratch directory then continues with the next
-step. Each state is built under its own lock, so two jobs that need the same missing state
-build it once; a failed step leaves nothing of itself (the scratch goes, nothing is committed).
+A build starts one scratch server on the deepest kept state of the chain (or initdb for the
+base) and applies every missing step in it with real psql (or the step kind's executor,
+services/steps), without stopping it between steps. After each step the checkpoint policy
+(domain/checkpoints.py) decides whether to keep the step's state:
+
+- kept, mid-chain: `CHECKPOINT` in the running server, then a store clone of its data directory
+  (PostgreSQL recovers such a clone like a crash, from that checkpoint: nothing to redo);
+- kept, the last step: a clean shutdown, and the scratch directory itself becomes the state;
+- not kept: only its identity is recorded, with the next kept state (`UnkeptState`).
+
+Finished states wait in `tmp/` and are published together (catalog.publish: one sync, renames,
+metadata rows), at the end of the build, on failure (what was kept before the failing step
+stays), and every PUBLISH_EVERY_SECONDS in a long build. Each state of the chain is built under
+its own lock, held to the end of the build, so two jobs that need the same missing states build
+them once: the second waits, then finds them kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -22,16 +32,16 @@ from typing import Any
 import attrs
 
 from sqlrs.domain import keys
+from sqlrs.domain.checkpoints import CheckpointPolicy, Reason, branch_point
 from sqlrs.domain.errors import ContentRequired, NotFound, StepFailed, StoreFailure
-from sqlrs.domain.model import State, Task, TaskStatus
+from sqlrs.domain.model import State, Task, TaskStatus, UnkeptState
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.postmaster import PG_HBA
-from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.faults import crash_point
+from sqlrs.services.catalog import Finished, StateCatalog
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -47,73 +57,135 @@ INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-hos
 INITDB_SPEED = ("--no-sync",)
 BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
 FROM_KIND = "state"  # the plan's first row with --from: the existing state the chain starts from
-
-
-
-def publish(store: SnapshotStore, directory: Path, target: Path, crash: str) -> None:
-    """Make a finished state directory visible as `target` (states/<id>): synced first, so that a
-    crash never leaves a half-written state there, and a leftover of a crash between that rename
-    and the metadata row replaced. Every way a state is made (build, pull, snapshot) commits so;
-    the caller removes `directory` when this raises. `crash`: the fault-injection point after the
-    sync (services/faults.py)."""
-    store.sync(directory)
-    crash_point(crash)
-    if target.exists():
-        store.delete(target)
-    os.rename(directory, target)
-
-def added_bytes(store: SnapshotStore, parent: Path | None, target: Path) -> int:
-    """Bytes the new state `target` adds to the cache: its allocation beyond its parent's (extents
-    it shares with the parent count once, as the parent's); all of it without a parent on disk."""
-    if parent is None or not parent.is_dir():
-        return store.allocated_bytes([target])
-    return max(0, store.allocated_bytes([parent, target]) - store.allocated_bytes([parent]))
+# A build server is quiet between steps (no autovacuum, no clients), so a clone of its running data
+# directory right after CHECKPOINT holds exactly that checkpoint.
+BUILD_SETTINGS = {"autovacuum": "off"}
+# A long build publishes what it kept so far at least this often (one sync each time).
+PUBLISH_EVERY_SECONDS = 30.0
 
 
 @attrs.define
 class PlanItem:
     index: int
-    kind: str  # "base" | "step"
+    kind: str  # "base" | "step" | FROM_KIND
     state_id: str
     parent_id: str | None
     source: str
     step: Step | None
-    cached: bool
+    cached: bool  # nothing to run for it: it is kept, or a kept state deeper in the chain covers it
     remote: bool | None = None  # with a remote cache: not cached here, in the remote cache
+    kept: bool = False  # its data directory is here
+    known: bool = False  # an earlier build passed it without keeping it
+    keep: str | None = None  # why it is or will be kept (Reason); None: kept when its replay cost pays
+
+    @property
+    def checkpoint(self) -> bool:
+        return self.kept or self.keep is not None
 
     def to_json(self) -> dict[str, Any]:
         data = {"index": self.index, "kind": self.kind if self.step is None else self.step.kind,
                 "source": self.source, "state_id": self.state_id, "parent_id": self.parent_id,
-                "cached": self.cached}
+                "cached": self.cached, "checkpoint": self.checkpoint, "keep": self.keep}
         if self.remote is not None:
             data["remote"] = self.remote
         return data
 
 
-@attrs.define
-class ScratchSlot:
-    """The job's scratch, if any: whatever is in it is removed when the build ends."""
+def mark_cached(items: list[PlanItem], catalog: StateCatalog, every_row: bool = False) -> int:
+    """Mark the rows a kept state covers as cached (the deepest kept state and all before it);
+    the index of that state, or -1. A prepare needs only that state (one lookup on a hit);
+    `every_row` also tells, for the rows before it, which are kept (plan:* shows it)."""
+    deepest = -1
+    for item in reversed(items):
+        if catalog.is_kept(item.state_id):
+            item.kept = True
+            deepest = item.index
+            break
+    for item in items:
+        item.cached = item.index <= deepest
+        if item.index < deepest and (every_row or item.index == 0):
+            item.kept = catalog.is_kept(item.state_id)
+    return deepest
 
-    current: Scratch | None = None
+
+def mark_plan(items: list[PlanItem], catalog: StateCatalog, policy: CheckpointPolicy,
+              every_row: bool = False) -> list[PlanItem]:
+    """Fill in what is kept, cached and known, and which rows will be kept whatever they cost."""
+    deepest = mark_cached(items, catalog, every_row)
+    known = catalog.known_unkept([item.state_id for item in items[deepest + 1 :]])
+    for item in items[deepest + 1 :]:
+        item.known = item.state_id in known
+    branch = branch_point([item.known for item in items], [item.kept for item in items])
+    last = len(items) - 1
+    for item in items:
+        if item.index == 0 and (item.kept or not item.cached):
+            item.keep = Reason.START
+        elif not item.cached:
+            item.keep = policy.forced(item.index, last, item.index == branch)
+    return items
+
+
+class CheckpointCosts:
+    """What keeping a state costs on this store, measured: the clone of the running cluster and
+    its share of the sync at publication (moving averages over this engine's builds)."""
+
+    def __init__(self, first_guess: float = 0.1):
+        self._keep = first_guess
+        self._sync = 0.0
+        self._lock = threading.Lock()
+
+    def estimate(self) -> float:
+        with self._lock:
+            return self._keep + self._sync
+
+    def kept(self, seconds: float) -> None:
+        with self._lock:
+            self._keep = 0.5 * self._keep + 0.5 * seconds
+
+    def synced(self, seconds: float, states: int) -> None:
+        if states:
+            with self._lock:
+                self._sync = 0.5 * self._sync + 0.5 * seconds / states
 
 
 @attrs.define
 class Scratch:
-    """The writable data directory a job builds in; `at` is the state it currently equals."""
+    """The writable data directory a job builds in, and its server (running between steps)."""
 
     key: str
     rel: str
-    at: str | None = None
+    at: str | None = None  # the state it equals
     server: Server | None = None
+
+
+@attrs.define
+class BuildRun:
+    """One job's build: its scratch, the states finished but not yet published, the unkept
+    states since the last kept one, and the locks it holds."""
+
+    ctx: JobContext
+    runtime: Runtime
+    identity: RuntimeIdentity
+    options: PsqlOptions
+    scratch: Scratch | None = None
+    pending: list[Finished] = attrs.Factory(list)
+    span: list[UnkeptState] = attrs.Factory(list)
+    replay_seconds: float = 0.0  # steps since the last kept state
+    last_kept: str | None = None
+    held: list[threading.Lock] = attrs.Factory(list)
+    published_at: float = attrs.Factory(time.monotonic)
+    published: list[State] = attrs.Factory(list)
 
 
 class ChainBuilder:
     """Builds the missing states of a plan; see the module docstring."""
 
-    def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, instances: InstanceManager,
+    def __init__(self, catalog: StateCatalog, store: SnapshotStore, layout: Layout, instances: InstanceManager,
                  admin: ServerAdmin, clock: Clock, locks: StateLocks,
-                 after_commit: Callable[[JobContext, State], None]):
-        self.repo = repo
+                 after_commit: Callable[[JobContext, State], None],
+                 policy: CheckpointPolicy | None = None):
+        self.catalog = catalog
+        self.repo = catalog.repo
         self.store = store
         self.layout = layout
         self.instances = instances
@@ -121,62 +193,163 @@ class ChainBuilder:
         self.clock = clock
         self.locks = locks
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
+        self.policy = policy or CheckpointPolicy()
+        self.costs = CheckpointCosts()
 
-    def _acquire(self, ctx: JobContext, item: PlanItem) -> threading.Lock:
+    # -- locks ---------------------------------------------------------------------------------
+    def _acquire(self, run: BuildRun, item: PlanItem) -> bool:
+        """Hold the state's lock for the rest of the build; True when another job held it."""
         lock = self.locks.get(item.state_id)
+        waited = False
         if not lock.acquire(blocking=False):
-            ctx.emit("log", stream="engine", text=f"waiting: another job is building state {item.state_id[:12]}")
+            waited = True
+            run.ctx.emit("log", stream="engine", text=f"waiting: another job is building state {item.state_id[:12]}")
             while not lock.acquire(timeout=0.2):
-                ctx.check_cancel()
-        return lock
+                run.ctx.check_cancel()
+        run.held.append(lock)
+        return waited
 
+    def _deepest_kept(self, items: list[PlanItem], start: int) -> int:
+        """The index of the deepest kept state among items[start:], or start - 1."""
+        for item in reversed(items[start:]):
+            if self.catalog.is_kept(item.state_id):
+                return item.index
+        return start - 1
+
+    # -- the build -------------------------------------------------------------------------------
     def build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
               tasks: list[Task], options: PsqlOptions) -> State:
-        """Build the plan's missing states in order (each under its lock); the final state."""
-        slot = ScratchSlot()
-        final: State | None = None
+        """Build the plan's missing states in order; the final state (kept)."""
+        run = BuildRun(ctx, runtime, identity, options)
         try:
-            for item, task in zip(items, tasks, strict=False):
-                ctx.check_cancel()
-                lock = self._acquire(ctx, item)
-                try:
-                    existing = self.repo.get_state(item.state_id)
-                    if existing is not None and self.layout.abs(existing.data_path).is_dir():
-                        if task.status != TaskStatus.CACHED:  # built meanwhile by another job
-                            ctx.update_task(task, TaskStatus.CACHED)
-                        self.repo.touch_state(existing.id, self.clock.now(), hit=True)
-                        final = existing
-                        continue
-                    if item.kind == FROM_KIND:  # removed since the job was planned: not buildable
-                        raise NotFound(f"state {item.state_id[:12]} (--from) was removed",
-                                       hint="list states with: sqlrs ls --states")
-                    started = time.monotonic()
-                    ctx.update_task(task, TaskStatus.RUNNING, started_at=self.clock.now())
-                    try:
-                        scratch = self._build_one(ctx, runtime, identity, item, slot, options)
-                        final = self._commit(scratch, item, runtime, identity, options,
-                                             time.monotonic() - started)
-                    except BaseException:
-                        ctx.update_task(task, TaskStatus.FAILED, finished_at=self.clock.now(),
-                                        seconds=round(time.monotonic() - started, 3))
-                        for later in tasks[task.index + 1 :]:
-                            if later.status == TaskStatus.PENDING:
-                                ctx.update_task(later, TaskStatus.SKIPPED)
-                        raise
-                    ctx.update_task(task, TaskStatus.DONE, finished_at=self.clock.now(),
-                                    seconds=round(time.monotonic() - started, 3))
-                    self.after_commit(ctx, final)
-                finally:
-                    lock.release()
+            self._build(run, items, tasks)
         finally:
-            if slot.current is not None:
-                self._drop_scratch(slot.current)
-        assert final is not None
+            try:
+                self._publish(run)
+            finally:
+                if run.scratch is not None:
+                    self._drop_scratch(run.scratch)
+                    run.scratch = None
+                for lock in reversed(run.held):
+                    lock.release()
+        if run.published:
+            self.after_commit(ctx, run.published[-1])
+        final = self.catalog.kept(items[-1].state_id)
+        if final is None:
+            raise StoreFailure(f"state {items[-1].state_id[:12]} vanished right after it was built")
         return final
 
-    def _new_scratch(self, ctx: JobContext) -> Scratch:
-        key = f"b{ctx.job.id[:6]}{secrets.token_hex(2)}"
-        return Scratch(key=key, rel=f"scratch/{key}")
+    def _build(self, run: BuildRun, items: list[PlanItem], tasks: list[Task]) -> None:
+        ctx = run.ctx
+        index = self._deepest_kept(items, 0) + 1
+        if index == 0 and items[0].kind == FROM_KIND:  # removed since the job was planned: not buildable
+            raise NotFound(f"state {items[0].state_id[:12]} (--from) was removed",
+                           hint="list states with: sqlrs ls --states")
+        self._skip(ctx, items, tasks, index)
+        if index >= len(items):
+            self.repo.touch_state(items[-1].state_id, self.clock.now(), hit=True)
+            return
+        run.last_kept = items[index - 1].state_id if index > 0 else None
+        known = [item.known for item in items]
+        kept = [item.kept for item in items]
+        branch = branch_point(known, kept)
+        last = len(items) - 1
+        while index < len(items):
+            item, task = items[index], tasks[index]
+            ctx.check_cancel()
+            if self._acquire(run, item):  # another job built: maybe further than this one has come
+                deepest = self._deepest_kept(items, index)
+                if deepest >= index:
+                    self._skip(ctx, items, tasks, deepest + 1)
+                    if run.scratch is not None:
+                        self._drop_scratch(run.scratch)
+                        run.scratch = None
+                    run.span, run.replay_seconds, run.last_kept = [], 0.0, items[deepest].state_id
+                    index = deepest + 1
+                    continue
+            started = time.monotonic()
+            ctx.update_task(task, TaskStatus.RUNNING, started_at=self.clock.now())
+            try:
+                server = self._server_at(run, item)
+                if item.step is None:
+                    self.admin.execute(server.spec.run_dir, server.spec.port, BASE_SQL)
+                else:
+                    self._run_step(ctx, server, item, run.options)
+                ctx.check_cancel()
+                seconds = time.monotonic() - started
+                assert run.scratch is not None
+                run.scratch.at = item.state_id
+                run.replay_seconds += seconds
+                reason = (Reason.START if item.index == 0 else
+                          self.policy.forced(item.index, last, item.index == branch))
+                if reason is None and self.policy.pays(run.replay_seconds, self.costs.estimate()):
+                    reason = Reason.PAYS
+                if reason is not None:
+                    self._keep(run, item, final=item.index == last)
+                else:
+                    run.span.append(UnkeptState(
+                        id=item.state_id, parent_id=item.parent_id or "", step_hash=self._step_hash(item, run),
+                        kind=state_kind(item.step), source=item.source, build_seconds=round(seconds, 3),
+                        kept_id="", position=len(run.span), created_at=self.clock.now()))
+            except BaseException:
+                ctx.update_task(task, TaskStatus.FAILED, finished_at=self.clock.now(),
+                                seconds=round(time.monotonic() - started, 3))
+                for later in tasks[task.index + 1 :]:
+                    if later.status == TaskStatus.PENDING:
+                        ctx.update_task(later, TaskStatus.SKIPPED)
+                raise
+            ctx.update_task(task, TaskStatus.DONE, finished_at=self.clock.now(),
+                            seconds=round(time.monotonic() - started, 3))
+            if reason is not None:
+                ctx.emit("checkpoint", index=item.index, state_id=item.state_id, reason=reason)
+                if time.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
+                    self._publish(run)
+            index += 1
+
+    def _skip(self, ctx: JobContext, items: list[PlanItem], tasks: list[Task], upto: int) -> None:
+        """Rows before `upto` need no work: a kept state at or after them covers them."""
+        for task in tasks[:upto]:
+            if task.status not in (TaskStatus.CACHED, TaskStatus.DONE):
+                ctx.update_task(task, TaskStatus.CACHED)
+        for item in items[:upto]:
+            item.cached = True
+
+    @staticmethod
+    def _step_hash(item: PlanItem, run: BuildRun) -> str:
+        assert item.step is not None
+        return keys.step_hash(item.step, run.options)
+
+    # -- the scratch server ------------------------------------------------------------------------
+    def _server_at(self, run: BuildRun, item: PlanItem) -> Server:
+        """The running build server, its data equal to the item's parent state."""
+        scratch = run.scratch
+        if scratch is not None and scratch.at != item.parent_id:
+            self._drop_scratch(scratch)
+            scratch = run.scratch = None
+        if scratch is None:
+            key = f"b{run.ctx.job.id[:6]}{secrets.token_hex(2)}"
+            # in the run before anything is made, so a failure below still removes it
+            scratch = run.scratch = Scratch(key=key, rel=f"scratch/{key}")
+            data_dir = self.layout.abs(scratch.rel)
+            if item.parent_id is None:
+                run.ctx.emit("log", stream="engine", text=f"initdb: {run.identity.description}")
+                self.store.create(data_dir)
+                run.runtime.initdb(run.identity, data_dir, (*INITDB_OPTIONS, *INITDB_SPEED))
+                hba = data_dir / "pg_hba.conf"
+                hba.write_text(PG_HBA)
+                if os.geteuid() == 0 and run.identity.server_uid is not None:
+                    os.chown(hba, run.identity.server_uid, run.identity.server_gid or -1)
+            else:
+                parent = self.catalog.kept(item.parent_id)
+                if parent is None:
+                    raise StoreFailure(f"state {item.parent_id[:12]} vanished while building on it")
+                self.store.clone(self.layout.abs(parent.data_path), data_dir)
+            scratch.at = item.parent_id
+        run.ctx.check_cancel()
+        if scratch.server is None:
+            scratch.server = self.instances.start_server(run.runtime, run.identity, scratch.key, scratch.rel,
+                                                         settings=BUILD_SETTINGS)
+        return scratch.server
 
     def _drop_scratch(self, scratch: Scratch) -> None:
         if scratch.server is not None:
@@ -184,45 +357,81 @@ class ChainBuilder:
         self.store.delete(self.layout.abs(scratch.rel))
         shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
 
-    def _build_one(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, item: PlanItem,
-                   slot: ScratchSlot, options: PsqlOptions) -> Scratch:
-        scratch = slot.current
-        if scratch is not None and scratch.at != item.parent_id:
-            slot.current = None
-            self._drop_scratch(scratch)
-            scratch = None
-        if scratch is None:
-            # in the slot before anything is made, so a failure below still removes it
-            scratch = slot.current = self._new_scratch(ctx)
-            data_dir = self.layout.abs(scratch.rel)
-            if item.parent_id is None:
-                ctx.emit("log", stream="engine", text=f"initdb: {identity.description}")
-                self.store.create(data_dir)
-                runtime.initdb(identity, data_dir, (*INITDB_OPTIONS, *INITDB_SPEED))
-                hba = data_dir / "pg_hba.conf"
-                hba.write_text(PG_HBA)
-                if os.geteuid() == 0 and identity.server_uid is not None:
-                    os.chown(hba, identity.server_uid, identity.server_gid or -1)
-            else:
-                parent = self.repo.get_state(item.parent_id)
-                if parent is None:
-                    raise StoreFailure(f"state {item.parent_id[:12]} vanished while building on it")
-                self.store.clone(self.layout.abs(parent.data_path), data_dir)
-            scratch.at = item.parent_id
-        ctx.check_cancel()
-        if scratch.server is not None:  # the previous step's stopped server (a container) goes first
+    # -- keeping a state ---------------------------------------------------------------------------
+    def _keep(self, run: BuildRun, item: PlanItem, final: bool) -> None:
+        """Put the scratch's current data aside in tmp/ as the item's state, to be published."""
+        scratch = run.scratch
+        assert scratch is not None and scratch.server is not None
+        source = self.layout.abs(scratch.rel)
+        temporary = self.layout.tmp_dir / f"{item.state_id}.{secrets.token_hex(4)}"
+        started = time.monotonic()
+        if final:
+            # the build ends here: a clean shutdown, and the scratch directory becomes the state
+            scratch.server.stop()
             scratch.server.discard()
             scratch.server = None
-        scratch.server = self.instances.start_server(runtime, identity, scratch.key, scratch.rel)
-        server = scratch.server
-        if item.step is None:
-            self.admin.execute(server.spec.run_dir, server.spec.port, BASE_SQL)
+            os.rename(source, temporary)
+            run.scratch = None
+            shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
         else:
-            self._run_step(ctx, server, item, options)
-        ctx.check_cancel()
-        server.stop()  # stays in scratch.server: a stopped container is removed with the scratch
-        return scratch
+            try:
+                self._clone_running(scratch.server, source, temporary)
+            except BaseException:
+                self.store.delete(temporary)
+                raise
+            self.costs.kept(time.monotonic() - started)
+        now = self.clock.now()
+        span = [attrs.evolve(unkept, kept_id=item.state_id, position=position)
+                for position, unkept in enumerate(run.span)]
+        state = State(
+            id=item.state_id, parent_id=run.last_kept,
+            base_id=item.state_id if item.parent_id is None else self._base_of(run, item),
+            step_hash=None if item.step is None else self._step_hash(item, run),
+            kind=state_kind(item.step), runtime=run.runtime.name,
+            source=item.source if item.step is not None else f"initdb ({run.identity.version})",
+            data_path=self.layout.state_rel(item.state_id), size_bytes=0,
+            build_seconds=round(run.replay_seconds, 3), created_at=now, last_used_at=now,
+        )
+        run.pending.append(Finished(temporary, state, span))
+        run.span, run.replay_seconds, run.last_kept = [], 0.0, item.state_id
 
+    def _clone_running(self, server: Server, source: Path, target: Path) -> None:
+        """Clone the running build server's data directory as a crash-consistent state: after a
+        CHECKPOINT nothing writes to it, and a checkpoint that completes during the clone (seen as
+        a change of pg_control) makes the build fall back to stop, clone, start."""
+        self.admin.execute(server.spec.run_dir, server.spec.port, ["CHECKPOINT"])
+        control = _read_control(source)
+        self.store.clone(source, target)
+        if control is None or _read_control(source) != control:
+            self.store.delete(target)
+            server.stop()
+            self.store.clone(source, target)
+            server.start()
+        with contextlib.suppress(FileNotFoundError):
+            (target / "postmaster.pid").unlink()
+
+    def _publish(self, run: BuildRun) -> None:
+        if not run.pending:
+            return
+        pending, run.pending = run.pending, []
+        started = time.monotonic()
+        try:
+            run.published += self.catalog.publish(pending, synced="commit:cloned", renamed="commit:renamed")
+        except BaseException:
+            for finished in pending:
+                self.store.delete(finished.directory)
+            raise
+        self.costs.synced(time.monotonic() - started, len(pending))
+        run.published_at = time.monotonic()
+
+    def _base_of(self, run: BuildRun, item: PlanItem) -> str:
+        for finished in run.pending:
+            if finished.state.id == run.last_kept:
+                return finished.state.base_id
+        parent = self.repo.get_state(run.last_kept) if run.last_kept else None
+        return parent.base_id if parent is not None else item.state_id
+
+    # -- one step ----------------------------------------------------------------------------------
     def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions) -> None:
         step = item.step
         assert step is not None
@@ -266,36 +475,12 @@ class ChainBuilder:
                          "psql_error": error.message if error else None, "output": output[-8000:]},
             )
 
-    def _commit(self, scratch: Scratch, item: PlanItem, runtime: Runtime, identity: RuntimeIdentity,
-                options: PsqlOptions, seconds: float) -> State:
-        source = self.layout.abs(scratch.rel)
-        temporary = self.layout.tmp_dir / f"{item.state_id}.{secrets.token_hex(4)}"
-        target = self.layout.abs(self.layout.state_rel(item.state_id))
-        self.store.clone(source, temporary)
-        try:
-            publish(self.store, temporary, target, "commit:cloned")
-        except BaseException:
-            self.store.delete(temporary)
-            raise
-        crash_point("commit:renamed")
-        now = self.clock.now()
-        state = State(
-            id=item.state_id, parent_id=item.parent_id,
-            base_id=item.state_id if item.parent_id is None else self._base_of(item.parent_id),
-            step_hash=None if item.step is None else keys.step_hash(item.step, options),
-            kind=state_kind(item.step), runtime=runtime.name,
-            source=item.source if item.step is not None else f"initdb ({identity.version})",
-            data_path=self.layout.state_rel(item.state_id),
-            size_bytes=added_bytes(self.store, self._state_dir(item.parent_id), target),
-            build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
-        )
-        self.repo.add_state(state)
-        scratch.at = item.state_id
-        return state
 
-    def _state_dir(self, state_id: str | None) -> Path | None:
-        return self.layout.abs(self.layout.state_rel(state_id)) if state_id else None
+def _read_control(data_dir: Path) -> bytes | None:
+    """The cluster's pg_control, or None when the engine cannot read it."""
+    try:
+        return (data_dir / "global" / "pg_control").read_bytes()
+    except OSError:
+        return None
 
-    def _base_of(self, state_id: str) -> str:
-        state = self.repo.get_state(state_id)
-        return state.base_id if state is not None else state_id
+

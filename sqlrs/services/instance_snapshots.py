@@ -39,11 +39,8 @@ from sqlrs.domain.model import Instance, State, StateKind
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import BackupResult, OnlineBackup
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
-from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.build import added_bytes, publish
+from sqlrs.services.catalog import Finished, StateCatalog
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
-from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.servers import Server
 
@@ -65,9 +62,7 @@ def snapshot_source(instance: Instance, name: str | None) -> str:
 class InstanceSnapshots:
     def __init__(
         self,
-        repo: Repository,
-        store: SnapshotStore,
-        layout: Layout,
+        catalog: StateCatalog,
         instances: InstanceManager,
         admin: ServerAdmin,
         backup: OnlineBackup,
@@ -75,9 +70,10 @@ class InstanceSnapshots:
         locks: StateLocks,
         after_commit: Callable[[], object] | None = None,  # keep the cache within its bounds
     ):
-        self.repo = repo
-        self.store = store
-        self.layout = layout
+        self.catalog = catalog
+        self.repo = catalog.repo
+        self.store = catalog.store
+        self.layout = catalog.layout
         self.instances = instances
         self.admin = admin
         self.backup = backup
@@ -179,21 +175,14 @@ class InstanceSnapshots:
 
     def _commit(self, clone: Path, state_id: str, parent: State, instance: Instance, name: str | None,
                 seconds: float) -> State:
-        target = self.layout.abs(self.layout.state_rel(state_id))
+        now = self.clock.now()
+        state = State(
+            id=state_id, parent_id=parent.id, base_id=parent.base_id, step_hash=None,
+            kind=StateKind.SNAPSHOT, runtime=parent.runtime, source=snapshot_source(instance, name),
+            data_path=self.layout.state_rel(state_id), size_bytes=0,
+            build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
+        )
         with self.locks.get(state_id):
-            publish(self.store, clone, target, "snapshot:synced")
-            try:
-                now = self.clock.now()
-                state = State(
-                    id=state_id, parent_id=parent.id, base_id=parent.base_id, step_hash=None,
-                    kind=StateKind.SNAPSHOT, runtime=parent.runtime, source=snapshot_source(instance, name),
-                    data_path=self.layout.state_rel(state_id),
-                    size_bytes=added_bytes(self.store, self.layout.abs(parent.data_path), target),
-                    build_seconds=round(seconds, 3), created_at=now, last_used_at=now,
-                )
-                self.repo.add_state(state)
-            except BaseException:
-                self.store.delete(target)
-                raise
+            [state] = self.catalog.publish([Finished(clone, state)], synced="snapshot:synced")
         return state
 

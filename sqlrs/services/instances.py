@@ -6,7 +6,7 @@ import logging
 import secrets
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -102,11 +102,13 @@ class InstanceManager:
 
     # -- servers -----------------------------------------------------------------------------
     def start_server(self, runtime: Runtime, identity: RuntimeIdentity, key: str, rel: str,
-                     preferred_port: int | None = None) -> Server:
-        """Start a server on the volume `rel`, retrying on another port when one is taken."""
+                     preferred_port: int | None = None, settings: Mapping[str, str] | None = None) -> Server:
+        """Start a server on the volume `rel`, retrying on another port when one is taken;
+        `settings` add to (or override) the servers' common settings."""
         for attempt in range(3):
             port = self.ports.allocate(preferred_port if attempt == 0 else None)
-            server = Server.create(runtime, identity, key, self.layout.abs(rel), self.layout.run_dir(key), port)
+            server = Server.create(runtime, identity, key, self.layout.abs(rel), self.layout.run_dir(key), port,
+                                   settings=settings)
             try:
                 server.start()
                 return server

@@ -1,5 +1,6 @@
-"""A tool's output during a step (psql, or a host tool): forwarded line by line as job events,
-the first lines only, and kept (bounded) for the step's error message."""
+"""A tool's output during a step (psql, or a host tool): forwarded as job events, whole lines as
+they arrive (those of one read in one event: a migration history's command tags would otherwise
+cost an event per line), the first lines only, and kept (bounded) for the step's error message."""
 
 from __future__ import annotations
 
@@ -20,24 +21,25 @@ class OutputCollector:
     def feed(self, stream: str, data: bytes) -> None:
         text = self._partial.get(stream, "") + data.decode("utf-8", "replace")
         *lines, self._partial[stream] = text.split("\n")
-        for line in lines:
-            self._take(stream, line)
+        self._take(stream, lines)
 
-    def _take(self, stream: str, line: str) -> None:
-        self._kept.append(line)
+    def _take(self, stream: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        self._kept.extend(lines)
         if len(self._kept) > 4 * OUTPUT_LINES_KEPT:
             del self._kept[: len(self._kept) - 2 * OUTPUT_LINES_KEPT]
-        if self._forwarded < OUTPUT_LINES_KEPT:
-            self._forward(stream, line)
-            self._forwarded += 1
-        elif self._forwarded == OUTPUT_LINES_KEPT:
+        room = OUTPUT_LINES_KEPT - self._forwarded
+        if room > 0:
+            self._forward(stream, "\n".join(lines[:room]))
+        if 0 <= room < len(lines):  # the limit is crossed now: say so, once
             self._forward("note", "(more output not shown)")
-            self._forwarded += 1
+        self._forwarded += len(lines)
 
     def flush(self) -> None:
         for stream, rest in list(self._partial.items()):
             if rest:
-                self._take(stream, rest)
+                self._take(stream, [rest])
         self._partial.clear()
 
     def text(self) -> str:

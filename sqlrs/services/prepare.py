@@ -36,7 +36,9 @@ from sqlrs.services.build import (
     INITDB_OPTIONS,
     ChainBuilder,
     PlanItem,
+    mark_plan,
 )
+from sqlrs.services.catalog import StateCatalog
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -64,6 +66,7 @@ class PrepareService:
         after_commit: Callable[[JobContext, State], None] = lambda ctx, state: None,
         warnings: Callable[[], list[str]] = lambda: [],
         remote: RemoteCache | None = None,
+        catalog: StateCatalog | None = None,
     ):
         self.repo = repo
         self.store = store
@@ -76,7 +79,8 @@ class PrepareService:
         self.before_build = before_build
         self.locks = locks or StateLocks()
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
-        self.builder = ChainBuilder(repo, store, layout, instances, admin, clock, self.locks, after_commit)
+        self.catalog = catalog or StateCatalog(repo, store, layout)
+        self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit)
         self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
         self.remote = remote  # pulls from the remote cache instead of building
 
@@ -104,31 +108,22 @@ class PrepareService:
             ctx.emit("runtime", runtime=choice.runtime.name, reason=choice.reason)
         return choice.runtime
 
-    def is_cached(self, state_id: str) -> bool:
-        state = self.repo.get_state(state_id)
-        return state is not None and self.layout.abs(state.data_path).is_dir()
-
     def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions,
-             start: State | None = None) -> list[PlanItem]:
-        if start is not None:
-            return self._plan_from(start, steps, options)
-        base = keys.base_id(identity.identity, INITDB_OPTIONS)
-        items = [PlanItem(0, "base", base, None, "initdb", None, self.is_cached(base))]
-        parent = base
-        for index, (step, state_id) in enumerate(zip(steps, keys.chain(base, steps, options), strict=True), 1):
-            items.append(PlanItem(index, "step", state_id, parent, step.source, step, self.is_cached(state_id)))
+             start: State | None = None, every_row: bool = False) -> list[PlanItem]:
+        """The chain's rows, base (or --from state) first, each with its state id, whether it is
+        cached and whether it is (or will be) kept (`mark_plan`; `every_row`: as plan:* shows)."""
+        if start is not None:  # the chain on `start` instead of the base: state_k = H(start, step_k)
+            first = PlanItem(0, FROM_KIND, start.id, start.parent_id, start.source, None, False)
+        else:
+            first = PlanItem(0, "base", keys.base_id(identity.identity, INITDB_OPTIONS), None, "initdb", None, False)
+        items = [first]
+        parent = first.state_id
+        for index, (step, state_id) in enumerate(zip(steps, keys.chain(parent, steps, options), strict=True), 1):
+            items.append(PlanItem(index, "step", state_id, parent, step.source, step, False))
             parent = state_id
-        return items
+        return mark_plan(items, self.catalog, self.builder.policy, every_row)
 
     # -- starting from an existing state (--from) -----------------------------------------------
-    def _plan_from(self, start: State, steps: tuple[Step, ...], options: PsqlOptions) -> list[PlanItem]:
-        """The chain on `start` instead of the base: state_k = H(start, step_k)."""
-        items = [PlanItem(0, FROM_KIND, start.id, start.parent_id, start.source, None, self.is_cached(start.id))]
-        parent = start.id
-        for index, (step, state_id) in enumerate(zip(steps, keys.chain(start.id, steps, options), strict=True), 1):
-            items.append(PlanItem(index, "step", state_id, parent, step.source, step, self.is_cached(state_id)))
-            parent = state_id
-        return items
 
     def find_start(self, ref: str) -> State:
         """The cached state `--from` names, by id or unique prefix."""
@@ -140,7 +135,7 @@ class PrepareService:
                                 details={"candidates": sorted(m.id for m in matches)},
                                 hint="give more characters of the state id")
             state = matches[0] if matches else None
-        if state is None or not self.layout.abs(state.data_path).is_dir():
+        if state is None or not self.catalog.is_kept(state.id):
             raise NotFound(f"no state matches --from {ref!r}", hint="list them with: sqlrs ls --states")
         return state
 
@@ -201,7 +196,8 @@ class PrepareService:
 
     def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
         identity = self.identity_for(runtime, request.image)
-        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
+        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity),
+                          every_row=request.plan_only)
         if self.remote is not None:
             self.remote.annotate(ctx, items)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,

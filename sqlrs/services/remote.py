@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, UsageError
-from sqlrs.domain.model import State, StateKind, Task, TaskStatus
+from sqlrs.domain.model import State, StateKind, Task, TaskStatus, UnkeptState
 from sqlrs.domain.remote import (
     CONFIG_MEDIA_TYPE,
     CorruptBlob,
@@ -43,6 +43,7 @@ from sqlrs.domain.remote import (
     RemoteRef,
     RuntimeNotes,
     build_manifest,
+    chain_adds_up,
     parse_ref,
     postgres_major,
     read_manifest,
@@ -50,13 +51,10 @@ from sqlrs.domain.remote import (
 )
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
-from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.build import added_bytes, publish
+from sqlrs.services.catalog import Finished, StateCatalog
 from sqlrs.services.faults import crash_point
 from sqlrs.services.jobs import JobContext
-from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.transfers import TransferProgress
@@ -66,9 +64,7 @@ from sqlrs.services.transfers import parse_transfer as parse_transfer  # the rou
 class RemoteService:
     def __init__(
         self,
-        repo: Repository,
-        store: SnapshotStore,
-        layout: Layout,
+        catalog: StateCatalog,
         runtimes: RuntimeRegistry,
         identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
         initdb_options: tuple[str, ...],
@@ -79,9 +75,10 @@ class RemoteService:
         layers: StateLayers,
         after_pull: Callable[[JobContext, State], None] = lambda ctx, state: None,
     ):
-        self.repo = repo
-        self.store = store
-        self.layout = layout
+        self.catalog = catalog
+        self.repo = catalog.repo
+        self.store = catalog.store
+        self.layout = catalog.layout
         self.runtimes = runtimes
         self.identity_for = identity_for
         self.initdb_options = initdb_options
@@ -160,7 +157,7 @@ class RemoteService:
                          "local": {"runtime": identity.runtime, "version": identity.version,
                                    "identity": identity.identity, "description": identity.description}})
         for parent, child in itertools.pairwise(chain):
-            if child.step_hash is None or keys.state_id(parent.state_id, child.step_hash) != child.state_id:
+            if not chain_adds_up(parent.state_id, child, keys.state_id):
                 raise RegistryError(f"{where}: state {child.state_id[:12]} does not follow from its parent and step",
                                     hint="the manifest was not made by sqlrs push or was altered")
             if child.base_id != local_base:
@@ -188,8 +185,8 @@ class RemoteService:
         """The state and its ancestors, base first; all must be cached here."""
         chain = [state]
         while chain[-1].parent_id is not None:
-            parent = self.repo.get_state(chain[-1].parent_id)
-            if parent is None or not self.layout.abs(parent.data_path).is_dir():
+            parent = self.catalog.kept(chain[-1].parent_id)
+            if parent is None:
                 raise Conflict(f"state {chain[-1].parent_id[:12]}, an ancestor of {state.id[:12]}, is not cached here",
                                hint="prepare the chain again to rebuild it, then push")
             chain.append(parent)
@@ -261,9 +258,10 @@ class RemoteService:
         sent = registry.push_blob(blob, digest, size,
                                   TransferProgress(ctx, direction="push", state_id=state.id, digest=digest))
         blob.unlink(missing_ok=True)
+        span = tuple((u.id, u.step_hash, u.kind.value, u.source) for u in self.repo.span_of(state.id))
         layer = LayerInfo(state_id=state.id, parent_id=state.parent_id, base_id=state.base_id, kind=state.kind.value,
                           step_hash=state.step_hash, source=state.source, size_bytes=state.size_bytes,
-                          build_seconds=state.build_seconds, digest=digest, blob_size=size)
+                          build_seconds=state.build_seconds, digest=digest, blob_size=size, span=span)
         return layer, sent
 
     def _put_manifest(self, registry: StateRegistry, layers: list[LayerInfo], notes: RuntimeNotes,
@@ -300,7 +298,8 @@ class RemoteService:
         tasks: list[Task] = []
         if ctx is not None:  # the chain's states as tasks: shown by watch, kept from eviction meanwhile
             tasks = [Task(ctx.job.id, index, "base" if layer.parent_id is None else "step", layer.state_id,
-                          layer.source, TaskStatus.CACHED if self._cached(layer.state_id) else TaskStatus.PENDING)
+                          layer.source,
+                          TaskStatus.CACHED if self.catalog.is_kept(layer.state_id) else TaskStatus.PENDING)
                      for index, layer in enumerate(chain)]
             ctx.set_tasks(tasks)
             ctx.emit("plan", runtime=runtime.name, identity=identity.description,
@@ -320,9 +319,6 @@ class RemoteService:
             image = notes.image
         return runtime, self.identity_for(runtime, image)
 
-    def _cached(self, state_id: str) -> bool:
-        state = self.repo.get_state(state_id)
-        return state is not None and self.layout.abs(state.data_path).is_dir()
 
     def materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],
                      runtime: Runtime, identity: RuntimeIdentity, tasks: list[Task] | None = None) -> list[str]:
@@ -334,8 +330,7 @@ class RemoteService:
                 if ctx is not None:
                     ctx.check_cancel()
             try:
-                existing = self.repo.get_state(layer.state_id)
-                if existing is not None and self.layout.abs(existing.data_path).is_dir():
+                if self.catalog.is_kept(layer.state_id):
                     continue
                 started = time.monotonic()
                 state = self._pull_one(ctx, registry, layer, runtime, identity)
@@ -357,9 +352,27 @@ class RemoteService:
                      total=layer.blob_size)
             ctx.emit("log", stream="engine", text=f"pulling state {layer.state_id[:12]} ({layer.source}, "
                                                     f"{layer.blob_size} bytes)")
+        try:
+            kind = StateKind(layer.kind)
+            span_kinds = [StateKind(entry[2]) for entry in layer.span]
+        except ValueError:
+            raise Incompatible(f"state {layer.state_id[:12]} or a step before it is of a kind unknown to this "
+                               f"sqlrs ({layer.kind!r})", hint="upgrade sqlrs") from None
+        now = self.clock.now()
+        state = State(id=layer.state_id, parent_id=layer.parent_id, base_id=layer.base_id,
+                      step_hash=layer.step_hash, kind=kind, runtime=runtime.name, source=layer.source,
+                      data_path=self.layout.state_rel(layer.state_id), size_bytes=0,
+                      build_seconds=layer.build_seconds, created_at=now, last_used_at=now)
+        previous = layer.parent_id or ""
+        span = []
+        for position, ((unkept_id, step, _kind, source), unkept_kind) in enumerate(zip(layer.span, span_kinds,
+                                                                                       strict=True)):
+            span.append(UnkeptState(id=unkept_id, parent_id=previous, step_hash=step, kind=unkept_kind,
+                                    source=source, build_seconds=0.0, kept_id=layer.state_id, position=position,
+                                    created_at=now))
+            previous = unkept_id
         download = self.layout.tmp_dir / f"pull-{layer.state_id[:16]}.{secrets.token_hex(4)}"
         temporary = self.layout.tmp_dir / f"{layer.state_id}.{secrets.token_hex(4)}"
-        target = self.layout.abs(self.layout.state_rel(layer.state_id))
         try:
             download.mkdir()
             blob = download / "layer"
@@ -369,7 +382,7 @@ class RemoteService:
             if layer.parent_id is None:
                 self.store.create(temporary)
             else:
-                parent = self.repo.get_state(layer.parent_id)
+                parent = self.catalog.kept(layer.parent_id)
                 if parent is None:
                     raise Conflict(f"state {layer.parent_id[:12]} vanished while pulling on it")
                 self.store.clone(self.layout.abs(parent.data_path), temporary)
@@ -382,25 +395,11 @@ class RemoteService:
                     os.chown(temporary, identity.server_uid, identity.server_gid or -1)
                 os.chmod(temporary, 0o700)
             shutil.rmtree(download, ignore_errors=True)
-            publish(self.store, temporary, target, "pull:applied")
+            [state] = self.catalog.publish([Finished(temporary, state, span)], synced="pull:applied")
         except BaseException:
             shutil.rmtree(download, ignore_errors=True)
             self.store.delete(temporary)
             raise
-        now = self.clock.now()
-        try:
-            kind = StateKind(layer.kind)
-        except ValueError:
-            self.store.delete(target)
-            raise Incompatible(f"state {layer.state_id[:12]} is of kind {layer.kind!r}, unknown to this sqlrs",
-                               hint="upgrade sqlrs") from None
-        parent_dir = self.layout.abs(self.layout.state_rel(layer.parent_id)) if layer.parent_id else None
-        state = State(id=layer.state_id, parent_id=layer.parent_id, base_id=layer.base_id,
-                      step_hash=layer.step_hash, kind=kind, runtime=runtime.name, source=layer.source,
-                      data_path=self.layout.state_rel(layer.state_id),
-                      size_bytes=added_bytes(self.store, parent_dir, target),
-                      build_seconds=layer.build_seconds, created_at=now, last_used_at=now)
-        self.repo.add_state(state)
         if ctx is not None:
             ctx.emit("log", stream="engine", text=f"pulled state {layer.state_id[:12]} in "
                                                     f"{time.monotonic() - started:.1f}s")

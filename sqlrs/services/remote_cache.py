@@ -11,7 +11,7 @@ from sqlrs.domain.errors import SqlrsError
 from sqlrs.domain.model import State, Task, TaskStatus
 from sqlrs.domain.remote import Incompatible, RegistryError, read_manifest, state_tag
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.services.build import PlanItem
+from sqlrs.services.build import PlanItem, mark_cached
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.remote import RemoteService
 
@@ -58,9 +58,7 @@ class RemoteCache:
             self._fill(ctx, runtime, identity, items, tasks)
         except (RegistryError, Incompatible) as exc:
             ctx.emit("warning", text=f"could not pull from the remote cache ({exc.message}): building instead")
-            for item in items:
-                state = self.remote.repo.get_state(item.state_id)
-                item.cached = state is not None and self.remote.layout.abs(state.data_path).is_dir()
+            mark_cached(items, self.remote.catalog)
 
     def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
               tasks: list[Task]) -> None:

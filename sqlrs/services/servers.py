@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -93,10 +93,11 @@ class Server:
         run_dir: Path,
         port: int,
         ref: str = "",
+        settings: Mapping[str, str] | None = None,
     ) -> Server:
         spec = InstanceSpec(
             instance_id=key, data_dir=data_dir, run_dir=run_dir, port=port, identity=identity,
-            settings=dict(SERVER_SETTINGS),
+            settings={**SERVER_SETTINGS, **(settings or {})},
         )
         return cls(runtime, spec, ref)
 

@@ -23,6 +23,7 @@ from sqlrs.domain.model import (
     StateKind,
     Task,
     TaskStatus,
+    UnkeptState,
 )
 from sqlrs.ports.repository import Repository
 
@@ -56,6 +57,30 @@ def instance(instance_id: str, state_id: str, minutes: int = 0) -> Instance:
 def job(job_id: str, minutes: int = 0, status: JobStatus = JobStatus.QUEUED) -> Job:
     return Job(id=job_id, kind="prepare", status=status, request={"steps": [1, "two"]},
                created_at=T0 + timedelta(minutes=minutes))
+
+
+def unkept(state_id: str, parent: str, kept: str, position: int, minutes: int = 0) -> UnkeptState:
+    return UnkeptState(id=state_id, parent_id=parent, step_hash="h" + state_id, kind=StateKind.PSQL,
+                       source=f"{state_id}.sql", build_seconds=0.25, kept_id=kept, position=position,
+                       created_at=T0 + timedelta(minutes=minutes))
+
+
+def test_unkept_states_live_and_go_with_the_kept_state_recorded_after_them(repo: Repository) -> None:
+    repo.add_state(state("base"))
+    span = [unkept("u1", "base", "k3", 0), unkept("u2", "u1", "k3", 1)]
+    repo.add_state(state("k3", parent="base", minutes=1), span)
+    assert repo.span_of("k3") == span
+    assert repo.span_of("base") == []
+    assert repo.unkept_states(["u2", "u1", "k3", "nope"]) == {"u1": span[0], "u2": span[1]}
+    # another chain passed u1 again and kept another state: two records of u1, the oldest answers
+    repo.add_state(state("k9", parent="base", minutes=2), [unkept("u1", "base", "k9", 0, minutes=5)])
+    assert repo.unkept_states(["u1"])["u1"].kept_id == "k3"
+    repo.delete_state("k3")
+    assert repo.span_of("k3") == []
+    assert repo.unkept_states(["u1", "u2"]) == {"u1": unkept("u1", "base", "k9", 0, minutes=5)}
+    # a second insert of a kept state does not record its span twice
+    repo.add_state(state("k9", parent="base", minutes=3), [unkept("u7", "base", "k9", 0)])
+    assert [u.id for u in repo.span_of("k9")] == ["u1"]
 
 
 def test_states_by_id_prefix_parent_and_order(repo: Repository) -> None:

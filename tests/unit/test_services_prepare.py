@@ -62,14 +62,14 @@ def test_building_a_chain_commits_one_state_per_step_on_its_parent(engine: Wired
     assert applied(services, base.id) == []
     assert applied(services, step1.id) == ["create table a()"]
     assert applied(services, final.id) == ["create table a()", "create table b()"]
-    # one scratch server built the whole chain (base, step 1, step 2), then the instance started
-    assert len(fakes.runtime.started) == 4 and len(set(fakes.runtime.started[:3])) == 1
+    # one scratch server, started once, built the whole chain (base, step 1, step 2); then the instance
+    assert len(fakes.runtime.started) == 2
     assert [server.spec.instance_id for server in fakes.runtime.running()] == [result["instance_id"]]
     instance = fakes.repo.get_instance(result["instance_id"])
     assert instance is not None and instance.status == InstanceStatus.RUNNING
     assert instance.dsn == result["dsn"] and instance.port in fakes.admin.passwords  # password set on start
     assert leftovers(services) == []
-    assert len(fakes.store.synced) == 3  # each commit flushed before its rename
+    assert len(fakes.store.synced) == 1  # one flush for the build's states, before their renames
 
 
 def test_a_hit_builds_nothing_and_only_starts_the_instance(engine: Wired) -> None:
@@ -106,23 +106,26 @@ def test_variables_enter_the_key_of_every_step(engine: Wired) -> None:
     assert plain[1]["state_id"] != with_var[1]["state_id"]
 
 
-def test_a_failed_step_leaves_nothing_of_itself_and_keeps_what_was_built_before(engine: Wired) -> None:
+def test_a_failed_step_leaves_nothing_of_itself_and_keeps_what_was_kept_before(engine: Wired) -> None:
     services, fakes = engine
     ctx = job_context(services)
-    request = PrepareRequest(steps=(command("create table a()"), command("FAIL here"), command("create table z()")))
-    with pytest.raises(StepFailed, match=r"step 2 \(-c\) failed"):
+    sql = ["create table a()", "create table b()", "create table c()"]
+    request = PrepareRequest(steps=(*(command(s) for s in sql), command("FAIL here")))
+    with pytest.raises(StepFailed, match=r"step 4 \(-c\) failed"):
         services.prepare.run(ctx, request)
+    # the base and the step before the last are kept whatever they cost; a and b cost nothing here
     states = fakes.repo.list_states()
-    assert sorted(applied(services, state.id) for state in states) == [[], ["create table a()"]]
+    assert sorted(applied(services, state.id) for state in states) == [[], sql]
     assert sorted(p.name for p in services.layout.states_dir.iterdir()) == sorted(state.id for state in states)
     tasks = {task.index: task.status for task in fakes.repo.list_tasks(ctx.job.id)}
-    assert tasks == {0: TaskStatus.DONE, 1: TaskStatus.DONE, 2: TaskStatus.FAILED, 3: TaskStatus.SKIPPED,
-                     4: TaskStatus.SKIPPED}  # the later step and the instance
+    assert tasks == {0: TaskStatus.DONE, 1: TaskStatus.DONE, 2: TaskStatus.DONE, 3: TaskStatus.DONE,
+                     4: TaskStatus.FAILED, 5: TaskStatus.SKIPPED}  # the instance
     assert leftovers(services) == []
     assert fakes.runtime.running() == [] and fakes.repo.list_instances() == []
-    # the next try starts from what was committed: only the fixed step and the one after it are built
-    items = plan(services, "create table a()", "create table y()", "create table z()")
-    assert [item["cached"] for item in items] == [True, True, False, False]
+    # the next try starts from what was kept: only the fixed step is built
+    items = plan(services, *sql, "create table y()")
+    assert [item["cached"] for item in items] == [True, True, True, True, False]
+    assert [item["checkpoint"] for item in items] == [True, False, False, True, True]
 
 
 def test_a_server_that_dies_at_start_fails_the_build_and_leaves_nothing(engine: Wired) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import BindParameter
 
 from sqlrs.adapters.sqlite import tables as t
-from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task
+from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task, UnkeptState
 
 T = TypeVar("T")
 
@@ -95,6 +95,10 @@ class _Q:
     hit_state = update(t.states).where(t.states.c.id == _ID).values(last_used_at=_WHEN, hits=t.states.c.hits + 1)
     delete_state = delete(t.states).where(t.states.c.id == _ID)
     add_state = insert(t.states)
+    add_unkept = insert(t.unkept_states)
+    unkept = select(t.unkept_states).where(t.unkept_states.c.id.in_(_IDS)).order_by(t.unkept_states.c.created_at)
+    span = select(t.unkept_states).where(t.unkept_states.c.kept_id == _ID).order_by(t.unkept_states.c.position)
+    delete_span = delete(t.unkept_states).where(t.unkept_states.c.kept_id == _ID)
     add_instance = insert(t.instances)
     instance = _INSTANCES.where(t.instances.c.id == _ID)
     instance_prefix = _INSTANCES.where(t.instances.c.id.like(_PREFIX, escape="\\"))
@@ -158,11 +162,24 @@ class SqliteRepository:
             conn.execute(query, params)
 
     # -- states ------------------------------------------------------------------------------
-    def add_state(self, state: State) -> None:
+    def add_state(self, state: State, span: Sequence[UnkeptState] = ()) -> None:
         try:
-            self._run(_Q.add_state, _converter.unstructure(state))
+            with self._begin() as conn:
+                conn.execute(_Q.add_state, _converter.unstructure(state))
+                if span:
+                    conn.execute(_Q.add_unkept, [_converter.unstructure(unkept) for unkept in span])
         except IntegrityError:
             pass  # committed by someone else first: same id, same content
+
+    def unkept_states(self, state_ids: Sequence[str]) -> dict[str, UnkeptState]:
+        found: dict[str, UnkeptState] = {}
+        for chunk in range(0, len(state_ids), 500):
+            for unkept in self._rows(self._all(_Q.unkept, b_ids=list(state_ids[chunk:chunk + 500])), UnkeptState):
+                found.setdefault(unkept.id, unkept)
+        return found
+
+    def span_of(self, state_id: str) -> list[UnkeptState]:
+        return self._rows(self._all(_Q.span, b_id=state_id), UnkeptState)
 
     def get_state(self, state_id: str) -> State | None:
         return self._row(self._first(_Q.state, b_id=state_id), State)
@@ -180,7 +197,9 @@ class SqliteRepository:
         self._run(_Q.hit_state if hit else _Q.touch_state, {"b_id": state_id, "b_when": when})
 
     def delete_state(self, state_id: str) -> None:
-        self._run(_Q.delete_state, {"b_id": state_id})
+        with self._begin() as conn:
+            conn.execute(_Q.delete_span, {"b_id": state_id})
+            conn.execute(_Q.delete_state, {"b_id": state_id})
 
     # -- instances ---------------------------------------------------------------------------
     def add_instance(self, instance: Instance) -> None:

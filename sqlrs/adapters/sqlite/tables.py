@@ -62,6 +62,23 @@ states = Table(
     Index("ix_states_parent", "parent_id"),
 )
 
+# states a build passed without keeping them (domain/checkpoints.py), recorded with the kept state
+# the build kept next: they go when it goes
+unkept_states = Table(
+    "unkept_states",
+    metadata,
+    Column("kept_id", String(64), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("parent_id", String(64), nullable=False),
+    Column("step_hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("build_seconds", Float, nullable=False, default=0.0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_unkept_states_id", "id"),
+)
+
 instances = Table(
     "instances",
     metadata,

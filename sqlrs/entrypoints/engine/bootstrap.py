@@ -23,6 +23,7 @@ from sqlrs.ports.runtime import Runtime
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.cache import CacheService, Limits
+from sqlrs.services.catalog import StateCatalog
 from sqlrs.services.databases import DatabaseInstances
 from sqlrs.services.instance_snapshots import InstanceSnapshots
 from sqlrs.services.instances import InstanceManager
@@ -203,6 +204,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                                 pid_alive=adapters.pid_alive)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
     locks = StateLocks()
+    catalog = StateCatalog(repo, store, layout)
     cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
                                                                     int(config.get("cache.capacity.reserve_bytes"))),
                          jobs.active_ids, locks, standby)
@@ -214,7 +216,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
         return taken
 
     # late binding: prepare (which knows the default image) is made below, with remote in it
-    remote = RemoteService(repo, store, layout, registry,
+    remote = RemoteService(catalog, registry,
                            identity_for=lambda runtime, image: prepare.identity_for(runtime, image),
                            initdb_options=INITDB_OPTIONS, clock=clock, locks=locks,
                            open_registry=adapters.open_registry, setting=config.get, layers=adapters.layers)
@@ -228,7 +230,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
                              before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
-                             remote=remote_cache)
+                             remote=remote_cache, catalog=catalog)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     lifetime = LifetimeService(repo, instances, admin, clock, alive=adapters.owner_alive)
@@ -249,7 +251,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                                   burst_spares=lambda: int(config.get("databases.burst_spares")))
     instances.databases = databases
     lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
-    snapshots = InstanceSnapshots(repo, store, layout, instances, admin, adapters.backup, clock, locks,
+    snapshots = InstanceSnapshots(catalog, instances, admin, adapters.backup, clock, locks,
                                   after_commit=cache.enforce)
     # a hit claims a warm instance; removing or evicting a state removes its warm instances
     instances.warm = pool
