@@ -47,6 +47,7 @@ from sqlrs.ports.admin import ClientSession
 from sqlrs.ports.backup import BackupResult
 from sqlrs.ports.registry import StateRegistry
 from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
+from sqlrs.ports.snapshots import EarlierClone
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.requests import PrepareRequest
 
@@ -293,7 +294,7 @@ class FakeSnapshotStore:
         os.mkdir(path, 0o700)
         os.chmod(path, 0o700)  # whatever the umask
 
-    def clone(self, source: Path, target: Path) -> None:
+    def clone(self, source: Path, target: Path, earlier: EarlierClone | None = None) -> None:
         target = self._below_root(target, "clone to")
         if os.path.lexists(target):
             raise StoreFailure(f"cannot clone to {target}: it exists")

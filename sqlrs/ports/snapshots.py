@@ -13,6 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
+# A file written this close to when an earlier clone was taken may have changed again within the
+# same timestamp tick (file times are coarse): it is never taken as unchanged.
+UNCHANGED_MARGIN_SECONDS = 2.0
+
+
+@attrs.frozen
+class EarlierClone:
+    """An immutable clone made earlier of the same (running) source, at `taken_at` (epoch
+    seconds, read before that clone started)."""
+
+    path: Path
+    taken_at: float
+
 
 class SnapshotStore(Protocol):
     """Creates, clones and deletes volumes below `root`."""
@@ -24,11 +39,16 @@ class SnapshotStore(Protocol):
         """Create a new empty writable volume at `path` (parent exists, `path` does not)."""
         ...
 
-    def clone(self, source: Path, target: Path) -> None:
+    def clone(self, source: Path, target: Path, earlier: EarlierClone | None = None) -> None:
         """Make `target` a writable copy of the volume `source`, preserving ownership and modes.
 
         Writes to either side are never visible in the other. `target` must not exist.
         On failure nothing is left at `target`.
+
+        `earlier`: an immutable clone of `source` made before, that `target` will never be
+        written like (both are states). A store that copies data may share with it the files
+        that have not changed since (same size and modification time, older than the earlier
+        clone by UNCHANGED_MARGIN_SECONDS), as hard links; copy-on-write stores ignore it.
         """
         ...
 

@@ -40,7 +40,7 @@ from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.postmaster import PG_HBA
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.ports.snapshots import EarlierClone, SnapshotStore
 from sqlrs.services.catalog import Finished, StateCatalog
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.jobs import JobContext
@@ -175,6 +175,8 @@ class BuildRun:
     held: list[threading.Lock] = attrs.Factory(list)
     published_at: float = attrs.Factory(time.monotonic)
     published: list[State] = attrs.Factory(list)
+    # the last kept state as a clone of the scratch: a copy store shares unchanged files with it
+    earlier: EarlierClone | None = None
 
 
 class ChainBuilder:
@@ -343,7 +345,9 @@ class ChainBuilder:
                 parent = self.catalog.kept(item.parent_id)
                 if parent is None:
                     raise StoreFailure(f"state {item.parent_id[:12]} vanished while building on it")
+                taken_at = time.time()
                 self.store.clone(self.layout.abs(parent.data_path), data_dir)
+                run.earlier = EarlierClone(self.layout.abs(parent.data_path), taken_at)
             scratch.at = item.parent_id
         run.ctx.check_cancel()
         if scratch.server is None:
@@ -365,21 +369,28 @@ class ChainBuilder:
         source = self.layout.abs(scratch.rel)
         temporary = self.layout.tmp_dir / f"{item.state_id}.{secrets.token_hex(4)}"
         started = time.monotonic()
+        taken_at = time.time()
         if final:
             # the build ends here: a clean shutdown, and the scratch directory becomes the state
+            # (on a copy store a clone sharing what did not change with the last kept state is
+            # smaller: it is made instead when there is one)
             scratch.server.stop()
             scratch.server.discard()
             scratch.server = None
-            os.rename(source, temporary)
-            run.scratch = None
-            shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
+            if run.earlier is None:
+                os.rename(source, temporary)
+                run.scratch = None
+                shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
+            else:
+                self.store.clone(source, temporary, run.earlier)
         else:
             try:
-                self._clone_running(scratch.server, source, temporary)
+                self._clone_running(scratch.server, source, temporary, run.earlier)
             except BaseException:
                 self.store.delete(temporary)
                 raise
             self.costs.kept(time.monotonic() - started)
+        run.earlier = EarlierClone(temporary, taken_at)
         now = self.clock.now()
         span = [attrs.evolve(unkept, kept_id=item.state_id, position=position)
                 for position, unkept in enumerate(run.span)]
@@ -395,17 +406,17 @@ class ChainBuilder:
         run.pending.append(Finished(temporary, state, span))
         run.span, run.replay_seconds, run.last_kept = [], 0.0, item.state_id
 
-    def _clone_running(self, server: Server, source: Path, target: Path) -> None:
+    def _clone_running(self, server: Server, source: Path, target: Path, earlier: EarlierClone | None) -> None:
         """Clone the running build server's data directory as a crash-consistent state: after a
         CHECKPOINT nothing writes to it, and a checkpoint that completes during the clone (seen as
         a change of pg_control) makes the build fall back to stop, clone, start."""
         self.admin.execute(server.spec.run_dir, server.spec.port, ["CHECKPOINT"])
         control = _read_control(source)
-        self.store.clone(source, target)
+        self.store.clone(source, target, earlier)
         if control is None or _read_control(source) != control:
             self.store.delete(target)
             server.stop()
-            self.store.clone(source, target)
+            self.store.clone(source, target, earlier)
             server.start()
         with contextlib.suppress(FileNotFoundError):
             (target / "postmaster.pid").unlink()
@@ -423,6 +434,9 @@ class ChainBuilder:
             raise
         self.costs.synced(time.monotonic() - started, len(pending))
         run.published_at = time.monotonic()
+        for finished in pending:  # the last kept state moved from tmp/ to states/
+            if run.earlier is not None and run.earlier.path == finished.directory:
+                run.earlier = attrs.evolve(run.earlier, path=self.catalog.directory(finished.state.id))
 
     def _base_of(self, run: BuildRun, item: PlanItem) -> str:
         for finished in run.pending:

@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from sqlrs.adapters.snapshots.loopvolume import (
     unmount,
 )
 from sqlrs.domain.errors import NoSpace, StoreFailure, UsageError
-from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.ports.snapshots import EarlierClone, SnapshotStore
 
 MiB = 1 << 20
 VOLUME_SIZE = 1536 * MiB  # sparse: costs only what the tests write
@@ -281,6 +282,60 @@ def test_writes_are_isolated_both_ways(store: SnapshotStore) -> None:
     (source / "pg_wal/000000010000000000000001").unlink()
     write_file(source / "base/1/extra", b"extra")
     assert tree(clone) == clone_tree
+
+
+def test_a_clone_like_an_earlier_one_holds_the_source_and_shares_only_what_did_not_change(
+        store: SnapshotStore) -> None:
+    """`earlier` (the last kept state of a build): the clone is the source whatever the store
+    does with it; a copy store shares (hard-links) the files unchanged since, and only those."""
+    source, earlier, clone = store.root / "source", store.root / "earlier", store.root / "clone"
+    make_pgdata_like(store, source)
+    old = time.time() - 3600
+    for dirpath, _dirs, files in os.walk(source):
+        for name in files:
+            os.utime(os.path.join(dirpath, name), (old, old), follow_symlinks=False)
+    taken_at = time.time()
+    store.clone(source, earlier)
+
+    def content(path: Path) -> dict[str, tuple[object, ...]]:  # a tree without link counts
+        return {rel: entry[:-1] if entry[0] == stat.S_IFREG else entry for rel, entry in tree(path).items()}
+
+    earlier_content = content(earlier)
+    with open(source / "base/1/1259", "r+b") as handle:  # in-place page write, as Postgres does
+        handle.seek(8192 * 5)
+        handle.write(b"\xff" * 8192)
+    (source / "base/5/16384").unlink()
+    write_file(source / "base/5/new", b"new")
+    store.clone(source, clone, EarlierClone(earlier, taken_at))
+    assert content(clone) == content(source)
+    assert content(earlier) == earlier_content
+    if store.backend == "copy":
+        same = {rel for rel in ("PG_VERSION", "base/5/16384_fsm", "global/pg_control", "postgresql.conf")
+                if (clone / rel).stat().st_ino == (earlier / rel).stat().st_ino}
+        assert same == {"PG_VERSION", "base/5/16384_fsm", "global/pg_control", "postgresql.conf"}
+        assert (clone / "base/1/1259").stat().st_ino != (earlier / "base/1/1259").stat().st_ino
+    # the source goes on being written: neither clone sees it
+    clone_content = content(clone)
+    with open(source / "global/pg_control", "r+b") as handle:
+        handle.write(b"\x00" * 512)
+    assert content(clone) == clone_content and content(earlier) == earlier_content
+
+
+def test_files_written_just_before_the_earlier_clone_are_never_shared(store: SnapshotStore) -> None:
+    """File times are coarse: a file written right before the earlier clone may have changed again
+    within the same tick, with the same size and time. It is copied, not taken as unchanged."""
+    source, earlier, clone = store.root / "source", store.root / "earlier", store.root / "clone"
+    store.create(source)
+    write_file(source / "page", b"a" * 8192)
+    taken_at = time.time()
+    store.clone(source, earlier)
+    stamp = (source / "page").stat().st_mtime_ns
+    with open(source / "page", "r+b") as handle:  # same size, and the same time, as a coarse clock may give
+        handle.write(b"b" * 8192)
+    os.utime(source / "page", ns=(stamp, stamp))
+    store.clone(source, clone, EarlierClone(earlier, taken_at))
+    assert (clone / "page").read_bytes() == b"b" * 8192
+    assert (earlier / "page").read_bytes() == b"a" * 8192
 
 
 def test_appending_to_a_large_file_is_isolated(store: SnapshotStore) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlrs.adapters.snapshots import _fs
 from sqlrs.domain.errors import SqlrsError, StoreFailure
+from sqlrs.ports.snapshots import EarlierClone
 
 VOLUME_MODE = 0o700
 
@@ -49,7 +50,7 @@ class BaseStore:
         except OSError as exc:
             raise _fs.os_error(exc, f"cannot create volume {path}") from exc
 
-    def clone(self, source: Path, target: Path) -> None:
+    def clone(self, source: Path, target: Path, earlier: EarlierClone | None = None) -> None:
         target = self._below_root(target, "clone onto")
         source = Path(os.path.abspath(source))
         try:
@@ -63,7 +64,10 @@ class BaseStore:
             raise StoreFailure(f"{what}: the target already exists")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._clone(source, target)
+            if earlier is not None and os.path.isdir(earlier.path):
+                self._clone_sharing(source, target, earlier)
+            else:
+                self._clone(source, target)
         except TargetExists as exc:
             raise StoreFailure(f"{what}: the target already exists") from exc
         except BaseException as exc:
@@ -134,6 +138,10 @@ class BaseStore:
 
     def _clone(self, source: Path, target: Path) -> None:
         raise NotImplementedError
+
+    def _clone_sharing(self, source: Path, target: Path, earlier: EarlierClone) -> None:
+        """A clone that may share unchanged files with `earlier` (copy stores); by default a clone."""
+        self._clone(source, target)
 
     def _delete(self, path: Path) -> None:
         _fs.remove_tree(path)

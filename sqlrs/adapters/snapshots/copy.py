@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlrs.adapters.snapshots import _fs
 from sqlrs.adapters.snapshots._base import BaseStore, make_target_dir
+from sqlrs.ports.snapshots import UNCHANGED_MARGIN_SECONDS, EarlierClone
 
 
 @functools.cache
@@ -49,7 +50,11 @@ def python_copy_tree(source: Path, target: Path) -> None:
     _copy_attrs(str(target), os.lstat(source))
 
 
-def _copy_dir_contents(src: str, dst: str, links: dict[tuple[int, int], str]) -> None:
+def _copy_dir_contents(src: str, dst: str, links: dict[tuple[int, int], str],
+                       earlier: tuple[str, int] | None = None) -> None:
+    """Copy `src`'s entries into `dst`; with `earlier` (a directory, a time in ns), a regular file
+    whose counterpart there has its size and modification time, older than that time, is a hard
+    link to that counterpart instead of a copy."""
     with os.scandir(src) as it:
         entries = list(it)
     for entry in entries:
@@ -57,7 +62,11 @@ def _copy_dir_contents(src: str, dst: str, links: dict[tuple[int, int], str]) ->
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(d, 0o700)
-            _copy_dir_contents(s, d, links)
+            _copy_dir_contents(s, d, links, (os.path.join(earlier[0], entry.name), earlier[1]) if earlier else None)
+        elif earlier is not None and stat.S_ISREG(st.st_mode) and _unchanged(st, os.path.join(earlier[0], entry.name),
+                                                                             earlier[1]):
+            os.link(os.path.join(earlier[0], entry.name), d)
+            continue
         else:
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in links:
@@ -71,6 +80,15 @@ def _copy_dir_contents(src: str, dst: str, links: dict[tuple[int, int], str]) ->
             else:
                 os.mknod(d, st.st_mode, st.st_rdev)
         _copy_attrs(d, st)
+
+
+def _unchanged(st: os.stat_result, counterpart: str, before_ns: int) -> bool:
+    try:
+        other = os.lstat(counterpart)
+    except OSError:
+        return False
+    return (stat.S_ISREG(other.st_mode) and other.st_size == st.st_size and other.st_mtime_ns == st.st_mtime_ns
+            and st.st_mtime_ns < before_ns and other.st_mode == st.st_mode and other.st_uid == st.st_uid)
 
 
 def _copy_attrs(dst: str, st: os.stat_result) -> None:
@@ -90,6 +108,15 @@ class CopyStore(BaseStore):
     def _clone(self, source: Path, target: Path) -> None:
         make_target_dir(target)
         cp_tree(source, target, "never", f"cannot copy {source} to {target}")
+
+    def _clone_sharing(self, source: Path, target: Path, earlier: EarlierClone) -> None:
+        """Copy what changed since `earlier` was taken, hard-link the rest to it (rsync's
+        --link-dest rule: same size and modification time). A state of a migration history then
+        costs, in time and disk, about what its steps changed, not a whole data directory."""
+        make_target_dir(target)
+        before_ns = int((earlier.taken_at - UNCHANGED_MARGIN_SECONDS) * 1e9)
+        _copy_dir_contents(str(source), str(target), {}, (str(earlier.path), before_ns))
+        _copy_attrs(str(target), os.lstat(source))
 
     def allocated_bytes(self, paths: Sequence[Path]) -> int:
         """Sum of allocated blocks; each inode counted once (hard links, overlapping paths)."""
