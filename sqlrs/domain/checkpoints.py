@@ -26,7 +26,7 @@ import attrs
 # Keep a step when the replay since the last kept state is at least this many times what keeping
 # one costs: checkpoints then take at most ~1/PAYBACK of a cold build's time, and editing a step
 # replays at most PAYBACK checkpoint costs before it.
-PAYBACK = 6.0
+PAYBACK = 4.0
 
 
 class Reason:

@@ -33,7 +33,7 @@ import attrs
 
 from sqlrs.domain import keys
 from sqlrs.domain.checkpoints import CheckpointPolicy, Reason, branch_point
-from sqlrs.domain.errors import ContentRequired, NotFound, StepFailed, StoreFailure
+from sqlrs.domain.errors import ContentRequired, NoSpace, NotFound, StepFailed, StoreFailure
 from sqlrs.domain.model import State, Task, TaskStatus, UnkeptState
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
@@ -50,6 +50,7 @@ from sqlrs.services.output import OutputCollector
 from sqlrs.services.scripts import first_error, materialize
 from sqlrs.services.servers import Server
 from sqlrs.services.steps import StepRun, executor_for, state_kind
+from sqlrs.services.steps.base import ToolSession
 
 # initdb options that shape the cluster: they enter the base id.
 INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256")
@@ -177,6 +178,7 @@ class BuildRun:
     published: list[State] = attrs.Factory(list)
     # the last kept state as a clone of the scratch: a copy store shares unchanged files with it
     earlier: EarlierClone | None = None
+    sessions: dict[str, ToolSession] = attrs.Factory(dict)  # host tools kept running between steps
 
 
 class ChainBuilder:
@@ -185,7 +187,8 @@ class ChainBuilder:
     def __init__(self, catalog: StateCatalog, store: SnapshotStore, layout: Layout, instances: InstanceManager,
                  admin: ServerAdmin, clock: Clock, locks: StateLocks,
                  after_commit: Callable[[JobContext, State], None],
-                 policy: CheckpointPolicy | None = None):
+                 policy: CheckpointPolicy | None = None,
+                 make_room: Callable[[JobContext], object] = lambda ctx: None):
         self.catalog = catalog
         self.repo = catalog.repo
         self.store = store
@@ -197,6 +200,21 @@ class ChainBuilder:
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.policy = policy or CheckpointPolicy()
         self.costs = CheckpointCosts()
+        self.make_room = make_room  # evict what the cache can spare (a clone ran out of space)
+
+    def _clone(self, run: BuildRun, source: Path, target: Path, earlier: EarlierClone | None = None) -> None:
+        """A store clone; when the store's filesystem is full, the cache makes room and it is tried again."""
+        try:
+            self.store.clone(source, target, earlier)
+        except NoSpace:
+            try:
+                self.make_room(run.ctx)
+            except NoSpace:
+                pass  # nothing to evict: the clone's own error says it better
+            else:
+                self.store.clone(source, target, earlier)
+                return
+            raise
 
     # -- locks ---------------------------------------------------------------------------------
     def _acquire(self, run: BuildRun, item: PlanItem) -> bool:
@@ -226,6 +244,8 @@ class ChainBuilder:
         try:
             self._build(run, items, tasks)
         finally:
+            for session in run.sessions.values():
+                session.close()
             try:
                 self._publish(run)
             finally:
@@ -276,7 +296,7 @@ class ChainBuilder:
                 if item.step is None:
                     self.admin.execute(server.spec.run_dir, server.spec.port, BASE_SQL)
                 else:
-                    self._run_step(ctx, server, item, run.options)
+                    self._run_step(run, server, item)
                 ctx.check_cancel()
                 seconds = time.monotonic() - started
                 assert run.scratch is not None
@@ -286,6 +306,7 @@ class ChainBuilder:
                           self.policy.forced(item.index, last, item.index == branch))
                 if reason is None and self.policy.pays(run.replay_seconds, self.costs.estimate()):
                     reason = Reason.PAYS
+                replayed = run.replay_seconds
                 if reason is not None:
                     self._keep(run, item, final=item.index == last)
                 else:
@@ -303,7 +324,8 @@ class ChainBuilder:
             ctx.update_task(task, TaskStatus.DONE, finished_at=self.clock.now(),
                             seconds=round(time.monotonic() - started, 3))
             if reason is not None:
-                ctx.emit("checkpoint", index=item.index, state_id=item.state_id, reason=reason)
+                ctx.emit("checkpoint", index=item.index, state_id=item.state_id, reason=reason,
+                         replay_seconds=round(replayed, 3), keep_seconds=round(self.costs.estimate(), 3))
                 if time.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
                     self._publish(run)
             index += 1
@@ -346,7 +368,7 @@ class ChainBuilder:
                 if parent is None:
                     raise StoreFailure(f"state {item.parent_id[:12]} vanished while building on it")
                 taken_at = time.time()
-                self.store.clone(self.layout.abs(parent.data_path), data_dir)
+                self._clone(run, self.layout.abs(parent.data_path), data_dir)
                 run.earlier = EarlierClone(self.layout.abs(parent.data_path), taken_at)
             scratch.at = item.parent_id
         run.ctx.check_cancel()
@@ -382,14 +404,15 @@ class ChainBuilder:
                 run.scratch = None
                 shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
             else:
-                self.store.clone(source, temporary, run.earlier)
+                self._clone(run, source, temporary, run.earlier)
         else:
             try:
-                self._clone_running(scratch.server, source, temporary, run.earlier)
+                self._clone_running(run, scratch.server, source, temporary)
             except BaseException:
                 self.store.delete(temporary)
                 raise
-            self.costs.kept(time.monotonic() - started)
+            if run.earlier is not None:  # a first keep of a copy store copies everything: no measure of the next
+                self.costs.kept(time.monotonic() - started)
         run.earlier = EarlierClone(temporary, taken_at)
         now = self.clock.now()
         span = [attrs.evolve(unkept, kept_id=item.state_id, position=position)
@@ -406,17 +429,17 @@ class ChainBuilder:
         run.pending.append(Finished(temporary, state, span))
         run.span, run.replay_seconds, run.last_kept = [], 0.0, item.state_id
 
-    def _clone_running(self, server: Server, source: Path, target: Path, earlier: EarlierClone | None) -> None:
+    def _clone_running(self, run: BuildRun, server: Server, source: Path, target: Path) -> None:
         """Clone the running build server's data directory as a crash-consistent state: after a
         CHECKPOINT nothing writes to it, and a checkpoint that completes during the clone (seen as
         a change of pg_control) makes the build fall back to stop, clone, start."""
         self.admin.execute(server.spec.run_dir, server.spec.port, ["CHECKPOINT"])
         control = _read_control(source)
-        self.store.clone(source, target, earlier)
+        self._clone(run, source, target, run.earlier)
         if control is None or _read_control(source) != control:
             self.store.delete(target)
             server.stop()
-            self.store.clone(source, target, earlier)
+            self._clone(run, source, target, run.earlier)
             server.start()
         with contextlib.suppress(FileNotFoundError):
             (target / "postmaster.pid").unlink()
@@ -446,7 +469,8 @@ class ChainBuilder:
         return parent.base_id if parent is not None else item.state_id
 
     # -- one step ----------------------------------------------------------------------------------
-    def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions) -> None:
+    def _run_step(self, run: BuildRun, server: Server, item: PlanItem) -> None:
+        ctx, options = run.ctx, run.options
         step = item.step
         assert step is not None
         if not step.has_content:  # it was cached when the job was submitted, and evicted since
@@ -454,7 +478,7 @@ class ChainBuilder:
                                   details={"steps": [item.index]})
         executor = executor_for(step.kind)
         if executor is not None:  # not psql's: the kind's own module applies it (services/steps)
-            executor.apply(StepRun(ctx, server, item.index, step, self.admin))
+            executor.apply(StepRun(ctx, server, item.index, step, self.admin, run.sessions))
             return
         args = ["-X"]
         for name, value in options.variables:

@@ -80,7 +80,8 @@ class PrepareService:
         self.locks = locks or StateLocks()
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.catalog = catalog or StateCatalog(repo, store, layout)
-        self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit)
+        self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit,
+                                    make_room=before_build)
         self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
         self.remote = remote  # pulls from the remote cache instead of building
 

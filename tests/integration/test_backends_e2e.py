@@ -390,3 +390,12 @@ def test_eviction_keeps_the_free_space_reserve(sqlrs_cow: CowSqlrs) -> None:
     finally:
         filler.unlink(missing_ok=True)
         filler.with_suffix(".2").unlink(missing_ok=True)
+
+
+def test_checkpoints_rebuild_what_the_files_say(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
+    """A chain with unkept steps, edited in the middle and at the end (test_checkpoints.py)."""
+    from test_checkpoints import STEPS, check
+
+    check(sqlrs_cow, workspace, {})
+    check(sqlrs_cow, workspace, {7: "v2"})
+    check(sqlrs_cow, workspace, {7: "v2", STEPS: "v3"})

@@ -83,7 +83,8 @@ def test_interactive_detach_then_stop_from_watch(sqlrs_native: Sqlrs, workspace:
     statuses = {t["index"]: t["status"] for t in job["tasks"]}
     assert statuses[1] == "done" and statuses[2] == "failed" and statuses[3] == "skipped"
     plan = sq.plan("-f", "a.sql", "-f", "slow.sql", "-f", "c.sql", cwd=workspace)
-    assert [p["cached"] for p in plan] == [True, True, False, False]  # committed states stay
+    # what was kept stays: the base (a.sql cost too little to keep: the next build replays it)
+    assert [p["cached"] for p in plan] == [True, False, False, False]
     assert sq.instances() == []
     scratch = sq.state_dir / "store" / "scratch"
     assert list(scratch.iterdir()) == []
@@ -122,12 +123,15 @@ def test_plan_after_editing_step_two_of_three(sqlrs_native: Sqlrs, workspace: Pa
     sq.prepare(*args, cwd=workspace)
     write(workspace / "2.sql", "CREATE TABLE b (x bigint);\n")
     plan = sq.plan(*args, cwd=workspace)
-    assert [(p["index"], p["cached"]) for p in plan] == [(0, True), (1, True), (2, False), (3, False)]
+    # 1.sql's state was not kept (too cheap), the first build passed it: a branch point now
+    assert [(p["index"], p["cached"], p["keep"]) for p in plan] == [
+        (0, True, "start"), (1, False, "branch point"), (2, False, "before the last step"), (3, False, "last step")]
     assert [p["source"] for p in plan[1:]] == ["1.sql", "2.sql", "3.sql"]
     assert all(p["kind"] in ("base", "file") for p in plan)
     table = sq.run("plan:psql", "--runtime", "native", "--", *args, cwd=workspace)
     lines = table.stdout.splitlines()
-    assert "cached" in lines[2] and "build" in lines[3] and "build" in lines[4]
+    assert "cached" in lines[1] and "build" in lines[2] and "build" in lines[3] and "build" in lines[4]
+    assert "branch point" in lines[2] and "builds from #0" in table.stderr
 
 
 def test_names_reuse_and_fresh(sqlrs_native: Sqlrs, workspace: Path) -> None:

@@ -118,5 +118,16 @@ def plan(ctx: Ctx, body: dict[str, Any], output: str) -> None:
         emit_json(steps)
         return
     table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]),
-            "cached" if s["cached"] else "pull" if s.get("remote") else "build"]
-           for s in steps], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
+            "cached" if s["cached"] else "pull" if s.get("remote") else "build", keep_column(s)]
+           for s in steps], ["#", "KIND", "SOURCE", "STATE", "STATUS", "KEPT"])
+    start = max((s["index"] for s in steps if s["cached"]), default=None)
+    if start is not None and start < len(steps) - 1 and not any(s.get("remote") for s in steps):
+        echo(f"builds from #{start} ({short(steps[start]['state_id'])}), the deepest kept state", err=True)
+
+
+def keep_column(step: dict[str, Any]) -> str:
+    """Whether a row's state is (or will be) kept as a checkpoint, and why: 'yes' when it is here;
+    for a row to build, the reason it will be kept, or 'if it pays' (decided by its replay cost)."""
+    if step.get("cached"):
+        return "yes" if step.get("checkpoint") else "-"
+    return str(step["keep"]) if step.get("keep") else "if it pays"

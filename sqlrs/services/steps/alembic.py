@@ -10,14 +10,20 @@ read it themselves. The user's files are never edited.
 
 from __future__ import annotations
 
+import json
+
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
+from sqlrs.domain.passwords import new_password
+from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import host_login, run_host_command, tool_environment
+from sqlrs.services.steps.host import HostSession, Login, host_login, tool_environment
 
 ERROR_MARK = "sqlrs-alembic-error: "
 
-# argv: config file, revision. Keeps the driver the project's alembic.ini names (e.g.
+# argv: config file. Reads one revision per line on stdin and upgrades to it, answering
+# HostSession.DONE_MARK; one process applies a build's consecutive revisions (Python, SQLAlchemy,
+# Alembic and the project import once). Keeps the driver the project's alembic.ini names (e.g.
 # postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver installed.
 RUNNER = r'''
 import os, sys, traceback
@@ -35,7 +41,7 @@ def driver(configured):
         if importlib.util.find_spec(module) is not None:
             return name
     return "postgresql"
-def main(config_file, revision):
+def main(config_file):
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.engine import make_url
@@ -47,9 +53,13 @@ def main(config_file, revision):
     url = make_url(os.environ["DATABASE_URL"]).set(drivername=driver(configured))
     # the option goes through ConfigParser interpolation: a literal % must be doubled
     config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
-    command.upgrade(config, revision)
+    for line in sys.stdin:
+        revision = line.strip()
+        if revision:
+            command.upgrade(config, revision)
+            print("''' + HostSession.DONE_MARK + r'''", flush=True)
 try:
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])
 except BaseException as exc:
     traceback.print_exc()
     kind = type(exc)
@@ -70,9 +80,18 @@ class AlembicExecutor:
         config, revision, path = host.param("config"), host.param("revision"), host.param("file") or "?"
         if not config or not revision:
             raise StepFailed(f"{run.label}: an alembic step names its config and revision")
-        with host_login(run) as login:
-            result = run_host_command(run, [host.argv[0], "-c", RUNNER, config, revision], host.cwd,
-                                      tool_environment(host.env, login))
+        key = json.dumps(["alembic", host.argv[0], config, host.cwd, sorted(host.env)])
+        session = run.sessions.get(key)
+        if not isinstance(session, HostSession) or not session.alive(run):
+            if session is not None:
+                session.close()
+            password = new_password()
+            env = tool_environment(host.env, Login("127.0.0.1", run.server.spec.port, INSTANCE_USER, password,
+                                                   INSTANCE_DB))
+            session = run.sessions[key] = HostSession(run, [host.argv[0], "-c", RUNNER, config], host.cwd, env,
+                                                      password)
+        with host_login(run, session.password):
+            result = session.request(run, revision)
         if result.exit_code == 0:
             return
         marked = [line for line in result.output.splitlines() if line.startswith(ERROR_MARK)]

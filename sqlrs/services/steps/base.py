@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 
 from sqlrs.domain.steps import Step
@@ -10,15 +12,27 @@ from sqlrs.services.jobs import JobContext
 from sqlrs.services.servers import Server
 
 
+class ToolSession(Protocol):
+    """A tool kept running across the steps of one build (e.g. one Python process applying
+    revision after revision), instead of one start per step."""
+
+    def close(self) -> None:
+        """Stop it and everything it started; idempotent."""
+        ...
+
+
 @attrs.frozen
 class StepRun:
-    """One step to apply: `server` runs on the parent state's scratch copy."""
+    """One step to apply: `server` runs on the parent state's scratch copy. `sessions`: the
+    build's open tool sessions by the executor's key; the build closes them when it ends or its
+    server changes."""
 
     ctx: JobContext
     server: Server
     index: int  # the step's position in the chain (1-based; 0 is the base)
     step: Step
     admin: ServerAdmin
+    sessions: dict[str, ToolSession] = attrs.field(factory=dict)
 
     def log(self, stream: str, text: str) -> None:
         """One line of the tool's output, as a job event (what `sqlrs watch` shows)."""

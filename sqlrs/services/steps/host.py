@@ -51,10 +51,11 @@ class Login:
 
 
 @contextlib.contextmanager
-def host_login(run: StepRun) -> Iterator[Login]:
-    """A password for the `sqlrs` role while the block runs, cleared afterwards."""
+def host_login(run: StepRun, password: str | None = None) -> Iterator[Login]:
+    """A password for the `sqlrs` role while the block runs (`password`, or a new one), cleared
+    afterwards."""
     spec = run.server.spec
-    password = new_password()
+    password = password or new_password()
     run.admin.set_password(spec.run_dir, spec.port, INSTANCE_USER, scram_verifier(password))
     try:
         yield Login("127.0.0.1", spec.port, INSTANCE_USER, password, INSTANCE_DB)
@@ -147,3 +148,82 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
+
+
+class HostSession:
+    """A host tool that applies several steps of one build: it reads one request line per step on
+    stdin and answers DONE_MARK on stdout when the step is applied; it exits when a step fails.
+    Its connection (the build server's, with `password`) is fixed when it starts."""
+
+    DONE_MARK = "sqlrs-step-done"
+
+    def __init__(self, run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str], password: str):
+        self.password = password
+        self.port = run.server.spec.port
+        if not os.path.isdir(cwd):
+            raise StepFailed(f"{run.label} failed: its working directory {cwd} does not exist",
+                             details={"step": run.index, "source": run.step.source})
+        try:
+            self.process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            reason = "command not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+            raise StepFailed(f"{run.label} failed: {argv[0]}: {reason}",
+                             details={"step": run.index, "source": run.step.source, "exit_code": None}) from None
+
+    def alive(self, run: StepRun) -> bool:
+        return self.process.poll() is None and run.server.spec.port == self.port
+
+    def request(self, run: StepRun, line: str) -> ToolResult:
+        """Send one step's request; its output goes to the step's events until the tool answers."""
+        collected = OutputCollector(run.log)
+        assert self.process.stdin is not None and self.process.stdout is not None and self.process.stderr is not None
+        try:
+            self.process.stdin.write(line.encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError:
+            pass  # it exited: its exit code and output tell why
+        pending = b""
+        exited_at: float | None = None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ, "stdout")
+            selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
+            while selector.get_map():
+                if run.ctx.cancel.is_set():
+                    self.close()
+                    run.ctx.check_cancel()
+                for key, _ in selector.select(timeout=0.2):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                        continue
+                    if key.data == "stderr":
+                        collected.feed("stderr", data)
+                        continue
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    done = any(text.strip() == self.DONE_MARK.encode() for text in lines)
+                    shown = [text for text in lines if text.strip() != self.DONE_MARK.encode()]
+                    if shown:
+                        collected.feed("stdout", b"\n".join(shown) + b"\n")
+                    if done:
+                        collected.flush()
+                        return ToolResult(0, collected.text())
+                if self.process.poll() is not None:
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > DRAIN_SECONDS:  # a child it left holds the pipes
+                        break
+        collected.feed("stdout", pending)
+        collected.flush()
+        code = self.process.wait()
+        run.ctx.check_cancel()
+        return ToolResult(code if code != 0 else 1, collected.text())  # it exited without answering
+
+    def close(self) -> None:
+        _kill_group(self.process, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.process.wait(5)
+        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
