@@ -326,7 +326,8 @@ class ChainBuilder:
             if reason is not None:
                 ctx.emit("checkpoint", index=item.index, state_id=item.state_id, reason=reason,
                          replay_seconds=round(replayed, 3), keep_seconds=round(self.costs.estimate(), 3))
-                if time.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
+                # the base is shared by every chain of its runtime: it need not wait for this one
+                if item.step is None or time.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
                     self._publish(run)
             index += 1
 

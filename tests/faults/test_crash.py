@@ -49,7 +49,8 @@ def test_kill_during_build(sqlrs_native: Sqlrs, workspace: Path) -> None:
     job = next(j for j in jobs if j["id"] == job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
     assert_store_consistent(sq)
-    # a.sql's state waited in tmp/ for the build's one sync: the dead engine never published it
+    # the base is published at once; a.sql's state waited in tmp/ for the build's one sync, and the
+    # dead engine never published it
     plan = sq.plan("-f", "a.sql", "-f", "slow.sql", cwd=workspace)
     assert [p["cached"] for p in plan] == [True, False, False]
     assert not [cmd for _, cmd in processes_mentioning("pg_sleep")]

@@ -69,7 +69,7 @@ def test_building_a_chain_commits_one_state_per_step_on_its_parent(engine: Wired
     assert instance is not None and instance.status == InstanceStatus.RUNNING
     assert instance.dsn == result["dsn"] and instance.port in fakes.admin.passwords  # password set on start
     assert leftovers(services) == []
-    assert len(fakes.store.synced) == 1  # one flush for the build's states, before their renames
+    assert len(fakes.store.synced) == 2  # the base at once, then one flush for the chain, before the renames
 
 
 def test_a_hit_builds_nothing_and_only_starts_the_instance(engine: Wired) -> None:
