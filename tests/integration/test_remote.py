@@ -279,6 +279,36 @@ def test_basic_auth_from_environment_and_docker_config(auth_registry: Registry,
         shutil.rmtree(docker_config, ignore_errors=True)
 
 
+def test_a_chain_with_unkept_steps_is_pushed_and_pulled_whole(registry: Registry,
+                                                             state_dirs: Callable[..., Sqlrs]) -> None:
+    """Only kept states travel as layers; the unkept steps between them travel as the layer's
+    span, so the ids add up in B, B builds nothing, and B knows the unkept states (branch points)."""
+    inserts = [arg for k in range(2, 7) for arg in ("-c", f"INSERT INTO t VALUES ({k})")]
+    chain = ("-c", "CREATE TABLE t (i int)", *inserts)
+    a = state_dirs()
+    a.prepare(*chain)
+    plan_a = a.plan(*chain)
+    kept = [row["state_id"] for row in plan_a if row["checkpoint"]]
+    assert len(kept) < len(plan_a) and kept[-2:] == [row["state_id"] for row in plan_a[-2:]]
+    result = json.loads(ok(a.run("push", plan_a[-1]["state_id"], f"{registry.host}/team/unkept", "-o", "json")))
+    assert result["layers"] == len(kept)
+    b = state_dirs()
+    ok(b.run("config", "set", "cache.remote", f"{registry.host}/team/unkept"))
+    ok(b.run("pull", f"{registry.host}/team/unkept:{plan_a[-1]['state_id']}"))
+    assert {s["id"] for s in b.states()} == set(kept)
+    dsn = b.prepare(*chain)
+    assert psql(dsn, "SELECT string_agg(i::text, ',' ORDER BY i) FROM t") == "2,3,4,5,6"
+    steps = [e["data"] for e in job_events(b, "prepare") if e["type"] == "task" and e["data"]["kind"] != "instance"]
+    assert [s for s in steps if s["status"] != "cached"] == []  # nothing ran
+    # an edit of the fourth step: B knows the third was passed, and keeps it as the branch point
+    edited = (*chain[:6], "-c", "INSERT INTO t VALUES (40)", *chain[8:])
+    plan_b = b.plan(*edited)
+    assert plan_b[3]["keep"] == "branch point" and not plan_b[3]["cached"]
+    dsn = b.prepare(*edited)
+    assert psql(dsn, "SELECT string_agg(i::text, ',' ORDER BY i) FROM t") == "2,3,5,6,40"
+    assert_nothing_half_made(b)
+
+
 def test_prepare_pushes_what_it_builds_with_remote_push(registry: Registry,
                                                         state_dirs: Callable[..., Sqlrs]) -> None:
     ci = state_dirs()
