@@ -278,6 +278,9 @@ class FakeSnapshotStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity
         self.synced: list[Path] = []
+        self.clock: FakeClock | None = None  # moved by `clone_seconds` per clone (what keeping a state costs)
+        self.clone_seconds = 0.0
+        self.clones: list[tuple[Path, Path]] = []  # (source, target) of each clone
 
     def _below_root(self, path: Path, verb: str) -> Path:
         resolved = Path(os.path.abspath(path))
@@ -306,6 +309,9 @@ class FakeSnapshotStore:
         if result.returncode != 0:
             self._remove(target)
             raise StoreFailure(f"cannot clone {source}: {result.stderr.strip()}")
+        self.clones.append((Path(source), target))
+        if self.clock is not None:
+            self.clock.advance(self.clone_seconds)
 
     def delete(self, path: Path) -> None:
         path = self._below_root(path, "delete")
@@ -380,6 +386,7 @@ class FakeRuntime:
         self.servers: dict[str, FakeServer] = {}
         self.started: list[str] = []  # instance ids (scratch keys), in start order
         self.fail_start = 0  # the next N starts fail as a server dying at start-up would
+        self.clock: FakeClock | None = None  # a script saying "TAKES 2.5" moves it by that many seconds
         self._refs = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -451,6 +458,9 @@ class FakeRuntime:
         server.scripts.append(script)
         with open(spec.data_dir / "applied.sql", "a") as handle:
             handle.write(script + "\n")
+        for seconds in re.findall(r"TAKES ([\d.]+)", script):
+            if self.clock is not None:
+                self.clock.advance(float(seconds))
         for size in re.findall(r"PAD (\d+)", script):  # a table of that many bytes
             (spec.data_dir / f"pad-{len(server.scripts)}-{size}").write_bytes(os.urandom(int(size)))
         return 0
@@ -524,8 +534,10 @@ class Fakes:
 
 
 def make_fakes(root: Path, capacity: int = 4 << 30) -> Fakes:
-    return Fakes(repo=FakeRepository(), store=FakeSnapshotStore(root / "store", capacity), runtime=FakeRuntime(),
-                 admin=FakeAdmin(), clock=FakeClock(), owners_alive=set())
+    fakes = Fakes(repo=FakeRepository(), store=FakeSnapshotStore(root / "store", capacity), runtime=FakeRuntime(),
+                  admin=FakeAdmin(), clock=FakeClock(), owners_alive=set())
+    fakes.runtime.clock = fakes.store.clock = fakes.clock
+    return fakes
 
 
 @contextlib.contextmanager

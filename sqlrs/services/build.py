@@ -128,20 +128,28 @@ def mark_plan(items: list[PlanItem], catalog: StateCatalog, policy: CheckpointPo
 
 class CheckpointCosts:
     """What keeping a state costs on this store, measured: the clone of the running cluster and
-    its share of the sync at publication (moving averages over this engine's builds)."""
+    its share of the sync at publication (moving averages over this engine's builds). Until a keep
+    is measured, the clone that starts a build's scratch stands in (a whole clone: on a copy
+    store more than a keep that shares unchanged files)."""
 
     def __init__(self, first_guess: float = 0.1):
-        self._keep = first_guess
+        self._first_guess = first_guess
+        self._keep: float | None = None
         self._sync = 0.0
         self._lock = threading.Lock()
 
     def estimate(self) -> float:
         with self._lock:
-            return self._keep + self._sync
+            return (self._first_guess if self._keep is None else self._keep) + self._sync
+
+    def cloned(self, seconds: float) -> None:
+        with self._lock:
+            if self._keep is None:
+                self._first_guess = seconds
 
     def kept(self, seconds: float) -> None:
         with self._lock:
-            self._keep = 0.5 * self._keep + 0.5 * seconds
+            self._keep = seconds if self._keep is None else 0.5 * self._keep + 0.5 * seconds
 
     def synced(self, seconds: float, states: int) -> None:
         if states:
@@ -174,7 +182,7 @@ class BuildRun:
     replay_seconds: float = 0.0  # steps since the last kept state
     last_kept: str | None = None
     held: list[threading.Lock] = attrs.Factory(list)
-    published_at: float = attrs.Factory(time.monotonic)
+    published_at: float = 0.0  # clock.monotonic() of the last publication (or the start)
     published: list[State] = attrs.Factory(list)
     # the last kept state as a clone of the scratch: a copy store shares unchanged files with it
     earlier: EarlierClone | None = None
@@ -240,7 +248,7 @@ class ChainBuilder:
     def build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
               tasks: list[Task], options: PsqlOptions) -> State:
         """Build the plan's missing states in order; the final state (kept)."""
-        run = BuildRun(ctx, runtime, identity, options)
+        run = BuildRun(ctx, runtime, identity, options, published_at=self.clock.monotonic())
         try:
             self._build(run, items, tasks)
         finally:
@@ -289,7 +297,7 @@ class ChainBuilder:
                     run.span, run.replay_seconds, run.last_kept = [], 0.0, items[deepest].state_id
                     index = deepest + 1
                     continue
-            started = time.monotonic()
+            started = self.clock.monotonic()
             ctx.update_task(task, TaskStatus.RUNNING, started_at=self.clock.now())
             try:
                 server = self._server_at(run, item)
@@ -298,7 +306,7 @@ class ChainBuilder:
                 else:
                     self._run_step(run, server, item)
                 ctx.check_cancel()
-                seconds = time.monotonic() - started
+                seconds = self.clock.monotonic() - started
                 assert run.scratch is not None
                 run.scratch.at = item.state_id
                 run.replay_seconds += seconds
@@ -316,18 +324,18 @@ class ChainBuilder:
                         kept_id="", position=len(run.span), created_at=self.clock.now()))
             except BaseException:
                 ctx.update_task(task, TaskStatus.FAILED, finished_at=self.clock.now(),
-                                seconds=round(time.monotonic() - started, 3))
+                                seconds=round(self.clock.monotonic() - started, 3))
                 for later in tasks[task.index + 1 :]:
                     if later.status == TaskStatus.PENDING:
                         ctx.update_task(later, TaskStatus.SKIPPED)
                 raise
             ctx.update_task(task, TaskStatus.DONE, finished_at=self.clock.now(),
-                            seconds=round(time.monotonic() - started, 3))
+                            seconds=round(self.clock.monotonic() - started, 3))
             if reason is not None:
                 ctx.emit("checkpoint", index=item.index, state_id=item.state_id, reason=reason,
                          replay_seconds=round(replayed, 3), keep_seconds=round(self.costs.estimate(), 3))
                 # the base is shared by every chain of its runtime: it need not wait for this one
-                if item.step is None or time.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
+                if item.step is None or self.clock.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
                     self._publish(run)
             index += 1
 
@@ -368,8 +376,9 @@ class ChainBuilder:
                 parent = self.catalog.kept(item.parent_id)
                 if parent is None:
                     raise StoreFailure(f"state {item.parent_id[:12]} vanished while building on it")
-                taken_at = time.time()
+                taken_at, started = time.time(), self.clock.monotonic()
                 self._clone(run, self.layout.abs(parent.data_path), data_dir)
+                self.costs.cloned(self.clock.monotonic() - started)
                 run.earlier = EarlierClone(self.layout.abs(parent.data_path), taken_at)
             scratch.at = item.parent_id
         run.ctx.check_cancel()
@@ -391,7 +400,7 @@ class ChainBuilder:
         assert scratch is not None and scratch.server is not None
         source = self.layout.abs(scratch.rel)
         temporary = self.layout.tmp_dir / f"{item.state_id}.{secrets.token_hex(4)}"
-        started = time.monotonic()
+        started = self.clock.monotonic()
         taken_at = time.time()
         if final:
             # the build ends here: a clean shutdown, and the scratch directory becomes the state
@@ -412,8 +421,10 @@ class ChainBuilder:
             except BaseException:
                 self.store.delete(temporary)
                 raise
-            if run.earlier is not None:  # a first keep of a copy store copies everything: no measure of the next
-                self.costs.kept(time.monotonic() - started)
+            if run.earlier is not None:
+                self.costs.kept(self.clock.monotonic() - started)
+            else:  # a whole clone (nothing kept before it to share with): a first guess only
+                self.costs.cloned(self.clock.monotonic() - started)
         run.earlier = EarlierClone(temporary, taken_at)
         now = self.clock.now()
         span = [attrs.evolve(unkept, kept_id=item.state_id, position=position)
@@ -449,15 +460,15 @@ class ChainBuilder:
         if not run.pending:
             return
         pending, run.pending = run.pending, []
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             run.published += self.catalog.publish(pending, synced="commit:cloned", renamed="commit:renamed")
         except BaseException:
             for finished in pending:
                 self.store.delete(finished.directory)
             raise
-        self.costs.synced(time.monotonic() - started, len(pending))
-        run.published_at = time.monotonic()
+        self.costs.synced(self.clock.monotonic() - started, len(pending))
+        run.published_at = self.clock.monotonic()
         for finished in pending:  # the last kept state moved from tmp/ to states/
             if run.earlier is not None and run.earlier.path == finished.directory:
                 run.earlier = attrs.evolve(run.earlier, path=self.catalog.directory(finished.state.id))
