@@ -47,8 +47,9 @@ class SnapshotStore(Protocol):
 
         `earlier`: an immutable clone of `source` made before, that `target` will never be
         written like (both are states). A store that copies data may share with it the files
-        that have not changed since (same size and modification time, older than the earlier
-        clone by UNCHANGED_MARGIN_SECONDS), as hard links; copy-on-write stores ignore it.
+        that have not changed since (same size and modification time, and older than the earlier
+        clone by UNCHANGED_MARGIN_SECONDS or holding the same bytes), as hard links;
+        copy-on-write stores ignore it.
         """
         ...
 

@@ -49,11 +49,15 @@ from sqlrs.services.locks import StateLocks
 from sqlrs.services.output import OutputCollector
 from sqlrs.services.scripts import first_error, materialize
 from sqlrs.services.servers import Server
+from sqlrs.services.standby import StandbyClones
 from sqlrs.services.steps import StepRun, executor_for, state_kind
 from sqlrs.services.steps.base import ToolSession
 
 # initdb options that shape the cluster: they enter the base id.
-INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256")
+INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256",
+                  # 1 MiB WAL segments, not 16: every state and every copy of one carries its current
+                  # segment, mostly empty in a test database
+                  "--wal-segsize=1")
 # initdb options that only make it faster; durability comes from the sync at commit.
 INITDB_SPEED = ("--no-sync",)
 BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
@@ -196,7 +200,8 @@ class ChainBuilder:
                  admin: ServerAdmin, clock: Clock, locks: StateLocks,
                  after_commit: Callable[[JobContext, State], None],
                  policy: CheckpointPolicy | None = None,
-                 make_room: Callable[[JobContext], object] = lambda ctx: None):
+                 make_room: Callable[[JobContext], object] = lambda ctx: None,
+                 standby: StandbyClones | None = None):
         self.catalog = catalog
         self.repo = catalog.repo
         self.store = store
@@ -209,6 +214,7 @@ class ChainBuilder:
         self.policy = policy or CheckpointPolicy()
         self.costs = CheckpointCosts()
         self.make_room = make_room  # evict what the cache can spare (a clone ran out of space)
+        self.standby = standby  # takes the scratch of a finished build for the instance it is for
 
     def _clone(self, run: BuildRun, source: Path, target: Path, earlier: EarlierClone | None = None) -> None:
         """A store clone; when the store's filesystem is full, the cache makes room and it is tried again."""
@@ -246,11 +252,19 @@ class ChainBuilder:
 
     # -- the build -------------------------------------------------------------------------------
     def build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
-              tasks: list[Task], options: PsqlOptions) -> State:
-        """Build the plan's missing states in order; the final state (kept)."""
+              tasks: list[Task], options: PsqlOptions, instance_next: bool = False) -> State:
+        """Build the plan's missing states in order; the final state (kept). `instance_next`: an
+        instance of it is made right after: the scratch, equal to it, is kept for that instance
+        (a standby clone) instead of being deleted."""
         run = BuildRun(ctx, runtime, identity, options, published_at=self.clock.monotonic())
         try:
             self._build(run, items, tasks)
+            if instance_next and run.scratch is not None and run.scratch.server is None \
+                    and run.scratch.at == items[-1].state_id and self.standby is not None:
+                self._publish(run)  # the state first: its standby clone must not outlive it unseen
+                if self.standby.adopt(items[-1].state_id, self.layout.abs(run.scratch.rel)):
+                    shutil.rmtree(self.layout.run_dir(run.scratch.key), ignore_errors=True)
+                    run.scratch = None
         finally:
             for session in run.sessions.values():
                 session.close()
@@ -415,6 +429,7 @@ class ChainBuilder:
                 shutil.rmtree(self.layout.run_dir(scratch.key), ignore_errors=True)
             else:
                 self._clone(run, source, temporary, run.earlier)
+                scratch.at = item.state_id  # stopped, equal to the state: the instance may start on it
         else:
             try:
                 self._clone_running(run, scratch.server, source, temporary)

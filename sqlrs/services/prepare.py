@@ -81,7 +81,7 @@ class PrepareService:
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.catalog = catalog or StateCatalog(repo, store, layout)
         self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit,
-                                    make_room=before_build)
+                                    make_room=before_build, standby=instances.standby)
         self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
         self.remote = remote  # pulls from the remote cache instead of building
 
@@ -230,7 +230,8 @@ class PrepareService:
             self.remote.fill(ctx, runtime, identity, items, tasks)
         if not all(item.cached for item in items):
             self.before_build(ctx)
-        final = self.builder.build(ctx, runtime, identity, items, tasks, request.options)
+        final = self.builder.build(ctx, runtime, identity, items, tasks, request.options,
+                                   instance_next=not request.build_only and request.instance_kind != "database")
         if request.build_only:
             return {"state_id": final.id, "instance_id": None, "runtime": runtime.name}
         ctx.check_cancel()

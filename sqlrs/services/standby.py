@@ -58,6 +58,22 @@ class StandbyClones:
             self._delete(clone)
             return False
 
+    def adopt(self, state_id: str, directory: Path) -> bool:
+        """Take `directory`, a clone of the state made elsewhere (a build's scratch, shut down
+        cleanly after the state's last step), as its standby clone, on any store: the instance the
+        build is for then starts on it instead of a clone. False (nothing moved) when it has one."""
+        with self._lock:
+            if state_id in self._ready or state_id in self._making:
+                return False
+            target = self.layout.standby_dir / f"{state_id}.{secrets.token_hex(4)}"
+            try:
+                os.rename(directory, target)
+            except OSError as exc:
+                log.warning("cannot keep %s as the standby clone of state %s: %s", directory, state_id[:12], exc)
+                return False
+            self._ready[state_id] = target
+            return True
+
     def refill(self, state_id: str, data_dir: Path) -> None:
         """Make a standby clone of the state in the background unless it has one or one is being made."""
         if not self.enabled:

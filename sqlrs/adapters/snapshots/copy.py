@@ -8,6 +8,7 @@ Python walk does the same for owners, modes, timestamps and symlinks.
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import functools
 import os
 import shutil
@@ -63,8 +64,8 @@ def _copy_dir_contents(src: str, dst: str, links: dict[tuple[int, int], str],
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(d, 0o700)
             _copy_dir_contents(s, d, links, (os.path.join(earlier[0], entry.name), earlier[1]) if earlier else None)
-        elif earlier is not None and stat.S_ISREG(st.st_mode) and _unchanged(st, os.path.join(earlier[0], entry.name),
-                                                                             earlier[1]):
+        elif earlier is not None and stat.S_ISREG(st.st_mode) and \
+                _unchanged(s, st, os.path.join(earlier[0], entry.name), earlier[1]):
             os.link(os.path.join(earlier[0], entry.name), d)
             continue
         else:
@@ -82,13 +83,18 @@ def _copy_dir_contents(src: str, dst: str, links: dict[tuple[int, int], str],
         _copy_attrs(d, st)
 
 
-def _unchanged(st: os.stat_result, counterpart: str, before_ns: int) -> bool:
+def _unchanged(path: str, st: os.stat_result, counterpart: str, before_ns: int) -> bool:
+    """Does the file at `path` hold what `counterpart` holds? Same size, mode, owner and time, and
+    written before `before_ns`; written later (within the same coarse timestamp tick it could have
+    changed again), the same bytes."""
     try:
         other = os.lstat(counterpart)
     except OSError:
         return False
-    return (stat.S_ISREG(other.st_mode) and other.st_size == st.st_size and other.st_mtime_ns == st.st_mtime_ns
-            and st.st_mtime_ns < before_ns and other.st_mode == st.st_mode and other.st_uid == st.st_uid)
+    if not (stat.S_ISREG(other.st_mode) and other.st_size == st.st_size and other.st_mtime_ns == st.st_mtime_ns
+            and other.st_mode == st.st_mode and other.st_uid == st.st_uid and other.st_gid == st.st_gid):
+        return False
+    return st.st_mtime_ns < before_ns or filecmp.cmp(path, counterpart, shallow=False)
 
 
 def _copy_attrs(dst: str, st: os.stat_result) -> None:
@@ -111,8 +117,9 @@ class CopyStore(BaseStore):
 
     def _clone_sharing(self, source: Path, target: Path, earlier: EarlierClone) -> None:
         """Copy what changed since `earlier` was taken, hard-link the rest to it (rsync's
-        --link-dest rule: same size and modification time). A state of a migration history then
-        costs, in time and disk, about what its steps changed, not a whole data directory."""
+        --link-dest rule: same size and modification time; for a file written just before
+        `earlier` was taken, the same bytes). A state of a migration history then costs, in time
+        and disk, about what its steps changed, not a whole data directory."""
         make_target_dir(target)
         before_ns = int((earlier.taken_at - UNCHANGED_MARGIN_SECONDS) * 1e9)
         _copy_dir_contents(str(source), str(target), {}, (str(earlier.path), before_ns))
