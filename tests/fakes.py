@@ -38,7 +38,7 @@ from typing import Any, Literal
 import attrs
 
 from sqlrs.adapters.config_file import ConfigFile
-from sqlrs.domain.errors import RuntimeFailure, StoreFailure
+from sqlrs.domain.errors import NoSpace, RuntimeFailure, StoreFailure
 from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task, UnkeptState
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.domain.steps import Step
@@ -281,6 +281,7 @@ class FakeSnapshotStore:
         self.clock: FakeClock | None = None  # moved by `clone_seconds` per clone (what keeping a state costs)
         self.clone_seconds = 0.0
         self.clones: list[tuple[Path, Path]] = []  # (source, target) of each clone
+        self.full_clones = 0  # the next N clones fail as on a full filesystem (ENOSPC)
 
     def _below_root(self, path: Path, verb: str) -> Path:
         resolved = Path(os.path.abspath(path))
@@ -303,6 +304,9 @@ class FakeSnapshotStore:
             raise StoreFailure(f"cannot clone to {target}: it exists")
         if not os.path.isdir(source):
             raise StoreFailure(f"cannot clone {source}: no such volume")
+        if self.full_clones > 0:
+            self.full_clones -= 1
+            raise NoSpace(f"cannot clone {source} to {target}: No space left on device")
         target.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(["cp", "-a", "--reflink=never", str(source), str(target)], capture_output=True,
                                 text=True, check=False)

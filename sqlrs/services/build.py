@@ -200,7 +200,7 @@ class ChainBuilder:
                  admin: ServerAdmin, clock: Clock, locks: StateLocks,
                  after_commit: Callable[[JobContext, State], None],
                  policy: CheckpointPolicy | None = None,
-                 make_room: Callable[[JobContext], object] = lambda ctx: None,
+                 make_room: Callable[[JobContext, int], object] = lambda ctx, needed: None,
                  standby: StandbyClones | None = None):
         self.catalog = catalog
         self.repo = catalog.repo
@@ -213,7 +213,7 @@ class ChainBuilder:
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.policy = policy or CheckpointPolicy()
         self.costs = CheckpointCosts()
-        self.make_room = make_room  # evict what the cache can spare (a clone ran out of space)
+        self.make_room = make_room  # evict to free that many bytes (a clone ran out of space)
         self.standby = standby  # takes the scratch of a finished build for the instance it is for
 
     def _clone(self, run: BuildRun, source: Path, target: Path, earlier: EarlierClone | None = None) -> None:
@@ -222,7 +222,7 @@ class ChainBuilder:
             self.store.clone(source, target, earlier)
         except NoSpace:
             try:
-                self.make_room(run.ctx)
+                self.make_room(run.ctx, self.store.allocated_bytes([source]))
             except NoSpace:
                 pass  # nothing to evict: the clone's own error says it better
             else:

@@ -163,6 +163,34 @@ class CacheService:
         }
 
     # -- evicting -----------------------------------------------------------------------------
+    def make_room(self, ctx: JobContext | None, needed_bytes: int) -> list[str]:
+        """A write ran out of space: evict what can go, least valuable first, until `needed_bytes`
+        are free beyond the reserve (whatever the cap says); the evicted ids. Raises NoSpace when
+        nothing can be evicted."""
+        limits = self.limits()
+        evicted: list[str] = []
+        with self._lock:
+            for _round in range(ROUNDS):
+                short = needed_bytes + limits.reserve_bytes - self.store.free_bytes()
+                if short <= 0:
+                    break
+                entries = self.entries()
+                victims = choose_victims(entries, short, self.clock.now())
+                deleted = [victim.id for victim in victims if self._evict(victim, ctx)]
+                evicted += deleted
+                if not deleted:
+                    break
+                self.store.settle()
+        free = self.store.free_bytes()
+        if not evicted and needed_bytes + limits.reserve_bytes > free:
+            raise NoSpace(f"the store's filesystem has {format_size(free)} free, {format_size(needed_bytes)} are "
+                          f"needed, and no state can be evicted: they are in use by instances or running jobs, "
+                          f"have dependent states, or are snapshots",
+                          hint="free disk space, grow the store volume, or remove instances (sqlrs rm ID) so that "
+                               "their states can be evicted",
+                          details={"needed_bytes": needed_bytes, "free_bytes": free, "reason": "full"})
+        return evicted
+
     def enforce(self, ctx: JobContext | None = None) -> list[str]:
         """Evict until the cache is under its cap and the reserve is free; the evicted ids.
 

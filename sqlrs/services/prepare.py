@@ -67,6 +67,7 @@ class PrepareService:
         warnings: Callable[[], list[str]] = lambda: [],
         remote: RemoteCache | None = None,
         catalog: StateCatalog | None = None,
+        make_room: Callable[[JobContext, int], object] = lambda ctx, needed: None,
     ):
         self.repo = repo
         self.store = store
@@ -81,7 +82,7 @@ class PrepareService:
         self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
         self.catalog = catalog or StateCatalog(repo, store, layout)
         self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit,
-                                    make_room=before_build, standby=instances.standby)
+                                    make_room=make_room, standby=instances.standby)
         self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
         self.remote = remote  # pulls from the remote cache instead of building
 

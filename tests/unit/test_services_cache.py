@@ -88,3 +88,36 @@ def test_a_prepare_evicts_after_it_commits_and_says_so(engine: Wired) -> None:
     texts = [event.data.get("text", "") for event in fakes.repo.events_after(ctx.job.id, 0)]
     assert any(f"evicted state {old[:12]}" in text for text in texts)
     assert services.cache.evicted_states == 1 and services.cache.evicted_bytes >= PAD
+
+
+def test_a_clone_that_finds_the_store_full_evicts_and_goes_on(engine: Wired) -> None:
+    """Issue 26: a copy that failed with ENOSPC evicted nothing although evictable states existed."""
+    services, fakes = engine
+    old = prepare(services, f"PAD {PAD} old", build_only=True)["state_id"]
+    fakes.clock.advance(DAY)
+    fakes.store.capacity = services.cache.cache_bytes() + (1 << 20)  # nothing free
+    fakes.store.full_clones = 1
+    new = prepare(services, f"PAD {PAD} new", build_only=True)["state_id"]
+    states = {state.id for state in fakes.repo.list_states()}
+    assert new in states and old not in states  # the old chain's state made room
+    assert fakes.store.full_clones == 0
+
+
+def test_a_full_store_with_nothing_to_evict_fails_with_a_clear_reason(engine: Wired) -> None:
+    services, fakes = engine
+    prepare(services, f"PAD {PAD} used")  # its instance pins its state
+    fakes.store.capacity = services.cache.cache_bytes() + (1 << 20)
+    fakes.store.full_clones = 2
+    with pytest.raises(NoSpace, match="No space left on device"):
+        prepare(services, f"PAD {PAD} more", build_only=True)
+
+
+def test_the_cache_is_checked_after_the_build_s_scratch_is_gone(engine: Wired) -> None:
+    """Issue 26: the free-space check after a commit counted the build's own scratch copy."""
+    services, _fakes = engine
+    seen: list[list[str]] = []
+    check = services.prepare.builder.after_commit
+    services.prepare.builder.after_commit = lambda ctx, state: (
+        seen.append(sorted(p.name for p in services.layout.scratch_dir.iterdir())), check(ctx, state))[1]
+    prepare(services, "create table a()", "create table b()")
+    assert seen == [[]]

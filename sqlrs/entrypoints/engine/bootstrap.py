@@ -230,7 +230,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
                              before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
-                             remote=remote_cache, catalog=catalog)
+                             remote=remote_cache, catalog=catalog, make_room=cache.make_room)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
     lifetime = LifetimeService(repo, instances, admin, clock, alive=adapters.owner_alive)
