@@ -33,8 +33,18 @@ class Error(Exception):
         self.hint = hint
         self.details: dict[str, Any] = dict(details or {})
 
+    @property
+    def context(self) -> list[str]:
+        """The lines under the message, as psql prints them under an error: a failed step's
+        `LINE n:` and caret, DETAIL, HINT and, for host steps, the failing statement."""
+        lines = self.details.get("context")
+        return [str(line) for line in lines] if isinstance(lines, list) else []
+
     def __str__(self) -> str:
-        return self.message + (f" (hint: {self.hint})" if self.hint else "")
+        context = self.context
+        if not context:
+            return self.message + (f" (hint: {self.hint})" if self.hint else "")
+        return "\n".join([self.message, *context, *([f"hint: {self.hint}"] if self.hint else [])])
 
 
 class UsageError(Error):

@@ -309,10 +309,6 @@ class SqlrsSession:
 
 
 def build_error_message(exc: Exception) -> str:
-    """What a test whose state cannot be built reports: sqlrs's one-line error, then the context
-    psql printed under it (`LINE n:` and the caret, DETAIL, HINT), then sqlrs's hint."""
-    message = f"sqlrs: cannot build the test's state: {getattr(exc, 'message', None) or exc}"
-    details = getattr(exc, "details", None) or {}
-    context = str(details.get("psql_error") or "").splitlines()[1:]
-    hint = getattr(exc, "hint", None)
-    return "\n".join([message, *context, *([f"hint: {hint}"] if hint else [])])
+    """What a test whose state cannot be built reports: sqlrs's one-line error, then the lines
+    under it (`LINE n:` and the caret, DETAIL, HINT, the statement of a host step), then the hint."""
+    return f"sqlrs: cannot build the test's state: {exc}"

@@ -13,14 +13,19 @@ from __future__ import annotations
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import host_login, run_host_command, tool_environment
+from sqlrs.services.steps.host import (
+    PYTHON_ERROR_REPORTER,
+    host_login,
+    read_failure,
+    run_host_command,
+    tool_environment,
+)
 
-ERROR_MARK = "sqlrs-alembic-error: "
-
-# argv: config file, revision. Keeps the driver the project's alembic.ini names (e.g.
-# postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver installed.
-RUNNER = r'''
-import os, sys, traceback
+# argv: config file, revision, the revision's file. Keeps the driver the project's alembic.ini
+# names (e.g. postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver
+# installed. A failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret, HINT).
+RUNNER = PYTHON_ERROR_REPORTER + r'''
+import os, sys
 def driver(configured):
     try:
         from sqlalchemy.engine import make_url
@@ -51,11 +56,7 @@ def main(config_file, revision):
 try:
     main(sys.argv[1], sys.argv[2])
 except BaseException as exc:
-    traceback.print_exc()
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
-    text = (str(exc).strip().splitlines() or [""])[0]
-    print("''' + ERROR_MARK + r'''" + name + (": " + text if text else ""), file=sys.stderr, flush=True)
+    sqlrs_report_failure(exc, sys.argv[3])
     sys.exit(1)
 '''
 
@@ -71,14 +72,15 @@ class AlembicExecutor:
         if not config or not revision:
             raise StepFailed(f"{run.label}: an alembic step names its config and revision")
         with host_login(run) as login:
-            result = run_host_command(run, [host.argv[0], "-c", RUNNER, config, revision], host.cwd,
+            result = run_host_command(run, [host.argv[0], "-c", RUNNER, config, revision, path], host.cwd,
                                       tool_environment(host.env, login))
         if result.exit_code == 0:
             return
-        marked = [line for line in result.output.splitlines() if line.startswith(ERROR_MARK)]
-        error = marked[-1][len(ERROR_MARK):] if marked else result.last_line() or f"exited with {result.exit_code}"
+        report = read_failure(result)
+        where = f"{path}:{report.line}" if report.line else path
+        error = report.headline or f"exited with {result.exit_code}"
         raise StepFailed(
-            f"{run.label} failed: revision {revision} ({path}): {error}",
+            f"{run.label} failed: revision {revision} ({where}): {error}",
             details={"step": run.index, "source": run.step.source, "revision": revision, "file": path,
-                     "exit_code": result.exit_code, "error": error, "output": result.output[-8000:]},
+                     "exit_code": result.exit_code, **report.details(), "output": result.output[-8000:]},
         )
