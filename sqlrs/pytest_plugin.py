@@ -29,19 +29,24 @@ marker, or the `sqlrs_alembic` (`sqlrs_alembic_to`) / `sqlrs_exec` (`sqlrs_input
 Alembic runs in the directory of its config file; a command in the directory of the test file
 (marker) or of the ini file.
 
-Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`): the engine keeps N started spares of the state
-ready, so handing one to a test is a single API call of a few milliseconds. The pool fills in the
-background while tests run: the first test waits for one spare at most (with `sqlrs_pool_prefill`
-it waits until the pool is full). Every process of a run (each xdist worker) holds the pool; when
-the last one finishes, the engine drains it in the background (the session does not wait).
+What a test gets (`sqlrs_instance_kind`): `auto` gives database instances on the `copy` store (a
+database of its own in the state's shared server, copied ahead) and server instances on btrfs and
+reflink (a server of its own, started ahead); docs/python-api.md says why, with the numbers.
+
+Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`, server instances): the engine keeps N started
+spares of the state ready, so handing one to a test is a single API call of a few milliseconds.
+The pool fills in the background while tests run: the first test waits for one spare at most
+(with `sqlrs_pool_prefill` it waits until the pool is full). Every process of a run (each xdist
+worker) holds the pool; when the last one finishes, the engine drains it in the background (the
+session does not wait).
 
 Cleanup: the instances and pool holds of a session belong to its process (pid and start time).
 Should the process die without cleaning up (SIGKILL, a crashed xdist worker, Ctrl+C at the wrong
 moment), the engine notices within seconds and removes them.
 
-A state that fails to build fails every test that needs it with psql's one-line error (and its
-`LINE n:` context), built once per session (per xdist worker): later tests get the same error
-without another build.
+A state that fails to build fails every test that needs it with the step's one-line error and
+what PostgreSQL said under it (`LINE n:` and the caret, DETAIL, HINT, a host step's statement),
+built once per session (per xdist worker): later tests get the same error without another build.
 
 `--sqlrs-keep-failed` keeps a failing test's instance (no TTL) and prints its DSN. Other
 instances get an idle TTL (`sqlrs_ttl`, default 600 s) so a killed test run leaves nothing
