@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Sqlrs, psql, write
+from harness import REPO, Sqlrs, psql, step_failure, write
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -143,10 +143,9 @@ def test_a_failing_revision_is_named_and_earlier_ones_stay_cached(sqlrs_runtime:
     add_revision(root, "0009", "0008", 'op.execute("UPDATE products\\n   SET sku = upper(nmae)")')
     instances_before = {i["id"] for i in sq.instances()}
     result = sq.run("prepare:alembic", *sq.runtime_flags(), cwd=root)
-    assert result.returncode == 1, result.stderr
     # the one-line reason names the revision, its file and line, and the database's error; under it
     # what psql would print: the statement's line with a caret, the HINT, then the statement
-    shown = result.stderr.split("sqlrs: error: ")[-1].splitlines()
+    shown = step_failure(result)
     assert shown[0].startswith("step 9 (0009 alembic/versions/0009_test.py) failed: revision 0009 "
                                "(alembic/versions/0009_test.py:12): ERROR:  column \"nmae\" does not exist"), shown
     assert shown[1:4] == ["LINE 2:    SET sku = upper(nmae)", " " * 27 + "^",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Sqlrs, api, processes_mentioning, psql, wait_for, write
+from harness import REPO, Sqlrs, api, processes_mentioning, psql, step_failure, wait_for, write
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -148,9 +148,7 @@ def test_a_failing_migration_shows_what_the_database_said(sqlrs_runtime: Sqlrs, 
     sq = sqlrs_runtime
     root = project(workspace)
     write(root / "migrations" / "004_broken.sql", "UPDATE books\n   SET title = upper(titel);\n")
-    result = sq.run("prepare:exec", *sq.runtime_flags(), *MIGRATE, cwd=root)
-    assert result.returncode == 1, result.stderr
-    shown = result.stderr.split("sqlrs: error: ")[-1].splitlines()
+    shown = step_failure(sq.run("prepare:exec", *sq.runtime_flags(), *MIGRATE, cwd=root))
     assert shown[0].endswith("failed: the command exited with 1: migrate.py: 004_broken.sql failed: column "
                              '"titel" does not exist'), shown
     assert shown[1:4] == ["LINE 2:    SET title = upper(titel);", " " * 29 + "^",
