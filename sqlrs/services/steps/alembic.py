@@ -21,11 +21,19 @@ from sqlrs.services.steps.host import (
     tool_environment,
 )
 
-# argv: config file, revision, the revision's file. Keeps the driver the project's alembic.ini
-# names (e.g. postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver
-# installed. A failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret, HINT).
+# argv: config file, revision. Keeps the driver the project's alembic.ini names (e.g.
+# postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver installed. A
+# failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret, HINT, and the line
+# of the revision's file it failed at: the runner asks Alembic where the revision lives).
 RUNNER = PYTHON_ERROR_REPORTER + r'''
 import os, sys
+STEP_FILE = None
+def revision_file(config, revision):
+    try:
+        from alembic.script import ScriptDirectory
+        return ScriptDirectory.from_config(config).get_revision(revision).path
+    except Exception:
+        return None
 def driver(configured):
     try:
         from sqlalchemy.engine import make_url
@@ -41,6 +49,7 @@ def driver(configured):
             return name
     return "postgresql"
 def main(config_file, revision):
+    global STEP_FILE
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.engine import make_url
@@ -52,11 +61,12 @@ def main(config_file, revision):
     url = make_url(os.environ["DATABASE_URL"]).set(drivername=driver(configured))
     # the option goes through ConfigParser interpolation: a literal % must be doubled
     config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
+    STEP_FILE = revision_file(config, revision)
     command.upgrade(config, revision)
 try:
     main(sys.argv[1], sys.argv[2])
 except BaseException as exc:
-    sqlrs_report_failure(exc, sys.argv[3])
+    sqlrs_report_failure(exc, STEP_FILE)
     sys.exit(1)
 '''
 
@@ -72,7 +82,7 @@ class AlembicExecutor:
         if not config or not revision:
             raise StepFailed(f"{run.label}: an alembic step names its config and revision")
         with host_login(run) as login:
-            result = run_host_command(run, [host.argv[0], "-c", RUNNER, config, revision, path], host.cwd,
+            result = run_host_command(run, [host.argv[0], "-c", RUNNER, config, revision], host.cwd,
                                       tool_environment(host.env, login))
         if result.exit_code == 0:
             return
