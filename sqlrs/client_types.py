@@ -33,8 +33,18 @@ class Error(Exception):
         self.hint = hint
         self.details: dict[str, Any] = dict(details or {})
 
+    @property
+    def context(self) -> list[str]:
+        """The lines under the message, as psql prints them under an error: a failed step's
+        `LINE n:` and caret, DETAIL, HINT and, for host steps, the failing statement."""
+        lines = self.details.get("context")
+        return [str(line) for line in lines] if isinstance(lines, list) else []
+
     def __str__(self) -> str:
-        return self.message + (f" (hint: {self.hint})" if self.hint else "")
+        context = self.context
+        if not context:
+            return self.message + (f" (hint: {self.hint})" if self.hint else "")
+        return "\n".join([self.message, *context, *([f"hint: {self.hint}"] if self.hint else [])])
 
 
 class UsageError(Error):
@@ -147,7 +157,7 @@ class Instance:
     expires_in_seconds: float | None = None
     connections: int | None = None
     pooled: bool = False
-    from_pool: bool = False  # handed out by a warm pool (set by Client.create_instance)
+    from_pool: bool = False  # handed out ready-made: a warm server, or a database copied ahead (create_instance)
     kind: str = "server"  # "server": a server of its own; "database": a database in a shared server
     engine_seconds: float | None = None  # how long the engine took to hand it out
     client: Client | None = field(default=None, repr=False, compare=False)
@@ -177,6 +187,16 @@ class Instance:
         """libpq environment variables (PGHOST, PGPORT, ...) for tools run as subprocesses."""
         return {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGPASSWORD": self.password,
                 "PGDATABASE": self.dbname}
+
+    def url(self, driver: str | None = "psycopg") -> str:
+        """The instance as a SQLAlchemy URL, `postgresql+DRIVER://USER:PASSWORD@HOST:PORT/DBNAME`,
+        for `create_engine` (and `create_async_engine`: `psycopg` is async there too, or take
+        `asyncpg`). `driver=None` gives plain `postgresql://` (SQLAlchemy maps it to psycopg2)."""
+        from urllib.parse import quote
+
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return (f"{scheme}://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}/"
+                f"{quote(self.dbname, safe='')}")
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A psycopg 3 connection to the instance (keyword arguments go to psycopg.connect)."""

@@ -9,6 +9,13 @@ Fixtures:
     sqlrs_module_instance  one instance shared by the tests of a module
     sqlrs_state            the test's state (built once per session; for tests that start several)
     sqlrs_client           the session's sqlrs.Client
+    sqlrs_url              the instance as a SQLAlchemy URL (postgresql+psycopg://...; ini sqlrs_driver)
+    sqlrs_engine           a SQLAlchemy Engine on it (disposed after the test)
+    sqlrs_session          a SQLAlchemy ORM Session on that engine (closed after the test)
+    sqlrs_async_engine     a SQLAlchemy AsyncEngine on it (ini sqlrs_async_driver; NullPool)
+
+The SQLAlchemy fixtures import SQLAlchemy when a test uses one, never before. Every test has a
+database of its own, so a session commits as it likes: no transaction to roll back afterwards.
 
 The state comes from the closest `@pytest.mark.sqlrs(files=[...], sql=[...], variables={...},
 psql_args=[...], pool=N)` (paths relative to the test file), else from the configuration
@@ -22,19 +29,24 @@ marker, or the `sqlrs_alembic` (`sqlrs_alembic_to`) / `sqlrs_exec` (`sqlrs_input
 Alembic runs in the directory of its config file; a command in the directory of the test file
 (marker) or of the ini file.
 
-Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`): the engine keeps N started spares of the state
-ready, so handing one to a test is a single API call of a few milliseconds. The pool fills in the
-background while tests run: the first test waits for one spare at most (with `sqlrs_pool_prefill`
-it waits until the pool is full). Every process of a run (each xdist worker) holds the pool; when
-the last one finishes, the engine drains it in the background (the session does not wait).
+What a test gets (`sqlrs_instance_kind`): `auto` gives database instances on the `copy` store (a
+database of its own in the state's shared server, copied ahead) and server instances on btrfs and
+reflink (a server of its own, started ahead); docs/python-api.md says why, with the numbers.
+
+Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`, server instances): the engine keeps N started
+spares of the state ready, so handing one to a test is a single API call of a few milliseconds.
+The pool fills in the background while tests run: the first test waits for one spare at most
+(with `sqlrs_pool_prefill` it waits until the pool is full). Every process of a run (each xdist
+worker) holds the pool; when the last one finishes, the engine drains it in the background (the
+session does not wait).
 
 Cleanup: the instances and pool holds of a session belong to its process (pid and start time).
 Should the process die without cleaning up (SIGKILL, a crashed xdist worker, Ctrl+C at the wrong
 moment), the engine notices within seconds and removes them.
 
-A state that fails to build fails every test that needs it with psql's one-line error (and its
-`LINE n:` context), built once per session (per xdist worker): later tests get the same error
-without another build.
+A state that fails to build fails every test that needs it with the step's one-line error and
+what PostgreSQL said under it (`LINE n:` and the caret, DETAIL, HINT, a host step's statement),
+built once per session (per xdist worker): later tests get the same error without another build.
 
 `--sqlrs-keep-failed` keeps a failing test's instance (no TTL) and prints its DSN. Other
 instances get an idle TTL (`sqlrs_ttl`, default 600 s) so a killed test run leaves nothing
@@ -53,6 +65,10 @@ import pytest
 from sqlrs.pytest_session import PREFILL_TIMEOUT, Spec, SqlrsSession, build_error_message
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.orm import Session
+
     from sqlrs.client import Client, Instance, State
 
 __all__ = ["PREFILL_TIMEOUT", "Spec", "SqlrsSession", "build_error_message"]  # and the hooks and fixtures
@@ -104,6 +120,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=False)
     parser.addini("sqlrs_keep_failed", "Keep failing tests' instances", type="bool", default=False)
     parser.addini("sqlrs_instance_kind", "auto, server or database (see --sqlrs-instance-kind)", default="auto")
+    parser.addini("sqlrs_driver", "SQLAlchemy driver of sqlrs_url, sqlrs_engine, sqlrs_session (postgresql+DRIVER)",
+                  default="psycopg")
+    parser.addini("sqlrs_async_driver", "SQLAlchemy driver of sqlrs_async_engine (psycopg or asyncpg)",
+                  default="psycopg")
     _add_input_options(parser)
 
 
@@ -212,3 +232,59 @@ def sqlrs_module_instance(request: pytest.FixtureRequest) -> Iterator[Instance]:
                      if item.path == module.path and "sqlrs_module_instance" in getattr(item, "fixturenames", ())
                      and REPORTS_KEY in item.stash)
         session.done(module, instance, failed)
+
+
+# -- SQLAlchemy (imported when one of these fixtures is used) ----------------------------------------
+def _needs_sqlalchemy(fixture: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("sqlalchemy") is None:
+        pytest.fail(f"{fixture} needs SQLAlchemy 2 in this environment (pip install sqlalchemy)", pytrace=False)
+
+
+@pytest.fixture
+def sqlrs_url(sqlrs_instance: Instance, pytestconfig: pytest.Config) -> str:
+    """The test's instance as a SQLAlchemy URL: `postgresql+psycopg://...` (driver: `sqlrs_driver`)."""
+    return sqlrs_instance.url(driver=str(pytestconfig.getini("sqlrs_driver")).strip() or None)
+
+
+@pytest.fixture
+def sqlrs_engine(sqlrs_url: str) -> Iterator[Engine]:
+    """A SQLAlchemy Engine on the test's own database; disposed (connections closed) after the test."""
+    _needs_sqlalchemy("sqlrs_engine")
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlrs_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlrs_session(sqlrs_engine: Engine) -> Iterator[Session]:
+    """A SQLAlchemy ORM Session on the test's own database (`sqlrs_engine`), closed after the test.
+    Commit freely: the database is this test's alone and goes away with it."""
+    from sqlalchemy.orm import Session
+
+    with Session(sqlrs_engine) as session:
+        yield session
+
+
+@pytest.fixture
+def sqlrs_async_engine(sqlrs_instance: Instance, pytestconfig: pytest.Config) -> Iterator[AsyncEngine]:
+    """A SQLAlchemy AsyncEngine on the test's own database (driver: `sqlrs_async_driver`).
+
+    A plain fixture, so any async test runner works (anyio's pytest plugin, pytest-asyncio). It
+    pools nothing (NullPool): each connection closes when the test's code releases it, on the
+    test's own event loop, and nothing is left for a loop that has ended."""
+    _needs_sqlalchemy("sqlrs_async_engine")
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    driver = str(pytestconfig.getini("sqlrs_async_driver")).strip() or "psycopg"
+    engine = create_async_engine(sqlrs_instance.url(driver=driver), poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.sync_engine.dispose()

@@ -78,6 +78,7 @@ class SqlrsSession:
         self.kept: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self._kind: str | None = None
+        self.kind_choice: str | None = None  # how `auto` chose, for the summary
         self._server_only: set[str] = set()  # states a database instance cannot copy (several databases)
 
     # settings -----------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class SqlrsSession:
                 if wanted == "auto":
                     backend = self.client.status().get("snapshot", {}).get("backend")
                     wanted = "database" if backend == "copy" else "server"
+                    self.kind_choice = f"sqlrs_instance_kind = auto on the {backend!r} snapshot store"
                 self._kind = wanted
             return self._kind
 
@@ -232,7 +234,8 @@ class SqlrsSession:
             instance = self.client.create_instance(state, pool=spec.pool > 0, ttl=self.ttl)
         waited = time.perf_counter() - started
         self.waits.append({"test": node.nodeid, "worker": self.worker, "wait_seconds": round(waited, 5),
-                           "from_pool": instance.from_pool, "engine_seconds": instance.engine_seconds})
+                           "kind": instance.kind, "from_pool": instance.from_pool,
+                           "engine_seconds": instance.engine_seconds})
         return instance
 
     def done(self, node: pytest.Item | pytest.Collector, instance: Instance, failed: bool) -> None:
@@ -273,9 +276,11 @@ class SqlrsSession:
             Path(self.config.getoption("sqlrs_report")).write_text(json.dumps(self.data(), indent=2))
 
     def data(self) -> dict[str, Any]:
-        return {"waits": self.waits, "prepares": self.prepares, "kept": self.kept, "errors": self.errors}
+        return {"waits": self.waits, "prepares": self.prepares, "kept": self.kept, "errors": self.errors,
+                "kind_choice": self.kind_choice}
 
     def merge(self, data: dict[str, Any]) -> None:
+        self.kind_choice = self.kind_choice or data.get("kind_choice")
         self.waits += data.get("waits", [])
         self.prepares += data.get("prepares", [])
         self.kept += data.get("kept", [])
@@ -290,10 +295,12 @@ class SqlrsSession:
         lines = []
         if self.waits:
             waits = sorted(w["wait_seconds"] * 1000 for w in self.waits)
-            pooled = sum(1 for w in self.waits if w["from_pool"])
             p90 = waits[min(len(waits) - 1, round(0.9 * (len(waits) - 1)))]
-            lines.append(f"sqlrs: {len(waits)} instance(s), {pooled} from the warm pool; wait for a fresh instance: "
+            lines.append(f"sqlrs: {len(waits)} instance(s): {'; '.join(self._what_was_used())}; wait for one: "
                          f"median {statistics.median(waits):.1f} ms, p90 {p90:.1f} ms, max {waits[-1]:.1f} ms")
+            if self.kind_choice:
+                lines.append(f"sqlrs: instance kind chosen by {self.kind_choice} (docs/python-api.md, "
+                             "\"Which instance a test gets\")")
         for prepared in self.prepares:
             pool = ""
             if prepared["pool_size"] and prepared.get("pool_fill_seconds") is not None:
@@ -308,11 +315,23 @@ class SqlrsSession:
         return lines
 
 
+    def _what_was_used(self) -> list[str]:
+        """Per instance kind, what the tests got and how much of it was ready before they asked."""
+        parts = []
+        databases = [w for w in self.waits if w.get("kind") == "database"]
+        servers = [w for w in self.waits if w.get("kind") != "database"]
+        if databases:
+            ahead = sum(1 for w in databases if w["from_pool"])
+            parts.append(f"{len(databases)} database(s) of their own in the state's shared server, "
+                         f"{ahead} copied ahead, {len(databases) - ahead} copied on demand")
+        if servers:
+            warm = sum(1 for w in servers if w["from_pool"])
+            parts.append(f"{len(servers)} server(s) of their own, {warm} warm (started ahead), "
+                         f"{len(servers) - warm} started on demand")
+        return parts
+
+
 def build_error_message(exc: Exception) -> str:
-    """What a test whose state cannot be built reports: sqlrs's one-line error, then the context
-    psql printed under it (`LINE n:` and the caret, DETAIL, HINT), then sqlrs's hint."""
-    message = f"sqlrs: cannot build the test's state: {getattr(exc, 'message', None) or exc}"
-    details = getattr(exc, "details", None) or {}
-    context = str(details.get("psql_error") or "").splitlines()[1:]
-    hint = getattr(exc, "hint", None)
-    return "\n".join([message, *context, *([f"hint: {hint}"] if hint else [])])
+    """What a test whose state cannot be built reports: sqlrs's one-line error, then the lines
+    under it (`LINE n:` and the caret, DETAIL, HINT, the statement of a host step), then the hint."""
+    return f"sqlrs: cannot build the test's state: {exc}"

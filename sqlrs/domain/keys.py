@@ -4,6 +4,8 @@
     state_1  = H(base_id, step_hash_1);  state_k = H(state_{k-1}, step_hash_k)
     step_hash = H(step kind, sha256(normalized content), psql options that change the result)
     host kinds (alembic, exec, ...): step_hash = H(step kind, digest of the step's keyed facts)
+    (Python files among those facts are keyed by their syntax tree: sqlrs.domain.pysource, whose
+    PYTHON_KEY_VERSION versions that canonical form)
 
 Every field is type-tagged and length-prefixed, so no two different field lists hash alike
 ("ab" + "c" != "a" + "bc"). The sqlrs version is deliberately not hashed; FORMAT_VERSION is.

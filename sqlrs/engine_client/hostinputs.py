@@ -1,7 +1,8 @@
 """Steps of the host kinds, read on the caller's side: Alembic revisions and commands.
 
 Shared by the CLI (`prepare:alembic`, `prepare:exec`) and the library (`Client.build(alembic=...)`).
-What keys a step (`keyed`) is content: a revision file's, env.py's and alembic.ini's sha256, or a
+What keys a step (`keyed`) is content: a revision file's and env.py's syntax tree
+(`sqlrs.domain.pysource`: comments and formatting do not count), alembic.ini's options, or a
 command line plus the content of its declared inputs. Paths, the working directory and the
 environment only say how to run it (`run`) and never enter the key, so a project checked out
 elsewhere, or another user's shell, finds the same states.
@@ -35,6 +36,13 @@ def caller_env() -> list[list[str]]:
 def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def python_file_key(path: Path) -> str:
+    """A Python input's key: its syntax tree (sqlrs.domain.pysource), not its bytes."""
+    from sqlrs.domain.pysource import python_source_key
+
+    return python_source_key(path.read_bytes())
 
 
 def host_step(kind: str, source: str, keyed: list[tuple[str, str]], cwd: Path, argv: list[str],
@@ -126,13 +134,13 @@ def alembic_steps(config: str, to: str | None, cwd: Path, python: str | None = N
     if not revisions:
         raise usage(f"no Alembic revisions in {script.dir}", hint="create one with: alembic revision -m '...'")
     env_py = Path(script.env_py_location)
-    env_digest = file_sha256(env_py) if env_py.is_file() else ""
+    env_digest = python_file_key(env_py) if env_py.is_file() else ""
     ini_key = ini_digest(ini)
     steps = []
     for revision in revisions:
         path = Path(revision.path)
         shown = _display(path, cwd)
-        keyed = [("revision", revision.revision), ("revision_file", file_sha256(path)),
+        keyed = [("revision", revision.revision), ("revision_file", python_file_key(path)),
                  ("env.py", env_digest), ("alembic.ini", ini_key)]
         steps.append(host_step("alembic", f"{revision.revision} {shown}", keyed, cwd, [python or sys.executable],
                                [("config", str(ini)), ("revision", revision.revision), ("file", shown)]))

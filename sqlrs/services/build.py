@@ -537,7 +537,8 @@ class ChainBuilder:
                 f"step {item.index} ({step.source}) failed{where}: {message}",
                 details={"step": item.index, "source": step.source, "file": error.file if error else None,
                          "line": error.line if error else None, "exit_code": code,
-                         "psql_error": error.message if error else None, "output": output[-8000:]},
+                         "psql_error": error.message if error else None,
+                         "context": error.message.splitlines()[1:] if error else [], "output": output[-8000:]},
             )
 
 

@@ -137,11 +137,19 @@ class DatabaseInstances:
     # -- database instances ---------------------------------------------------------------------
     def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
                ttl_seconds: int = 0, job_id: str | None = None, ephemeral: bool = False) -> Instance:
+        return self.hand_out(state, runtime, identity, name=name, ttl_seconds=ttl_seconds, job_id=job_id,
+                             ephemeral=ephemeral)[0]
+
+    def hand_out(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
+                 ttl_seconds: int = 0, job_id: str | None = None,
+                 ephemeral: bool = False) -> tuple[Instance, bool]:
+        """A database instance, and whether its database was copied ahead (else copied now)."""
         host = self._host(state, runtime, identity)
         with self._lock:
             ready = self._ready.setdefault(host.id, [])
             instance_id = ready.pop(0) if ready else None
         self.note_claim(host.id)  # wakes the loop to make the next copies ahead
+        made_ahead = instance_id is not None
         if instance_id is None:
             instance_id = new_instance_id()
             self._copy(host, instance_id)
@@ -164,7 +172,7 @@ class DatabaseInstances:
         self.repo.touch_state(state.id, now, hit=False)
         with self._lock:
             self._idle_since.pop(host.id, None)
-        return instance
+        return instance, made_ahead
 
     def _copy(self, host: Instance, instance_id: str) -> None:
         self.admin.execute(Path(host.run_path), host.port,

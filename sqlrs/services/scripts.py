@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 
+from sqlrs.domain.pgerrors import context_after
 from sqlrs.domain.steps import Step
 
 PSQL_LOCATION_RE = re.compile(r"^psql:(?P<file>.+?):(?P<line>\d+): (?P<message>.*)$")
@@ -56,21 +57,6 @@ class PsqlError:
     message: str
 
 
-# what psql prints under an error: the statement's line with a caret under the position, and the
-# server's DETAIL / HINT / CONTEXT / QUERY fields
-CONTEXT_PREFIXES = ("LINE ", " ", "DETAIL:", "HINT:", "CONTEXT:", "QUERY:", "WHERE:")
-MAX_CONTEXT_LINES = 8
-
-
-def _context(lines: list[str], start: int) -> list[str]:
-    extra = []
-    for line in lines[start : start + MAX_CONTEXT_LINES]:
-        if not line.startswith(CONTEXT_PREFIXES):
-            break
-        extra.append(line)
-    return extra
-
-
 def first_error(output: str) -> PsqlError | None:
     """The first ERROR/FATAL psql reported, with its file and line when psql gave them.
 
@@ -85,7 +71,7 @@ def first_error(output: str) -> PsqlError | None:
                       or "error" in match.group("message")):
             message = match.group("message")
             return PsqlError(match.group("file"), int(match.group("line")),
-                             "\n".join([message, *_context(lines, index + 1)]))
+                             "\n".join([message, *context_after(lines, index + 1)]))
         if line.startswith(("ERROR:", "FATAL:", "psql: error:")):
-            return PsqlError(None, None, "\n".join([line, *_context(lines, index + 1)]))
+            return PsqlError(None, None, "\n".join([line, *context_after(lines, index + 1)]))
     return None

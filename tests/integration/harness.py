@@ -120,6 +120,13 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return str(result.stdout)
 
 
+def step_failure(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """A command whose step failed (exit 1): its `sqlrs: error:` message, then the lines under
+    it (LINE/caret, DETAIL, HINT, STATEMENT)."""
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stderr}"
+    return result.stderr.split("sqlrs: error: ")[-1].splitlines()
+
+
 def write(path: Path, text: str) -> Path:
     """A test script file, its folders made on the way."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Sqlrs, psql, write
+from harness import REPO, Sqlrs, psql, step_failure, write
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -128,9 +128,12 @@ def test_adding_a_revision_rebuilds_only_it(sqlrs_runtime: Sqlrs, workspace: Pat
     ini = root / "alembic.ini"
     ini.write_text(ini.read_text().replace("shop:shop@localhost:5432/shop", "me:secret@db.example:5433/other"))
     assert all(row["cached"] for row in plan(sq, root))
-    # env.py runs for every revision: editing it keys them all anew
+    # env.py runs for every revision: a comment changes nothing it does, its code keys them all anew
     env_py = root / "alembic" / "env.py"
-    env_py.write_text(env_py.read_text() + "\n# edited\n")
+    commented = env_py.read_text().replace("pool.NullPool,", "pool.NullPool,  # one connection per revision")
+    env_py.write_text("# reviewed by the team\n" + commented)
+    assert all(row["cached"] for row in plan(sq, root))
+    env_py.write_text(env_py.read_text() + "\nconfig.attributes['edited'] = True\n")
     assert [row["cached"] for row in plan(sq, root)] == [True] + [False] * 8
 
 
@@ -138,13 +141,17 @@ def test_a_failing_revision_is_named_and_earlier_ones_stay_cached(sqlrs_runtime:
     sq = sqlrs_runtime
     root = project(workspace)
     add_revision(root, "0008", "0007", 'op.execute("CREATE TABLE audit (id int)")')
-    add_revision(root, "0009", "0008", 'op.execute("INSERT INTO no_such_table VALUES (1)")')
+    add_revision(root, "0009", "0008", 'op.execute("UPDATE products\\n   SET sku = upper(nmae)")')
     instances_before = {i["id"] for i in sq.instances()}
     result = sq.run("prepare:alembic", *sq.runtime_flags(), cwd=root)
-    assert result.returncode == 1, result.stderr
-    error = next(line for line in result.stderr.splitlines() if line.startswith("sqlrs: error:"))
-    assert "revision 0009" in error and "alembic/versions/0009_test.py" in error, error
-    assert "no_such_table" in error and "does not exist" in error, error
+    # the one-line reason names the revision, its file and line, and the database's error; under it
+    # what psql would print: the statement's line with a caret, the HINT, then the statement
+    shown = step_failure(result)
+    assert shown[0].startswith("step 9 (0009 alembic/versions/0009_test.py) failed: revision 0009 "
+                               "(alembic/versions/0009_test.py:12): ERROR:  column \"nmae\" does not exist"), shown
+    assert shown[1:4] == ["LINE 2:    SET sku = upper(nmae)", " " * 27 + "^",
+                          'HINT:  Perhaps you meant to reference the column "products.name".'], shown
+    assert shown[4:6] == ["STATEMENT:  UPDATE products", "               SET sku = upper(nmae)"], shown
     assert "Traceback" not in result.stderr.split("sqlrs: error:")[-1]
     rows = plan(sq, root)
     assert [row["cached"] for row in rows] == [True] * 9 + [False]  # 0008 was built by the failed job
@@ -185,6 +192,14 @@ def test_python_api(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
         client.build(["x.sql"], alembic="alembic.ini")
     with pytest.raises(sqlrs.UsageError, match="Can't locate revision"):
         client.build(alembic="alembic.ini", to="nope")
+    add_revision(root, "0008", "0007", 'op.execute("SELECT nmae FROM products")')
+    with pytest.raises(sqlrs.OperationFailed) as failed:
+        client.build(alembic="alembic.ini")
+    assert failed.value.details["line"] == 12 and failed.value.context[:2] == [
+        "LINE 1: SELECT nmae FROM products", "               ^"]
+    assert str(failed.value).splitlines()[1:4] == [
+        "LINE 1: SELECT nmae FROM products", "               ^",
+        'HINT:  Perhaps you meant to reference the column "products.name".']
 
 
 def test_the_example_suite_under_the_plugin_with_xdist(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
@@ -194,6 +209,26 @@ def test_the_example_suite_under_the_plugin_with_xdist(sqlrs_runtime: Sqlrs, wor
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *options],
                             cwd=root, env=sq.env, capture_output=True, text=True, timeout=800, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "10 passed" in result.stdout, result.stdout[-2000:]
+    assert "15 passed" in result.stdout, result.stdout[-2000:]  # the four SQLAlchemy fixtures, sync and async
     assert "(gw0)" in result.stdout and "(gw1)" in result.stdout  # both workers used sqlrs
     assert not sq.instances()  # every test's instance was removed
+
+
+def test_a_failing_revision_in_pytests_output(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
+    """The plugin fails the tests that need the state with the same report as the CLI."""
+    sq = sqlrs_runtime
+    root = project(workspace)
+    add_revision(root, "0008", "0007", 'op.execute("UPDATE products\\n   SET sku = upper(nmae)")')
+    options = ["--sqlrs-runtime", sq.runtime] + (["--sqlrs-image", sq.image] if sq.image else [])
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options,
+                             "tests/test_shop.py::test_placing_an_order"],
+                            cwd=root, env=sq.env, capture_output=True, text=True, timeout=800, check=False)
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
+    out = result.stdout.splitlines()
+    first = next((i for i, line in enumerate(out) if line.startswith("sqlrs: cannot build the test's state:")), None)
+    assert first is not None, result.stdout[-4000:]
+    assert "revision 0008 (alembic/versions/0008_test.py:12): ERROR:  column \"nmae\" does not exist" in out[first]
+    assert out[first + 1:first + 4] == [
+        "LINE 2:    SET sku = upper(nmae)", " " * 27 + "^",
+        'HINT:  Perhaps you meant to reference the column "products.name".'], out[first:first + 6]
+    assert not sq.instances()

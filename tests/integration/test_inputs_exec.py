@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Sqlrs, api, processes_mentioning, psql, wait_for, write
+from harness import REPO, Sqlrs, api, processes_mentioning, psql, step_failure, wait_for, write
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -138,6 +138,25 @@ def test_a_failing_command_is_named_and_leaves_nothing(sqlrs_runtime: Sqlrs, wor
                                                           "matches no file")):
         usage = sq.run("prepare:exec", *sq.runtime_flags(), *args, cwd=workspace)
         assert usage.returncode == 2 and message in usage.stderr, usage.stderr
+
+
+def test_a_failing_migration_shows_what_the_database_said(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
+    """The command printed PostgreSQL's error (here psycopg's, through migrate.py): the CLI shows
+    it as for a psql step, its headline in the one-line reason and LINE/caret/HINT under it."""
+    import sqlrs
+
+    sq = sqlrs_runtime
+    root = project(workspace)
+    write(root / "migrations" / "004_broken.sql", "UPDATE books\n   SET title = upper(titel);\n")
+    shown = step_failure(sq.run("prepare:exec", *sq.runtime_flags(), *MIGRATE, cwd=root))
+    assert shown[0].endswith("failed: the command exited with 1: migrate.py: 004_broken.sql failed: column "
+                             '"titel" does not exist'), shown
+    assert shown[1:4] == ["LINE 2:    SET title = upper(titel);", " " * 29 + "^",
+                          'HINT:  Perhaps you meant to reference the column "books.title".'], shown
+    client = sqlrs.Client(sq.state_dir, runtime=sq.runtime, image=sq.image, base_dir=root)
+    with pytest.raises(sqlrs.OperationFailed) as failed:
+        client.build(exec=MIGRATE[MIGRATE.index("--") + 1:], inputs=["migrate.py", "migrations/*.sql"])
+    assert str(failed.value).splitlines()[1:4] == shown[1:4]
 
 
 def test_composite_and_python_api(sqlrs_runtime: Sqlrs, workspace: Path) -> None:

@@ -171,7 +171,13 @@ def test_pytest_plugin_with_xdist(sqlrs_native: Sqlrs, workspace: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 1, output  # test_fails fails on purpose
     assert "1 failed, 6 passed" in output, output
-    assert "sqlrs: 7 instance(s)" in output and "wait for a fresh instance: median" in output, output
+    assert "sqlrs: 7 instance(s): " in output and "; wait for one: median" in output, output
+    # the summary names what the tests got: auto takes database copies on the copy store, else servers
+    backend = sqlrs.Client(sqlrs_native.state_dir).status()["snapshot"]["backend"]
+    got = "database(s) of their own in the state's shared server" if backend == "copy" else "server(s) of their own"
+    assert f"sqlrs: 7 instance(s): 7 {got}, " in output, output
+    assert f"instance kind chosen by sqlrs_instance_kind = auto on the {backend!r} snapshot store" in output, output
+    assert "from the warm pool" not in output
     assert "kept instance" in output and "of failed tests/test_db.py::test_fails" in output, output
     client = sqlrs.Client(sqlrs_native.state_dir)
     remaining = client.instances()

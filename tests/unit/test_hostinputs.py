@@ -98,12 +98,12 @@ def test_alembic_steps_follow_alembics_order_and_keys(tmp_path: Path) -> None:
     moved = tmp_path.parent / (tmp_path.name + "-moved")
     shutil.copytree(tmp_path, moved)
     assert [s["digest"] for s in alembic_steps("alembic.ini", None, moved)] == [s["digest"] for s in steps]
-    # editing one revision changes its key only; editing env.py changes all
+    # editing one revision's code changes its key only; editing env.py's changes all
     (moved / "migrations" / "versions" / "d4.py").write_text(
-        (versions / "d4.py").read_text() + "    # edited\n")
+        (versions / "d4.py").read_text() + "    print('edited')\n")
     edited = alembic_steps("alembic.ini", None, moved)
     assert [a["digest"] == b["digest"] for a, b in zip(edited, steps, strict=True)] == [True, True, True, False]
-    (moved / "migrations" / "env.py").write_text("# env edited\n")
+    (moved / "migrations" / "env.py").write_text("# env edited\nimport os\n")
     assert not {s["digest"] for s in alembic_steps("alembic.ini", None, moved)} & {s["digest"] for s in steps}
     with pytest.raises(CliError, match="Can't locate revision"):
         alembic_steps("alembic.ini", "zz", tmp_path)

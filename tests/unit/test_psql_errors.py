@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlrs.client_types import OperationFailed
 from sqlrs.pytest_plugin import build_error_message
 from sqlrs.services.scripts import first_error
 
@@ -39,18 +40,16 @@ def test_context_stops_at_the_next_output() -> None:
     assert error is not None and error.line == 2 and len(error.message.splitlines()) == 3
 
 
-class Failed(Exception):
-    def __init__(self) -> None:
-        super().__init__("step 1 (broken.sql) failed")
-        self.message = 'step 1 (broken.sql) failed at broken.sql:7: ERROR:  column "nosuchcol" does not exist'
-        self.hint = None
-        error = first_error(MULTI_LINE)
-        assert error is not None
-        self.details = {"file": "broken.sql", "line": 7, "psql_error": error.message}
+def failed() -> OperationFailed:
+    error = first_error(MULTI_LINE)
+    assert error is not None
+    return OperationFailed('step 1 (broken.sql) failed at broken.sql:7: ERROR:  column "nosuchcol" does not exist',
+                           details={"file": "broken.sql", "line": 7, "psql_error": error.message,
+                                    "context": error.message.splitlines()[1:]})
 
 
 def test_the_plugin_reports_the_one_line_error_and_psqls_context() -> None:
-    assert build_error_message(Failed()).splitlines() == [
+    assert build_error_message(failed()).splitlines() == [
         "sqlrs: cannot build the test's state: step 1 (broken.sql) failed at broken.sql:7: ERROR:  column "
         '"nosuchcol" does not exist',
         "LINE 3:   nosuchcol",

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 
 @pytest.mark.sqlrs(alembic="../alembic.ini", to="0004")  # relative to this file
-def test_before_the_branches_products_have_no_sku(session: Session) -> None:
-    assert session.scalars(text("SELECT version_num FROM alembic_version")).all() == ["0004"]
-    columns = {column["name"] for column in inspect(session.connection()).get_columns("products")}
+def test_before_the_branches_products_have_no_sku(sqlrs_session: Session) -> None:
+    assert sqlrs_session.scalars(text("SELECT version_num FROM alembic_version")).all() == ["0004"]
+    columns = {column["name"] for column in inspect(sqlrs_session.connection()).get_columns("products")}
     assert "sku" not in columns
-    assert session.scalar(text("SELECT count(*) FROM products")) == 3  # 0004's data migration ran
+    assert sqlrs_session.scalar(text("SELECT count(*) FROM products")) == 3  # 0004's data migration ran

@@ -66,8 +66,13 @@ def emit_json(data: Any) -> None:
 
 
 def fail(error: ClientError) -> NoReturn:
-    """`sqlrs: error: MESSAGE`, `hint: HINT` on stderr; exit with the error's code."""
+    """`sqlrs: error: MESSAGE`, the lines under it (a failed step's `LINE n:` and caret, DETAIL,
+    HINT, statement: details `context`), `hint: HINT` on stderr; exit with the error's code."""
     echo(f"sqlrs: error: {error.message}", err=True)
+    context = error.details.get("context")
+    if isinstance(context, list):
+        for line in context:
+            echo(str(line), err=True)
     if error.hint:
         echo(f"hint: {error.hint}", err=True)
     sys.exit(error.exit_code)

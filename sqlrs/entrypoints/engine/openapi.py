@@ -146,7 +146,9 @@ SCHEMAS: dict[str, Any] = {
                                 "pooled": {"type": "boolean",
                                            "description": "A warm instance, not handed out yet (only with ?warm)"},
                                 "from_pool": {"type": "boolean",
-                                              "description": "POST /v1/instances only: a warm instance was claimed"},
+                                              "description": "POST /v1/instances only: handed out ready-made: "
+                                                             "a warm server instance was claimed, or (kind "
+                                                             "database) a database copied ahead"},
                                 "seconds": {"type": "number",
                                             "description": "POST /v1/instances only: time the engine took"}}},
     "InstanceRequest": {

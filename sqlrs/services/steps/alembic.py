@@ -17,16 +17,30 @@ from sqlrs.domain.model import StateKind
 from sqlrs.domain.passwords import new_password
 from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import HostSession, Login, host_login, tool_environment
-
-ERROR_MARK = "sqlrs-alembic-error: "
+from sqlrs.services.steps.host import (
+    PYTHON_ERROR_REPORTER,
+    HostSession,
+    Login,
+    host_login,
+    read_failure,
+    tool_environment,
+)
 
 # argv: config file. Reads one revision per line on stdin and upgrades to it, answering
 # HostSession.DONE_MARK; one process applies a build's consecutive revisions (Python, SQLAlchemy,
 # Alembic and the project import once). Keeps the driver the project's alembic.ini names (e.g.
-# postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver installed.
-RUNNER = r'''
-import os, sys, traceback
+# postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver installed. A
+# failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret, HINT, and the line
+# of the revision's file it failed at: the runner asks Alembic where the revision lives).
+RUNNER = PYTHON_ERROR_REPORTER + r'''
+import os, sys
+STEP_FILE = None
+def revision_file(config, revision):
+    try:
+        from alembic.script import ScriptDirectory
+        return ScriptDirectory.from_config(config).get_revision(revision).path
+    except Exception:
+        return None
 def driver(configured):
     try:
         from sqlalchemy.engine import make_url
@@ -42,6 +56,7 @@ def driver(configured):
             return name
     return "postgresql"
 def main(config_file):
+    global STEP_FILE
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.engine import make_url
@@ -56,16 +71,13 @@ def main(config_file):
     for line in sys.stdin:
         revision = line.strip()
         if revision:
+            STEP_FILE = revision_file(config, revision)
             command.upgrade(config, revision)
             print("''' + HostSession.DONE_MARK + r'''", flush=True)
 try:
     main(sys.argv[1])
 except BaseException as exc:
-    traceback.print_exc()
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
-    text = (str(exc).strip().splitlines() or [""])[0]
-    print("''' + ERROR_MARK + r'''" + name + (": " + text if text else ""), file=sys.stderr, flush=True)
+    sqlrs_report_failure(exc, STEP_FILE)
     sys.exit(1)
 '''
 
@@ -94,10 +106,11 @@ class AlembicExecutor:
             result = session.request(run, revision)
         if result.exit_code == 0:
             return
-        marked = [line for line in result.output.splitlines() if line.startswith(ERROR_MARK)]
-        error = marked[-1][len(ERROR_MARK):] if marked else result.last_line() or f"exited with {result.exit_code}"
+        report = read_failure(result)
+        where = f"{path}:{report.line}" if report.line else path
+        error = report.headline or f"exited with {result.exit_code}"
         raise StepFailed(
-            f"{run.label} failed: revision {revision} ({path}): {error}",
+            f"{run.label} failed: revision {revision} ({where}): {error}",
             details={"step": run.index, "source": run.step.source, "revision": revision, "file": path,
-                     "exit_code": result.exit_code, "error": error, "output": result.output[-8000:]},
+                     "exit_code": result.exit_code, **report.details(), "output": result.output[-8000:]},
         )

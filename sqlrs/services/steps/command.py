@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import host_login, run_host_command, tool_environment
+from sqlrs.services.steps.host import host_login, read_failure, run_host_command, tool_environment
 
 
 class ExecExecutor:
@@ -20,9 +20,10 @@ class ExecExecutor:
             result = run_host_command(run, host.argv, host.cwd, tool_environment(host.env, login))
         if result.exit_code == 0:
             return
-        last = result.last_line()
+        report = read_failure(result)
         raise StepFailed(
-            f"{run.label} failed: the command exited with {result.exit_code}" + (f": {last}" if last else ""),
+            f"{run.label} failed: the command exited with {result.exit_code}"
+            + (f": {report.headline}" if report.headline else ""),
             details={"step": run.index, "source": run.step.source, "command": list(host.argv),
-                     "exit_code": result.exit_code, "output": result.output[-8000:]},
+                     "exit_code": result.exit_code, **report.details(), "output": result.output[-8000:]},
         )

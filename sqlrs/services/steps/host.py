@@ -4,11 +4,17 @@ The build server listens on 127.0.0.1:<port> (native), or has that port publishe
 127.0.0.1 (docker, podman), so a tool on the host always connects there. The `sqlrs` role
 (superuser, created with the base) gets a random password for the step only: it is cleared
 before the state is committed, and every instance sets its own anyway.
+
+A failed tool is reported as psql steps are (sqlrs.domain.pgerrors): the headline, then `LINE n:`
+with the caret, DETAIL, HINT and the failing statement. A tool run through a Python runner of
+ours (Alembic's, a new kind's) reports its exception with `PYTHON_ERROR_REPORTER`; for any other
+command, `read_failure` scans its output for the error it printed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -20,6 +26,7 @@ import attrs
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.passwords import new_password, scram_verifier
+from sqlrs.domain.pgerrors import ErrorReport, from_runner, scan_output
 from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.output import OutputCollector
 from sqlrs.services.steps.base import StepRun
@@ -29,6 +36,69 @@ CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWOR
 # how long output may keep coming after the tool exited (a child it left holds the pipes)
 DRAIN_SECONDS = 5.0
 TERM_GRACE_SECONDS = 5.0
+# the line a runner's PYTHON_ERROR_REPORTER prints last on stderr: this, then one JSON object
+ERROR_MARK = "sqlrs-step-error: "
+
+# Python source for a runner that applies a step in the user's Python (`python -c RUNNER ...`):
+# `sqlrs_report_failure(exc, step_file)` prints the traceback, then ERROR_MARK and a JSON object:
+# `error` (the exception in one line), `line` (the innermost traceback line in `step_file`: where
+# in the user's revision or migration it failed) and `server` (the PostgreSQL error's fields from
+# psycopg 3, psycopg2, asyncpg or pg8000, with the driver's own formatting in `text` and the
+# statement SQLAlchemy or Django names). read_failure turns it into the step's error report.
+PYTHON_ERROR_REPORTER = r'''
+def _sqlrs_server_fields(e):
+    diag = getattr(e, "diag", None)  # psycopg 3 and psycopg2
+    if diag is not None and getattr(diag, "message_primary", None):
+        fields = {name: getattr(diag, attr, None) for name, attr in (
+            ("message", "message_primary"), ("sqlstate", "sqlstate"), ("detail", "message_detail"),
+            ("hint", "message_hint"), ("position", "statement_position"), ("context", "context"),
+            ("internal_query", "internal_query"), ("internal_position", "internal_position"))}
+        fields["severity"] = getattr(diag, "severity_nonlocalized", None) or getattr(diag, "severity", None)
+        fields["text"] = getattr(e, "pgerror", None) or str(e)  # libpq's own LINE/caret, DETAIL, HINT
+        return fields
+    if isinstance(getattr(e, "sqlstate", None), str) and hasattr(e, "position"):  # asyncpg
+        return {name: getattr(e, name, None) for name in (
+            "message", "severity", "sqlstate", "detail", "hint", "position", "context", "internal_query",
+            "internal_position")}
+    args = getattr(e, "args", ())
+    if args and isinstance(args[0], dict) and "M" in args[0]:  # pg8000: the protocol's field codes
+        f = args[0]
+        return {"message": f.get("M"), "severity": f.get("V") or f.get("S"), "sqlstate": f.get("C"),
+                "detail": f.get("D"), "hint": f.get("H"), "position": f.get("P"), "context": f.get("W"),
+                "internal_query": f.get("q"), "internal_position": f.get("p")}
+    return None
+
+
+def sqlrs_report_failure(exc, step_file=None):
+    import json, os, sys, traceback
+    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
+    text = (str(exc).strip().splitlines() or [""])[0]
+    report = {"error": name + (": " + text if text else "")}
+    if step_file:
+        target = os.path.realpath(step_file)
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if os.path.realpath(frame.filename) == target:
+                report["line"] = frame.lineno
+                break
+    todo, seen, statement = [exc], set(), None
+    while todo:  # the exception, what it wraps (SQLAlchemy's .orig), its causes
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if statement is None:
+            found = getattr(e, "statement", None)  # SQLAlchemy's; a runner may set it on what it raises
+            statement = found if isinstance(found, str) else None
+        fields = _sqlrs_server_fields(e)
+        if fields is not None:
+            fields["statement"] = statement
+            report["server"] = fields
+            break
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    print("''' + ERROR_MARK + r'''" + json.dumps(report, default=str), file=sys.stderr, flush=True)
+'''
 
 
 @attrs.frozen
@@ -84,6 +154,26 @@ class ToolResult:
     def last_line(self) -> str:
         lines = [line.strip() for line in self.output.splitlines() if line.strip()]
         return lines[-1] if lines else ""
+
+
+def read_failure(result: ToolResult) -> ErrorReport:
+    """What a failed host tool reported: a runner's ERROR_MARK line, else the last PostgreSQL
+    error in its output (psql's or libpq's `ERROR:` lines, or a line followed by a `LINE n:` /
+    `DETAIL:` / `HINT:` block, e.g. a Python traceback's exception), else its last line."""
+    lines = result.output.splitlines()
+    for line in reversed(lines):
+        if line.startswith(ERROR_MARK):
+            try:
+                data = json.loads(line[len(ERROR_MARK):])
+            except ValueError:
+                break
+            if isinstance(data, dict):
+                return from_runner(data)
+            break
+    scanned = scan_output("\n".join(line for line in lines if not line.startswith(ERROR_MARK)))
+    if scanned is not None:
+        return scanned
+    return ErrorReport(result.last_line())  # "" when it printed nothing
 
 
 def run_host_command(run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> ToolResult:

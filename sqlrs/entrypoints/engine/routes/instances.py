@@ -69,8 +69,8 @@ async def create_instance(request: Request) -> Response:
         owner = (wanted.owner.pid, wanted.owner.started) if wanted.owner is not None else None
         if wanted.kind == "database":
             runtime, identity = svc.pool.resolve(state, wanted.image)
-            made = svc.databases.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
-            return svc.lifetime.adopt(made, owner) if owner else made, False
+            made, ahead = svc.databases.hand_out(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
+            return svc.lifetime.adopt(made, owner) if owner else made, ahead
         # a warm instance when one is ready (`pool` is implied: every state used lately has some)
         # (the state's id pins the image content: no need to resolve the image for that)
         claimed = svc.pool.claim(state.id, ttl, wanted.name)
