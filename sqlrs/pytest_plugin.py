@@ -22,6 +22,11 @@ marker, or the `sqlrs_alembic` (`sqlrs_alembic_to`) / `sqlrs_exec` (`sqlrs_input
 Alembic runs in the directory of its config file; a command in the directory of the test file
 (marker) or of the ini file.
 
+Django (pytest-django): with `sqlrs_django = true` the plugin replaces pytest-django's
+`django_db_setup`: each pytest process (each xdist worker) gets its test database from sqlrs, an
+instance of the state after the project's last migration, one cached state per migration
+(sqlrs/django/pytest_fixtures.py).
+
 Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`): the engine keeps N started spares of the state
 ready, so handing one to a test is a single API call of a few milliseconds. The pool fills in the
 background while tests run: the first test waits for one spare at most (with `sqlrs_pool_prefill`
@@ -115,6 +120,8 @@ def _add_input_options(parser: pytest.Parser) -> None:
                   default=[])
     parser.addini("sqlrs_inputs", "Globs of the files sqlrs_exec reads (their content keys the state)",
                   type="linelist", default=[])
+    parser.addini("sqlrs_django", "pytest-django takes its test databases from sqlrs (django_db_setup): one "
+                  "cached state per migration", type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,6 +132,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "the state the test's sqlrs instance starts from (paths relative to the test file)",
     )
     config.stash[SESSION_KEY] = SqlrsSession(config)
+    if config.getini("sqlrs_django") and config.pluginmanager.hasplugin("django"):
+        from sqlrs.django import pytest_fixtures
+
+        # registered after pytest-django (loaded with the entry points, before any configure):
+        # of two plugins' fixtures of one name, the later one is used
+        config.pluginmanager.register(pytest_fixtures, "sqlrs-django")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
