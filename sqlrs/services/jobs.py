@@ -68,6 +68,20 @@ class JobContext:
         self._runner = runner
         self.job = job
         self.cancel = threading.Event()
+        self._finishers: list[Callable[[], None]] = []
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the job ends, however it ends (e.g. to stop a tool a step kind
+        keeps running for the job's later steps)."""
+        self._finishers.append(callback)
+
+    def finish(self) -> None:
+        """Run the `on_finish` callbacks (the runner does, once the handler returned or raised)."""
+        while self._finishers:
+            try:
+                self._finishers.pop()()
+            except Exception:  # one that fails does not keep the others from running
+                log.error("job %s: a finisher failed:\n%s", self.job.id, traceback.format_exc())
 
     def emit(self, type_: str, **data: Any) -> None:
         self._runner.emit(self.job.id, type_, data)
@@ -133,7 +147,10 @@ class JobRunner:
         self.repo.update_job(job)
         self.emit(job.id, "status", {"status": job.status.value})
         try:
-            job.result = handler(context)
+            try:
+                job.result = handler(context)
+            finally:
+                context.finish()
             job.status = JobStatus.SUCCEEDED
         except Cancelled as exc:
             job.status = JobStatus.CANCELLED

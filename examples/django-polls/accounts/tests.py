@@ -1,8 +1,8 @@
 from django.contrib.auth.models import Group, Permission, User
 from django.test import TestCase
+from polls_site.testlog import record_database
 
 from accounts.models import Profile
-from polls_site.testlog import record_database
 
 
 class ProfileTests(TestCase):

@@ -4,9 +4,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.test import TestCase, TransactionTestCase
 from django.utils import timezone
+from polls_site.testlog import record_database
 
 from polls.models import Choice, Question
-from polls_site.testlog import record_database
 
 
 def create_question(text, days):

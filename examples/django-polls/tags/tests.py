@@ -1,8 +1,8 @@
 from django.test import TestCase
 from django.utils import timezone
-
 from polls.models import Question
 from polls_site.testlog import record_database
+
 from tags.models import Tag
 
 
