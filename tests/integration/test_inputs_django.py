@@ -128,6 +128,43 @@ def test_prepare_django_builds_one_state_per_migration(sqlrs_runtime: Sqlrs, wor
     remove_dsn(sq, dsn)
 
 
+# what a database's schema and Django's bookkeeping are, by catalog queries (any server version)
+SCHEMA_QUERIES = [
+    "SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '') FROM "
+    "information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2",
+    "SELECT conrelid::regclass::text, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2, 3",
+    "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+    "SELECT app_label, model FROM django_content_type ORDER BY 1, 2",
+    "SELECT ct.app_label, p.codename, p.name FROM auth_permission p JOIN django_content_type ct "
+    "ON ct.id = p.content_type_id ORDER BY 1, 2",
+    "SELECT app, name FROM django_migrations ORDER BY 1, 2",
+    "SELECT name, color FROM tags_tag ORDER BY 1",
+    "SELECT question_text, slug FROM polls_question ORDER BY 1",
+]
+
+
+def test_the_state_is_what_manage_py_migrate_makes(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
+    """One migration per step gives the database one `manage.py migrate` gives (ids of content
+    types and permissions aside: they are created as their model appears)."""
+    sq = sqlrs_runtime
+    root = project(workspace)
+    stepwise = prepare(sq, root)
+    empty = sq.prepare("-c", "SELECT 1", cwd=root)
+    from urllib.parse import urlsplit
+
+    url = urlsplit(empty)
+    env = {**sq.env, "PGHOST": str(url.hostname), "PGPORT": str(url.port), "PGUSER": str(url.username),
+           "PGPASSWORD": str(url.password), "PGDATABASE": url.path.lstrip("/")}
+    result = subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for query in SCHEMA_QUERIES:
+        assert psql(stepwise, query) == psql(empty, query), query
+    remove_dsn(sq, stepwise)
+    remove_dsn(sq, empty)
+
+
 def test_adding_a_migration_builds_only_it(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_runtime
     root = project(workspace, "elsewhere")
