@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import shutil
 import subprocess
 import sys
@@ -53,28 +52,15 @@ def add_tags_migration(root: Path, name: str, parent: str, operation: str) -> Pa
 
 
 def prepare(sq: Sqlrs, root: Path, *args: str) -> str:
-    result = sq.run("prepare:django", *sq.runtime_flags(), *args, cwd=root)
-    assert result.returncode == 0, f"prepare:django failed ({result.returncode}):\n{result.stderr[-4000:]}"
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("postgresql://sqlrs:"), result.stdout
-    return lines[0]
+    return sq.prepare_input("django", *args, cwd=root)
 
 
 def plan(sq: Sqlrs, root: Path, *args: str) -> list[dict]:
-    result = sq.run("plan:django", *sq.runtime_flags(), "-o", "json", *args, cwd=root)
-    assert result.returncode == 0, result.stderr
-    rows: list[dict] = json.loads(result.stdout)
-    return rows
+    return sq.plan_input("django", *args, cwd=root)
 
 
 def migration(row: dict) -> str:
     return str(row["source"]).split()[0]
-
-
-def remove_dsn(sq: Sqlrs, dsn: str) -> None:
-    for instance in sq.instances():
-        if instance["dsn"] == dsn:
-            assert sq.run("rm", instance["id"]).returncode == 0
 
 
 def sqlrs_options(sq: Sqlrs, prefix: str) -> list[str]:
@@ -110,7 +96,7 @@ def test_prepare_django_builds_one_state_per_migration(sqlrs_runtime: Sqlrs, wor
     assert psql(dsn, "SELECT string_agg(name, ',' ORDER BY name) FROM tags_tag") == "databases,general,python"
     assert psql(dsn, "SELECT name FROM auth_group") == "moderators"
     assert psql(dsn, "SELECT count(*) FROM django_content_type WHERE app_label IN ('polls', 'tags')") == "3"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
     after = plan(sq, root)
     assert [row["state_id"] for row in after] == [row["state_id"] for row in before]
@@ -125,7 +111,7 @@ def test_prepare_django_builds_one_state_per_migration(sqlrs_runtime: Sqlrs, wor
     assert psql(dsn, "SELECT slug FROM polls_question") == "whats-your-favourite-database-1"
     assert psql(dsn, "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('tags_tag', "
                      "'auth_user')") == "0"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
 
 # what a database's schema and Django's bookkeeping are, by catalog queries (any server version)
@@ -161,14 +147,14 @@ def test_the_state_is_what_manage_py_migrate_makes(sqlrs_runtime: Sqlrs, workspa
     assert result.returncode == 0, result.stderr[-3000:]
     for query in SCHEMA_QUERIES:
         assert psql(stepwise, query) == psql(empty, query), query
-    remove_dsn(sq, stepwise)
-    remove_dsn(sq, empty)
+    sq.remove_dsn(stepwise)
+    sq.remove_dsn(empty)
 
 
 def test_adding_a_migration_builds_only_it(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_runtime
     root = project(workspace, "elsewhere")
-    remove_dsn(sq, prepare(sq, root))  # cached from the first test, or built now
+    sq.remove_dsn(prepare(sq, root))  # cached from the first test, or built now
     add_tags_migration(root, "0004_tag_description", "0003_tag_color", ADD_DESCRIPTION)
     rows = plan(sq, root)
     assert [row["cached"] for row in rows] == [True] * (MIGRATIONS + 1) + [False]
@@ -177,7 +163,7 @@ def test_adding_a_migration_builds_only_it(sqlrs_runtime: Sqlrs, workspace: Path
     dsn = prepare(sq, root)
     assert {state["id"] for state in sq.states()} - states_before == {rows[-1]["state_id"]}
     assert psql(dsn, "SELECT count(*) FROM tags_tag WHERE description = ''") == "3"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
     # the settings module is not keyed (a CI variant of the same project finds the same states)
     (root / "polls_site" / "settings_ci.py").write_text("from polls_site.settings import *  # noqa\nDEBUG = True\n")
     assert [row["state_id"] for row in plan(sq, root, "--settings", "polls_site.settings_ci")] == [
@@ -225,7 +211,7 @@ def test_composites_kind_database_and_from(sqlrs_runtime: Sqlrs, workspace: Path
 
     # --from: the migrations on top of an existing state (here one with a table of another system)
     legacy = sq.plan("-c", "CREATE TABLE legacy_orders (id int)", cwd=root)[-1]["state_id"]
-    remove_dsn(sq, sq.prepare("-c", "CREATE TABLE legacy_orders (id int)", cwd=root))
+    sq.remove_dsn(sq.prepare("-c", "CREATE TABLE legacy_orders (id int)", cwd=root))
     rows = plan(sq, root, "--from", legacy, "--to", "polls.0002")
     assert rows[0]["kind"] == "state" and rows[0]["state_id"] == legacy
     assert rows[1]["parent_id"] == legacy and [migration(row) for row in rows[1:]] == OWN[3:5]
