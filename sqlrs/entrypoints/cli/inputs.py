@@ -119,7 +119,8 @@ Runs your project's own Django, in the directory of manage.py with this Python (
 against a scratch server: `migrate APP MIGRATION` one migration at a time, in the order
 `manage.py migrate` applies them to an empty database, with the settings' default database
 pointed at the scratch server (your settings are not edited). Each migration is a cached state
-keyed by its file's content and Django's feature release: adding a migration builds only it.
+keyed by its file's content and Django's feature release: a new migration builds itself and the
+rows Django plans after it, nothing before it.
 Prints exactly one line on stdout: the instance's DSN.
 
 \b
