@@ -132,7 +132,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "the state the test's sqlrs instance starts from (paths relative to the test file)",
     )
     config.stash[SESSION_KEY] = SqlrsSession(config)
-    if config.getini("sqlrs_django") and config.pluginmanager.hasplugin("django"):
+    if config.getini("sqlrs_django"):
+        if not config.pluginmanager.hasplugin("django"):
+            raise pytest.UsageError("sqlrs_django = true: pytest-django is not active here "
+                                    "(pip install pytest-django into this environment)")
         from sqlrs.django import pytest_fixtures
 
         # registered after pytest-django (loaded with the entry points, before any configure):
