@@ -153,17 +153,19 @@ class Client:
     def plan(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
              psql_args: Sequence[str] = (), from_state: State | str | None = None,
-             alembic: StrPath | None = None, to: str | None = None,
+             alembic: StrPath | None = None, django: StrPath | None = None, to: str | None = None,
              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
              liquibase: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
         """The chain's states in order: `index`, `kind`, `source`, `state_id`, `cached`. Builds nothing.
         With `from_state` the first row (kind `state`) is that state instead of the base.
 
         Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
-        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
+        state per revision; `django="manage.py"` (`to="APP.MIGRATION"`), one state per migration;
+        `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state.
         """
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase},
+                          {"alembic": alembic, "django": django, "to": to, "exec": exec, "inputs": inputs,
+                           "liquibase": liquibase},
                           from_state)
         result = self._job({**body, "plan_only": True}, None)
         plan: list[dict[str, Any]] = result.get("plan", [])
@@ -172,19 +174,22 @@ class Client:
     def build(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
               variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
               psql_args: Sequence[str] = (), on_event: Callable[[dict[str, Any]], None] | None = None,
-              from_state: State | str | None = None, alembic: StrPath | None = None, to: str | None = None,
-              exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
-              liquibase: Sequence[str] | str | None = None) -> State:
+              from_state: State | str | None = None, alembic: StrPath | None = None,
+              django: StrPath | None = None, to: str | None = None, exec: Sequence[str] | str | None = None,
+              inputs: Iterable[str] | str = (), liquibase: Sequence[str] | str | None = None) -> State:
         """Build (or find cached) the chain's states; start nothing. Concurrent builds of one chain
         (other processes, xdist workers) build each state once. `from_state`: build on that state
         (e.g. a snapshot) instead of the base.
 
         Other input kinds instead of psql's: `alembic="alembic.ini"` (`to="REV"`: stop there), one
-        state per revision; `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state;
+        state per revision; `django="manage.py"` (or the directory holding it; `to="APP.MIGRATION"`),
+        one state per Django migration, settings from DJANGO_SETTINGS_MODULE or manage.py;
+        `exec=["cmd", "arg"]` with `inputs=["migrations/**"]`, one state;
         `liquibase="update --changelog-file=master.xml"`, one state per changeset.
         """
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase},
+                          {"alembic": alembic, "django": django, "to": to, "exec": exec, "inputs": inputs,
+                           "liquibase": liquibase},
                           from_state)
         result = self._job({**body, "build_only": True}, on_event)
         return State(id=str(result["state_id"]), runtime=str(result.get("runtime", "")), image=body.get("image"))
@@ -193,16 +198,17 @@ class Client:
                 variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
                 psql_args: Sequence[str] = (), name: str | None = None, ttl: Seconds | None = None,
                 on_name: str = "error", on_event: Callable[[dict[str, Any]], None] | None = None,
-                from_state: State | str | None = None, alembic: StrPath | None = None, to: str | None = None,
-                exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
-                liquibase: Sequence[str] | str | None = None) -> Instance:
+                from_state: State | str | None = None, alembic: StrPath | None = None,
+                django: StrPath | None = None, to: str | None = None, exec: Sequence[str] | str | None = None,
+                inputs: Iterable[str] | str = (), liquibase: Sequence[str] | str | None = None) -> Instance:
         """`sqlrs prepare:psql`: build the chain and start an instance of it (not removed for you;
         use `instance()` for that). `ttl`: idle TTL (None: the engine's instance.ttl_seconds).
         `from_state` (`--from`): start the chain from that state (id, prefix or State, e.g. from
         `snapshot()`) instead of the base; with no steps, an instance of that state.
-        `alembic=` / `exec=`: as in `build()`."""
+        `alembic=` / `django=` / `exec=` / `liquibase=`: as in `build()`."""
         body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "exec": exec, "inputs": inputs, "liquibase": liquibase},
+                          {"alembic": alembic, "django": django, "to": to, "exec": exec, "inputs": inputs,
+                           "liquibase": liquibase},
                           from_state)
         body.update(name=name, on_name=on_name)
         ttl_seconds = _seconds(ttl)
@@ -238,17 +244,17 @@ class Client:
                  sql: Iterable[str] | str = (), variables: Mapping[str, Any] | None = None,
                  single_transaction: bool = False, psql_args: Sequence[str] = (), pool: bool = False,
                  ttl: Seconds | None = None, name: str | None = None, keep: bool = False,
-                 kind: str = "server", alembic: StrPath | None = None, to: str | None = None,
-                 exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
+                 kind: str = "server", alembic: StrPath | None = None, django: StrPath | None = None,
+                 to: str | None = None, exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
                  liquibase: Sequence[str] | str | None = None) -> Iterator[Instance]:
         """A fresh instance for the `with` block, removed afterwards (unless `keep`), whatever happens.
 
-        Give the chain (`files`, `sql`, ...; or `alembic=`/`exec=`/`liquibase=` as in `build()`; built or found
-        cached first) or a `state` from `build()`.
+        Give the chain (`files`, `sql`, ...; or `alembic=`/`django=`/`exec=`/`liquibase=` as in `build()`; built
+        or found cached first) or a `state` from `build()`.
         """
         if state is None:
             state = self.build(files, sql=sql, variables=variables, single_transaction=single_transaction,
-                               psql_args=psql_args, alembic=alembic, to=to, exec=exec,
+                               psql_args=psql_args, alembic=alembic, django=django, to=to, exec=exec,
                                inputs=inputs, liquibase=liquibase)
         instance = self.create_instance(state, pool=pool, ttl=ttl, name=name, kind=kind)
         try:

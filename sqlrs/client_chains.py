@@ -57,30 +57,37 @@ def _start_from(client: Client, body: dict[str, Any], from_state: State | str) -
     return body
 
 
-def _host(client: Client, alembic: StrPath | None, to: str | None, exec: Sequence[str] | str | None,
-          inputs: Iterable[str] | str, psql: bool) -> dict[str, Any] | None:
-    """The request body for the other input kinds (`alembic=`, `exec=`), None for psql's.
+def _host(client: Client, host: Mapping[str, Any], psql: bool) -> dict[str, Any] | None:
+    """The request body for the other input kinds (`alembic=`, `django=`, `exec=`), None for psql's.
 
-    Alembic and commands run in `base_dir` (default: the current directory), with this
-    process's Python and environment, as `sqlrs prepare:alembic` / `prepare:exec` do.
+    Alembic, Django and commands run in `base_dir` (default: the current directory; Django: the
+    directory of its manage.py), with this process's Python and environment, as `sqlrs
+    prepare:alembic` / `prepare:django` / `prepare:exec` do.
     """
-    if alembic is None and exec is None:
+    alembic, django, exec, to = host.get("alembic"), host.get("django"), host.get("exec"), host.get("to")
+    inputs = host.get("inputs") or ()
+    given = [name for name, value in (("alembic", alembic), ("django", django), ("exec", exec)) if value is not None]
+    if not given:
         if to is not None or inputs:
-            raise UsageError("to= goes with alembic=, inputs= with exec=")
+            raise UsageError("to= goes with alembic= or django=, inputs= with exec=")
         return None
-    if psql or (alembic is not None and exec is not None):
-        raise UsageError("give one input kind per chain: files/sql/psql_args, alembic= or exec=")
+    if psql or len(given) > 1:
+        raise UsageError("give one input kind per chain: files/sql/psql_args, alembic=, django= or exec=")
+    if inputs and exec is None:
+        raise UsageError("inputs= goes with exec=")
+    if to is not None and exec is not None:
+        raise UsageError("to= goes with alembic= or django=")
     from sqlrs.engine_client.hostinputs import alembic_steps, exec_steps
 
     cwd = client.base_dir or Path.cwd()
     with _translated():
         if alembic is not None:
-            if inputs:
-                raise UsageError("inputs= goes with exec=")
             steps = alembic_steps(os.fspath(alembic), to, cwd)
+        elif django is not None:
+            from sqlrs.engine_client.django import django_steps
+
+            steps = django_steps(django, None, to, cwd)
         else:
-            if to is not None:
-                raise UsageError("to= goes with alembic=")
             command = [exec] if isinstance(exec, str) else list(exec or [])
             steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
     return {"steps": steps, "runtime": client.runtime, "image": client.image}
@@ -106,15 +113,15 @@ def request_body(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterab
                  variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
                  host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
     """A prepare job's chain from the library's arguments: psql steps (`files`, `sql`, ...) or one
-    of the host kinds in `host` (`alembic`/`to`, `exec`/`inputs`, `liquibase`), not both."""
+    of the host kinds in `host` (`alembic`/`to`, `django`/`to`, `exec`/`inputs`, `liquibase`), not both."""
     files = [files] if isinstance(files, str | os.PathLike) else list(files)
     psql = bool(files or sql or psql_args or variables or single_transaction)
     chain: dict[str, Any] | None = None
     if host.get("liquibase") is not None:
         chain = _liquibase(client, host["liquibase"], psql or any(
-            host.get(k) for k in ("alembic", "to", "exec", "inputs")))
+            host.get(k) for k in ("alembic", "django", "to", "exec", "inputs")))
     else:
-        chain = _host(client, host.get("alembic"), host.get("to"), host.get("exec"), host.get("inputs") or (), psql)
+        chain = _host(client, host, psql)
     if chain is None:
         chain = _psql(client, files, sql, variables, single_transaction, psql_args, from_state)
     return chain if from_state is None else _start_from(client, chain, from_state)

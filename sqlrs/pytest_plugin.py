@@ -33,6 +33,11 @@ What a test gets (`sqlrs_instance_kind`): `auto` gives database instances on the
 database of its own in the state's shared server, copied ahead) and server instances on btrfs and
 reflink (a server of its own, started ahead); docs/python-api.md says why, with the numbers.
 
+Django (pytest-django): with `sqlrs_django = true` the plugin replaces pytest-django's
+`django_db_setup`: each pytest process (each xdist worker) gets its test database from sqlrs, an
+instance of the state after the project's last migration, one cached state per migration
+(sqlrs/django/pytest_fixtures.py).
+
 Warm pool (`sqlrs_pool_size` / `--sqlrs-pool N`, server instances): the engine keeps N started
 spares of the state ready, so handing one to a test is a single API call of a few milliseconds.
 The pool fills in the background while tests run: the first test waits for one spare at most
@@ -135,6 +140,8 @@ def _add_input_options(parser: pytest.Parser) -> None:
                   default=[])
     parser.addini("sqlrs_inputs", "Globs of the files sqlrs_exec reads (their content keys the state)",
                   type="linelist", default=[])
+    parser.addini("sqlrs_django", "pytest-django takes its test databases from sqlrs (django_db_setup): one "
+                  "cached state per migration", type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -145,6 +152,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "the state the test's sqlrs instance starts from (paths relative to the test file)",
     )
     config.stash[SESSION_KEY] = SqlrsSession(config)
+    if config.getini("sqlrs_django"):
+        if not config.pluginmanager.hasplugin("django"):
+            raise pytest.UsageError("sqlrs_django = true: pytest-django is not active here "
+                                    "(pip install pytest-django into this environment)")
+        from sqlrs.django import pytest_fixtures
+
+        # registered after pytest-django (loaded with the entry points, before any configure):
+        # of two plugins' fixtures of one name, the later one is used
+        config.pluginmanager.register(pytest_fixtures, "sqlrs-django")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -290,7 +290,7 @@ class SqlrsSession:
             Path(report).write_text(json.dumps(self.data(), indent=2))
 
     def summary_lines(self) -> list[str]:
-        if not (self.waits or self.kept or self.errors):
+        if not (self.waits or self.prepares or self.kept or self.errors):
             return []
         lines = []
         if self.waits:

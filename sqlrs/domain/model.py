@@ -23,6 +23,7 @@ class StateKind(enum.StrEnum):
     ALEMBIC = "alembic"
     EXEC = "exec"
     LIQUIBASE = "liquibase"
+    DJANGO = "django"
 
 
 class InstanceStatus(enum.StrEnum):

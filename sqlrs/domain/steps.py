@@ -34,10 +34,10 @@ from sqlrs.domain.scripts import (
 
 DIGEST_LENGTH = 64
 
-StepKind = Literal["file", "command", "alembic", "exec", "liquibase"]
+StepKind = Literal["file", "command", "alembic", "exec", "liquibase", "django"]
 PSQL_KINDS = frozenset({"file", "command"})
 # kinds applied by a tool on the host (sqlrs/services/steps has one executor per kind)
-HOST_KINDS = frozenset({"alembic", "exec", "liquibase"})
+HOST_KINDS = frozenset({"alembic", "exec", "liquibase", "django"})
 MAX_KEYED = 100_000
 
 
@@ -63,7 +63,7 @@ class HostRun:
     """How a host-kind step runs on the engine's machine; none of it enters the key."""
 
     cwd: str  # absolute: where the tool runs (the CLI's cwd)
-    argv: tuple[str, ...] = ()  # exec: the command; alembic: (the user's python,)
+    argv: tuple[str, ...] = ()  # exec: the command; alembic, django: (the user's python,)
     env: tuple[tuple[str, str], ...] = ()  # the CLI's environment, connection variables removed
     params: tuple[tuple[str, str], ...] = ()  # kind-specific, e.g. alembic's config and revision
 
@@ -73,7 +73,7 @@ class HostRun:
 
 @attrs.frozen
 class Step:
-    """One unit of caching: a `-f` or `-c` argument, an Alembic revision, a command."""
+    """One unit of caching: a `-f` or `-c` argument, an Alembic revision, a Django migration, a command."""
 
     kind: StepKind
     source: str  # file path as the user gave it, "-" for stdin, "-c" for commands

@@ -64,20 +64,34 @@ class Sqlrs:
             flags += ["--image", self.image]
         return flags
 
-    def prepare(self, *psql_args: str, name: str | None = None, cwd: Path | None = None,
-                input: str | None = None) -> str:
-        extra = ["--name", name] if name else []
-        result = self.run("prepare:psql", *self.runtime_flags(), *extra, "--", *psql_args, cwd=cwd, input=input)
-        assert result.returncode == 0, f"prepare failed ({result.returncode}):\n{result.stderr}"
+    def prepare_input(self, kind: str, *args: str, cwd: Path | None = None, input: str | None = None) -> str:
+        """`prepare:KIND ARGS` on this runtime: the DSN, exactly one line on stdout."""
+        result = self.run(f"prepare:{kind}", *self.runtime_flags(), *args, cwd=cwd, input=input)
+        assert result.returncode == 0, f"prepare:{kind} failed ({result.returncode}):\n{result.stderr}"
         lines = result.stdout.splitlines()
         assert len(lines) == 1 and lines[0].startswith("postgresql://sqlrs:"), result.stdout
         return lines[0]
 
-    def plan(self, *psql_args: str, cwd: Path | None = None) -> list[dict[str, Any]]:
-        result = self.run("plan:psql", *self.runtime_flags(), "-o", "json", "--", *psql_args, cwd=cwd)
+    def plan_input(self, kind: str, *args: str, cwd: Path | None = None) -> list[dict[str, Any]]:
+        """`plan:KIND -o json ARGS` on this runtime: its rows."""
+        result = self.run(f"plan:{kind}", *self.runtime_flags(), "-o", "json", *args, cwd=cwd)
         assert result.returncode == 0, result.stderr
         plan: list[dict[str, Any]] = json.loads(result.stdout)
         return plan
+
+    def prepare(self, *psql_args: str, name: str | None = None, cwd: Path | None = None,
+                input: str | None = None) -> str:
+        extra = ["--name", name] if name else []
+        return self.prepare_input("psql", *extra, "--", *psql_args, cwd=cwd, input=input)
+
+    def plan(self, *psql_args: str, cwd: Path | None = None) -> list[dict[str, Any]]:
+        return self.plan_input("psql", "--", *psql_args, cwd=cwd)
+
+    def remove_dsn(self, dsn: str) -> None:
+        """Remove the instance with this DSN."""
+        for instance in self.instances():
+            if instance["dsn"] == dsn:
+                assert self.run("rm", instance["id"]).returncode == 0
 
     def json(self, *args: str) -> Any:
         result = self.run(*args, "-o", "json")

@@ -8,7 +8,6 @@ revisions; the module's tests share one state directory (its cache) per runtime.
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 import subprocess
 import sys
@@ -54,24 +53,11 @@ def add_revision(root: Path, revision: str, down: str, body: str, message: str =
 
 
 def prepare(sq: Sqlrs, root: Path, *args: str) -> str:
-    result = sq.run("prepare:alembic", *sq.runtime_flags(), *args, cwd=root)
-    assert result.returncode == 0, f"prepare:alembic failed ({result.returncode}):\n{result.stderr}"
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("postgresql://sqlrs:"), result.stdout
-    return lines[0]
+    return sq.prepare_input("alembic", *args, cwd=root)
 
 
 def plan(sq: Sqlrs, root: Path, *args: str) -> list[dict]:
-    result = sq.run("plan:alembic", *sq.runtime_flags(), "-o", "json", *args, cwd=root)
-    assert result.returncode == 0, result.stderr
-    rows: list[dict] = json.loads(result.stdout)
-    return rows
-
-
-def remove_dsn(sq: Sqlrs, dsn: str) -> None:
-    for instance in sq.instances():
-        if instance["dsn"] == dsn:
-            assert sq.run("rm", instance["id"]).returncode == 0
+    return sq.plan_input("alembic", *args, cwd=root)
 
 
 def test_prepare_alembic_builds_one_state_per_revision(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
@@ -90,7 +76,7 @@ def test_prepare_alembic_builds_one_state_per_revision(sqlrs_runtime: Sqlrs, wor
     assert psql(dsn, "SELECT string_agg(sku, ',' ORDER BY id) FROM products") == "SKU-0001,SKU-0002,SKU-0003"
     assert psql(dsn, "SELECT email FROM customers WHERE id = 1") == "ada.lovelace@example.com"
     assert psql(dsn, "SELECT sum(quantity) FROM order_items") == "3"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
     after = plan(sq, root)
     assert [row["state_id"] for row in after] == [row["state_id"] for row in before]
@@ -104,14 +90,14 @@ def test_prepare_alembic_builds_one_state_per_revision(sqlrs_runtime: Sqlrs, wor
     dsn = prepare(sq, root, "--to", "0004")
     assert psql(dsn, "SELECT version_num FROM alembic_version") == "0004"
     assert psql(dsn, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'sku'") == "0"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
 
 def test_adding_a_revision_rebuilds_only_it(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
     sq = sqlrs_runtime
     root = project(workspace, "elsewhere")
     prepare_dsn = prepare(sq, root)  # cached from the first test, or built now
-    remove_dsn(sq, prepare_dsn)
+    sq.remove_dsn(prepare_dsn)
     add_revision(root, "0008", "0007", 'op.add_column("products", sa.Column("stock", sa.Integer, '
                                        'nullable=False, server_default="10"))')
     rows = plan(sq, root)
@@ -122,7 +108,7 @@ def test_adding_a_revision_rebuilds_only_it(sqlrs_runtime: Sqlrs, workspace: Pat
     assert {state["id"] for state in sq.states()} - states_before == {rows[8]["state_id"]}
     assert psql(dsn, "SELECT version_num FROM alembic_version") == "0008"
     assert psql(dsn, "SELECT sum(stock) FROM products") == "30"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
     # the URL in alembic.ini is someone's local database: it does not key the states
     ini = root / "alembic.ini"

@@ -6,7 +6,6 @@ DATABASE_URL and PG*; its key is the command line plus the content of the declar
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -27,25 +26,12 @@ def project(workspace: Path) -> Path:
 
 
 def prepare(sq: Sqlrs, root: Path, *args: str) -> str:
-    result = sq.run("prepare:exec", *sq.runtime_flags(), *args, cwd=root)
-    assert result.returncode == 0, f"prepare:exec failed ({result.returncode}):\n{result.stderr}"
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("postgresql://sqlrs:"), result.stdout
-    return lines[0]
+    return sq.prepare_input("exec", *args, cwd=root)
 
 
 def plan(sq: Sqlrs, root: Path, *args: str) -> list[dict]:
     # options before `--`: everything after it is the command
-    result = sq.run("plan:exec", *sq.runtime_flags(), "-o", "json", *args, cwd=root)
-    assert result.returncode == 0, result.stderr
-    rows: list[dict] = json.loads(result.stdout)
-    return rows
-
-
-def remove_dsn(sq: Sqlrs, dsn: str) -> None:
-    for instance in sq.instances():
-        if instance["dsn"] == dsn:
-            assert sq.run("rm", instance["id"]).returncode == 0
+    return sq.plan_input("exec", *args, cwd=root)
 
 
 def test_prepare_exec_runs_the_example_migrations(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
@@ -58,14 +44,14 @@ def test_prepare_exec_runs_the_example_migrations(sqlrs_runtime: Sqlrs, workspac
     assert psql(dsn, "SELECT string_agg(title, '|' ORDER BY published) FROM books") == (
         "Solaris|The Left Hand of Darkness|The Dispossessed")
     assert psql(dsn, "SELECT count(*) FROM schema_migrations") == "3"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
     assert plan(sq, root, *MIGRATE)[1]["cached"]
     assert {s["id"]: s["kind"] for s in sq.states()}[rows[1]["state_id"]] == "exec"
     # the same state as a database in its shared server
     database = prepare(sq, root, "--kind", "database", *MIGRATE)
     assert psql(database, "SELECT count(*) FROM books") == "3"
     assert [i["kind"] for i in sq.instances() if i["dsn"] == database] == ["database"]
-    remove_dsn(sq, database)
+    sq.remove_dsn(database)
 
 
 def test_declared_inputs_key_the_state_and_undeclared_files_do_not(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
@@ -90,7 +76,7 @@ def test_declared_inputs_key_the_state_and_undeclared_files_do_not(sqlrs_runtime
     dsn = prepare(sq, moved, *MIGRATE)
     assert psql(dsn, "SELECT count(*) FROM authors") == "3"
     assert psql(dsn, "SELECT count(*) FROM reviews") == "0"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
 
 def test_the_command_gets_the_connection_in_its_environment(sqlrs_runtime: Sqlrs, workspace: Path) -> None:
@@ -111,7 +97,7 @@ with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as a, psycopg.
     assert result.returncode == 0, result.stderr
     dsn = result.stdout.strip()
     assert psql(dsn, "SELECT cwd, host, usr FROM seen") == f"{workspace}|127.0.0.1|sqlrs"
-    remove_dsn(sq, dsn)
+    sq.remove_dsn(dsn)
 
 
 def test_a_failing_command_is_named_and_leaves_nothing(sqlrs_runtime: Sqlrs, workspace: Path) -> None:

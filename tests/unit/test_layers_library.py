@@ -19,6 +19,7 @@ import sqlrs
 
 PACKAGE = Path(sqlrs.__file__).parent
 LIBRARY = ["sqlrs.client", "sqlrs.client_types", "sqlrs.client_chains", "sqlrs.pytest_plugin", "sqlrs.pytest_session",
+           "sqlrs.django", "sqlrs.django.databases", "sqlrs.django.runner", "sqlrs.django.pytest_fixtures",
            *sorted(f"sqlrs.engine_client.{p.stem}" for p in (PACKAGE / "engine_client").glob("*.py")
                    if p.stem != "__init__"), "sqlrs.engine_client"]
 FORBIDDEN = "sqlrs.entrypoints"

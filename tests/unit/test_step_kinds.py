@@ -77,7 +77,8 @@ def test_every_host_kind_has_an_executor_and_a_state_kind() -> None:
     assert executor_for("file") is None and executor_for("command") is None
     assert state_kind(None) == StateKind.BASE
     assert state_kind(Step(kind="command", source="-c", sql="")) == StateKind.PSQL
-    for kind, expected in (("alembic", StateKind.ALEMBIC), ("exec", StateKind.EXEC)):
+    for kind, expected in (("alembic", StateKind.ALEMBIC), ("exec", StateKind.EXEC), ("django", StateKind.DJANGO),
+                           ("liquibase", StateKind.LIQUIBASE)):
         executor = executor_for(kind)
         assert executor is not None and executor.kind == kind
         assert state_kind(host_step(kind=kind)) == expected

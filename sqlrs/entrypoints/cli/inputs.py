@@ -1,7 +1,9 @@
-"""`prepare:alembic`, `plan:alembic`, `prepare:exec`, `plan:exec`: input kinds besides psql.
+"""`prepare:alembic`, `plan:alembic`, `prepare:django`, `plan:django`, `prepare:exec`, `plan:exec`: input
+kinds besides psql.
 
-Their steps are read by `hostinputs` and applied by the engine's executors (services/steps);
-everything else (jobs, watching, the DSN, composites with run:psql/run:pgbench) is prepare:psql's.
+Their steps are read by `hostinputs` (Django's by `engine_client.django`) and applied by the engine's
+executors (services/steps); everything else (jobs, watching, the DSN, composites with run:psql/run:pgbench)
+is prepare:psql's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ def _alembic_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _django_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed([
+        click.option("--settings", "settings", metavar="MODULE",
+                     help="The settings module (default: DJANGO_SETTINGS_MODULE, else the one manage.py sets)."),
+        click.option("--manage", "manage", metavar="PATH",
+                     help="The project's manage.py (default: ./manage.py); migrations run in its directory."),
+        click.option("--to", "to", metavar="APP.MIGRATION",
+                     help="Stop there, as `manage.py migrate APP MIGRATION` would on an empty database "
+                          "(a unique prefix of the name will do; default: every app's latest)."),
+    ]):
+        func = decorator(func)
+    return func
+
+
 def _exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.argument("command", nargs=-1, type=click.UNPROCESSED)(func)
     return click.option("--input", "inputs", multiple=True, metavar="GLOB",
@@ -49,6 +65,10 @@ def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     cwd = Path.cwd()
     if kind == "alembic":
         return alembic_steps(params["config"], params["to"], cwd)
+    if kind == "django":
+        from sqlrs.engine_client.django import django_steps
+
+        return django_steps(params["manage"], params["settings"], params["to"], cwd)
     return exec_steps(list(params["command"]), list(params["inputs"]), cwd)
 
 
@@ -92,6 +112,24 @@ Examples:
   sqlrs prepare:alembic run:psql -- -c '\\dt'     # throwaway instance
 """
 
+DJANGO_HELP = """Build (or reuse) one state per Django migration and start an instance of the last.
+
+\b
+Runs your project's own Django, in the directory of manage.py with this Python ({python}),
+against a scratch server: `migrate APP MIGRATION` one migration at a time, in the order
+`manage.py migrate` applies them to an empty database, with the settings' default database
+pointed at the scratch server (your settings are not edited). Each migration is a cached state
+keyed by its file's content and Django's feature release: a new migration builds itself and the
+rows Django plans after it, nothing before it.
+Prints exactly one line on stdout: the instance's DSN.
+
+\b
+Examples:
+  sqlrs prepare:django                                # ./manage.py, every app's latest
+  sqlrs prepare:django --settings mysite.settings_ci --to polls.0003
+  sqlrs prepare:django run:psql -- -c '\\dt'            # throwaway instance
+"""
+
 EXEC_HELP = """Build (or reuse) the state a command leaves behind and start an instance of it.
 
 \b
@@ -118,6 +156,11 @@ def add_input_commands(group: click.Group) -> None:
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
         runtime_options(from_option(output(_alembic_options(_plan("alembic"))))))
+    group.command("prepare:django", help=DJANGO_HELP.format(python=python))(
+        runtime_options(kind_option(from_option(instance_options(_django_options(_prepare("django")))))))
+    group.command("plan:django", help="Show the migrations prepare:django would apply: one row per migration, in "
+                  "Django's plan order, state id, cached or to build. Builds nothing.")(
+        runtime_options(from_option(output(_django_options(_plan("django"))))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
         runtime_options(kind_option(from_option(instance_options(_exec_options(_prepare("exec")))))))
     group.command("plan:exec", context_settings=PASSTHROUGH,

@@ -241,13 +241,15 @@ SCHEMAS: dict[str, Any] = {
 PAIRS = {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}}
 SCHEMAS["HostRun"] = {"type": "object", "required": ["cwd"], "properties": {
     "cwd": {"type": "string", "description": "absolute working directory (the CLI's cwd)"},
-    "argv": {"type": "array", "items": STRING, "description": "exec: the command; alembic: [the user's python]"},
+    "argv": {"type": "array", "items": STRING,
+             "description": "exec: the command; alembic, django: [the user's python]"},
     "env": {**PAIRS, "description": "the caller's environment as [name, value]"},
-    "params": {**PAIRS, "description": "kind-specific: alembic [config, revision, file]"}}}
-SCHEMAS["Step"]["properties"]["kind"] = {"enum": ["file", "command", "alembic", "exec", "liquibase"]}
+    "params": {**PAIRS, "description": "kind-specific: alembic [config, revision, file]; django [settings, app, "
+                                 "migration, file]"}}}
+SCHEMAS["Step"]["properties"]["kind"] = {"enum": ["file", "command", "alembic", "exec", "liquibase", "django"]}
 SCHEMAS["Step"]["properties"]["keyed"] = {
-    **PAIRS, "description": "host kinds (alembic, exec): the [name, value] facts that decide the result, e.g. "
-                            "a revision file's sha256; their digest is the step's content digest"}
+    **PAIRS, "description": "host kinds (alembic, exec, liquibase, django): the [name, value] facts that decide "
+                            "the result, e.g. a revision file's sha256; their digest is the step's content digest"}
 SCHEMAS["Step"]["properties"]["run"] = {"oneOf": [{"type": "null"}, _ref("HostRun")],
                                         "description": "host kinds: how the engine runs the step; never keyed"}
 

@@ -5,7 +5,7 @@ executor registered here for it. An executor gets the running build server (a sc
 on the parent state) and must leave the step's effect in it, or raise `StepFailed` naming the
 step; the service stops the server and commits the state afterwards, as for psql.
 
-Host kinds (alembic, exec; liquibase later) run a tool on the engine's machine that connects
+Host kinds (alembic, exec, liquibase, django) run a tool on the engine's machine that connects
 over TCP: `host.host_login` gives the build server's `sqlrs` role a random password for the
 duration of the step, and `host.run_host_command` runs the tool with the connection in its
 environment, streaming its output into the job's events and killing it on cancel.
@@ -24,6 +24,7 @@ from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.steps.alembic import AlembicExecutor
 from sqlrs.services.steps.base import StepRun
 from sqlrs.services.steps.command import ExecExecutor
+from sqlrs.services.steps.django import DjangoExecutor
 from sqlrs.services.steps.liquibase import LiquibaseExecutor
 
 __all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
@@ -42,7 +43,7 @@ class StepExecutor(Protocol):
 
 _LIQUIBASE = LiquibaseExecutor()
 EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor(),
-                                                                                _LIQUIBASE)}
+                                                                                _LIQUIBASE, DjangoExecutor())}
 
 
 def use_liquibase(launcher: LiquibaseLauncher) -> None:

@@ -14,8 +14,6 @@ import json
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
-from sqlrs.domain.passwords import new_password
-from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.steps.base import StepRun
 from sqlrs.services.steps.host import (
     PYTHON_ERROR_REPORTER,
@@ -26,15 +24,15 @@ from sqlrs.services.steps.host import (
     tool_environment,
 )
 
-# argv: config file. Reads one revision per line on stdin and upgrades to it, answering
-# HostSession.DONE_MARK; one process applies a build's consecutive revisions (Python, SQLAlchemy,
-# Alembic and the project import once). Keeps the driver the project's alembic.ini names (e.g.
-# postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first driver installed. A
-# failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret, HINT, and the line
-# of the revision's file it failed at: the runner asks Alembic where the revision lives).
+# argv: config file, answer mark. stdin: one request per line, JSON {"revision", "url"}: upgrade
+# the database at `url` (the step's build server) to `revision`, then answer the mark and an exit
+# code on stdout and stderr (host.HostSession); one process applies a build's consecutive revisions
+# (Python, SQLAlchemy, Alembic and the project import once). Keeps the driver the project's
+# alembic.ini names (e.g. postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first
+# driver installed. A failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret,
+# HINT, and the line of the revision's file it failed at: the runner asks Alembic where it lives).
 RUNNER = PYTHON_ERROR_REPORTER + r'''
-import os, sys
-STEP_FILE = None
+import json, os, sys
 def revision_file(config, revision):
     try:
         from alembic.script import ScriptDirectory
@@ -55,31 +53,38 @@ def driver(configured):
         if importlib.util.find_spec(module) is not None:
             return name
     return "postgresql"
-def main(config_file):
-    global STEP_FILE
+def upgrade(config, configured, request):
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy.engine import make_url
+    os.environ["DATABASE_URL"] = request["url"]  # for env.py files that read it themselves
+    url = make_url(request["url"]).set(drivername=driver(configured))
+    # the option goes through ConfigParser interpolation: a literal % must be doubled
+    config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
+    command.upgrade(config, request["revision"])
+def serve(config_file, mark):
+    from alembic.config import Config
     config = Config(config_file)
     try:
         configured = config.get_main_option("sqlalchemy.url") or ""
     except Exception:
         configured = ""
-    url = make_url(os.environ["DATABASE_URL"]).set(drivername=driver(configured))
-    # the option goes through ConfigParser interpolation: a literal % must be doubled
-    config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
     for line in sys.stdin:
-        revision = line.strip()
-        if revision:
-            STEP_FILE = revision_file(config, revision)
-            command.upgrade(config, revision)
-            print("''' + HostSession.DONE_MARK + r'''", flush=True)
-try:
-    main(sys.argv[1])
-except BaseException as exc:
-    sqlrs_report_failure(exc, STEP_FILE)
-    sys.exit(1)
+        request = json.loads(line)
+        code = 0
+        try:
+            upgrade(config, configured, request)
+        except BaseException as exc:
+            sqlrs_report_failure(exc, revision_file(config, request["revision"]))
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        print(mark + str(code), flush=True)
+        print(mark + str(code), file=sys.stderr, flush=True)
+        if code:
+            break
+serve(sys.argv[1], sys.argv[2])
 '''
+DONE_MARK = "sqlrs-alembic-done "
 
 
 class AlembicExecutor:
@@ -92,20 +97,12 @@ class AlembicExecutor:
         config, revision, path = host.param("config"), host.param("revision"), host.param("file") or "?"
         if not config or not revision:
             raise StepFailed(f"{run.label}: an alembic step names its config and revision")
-        key = json.dumps(["alembic", host.argv[0], config, host.cwd, sorted(host.env)])
-        session = run.sessions.get(key)
-        if not isinstance(session, HostSession) or not session.alive(run):
-            if session is not None:
-                session.close()
-            password = new_password()
-            env = tool_environment(host.env, Login("127.0.0.1", run.server.spec.port, INSTANCE_USER, password,
-                                                   INSTANCE_DB))
-            session = run.sessions[key] = HostSession(run, [host.argv[0], "-c", RUNNER, config], host.cwd, env,
-                                                      password)
-        with host_login(run, session.password):
-            result = session.request(run, revision)
+        with host_login(run) as login:
+            session = self._session(run, config, login)
+            result = session.request(run, json.dumps({"revision": revision, "url": login.url}))
         if result.exit_code == 0:
             return
+        session.close()  # it stops after a failed step
         report = read_failure(result)
         where = f"{path}:{report.line}" if report.line else path
         error = report.headline or f"exited with {result.exit_code}"
@@ -114,3 +111,19 @@ class AlembicExecutor:
             details={"step": run.index, "source": run.step.source, "revision": revision, "file": path,
                      "exit_code": result.exit_code, **report.details(), "output": result.output[-8000:]},
         )
+
+    @staticmethod
+    def _session(run: StepRun, config: str, login: Login) -> HostSession:
+        """The build's runner for this project: started with its first revision, reused while the
+        next ones run the same way (Python, directory, config, environment); the build closes it."""
+        host = run.step.run
+        assert host is not None
+        key = json.dumps(["alembic", host.argv[0], host.cwd, config, sorted(host.env)])
+        session = run.sessions.get(key)
+        if isinstance(session, HostSession) and session.alive:
+            return session
+        if session is not None:
+            session.close()
+        session = run.sessions[key] = HostSession(run, [host.argv[0], "-u", "-c", RUNNER, config, DONE_MARK],
+                                                  host.cwd, tool_environment(host.env, login), DONE_MARK)
+        return session

@@ -241,18 +241,20 @@ def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 
 class HostSession:
-    """A host tool that applies several steps of one build: it reads one request line per step on
-    stdin and answers DONE_MARK on stdout when the step is applied; it exits when a step fails.
-    Its connection (the build server's, with `password`) is fixed when it starts."""
+    """A host tool that applies several steps of one job: started once, then asked once per step
+    (a line on its stdin), so what it loads (an interpreter, a framework, the user's project) is
+    loaded once per job instead of once per step.
 
-    DONE_MARK = "sqlrs-step-done"
+    The tool answers each request with its output, then `<mark><exit code>` ending a line on stdout
+    and again on stderr (the streams are separate pipes: the answer is complete when
+    both carry the mark). A tool that exits instead answers with its exit code.
+    """
 
-    def __init__(self, run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str], password: str):
-        self.password = password
-        self.port = run.server.spec.port
+    def __init__(self, run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str], mark: str):
         if not os.path.isdir(cwd):
             raise StepFailed(f"{run.label} failed: its working directory {cwd} does not exist",
                              details={"step": run.index, "source": run.step.source})
+        self.mark = mark.encode()
         try:
             self.process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -261,59 +263,57 @@ class HostSession:
             raise StepFailed(f"{run.label} failed: {argv[0]}: {reason}",
                              details={"step": run.index, "source": run.step.source, "exit_code": None}) from None
 
-    def alive(self, run: StepRun) -> bool:
-        return self.process.poll() is None and run.server.spec.port == self.port
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def request(self, run: StepRun, line: str) -> ToolResult:
-        """Send one step's request; its output goes to the step's events until the tool answers."""
+        """Send one request; its output goes to the job's events. Cancelling the job ends the tool."""
+        process = self.process
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        if process.stdout.closed:  # closed before: nobody to ask
+            return ToolResult(process.returncode or 1, "")
         collected = OutputCollector(run.log)
-        assert self.process.stdin is not None and self.process.stdout is not None and self.process.stderr is not None
+        answers: dict[str, int | None] = {"stdout": None, "stderr": None}
         try:
-            self.process.stdin.write(line.encode() + b"\n")
-            self.process.stdin.flush()
-        except OSError:
-            pass  # it exited: its exit code and output tell why
-        pending = b""
-        exited_at: float | None = None
+            process.stdin.write(line.encode() + b"\n")
+            process.stdin.flush()
+        except OSError:  # it is gone: what it said last is all there is
+            pass
+        partial = {"stdout": b"", "stderr": b""}
         with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ, "stdout")
-            selector.register(self.process.stderr, selectors.EVENT_READ, "stderr")
-            while selector.get_map():
+            selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+            selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+            while selector.get_map() and None in answers.values():
                 if run.ctx.cancel.is_set():
                     self.close()
                     run.ctx.check_cancel()
                 for key, _ in selector.select(timeout=0.2):
+                    stream = key.data
                     data = os.read(key.fd, 65536)
                     if not data:
                         selector.unregister(key.fileobj)
                         continue
-                    if key.data == "stderr":
-                        collected.feed("stderr", data)
-                        continue
-                    pending += data
-                    *lines, pending = pending.split(b"\n")
-                    done = any(text.strip() == self.DONE_MARK.encode() for text in lines)
-                    shown = [text for text in lines if text.strip() != self.DONE_MARK.encode()]
-                    if shown:
-                        collected.feed("stdout", b"\n".join(shown) + b"\n")
-                    if done:
-                        collected.flush()
-                        return ToolResult(0, collected.text())
-                if self.process.poll() is not None:
-                    exited_at = exited_at or time.monotonic()
-                    if time.monotonic() - exited_at > DRAIN_SECONDS:  # a child it left holds the pipes
-                        break
-        collected.feed("stdout", pending)
+                    *lines, partial[stream] = (partial[stream] + data).split(b"\n")
+                    for text in lines:
+                        before, marked, code = text.partition(self.mark)  # after a partial line, too
+                        if before or not marked:
+                            collected.feed(stream, before + b"\n")
+                        if marked:
+                            answers[stream] = int(code.strip() or b"1")
+        for stream, rest in partial.items():
+            collected.feed(stream, rest)
         collected.flush()
-        code = self.process.wait()
-        run.ctx.check_cancel()
-        return ToolResult(code if code != 0 else 1, collected.text())  # it exited without answering
+        if None in answers.values():  # no answer: it exited (or closed its output)
+            self.close()
+            return ToolResult(process.returncode or 1, collected.text())
+        return ToolResult(answers["stdout"] or answers["stderr"] or 0, collected.text())
 
     def close(self) -> None:
+        """End the tool and everything it started."""
         _kill_group(self.process, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            self.process.wait(5)
         for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+        self.process.wait()

@@ -1,0 +1,120 @@
+"""A host tool kept for a job's steps (services/steps/host.HostSession, used by Django's steps) and the
+job's finish callbacks that end it. Real child processes; the job runs on the fake adapters."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+from fakes import command, job_context, wired
+
+from sqlrs.domain.errors import Cancelled, StepFailed
+from sqlrs.domain.model import StateKind
+from sqlrs.domain.steps import HostRun, Step
+from sqlrs.services.jobs import JobContext
+from sqlrs.services.requests import PrepareRequest
+from sqlrs.services.steps.base import StepRun
+from sqlrs.services.steps.host import HostSession
+
+MARK = "test-done "
+# answers each line: its pid and the request on stdout, a partial line on stderr, then the marks;
+# "exit" makes it leave without answering, "sleep" makes it hang
+TOOL = r'''
+import os, sys, time
+for line in sys.stdin:
+    request = line.strip()
+    if request == "exit":
+        print("leaving", flush=True)
+        sys.exit(7)
+    if request == "sleep":
+        time.sleep(60)
+    print(f"pid {os.getpid()} got {request}", flush=True)
+    sys.stderr.write("no newline here")
+    sys.stderr.flush()
+    code = 3 if request == "fail" else 0
+    print(f"''' + MARK + r'''{code}", flush=True)
+    print(f"''' + MARK + r'''{code}", file=sys.stderr, flush=True)
+'''
+
+
+@pytest.fixture
+def ctx() -> Iterator[JobContext]:
+    with wired() as (services, _):
+        yield job_context(services)
+
+
+def step_run(ctx: JobContext) -> StepRun:
+    step = Step(kind="django", source="app.0001", keyed=(("migration", "app.0001"),),
+                run=HostRun(cwd="/", argv=(sys.executable,)))
+    # the session talks to its tool only: no build server or admin is involved
+    return StepRun(ctx, None, 1, step, None)  # type: ignore[arg-type]
+
+
+def test_one_tool_answers_every_request_of_the_job(ctx: JobContext) -> None:
+    run = step_run(ctx)
+    session = HostSession(run, [sys.executable, "-u", "-c", TOOL], "/", {"PATH": "/usr/bin:/bin"}, MARK)
+    try:
+        first = session.request(run, "alpha")
+        second = session.request(run, "beta")
+        failed = session.request(run, "fail")
+    finally:
+        session.close()
+    assert first.exit_code == 0 and second.exit_code == 0 and failed.exit_code == 3
+    pid = first.output.split()[1]
+    assert f"pid {pid} got beta" in second.output  # the same process
+    assert "no newline here" in first.output.splitlines()  # a partial line before the mark is kept
+    assert MARK not in first.output
+    assert not session.alive
+
+
+def test_a_tool_that_exits_answers_with_its_exit_code(ctx: JobContext) -> None:
+    run = step_run(ctx)
+    session = HostSession(run, [sys.executable, "-u", "-c", TOOL], "/", {"PATH": "/usr/bin:/bin"}, MARK)
+    result = session.request(run, "exit")
+    assert result.exit_code == 7 and "leaving" in result.output
+    assert not session.alive
+    again = session.request(run, "alpha")  # writing to a gone tool is no crash either
+    assert again.exit_code == 7
+
+
+def test_cancelling_the_job_ends_the_tool(ctx: JobContext) -> None:
+    run = step_run(ctx)
+    session = HostSession(run, [sys.executable, "-u", "-c", TOOL], "/", {"PATH": "/usr/bin:/bin"}, MARK)
+    timer = threading.Timer(0.5, ctx.cancel.set)
+    timer.start()
+    with pytest.raises(Cancelled):
+        session.request(run, "sleep")
+    timer.join()
+    assert not session.alive
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_build_closes_the_tool_sessions_of_its_steps_however_it_ends(fails: bool) -> None:
+    """A step kind that keeps a tool running for the build's later steps (StepRun.sessions) has it
+    stopped when the build ends, whether it succeeded or failed."""
+    closed: list[str] = []
+
+    class Session:
+        def close(self) -> None:
+            closed.append("closed")
+
+    class Executor:
+        kind = "command"
+        state_kind = StateKind.PSQL
+
+        def apply(self, run: StepRun) -> None:
+            run.sessions.setdefault("tool", Session())
+            if fails and "two" in (run.step.sql or ""):
+                raise StepFailed(f"{run.label} failed: on purpose")
+
+    with wired() as (services, _), mock.patch("sqlrs.services.build.executor_for", lambda kind: Executor()):
+        request = PrepareRequest(steps=(command("one"), command("two")), build_only=True)
+        if fails:
+            with pytest.raises(StepFailed):
+                services.prepare.run(job_context(services), request)
+        else:
+            services.prepare.run(job_context(services), request)
+    assert closed == ["closed"]  # one session for both steps, closed once
