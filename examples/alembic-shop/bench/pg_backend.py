@@ -1,8 +1,8 @@
 """The alembic-shop suite on pytest-postgresql (for compare.py): the fixture names the sqlrs plugin
 gives (`sqlrs_url`, `sqlrs_engine`, `sqlrs_session`, `sqlrs_async_engine`), made as a
 pytest-postgresql user would make them: one server per pytest(-xdist) process
-(`postgresql_proc`, Debian's pg_ctl), the Alembic revisions applied once into the template
-database (`load=`), and a database per test copied from it (the `postgresql` fixture). Loaded with
+(`shop_postgresql_proc`, Debian's pg_ctl), the Alembic revisions applied once into the template
+database (`load=`), and a database per test copied from it (`shop_postgresql`). Loaded with
 `pytest -p no:sqlrs -p pg_backend`; tests that pick an earlier revision with the sqlrs marker are
 deselected (pytest-postgresql has no equivalent). Every server runs with fsync=off, as sqlrs'."""
 
@@ -33,9 +33,10 @@ def migrate(host: str, port: int, user: str, dbname: str, password: str | None =
 
 
 PG_CTL = os.environ.get("SHOP_PG_CTL", "/usr/lib/postgresql/15/bin/pg_ctl")
-postgresql_proc = factories.postgresql_proc(executable=PG_CTL, port=None, dbname="shop_template", load=[migrate],
-                                            postgres_options=FAST)
-postgresql = factories.postgresql("postgresql_proc")
+# names of their own: pytest-postgresql's plugin has fixtures named postgresql_proc and postgresql
+shop_postgresql_proc = factories.postgresql_proc(executable=PG_CTL, port=None, dbname="shop", load=[migrate],
+                                                 postgres_options=FAST)
+shop_postgresql = factories.postgresql("shop_postgresql_proc")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,8 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def sqlrs_url(postgresql: psycopg.Connection[Any]) -> str:
-    info = postgresql.info
+def sqlrs_url(shop_postgresql: psycopg.Connection[Any]) -> str:
+    info = shop_postgresql.info
     return f"postgresql+psycopg://{info.user}:{info.password or ''}@{info.host}:{info.port}/{info.dbname}"
 
 
