@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from sqlrs.engine_client.errors import EXIT_ENGINE, EXIT_USAGE, ClientError, raise_engine_error
+from sqlrs.engine_client.errors import EXIT_ENGINE, EXIT_USAGE, ClientError, TimedOut, raise_engine_error
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
@@ -188,6 +188,12 @@ def follow(client: EngineClient, job_id: str, progress: ProgressSink, *, stream:
                         sys.stderr.flush()
                         progress.resume()
                     progress(event)
+            except TimedOut:
+                try:  # the job is given up: its finished steps stay cached, the rest is not built
+                    client.call("POST", f"{JOBS}/{job_id}/cancel")
+                except (ClientError, OSError):
+                    pass
+                raise
             except KeyboardInterrupt:
                 progress.pause()
                 try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from sqlrs.domain import keys
+from sqlrs.domain import keys, roles
 from sqlrs.domain.errors import ContentRequired, NotFound, StepFailed, StoreFailure
 from sqlrs.domain.model import State, Task, TaskStatus
 from sqlrs.domain.steps import PsqlOptions, Step
@@ -32,7 +32,7 @@ from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.faults import crash_point
-from sqlrs.services.instances import INSTANCE_USER, InstanceManager
+from sqlrs.services.instances import InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
@@ -45,7 +45,6 @@ from sqlrs.services.steps import StepRun, executor_for, state_kind
 INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256")
 # initdb options that only make it faster; durability comes from the sync at commit.
 INITDB_SPEED = ("--no-sync",)
-BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
 FROM_KIND = "state"  # the plan's first row with --from: the existing state the chain starts from
 
 
@@ -95,6 +94,7 @@ class ScratchSlot:
     """The job's scratch, if any: whatever is in it is removed when the build ends."""
 
     current: Scratch | None = None
+    superuser: str = roles.DEFAULT_SUPERUSER  # the bootstrap superuser of the chain (sqlrs.domain.roles)
 
 
 @attrs.define
@@ -131,9 +131,9 @@ class ChainBuilder:
         return lock
 
     def build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
-              tasks: list[Task], options: PsqlOptions) -> State:
+              tasks: list[Task], options: PsqlOptions, superuser: str = roles.DEFAULT_SUPERUSER) -> State:
         """Build the plan's missing states in order (each under its lock); the final state."""
-        slot = ScratchSlot()
+        slot = ScratchSlot(superuser=superuser)
         final: State | None = None
         try:
             for item, task in zip(items, tasks, strict=False):
@@ -198,7 +198,8 @@ class ChainBuilder:
             if item.parent_id is None:
                 ctx.emit("log", stream="engine", text=f"initdb: {identity.description}")
                 self.store.create(data_dir)
-                runtime.initdb(identity, data_dir, (*INITDB_OPTIONS, *INITDB_SPEED))
+                runtime.initdb(identity, data_dir, (*roles.initdb_options(INITDB_OPTIONS, slot.superuser),
+                                                    *INITDB_SPEED))
                 hba = data_dir / "pg_hba.conf"
                 hba.write_text(PG_HBA)
                 if os.geteuid() == 0 and identity.server_uid is not None:
@@ -216,14 +217,16 @@ class ChainBuilder:
         scratch.server = self.instances.start_server(runtime, identity, scratch.key, scratch.rel)
         server = scratch.server
         if item.step is None:
-            self.admin.execute(server.spec.run_dir, server.spec.port, BASE_SQL)
+            if roles.base_sql(slot.superuser):
+                self.admin.execute(server.spec.run_dir, server.spec.port, roles.base_sql(slot.superuser),
+                                   user=slot.superuser)
         else:
-            self._run_step(ctx, server, item, options)
+            self._run_step(ctx, server, item, options, slot.superuser)
         ctx.check_cancel()
         server.stop()  # stays in scratch.server: a stopped container is removed with the scratch
         return scratch
 
-    def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions) -> None:
+    def _run_step(self, ctx: JobContext, server: Server, item: PlanItem, options: PsqlOptions, superuser: str) -> None:
         step = item.step
         assert step is not None
         if not step.has_content:  # it was cached when the job was submitted, and evicted since
@@ -249,7 +252,8 @@ class ChainBuilder:
             args += ["-c", step.sql or ""]
         collected = OutputCollector(lambda stream, text: ctx.emit("log", index=item.index, stream=stream,
                                                                    text=humanize(text)))
-        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, ctx.cancel)
+        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, ctx.cancel,
+                                        env={"PGUSER": superuser})
         collected.flush()
         ctx.check_cancel()
         if code != 0:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from sqlrs.domain import keys
+from sqlrs.domain import keys, roles
 from sqlrs.domain.errors import (
     Ambiguous,
     Conflict,
@@ -25,6 +25,7 @@ from sqlrs.domain.errors import (
     UsageError,
 )
 from sqlrs.domain.model import Instance, State, Task, TaskStatus
+from sqlrs.domain.roles import DEFAULT_SUPERUSER
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -37,6 +38,7 @@ from sqlrs.services.build import (
     ChainBuilder,
     PlanItem,
 )
+from sqlrs.services.explain import explain
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -81,23 +83,32 @@ class PrepareService:
         self.remote = remote  # pulls from the remote cache instead of building
 
     # -- planning ----------------------------------------------------------------------------
-    def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
+    def identity_for(self, runtime: Runtime, image: str | None, major: str | None = None) -> RuntimeIdentity:
+        """What `runtime` runs for a request's image and PostgreSQL major. Without an image, a
+        major picks `postgres:N` unless config dbms.image already is that major."""
         if runtime.name == "native":
-            return runtime.resolve(None)
-        return runtime.resolve(image or self.default_image())
+            return runtime.resolve(None, major)
+        if image is None and major is not None:
+            default = self.default_image()
+            try:
+                return runtime.resolve(default, major)
+            except RuntimeUnavailable:
+                return runtime.resolve(f"postgres:{major}", major)
+        return runtime.resolve(image or self.default_image(), major)
 
-    def image_check(self, image: str | None) -> tuple[str, Callable[[Runtime], None]]:
-        """For `auto`: a container runtime that cannot get the request's image is not available."""
-        wanted = image or self.default_image()
+    def image_check(self, image: str | None, major: str | None = None) -> tuple[str, Callable[[Runtime], None]]:
+        """For `auto`: a runtime that cannot serve the request (its image; native: the major's
+        binaries) is not available."""
+        wanted = image or (f"postgres:{major}" if major else self.default_image())
 
-        def can_get_image(runtime: Runtime) -> None:
-            if runtime.name != "native":
-                self.identity_for(runtime, wanted)  # raises RuntimeUnavailable when it cannot
+        def can_serve(runtime: Runtime) -> None:
+            if runtime.name != "native" or major is not None:
+                self.identity_for(runtime, image, major)  # raises RuntimeUnavailable when it cannot
 
-        return wanted, can_get_image
+        return f"{wanted} / {major}" if major else wanted, can_serve
 
     def choose_runtime(self, ctx: JobContext | None, request: PrepareRequest) -> Runtime:
-        choice = self.registry.choose(request.runtime, self.image_check(request.image))
+        choice = self.registry.choose(request.runtime, self.image_check(request.image, request.postgres_version))
         if ctx is not None:
             for skipped in choice.skipped:
                 ctx.emit("warning", text=f"runtime auto: skipped {skipped.name}: {skipped.reason}")
@@ -109,10 +120,10 @@ class PrepareService:
         return state is not None and self.layout.abs(state.data_path).is_dir()
 
     def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions,
-             start: State | None = None) -> list[PlanItem]:
+             start: State | None = None, superuser: str = DEFAULT_SUPERUSER) -> list[PlanItem]:
         if start is not None:
             return self._plan_from(start, steps, options)
-        base = keys.base_id(identity.identity, INITDB_OPTIONS)
+        base = roles.base_id(identity.identity, INITDB_OPTIONS, superuser)
         items = [PlanItem(0, "base", base, None, "initdb", None, self.is_cached(base))]
         parent = base
         for index, (step, state_id) in enumerate(zip(steps, keys.chain(base, steps, options), strict=True), 1):
@@ -171,10 +182,16 @@ class PrepareService:
         if request.from_state is None:
             return None
         start = self.find_start(request.from_state)
-        if keys.base_id(identity.identity, INITDB_OPTIONS) != start.base_id:
+        if roles.superuser_of(identity.identity, INITDB_OPTIONS, start.base_id) is None:
             raise UsageError(f"state {start.id[:12]} was not built by {identity.description}",
                              hint="pass the --image (and --runtime) the state was prepared with")
         return start
+
+    def superuser_for(self, request: PrepareRequest, identity: RuntimeIdentity, start: State | None) -> str:
+        """The bootstrap superuser the chain's steps run as: the request's, or the start state's."""
+        if start is None:
+            return roles.check_superuser(request.superuser)
+        return roles.superuser_of(identity.identity, INITDB_OPTIONS, start.base_id) or DEFAULT_SUPERUSER
 
     # -- the job -----------------------------------------------------------------------------
     def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
@@ -191,8 +208,9 @@ class PrepareService:
         """Raise ContentRequired when a step sent without content would have to be built."""
         request = self.with_start(request)
         runtime = self.choose_runtime(None, request)
-        identity = self.identity_for(runtime, request.image)
-        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
+        identity = self.identity_for(runtime, request.image, request.postgres_version)
+        start = self.start_of(request, identity)
+        items = self.plan(identity, request.steps, request.options, start, self.superuser_for(request, identity, start))
         missing = [item.index for item in items if not item.cached and item.step is not None
                    and not item.step.has_content]
         if missing:
@@ -200,8 +218,10 @@ class PrepareService:
                                   details={"steps": missing})
 
     def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
-        identity = self.identity_for(runtime, request.image)
-        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
+        identity = self.identity_for(runtime, request.image, request.postgres_version)
+        start = self.start_of(request, identity)
+        superuser = self.superuser_for(request, identity, start)
+        items = self.plan(identity, request.steps, request.options, start, superuser)
         if self.remote is not None:
             self.remote.annotate(ctx, items)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
@@ -215,7 +235,10 @@ class PrepareService:
             ctx.emit("warning", text=f"the native runtime ignores the image {request.image}: its states are "
                                      f"based on {identity.description}; use --runtime docker|podman for images")
         if request.plan_only:
-            return {"plan": plan, "runtime": runtime.name}
+            result: dict[str, Any] = {"plan": plan, "runtime": runtime.name, "identity": identity.description}
+            if request.explain:
+                result["explain"] = explain(self.repo, identity, items, request, INITDB_OPTIONS, superuser)
+            return result
         for text in self.warnings():
             ctx.emit("warning", text=text)
 
@@ -233,7 +256,7 @@ class PrepareService:
             self.remote.fill(ctx, runtime, identity, items, tasks)
         if not all(item.cached for item in items):
             self.before_build(ctx)
-        final = self.builder.build(ctx, runtime, identity, items, tasks, request.options)
+        final = self.builder.build(ctx, runtime, identity, items, tasks, request.options, superuser)
         if request.build_only:
             return {"state_id": final.id, "instance_id": None, "runtime": runtime.name}
         ctx.check_cancel()

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlrs.domain import keys
+from sqlrs.domain import keys, roles
 from sqlrs.domain.errors import Conflict, NotFound, UsageError
 from sqlrs.domain.model import State, StateKind, Task, TaskStatus
 from sqlrs.domain.remote import (
@@ -49,6 +49,7 @@ from sqlrs.domain.remote import (
     state_tag,
 )
 from sqlrs.ports.clock import Clock
+from sqlrs.ports.postmaster import pg_major
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
@@ -70,7 +71,7 @@ class RemoteService:
         store: SnapshotStore,
         layout: Layout,
         runtimes: RuntimeRegistry,
-        identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
+        identity_for: Callable[[Runtime, str | None, str | None], RuntimeIdentity],
         initdb_options: tuple[str, ...],
         clock: Clock,
         locks: StateLocks,
@@ -128,9 +129,10 @@ class RemoteService:
         images: list[str | None] = [image] if image else [None]
         if not image and runtime.name != "native":
             images += sorted({i.image for i in self.repo.list_instances() if i.image and i.runtime == runtime.name})
+        major = pg_major(self.layout.abs(state.data_path))
         for candidate in images:
-            identity = self.identity_for(runtime, candidate)
-            if keys.base_id(identity.identity, self.initdb_options) == state.base_id:
+            identity = self.identity_for(runtime, candidate, major)
+            if roles.superuser_of(identity.identity, self.initdb_options, state.base_id) is not None:
                 return identity
         raise UsageError(f"cannot tell which {runtime.name} image built state {state.id[:12]}",
                          hint="pass it: sqlrs push --image IMAGE ...")
@@ -143,8 +145,8 @@ class RemoteService:
     def check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
                           identity: RuntimeIdentity) -> None:
         """Refuse a chain built on another PostgreSQL or runtime; check its ids add up."""
-        local_base = keys.base_id(identity.identity, self.initdb_options)
-        if chain[0].state_id != local_base or chain[0].base_id != local_base:
+        local_bases = {roles.base_id(identity.identity, self.initdb_options, name) for name in roles.SUPERUSERS}
+        if chain[0].state_id not in local_bases or chain[0].base_id != chain[0].state_id:
             theirs, ours = postgres_major(notes.version), postgres_major(identity.version)
             if theirs and ours and theirs != ours:
                 why = f"it was built on PostgreSQL {theirs} and this engine runs PostgreSQL {ours}"
@@ -163,7 +165,7 @@ class RemoteService:
             if child.step_hash is None or keys.state_id(parent.state_id, child.step_hash) != child.state_id:
                 raise RegistryError(f"{where}: state {child.state_id[:12]} does not follow from its parent and step",
                                     hint="the manifest was not made by sqlrs push or was altered")
-            if child.base_id != local_base:
+            if child.base_id != chain[0].state_id:
                 raise RegistryError(f"{where}: state {child.state_id[:12]} names another base")
 
     # -- push --------------------------------------------------------------------------------------
@@ -318,7 +320,7 @@ class RemoteService:
         runtime = self.runtimes.choose(name).runtime
         if image is None and runtime.name == notes.runtime:
             image = notes.image
-        return runtime, self.identity_for(runtime, image)
+        return runtime, self.identity_for(runtime, image, postgres_major(notes.version) or None)
 
     def _cached(self, state_id: str) -> bool:
         state = self.repo.get_state(state_id)

@@ -91,7 +91,8 @@ def click_parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, 
     def capture(name: str) -> Any:
         def callback(**kwargs: Any) -> None:
             obj = click.get_current_context().obj
-            seen.update(command=name, values=kwargs, top={"state_dir": obj._state_dir, "quiet": obj.quiet})
+            seen.update(command=name, values=kwargs, top={"state_dir": obj._state_dir, "quiet": obj.quiet,
+                                                          "workspace": obj.workspace, "timeout": obj.timeout})
             raise Captured
 
         return callback
@@ -117,6 +118,7 @@ def fast_parse(argv: list[str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
 ACCEPTED = [
     ["status"], ["status", "-o", "json"], ["status", "--json"], ["status", "--cache"], ["-q", "status"],
     ["--state-dir", "/tmp/x", "status"], ["--state-dir=rel/dir", "--quiet", "ls"],
+    ["--workspace", "/tmp", "--timeout", "15m", "status"], ["--timeout=30s", "ls"],
     ["ls"], ["ls", "--states"], ["ls", "--names", "-o", "json"], ["ls", "--jobs", "--output=table"],
     ["rm", "abc"], ["rm", "-o", "json", "feedc0ffee00"], ["rm", "--", "-odd-"],
     ["run:psql", "--instance", "dev", "--", "-c", "select 1"], ["run:psql", "--instance=dev", "-c", "select 1"],
@@ -142,6 +144,8 @@ FALLBACK = [
 @pytest.mark.parametrize("argv", ACCEPTED, ids=" ".join)
 def test_accepted_forms_parse_as_click_parses_them(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SQLRS_STATE_DIR", raising=False)
+    monkeypatch.setenv("SQLRS_WORKSPACE", "")  # --workspace exports it: recorded, so restored afterwards
+    monkeypatch.delenv("SQLRS_WORKSPACE")
     assert fast_parse(argv) == click_parse(argv, monkeypatch)
 
 

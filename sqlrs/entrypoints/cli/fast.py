@@ -37,8 +37,10 @@ GLOBAL_OPTIONS: dict[str, Spec] = {
     "--state-dir": ("state_dir", None, None),
     "-q": ("quiet", True, None),
     "--quiet": ("quiet", True, None),
+    "--workspace": ("workspace", None, None),
+    "--timeout": ("timeout", None, None),
 }
-GLOBAL_DEFAULTS: dict[str, object] = {"state_dir": None, "quiet": False}
+GLOBAL_DEFAULTS: dict[str, object] = {"state_dir": None, "quiet": False, "workspace": None, "timeout": None}
 
 _OUTPUT_OPTIONS: dict[str, Spec] = {"-o": ("output", None, OUTPUT), "--output": ("output", None, OUTPUT)}
 # command -> its options handled here
@@ -236,8 +238,9 @@ def run_fast(argv: list[str]) -> None:
         raise Fallback
     from sqlrs.entrypoints.cli.output import Ctx, guarded
 
-    ctx = Ctx(state_dir, bool(top["quiet"]))
-    guarded(lambda: COMMANDS[command](ctx, **values))
+    workspace, timeout = top["workspace"], top["timeout"]
+    guarded(lambda: COMMANDS[command](Ctx(state_dir, bool(top["quiet"]), str(workspace) if workspace else None,
+                                          str(timeout) if timeout else None), **values))
 
 
 def main(argv: list[str] | None = None) -> None:

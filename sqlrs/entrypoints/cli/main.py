@@ -47,8 +47,13 @@ class Ctx(output.Ctx):
 @click.option("--state-dir", type=click.Path(path_type=Path), envvar="SQLRS_STATE_DIR",
               help="Where sqlrs keeps everything (default: ~/.local/state/sqlrs; /var/lib/sqlrs as root).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--workspace", metavar="DIR", envvar="SQLRS_WORKSPACE",
+              help="The workspace root: files are read below it, its .sqlrs/config.yaml configures the project "
+                   "(default: the nearest directory with a .sqlrs/, else the git root).")
+@click.option("--timeout", metavar="DURATION", help="Give up after this long (30s, 15m, 1h30m): exit 1, a job "
+              "followed is cancelled (its finished steps stay cached).")
 @click.pass_context
-def cli(ctx: click.Context, state_dir: Path | None, quiet: bool) -> None:
+def cli(ctx: click.Context, state_dir: Path | None, quiet: bool, workspace: str | None, timeout: str | None) -> None:
     """Disposable PostgreSQL databases from cached SQL build steps.
 
     \b
@@ -60,7 +65,7 @@ def cli(ctx: click.Context, state_dir: Path | None, quiet: bool) -> None:
     Each -f/-c is a cached step: editing step 7 of 50 rebuilds steps 7..50 only.
     """
     composite = composite_obj(ctx.obj)
-    ctx.obj = Ctx(state_dir.absolute() if state_dir else None, quiet)
+    ctx.obj = Ctx(state_dir.absolute() if state_dir else None, quiet, workspace, timeout)
     ctx.obj.composite = composite
 
 

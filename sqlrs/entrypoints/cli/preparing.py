@@ -25,16 +25,14 @@ if TYPE_CHECKING:
     BuildBody = Callable[[str, int | None], dict[str, Any]]
 
 
-def parse_duration(text: str) -> int:
-    """'90' / '90s' / '15m' / '2h' / '1d' -> seconds; a usage error otherwise."""
-    value = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    factor = units.get(value[-1:], 0)
-    number = value[:-1] if factor else value
-    factor = factor or 1
-    if not number.isdigit():
-        raise usage(f"--ttl {text}: expected seconds or a duration like 90s, 15m, 2h")
-    return int(number) * factor
+def parse_duration(text: str, option: str = "--ttl") -> int:
+    """'90' / '90s' / '15m' / '2h' / '1d' / '1h30m' -> whole seconds; a usage error otherwise."""
+    from sqlrs.domain.durations import parse_duration as seconds
+
+    try:
+        return round(seconds(text))
+    except ValueError:
+        raise usage(f"{option} {text}: expected seconds or a duration like 90s, 15m, 2h") from None
 
 
 def psql_body(args: tuple[str, ...], image: str | None, runtime: str | None, name: str | None,
