@@ -134,13 +134,15 @@ def prepare(client: EngineClient, body: dict[str, Any], progress: Callable[[], P
     `progress` makes the sink for each job followed."""
     submitted, stream = submit(client, body, watch=True)
     try:
-        return follow(client, submitted["job_id"], progress(), stream=stream, interrupt=interrupt, quiet=quiet)
+        result = follow(client, submitted["job_id"], progress(), stream=stream, interrupt=interrupt, quiet=quiet)
+        return {**result, "job_id": submitted["job_id"]}
     except ClientError as error:
         if error.code != "content_required":
             raise
         # a cached state was evicted between submitting and building: send the scripts this time
         full = client.call("POST", JOBS, body)
-        return follow(client, full["job_id"], progress(), interrupt=interrupt, quiet=quiet)
+        result = follow(client, full["job_id"], progress(), interrupt=interrupt, quiet=quiet)
+        return {**result, "job_id": full["job_id"]}
 
 
 # -- following ---------------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ import click
 from sqlrs import __version__
 from sqlrs.engine_client.errors import EXIT_USAGE
 from sqlrs.entrypoints.cli import output
+from sqlrs.entrypoints.cli.alias_cmd import alias_group, plan_alias, prepare_alias, run_alias
 from sqlrs.entrypoints.cli.config_cmd import config_group, engine_group
+from sqlrs.entrypoints.cli.fast import composite_split
 from sqlrs.entrypoints.cli.init_cmd import init_group
 from sqlrs.entrypoints.cli.inputs import add_input_commands
 from sqlrs.entrypoints.cli.inventory_cmd import ls, rm, status
 from sqlrs.entrypoints.cli.lb_cmd import plan_lb, prepare_lb
 from sqlrs.entrypoints.cli.output import human_bytes  # noqa: F401 - the one size formatter (tests/unit/test_sizes.py)
-from sqlrs.entrypoints.cli.prepare_cmd import composite_obj, composite_prepare, plan_psql, prepare_psql, run_composite
+from sqlrs.entrypoints.cli.prepare_cmd import composite_obj, plan_psql, prepare_psql, run_composite
 from sqlrs.entrypoints.cli.prepare_cmd import watch as watch_cmd
 from sqlrs.entrypoints.cli.remote_cmd import pull_cmd, push_cmd
 from sqlrs.entrypoints.cli.run_cmd import run_pgbench, run_psql
@@ -73,7 +75,7 @@ for command in (prepare_psql, plan_psql, watch_cmd, run_psql, run_pgbench):
     cli.add_command(command)
 add_input_commands(cli)
 for command in (ls, rm, status, config_group, init_group, snapshot_command, push_cmd, pull_cmd, engine_group,
-                prepare_lb, plan_lb):
+                prepare_lb, plan_lb, prepare_alias, plan_alias, run_alias, alias_group):
     cli.add_command(command)
 
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run() -> None:
         try:
-            if composite_prepare(args) is not None:
+            if composite_split(args) is not None:
                 run_composite(cli, args)
             cli.main(args, prog_name="sqlrs", standalone_mode=False)
         except click.exceptions.Abort:
