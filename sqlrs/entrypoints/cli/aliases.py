@@ -45,8 +45,11 @@ class Alias:
         return self.path.parent
 
     def command_args(self) -> list[str]:
-        """`args` with the paths in them made absolute from the alias file's directory."""
-        return rebase(self.cls, self.kind, self.args, self.base_dir)
+        """`args` with their paths rebased from the alias file's directory: relative to the current
+        directory for the kinds that run there (psql, pgbench, Liquibase: what they show stays
+        short), absolute for those that run in the alias file's directory (alembic, exec)."""
+        relative_to = Path.cwd() if self.kind in ("psql", "pgbench", "lb") else None
+        return rebase(self.cls, self.kind, self.args, self.base_dir, relative_to)
 
 
 def class_of(path: str) -> str | None:
@@ -161,7 +164,7 @@ def _remote(value: str) -> bool:
     return ":" in value.split("/", 1)[0] and not os.path.isabs(value)
 
 
-def _rebase_value(value: str, how: str, base: Path) -> str:
+def _rebase_value(value: str, how: str, base: Path, relative_to: Path | None = None) -> str:
     def one(item: str) -> str:
         item = item.strip()
         if not item or item == "-" or _remote(item):
@@ -170,13 +173,15 @@ def _rebase_value(value: str, how: str, base: Path) -> str:
         if "@" in item and not os.path.exists(base / item):  # pgbench's -f FILE@WEIGHT
             item, _, rest = item.partition("@")
             weight = "@" + rest
-        return os.path.normpath(base / item) + weight
+        path = os.path.normpath(base / item)
+        return (os.path.relpath(path, relative_to) if relative_to is not None else path) + weight
 
     return ",".join(one(part) for part in value.split(",")) if how == "list" else one(value)
 
 
-def rebase(cls: str, kind: str, args: list[str], base: Path) -> list[str]:
-    """The alias args with every path-valued option made absolute from `base`."""
+def rebase(cls: str, kind: str, args: list[str], base: Path, relative_to: Path | None = None) -> list[str]:
+    """The alias args with every path-valued option taken from `base`: absolute, or relative to
+    `relative_to` when given."""
     options = PATH_OPTIONS.get(kind, {})
     out: list[str] = []
     index = 0
@@ -188,12 +193,12 @@ def rebase(cls: str, kind: str, args: list[str], base: Path) -> list[str]:
             break
         name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if name in options and eq:
-            out.append(f"{name}={_rebase_value(value, options[name], base)}")
+            out.append(f"{name}={_rebase_value(value, options[name], base, relative_to)}")
         elif name in options and index < len(args):
-            out += [arg, _rebase_value(args[index], options[name], base)]
+            out += [arg, _rebase_value(args[index], options[name], base, relative_to)]
             index += 1
         elif not arg.startswith("--") and arg[:2] in options and len(arg) > 2:  # -fFILE
-            out.append(arg[:2] + _rebase_value(arg[2:], options[arg[:2]], base))
+            out.append(arg[:2] + _rebase_value(arg[2:], options[arg[:2]], base, relative_to))
         else:
             out.append(arg)
     return out

@@ -17,9 +17,11 @@ from sqlrs.engine_client.errors import EXIT_USAGE
 from sqlrs.entrypoints.cli import output
 from sqlrs.entrypoints.cli.alias_cmd import alias_group, plan_alias, prepare_alias, run_alias
 from sqlrs.entrypoints.cli.config_cmd import config_group, engine_group
+from sqlrs.entrypoints.cli.discover_cmd import discover
 from sqlrs.entrypoints.cli.fast import composite_split
 from sqlrs.entrypoints.cli.init_cmd import init_group
 from sqlrs.entrypoints.cli.inputs import add_input_commands
+from sqlrs.entrypoints.cli.inspect_cmd import cache_group, diff
 from sqlrs.entrypoints.cli.inventory_cmd import ls, rm, status
 from sqlrs.entrypoints.cli.lb_cmd import plan_lb, prepare_lb
 from sqlrs.entrypoints.cli.output import human_bytes  # noqa: F401 - the one size formatter (tests/unit/test_sizes.py)
@@ -75,7 +77,7 @@ for command in (prepare_psql, plan_psql, watch_cmd, run_psql, run_pgbench):
     cli.add_command(command)
 add_input_commands(cli)
 for command in (ls, rm, status, config_group, init_group, snapshot_command, push_cmd, pull_cmd, engine_group,
-                prepare_lb, plan_lb, prepare_alias, plan_alias, run_alias, alias_group):
+                prepare_lb, plan_lb, prepare_alias, plan_alias, run_alias, alias_group, cache_group, diff, discover):
     cli.add_command(command)
 
 
