@@ -351,8 +351,8 @@ def main() -> None:
     print(f"{'scenario':26} {'result':7} {'run 1 s':>8} {'run 2 s':>9}  ratio")
     for result in results:
         times = [r["seconds"] for r in result["runs"]]
-        cold, cached = (times + [math.nan, math.nan])[:2]
-        ratio = f"{cold / cached:.1f}x" if cached == cached and cached else "-"
+        cold, cached = [*times, math.nan, math.nan][:2]
+        ratio = f"{cold / cached:.1f}x" if not math.isnan(cached) and cached else "-"
         print(f"{result['scenario']:26} {'PASS' if result['passed'] else 'FAIL':7} {cold:8.2f} {cached:9.2f}  {ratio}")
     sys.exit(0 if all(r["passed"] for r in results) else 1)
 
