@@ -136,7 +136,10 @@ def run_alias(ctx: Ctx, instance: str | None, ref: str | None, ref_mode: str | N
     """
     from sqlrs.entrypoints.cli.gitref import checkout
 
-    target = running.need_instance("psql", instance)
+    if not instance:
+        raise usage(f"run {alias_ref} needs --instance ID|NAME",
+                    hint=f"or on a throwaway instance: sqlrs prepare REF run {alias_ref}")
+    target = instance
     with checkout(ref, ref_mode, ref_keep, note=ctx.note):
         alias = load_alias(alias_ref, aliases.RUN)
         code = running.run(ctx, alias.kind, target, tuple(alias.command_args()), False)
