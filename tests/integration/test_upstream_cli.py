@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from harness import Sqlrs, ok, psql, write
+from harness import REPO, Sqlrs, ok, psql, write
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -239,6 +240,30 @@ def test_a_postgres_major_per_request_on_one_engine(sqlrs_native: Sqlrs, workspa
                      env={"SQLRS_POSTGRES_VERSION": "11"})
     assert missing.returncode != 0 and "PostgreSQL 11 is not installed here" in missing.stderr
     assert "apt install postgresql-11" in missing.stderr
+
+
+def test_two_suites_on_two_majors_share_one_engine(sqlrs_native: Sqlrs) -> None:
+    """examples/postgres-versions: a suite with sqlrs_postgres_version = 16 next to one on the
+    engine's default, run against one state directory."""
+    from sqlrs.adapters.native import NativeRuntime
+
+    if not _has(NativeRuntime, "16"):
+        pytest.skip("no PostgreSQL 16 here (system or embedded)")
+    sq = sqlrs_native
+    example = REPO / "examples" / "postgres-versions"
+    seen = {}
+    for suite in ("pg16", "system"):
+        done = subprocess.run([sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider"],
+                              cwd=example / suite, env={**sq.env, "EXPECT_MAJOR": "16" if suite == "pg16" else ""},
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen[suite] = next(line for line in done.stdout.splitlines() if line.startswith(f"{suite}: PostgreSQL"))
+        if suite == "pg16":
+            pid = sq.engine_pid()
+    default = NativeRuntime(pg_bin=None, user="postgres", binaries_cache=Path("/tmp/sqlrs-test-pg")).resolve(None)
+    assert seen["pg16"].startswith("pg16: PostgreSQL 16.")
+    assert seen["system"].startswith(f"system: PostgreSQL {default.version.split()[1]}")
+    assert sq.engine_pid() == pid
 
 
 def _has(runtime: type, major: str) -> bool:

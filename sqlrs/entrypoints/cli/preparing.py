@@ -129,8 +129,6 @@ def prepare(ctx: Ctx, build: BuildBody, *, name: str | None, reuse: bool, fresh:
             ttl: str | None, stage: Stage = NO_STAGE) -> None:
     """A prepare command after its input was parsed: print the DSN (or the job's URLs with
     --no-watch), or hand the job to the composite this command is the first half of."""
-    from sqlrs.engine_client import workspace
-
     on_name = jobs.name_policy(name, reuse, fresh)
     ttl_seconds = parse_duration(ttl) if ttl is not None else None
     composite: Composite | None = ctx.composite
@@ -138,23 +136,40 @@ def prepare(ctx: Ctx, build: BuildBody, *, name: str | None, reuse: bool, fresh:
         composite.check(name, watch, ttl_seconds, stage)
     if stage.ref is not None and not watch:
         raise usage("--ref cannot be used with --no-watch: the revision's files are needed until the job ends")
+    result = _stage(ctx, stage, "prepare", lambda: build(on_name, ttl_seconds),
+                    lambda body, record: submit(ctx, body, watch, record))
+    if result is not None:
+        echo(result["dsn"])
+
+
+def _stage(ctx: Ctx, stage: Stage, mode: str, build: Callable[[], dict[str, Any]],
+           run: Callable[[dict[str, Any], Any], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """A prepare or plan stage: its job built (at --ref's revision) with the workspace's settings,
+    then taken by the composite this command is part of (None), or run, with its provenance
+    written whatever the outcome."""
+    from sqlrs.engine_client import workspace
+
+    composite: Composite | None = ctx.composite
     settings = workspace.load()  # the live workspace's, also under --ref (its config is local)
     with stage.source(ctx) as source:
-        body = with_workspace(build(on_name, ttl_seconds), settings)
+        body = with_workspace(build(), settings)
         if composite is not None:
             composite.take(ctx, body)
-            return
-        record = _provenance(ctx, stage, "prepare", body, source, settings)
+            return None
+        record = None
+        if stage.provenance is not None:
+            from sqlrs.entrypoints.cli.provenance import Record
+
+            record = Record(stage.provenance, mode, body, source, settings, stage.alias)
         try:
-            result = submit(ctx, body, watch, record)
+            result = run(body, record)
         except BaseException as exc:
             if record is not None:
                 record.finish(error=exc)
             raise
         if record is not None:
             record.finish(result=result)
-    if result is not None:
-        echo(result["dsn"])
+    return result
 
 
 def submit(ctx: Ctx, body: dict[str, Any], watch: bool, record: Any = None) -> dict[str, Any] | None:
@@ -187,24 +202,10 @@ def plan_result(ctx: Ctx, body: dict[str, Any], progress: Any = None) -> dict[st
 
 def plan(ctx: Ctx, build: Callable[[], dict[str, Any]], output: str, stage: Stage = NO_STAGE) -> None:
     """A plan command: the chain's states, cached, to pull or to build (a table or -o json)."""
-    from sqlrs.engine_client import workspace
-
-    composite: Composite | None = ctx.composite
-    settings = workspace.load()
-    with stage.source(ctx) as source:
-        body = with_workspace(build(), settings)
-        if composite is not None:
-            composite.take(ctx, body)
-            return
-        record = _provenance(ctx, stage, "plan", body, source, settings)
-        try:
-            result = plan_result(ctx, body, record.watching(jobs.NoProgress()) if record is not None else None)
-        except BaseException as exc:
-            if record is not None:
-                record.finish(error=exc)
-            raise
-        if record is not None:
-            record.finish(result=result)
+    result = _stage(ctx, stage, "plan", build, lambda body, record: plan_result(
+        ctx, body, record.watching(jobs.NoProgress()) if record is not None else None))
+    if result is None:
+        return
     steps = result.get("plan", [])
     if output == "json":
         emit_json(steps)
@@ -212,11 +213,3 @@ def plan(ctx: Ctx, build: Callable[[], dict[str, Any]], output: str, stage: Stag
     table([[str(s["index"]), s["kind"], s["source"], short(s["state_id"]),
             "cached" if s["cached"] else "pull" if s.get("remote") else "build"]
            for s in steps], ["#", "KIND", "SOURCE", "STATE", "STATUS"])
-
-
-def _provenance(ctx: Ctx, stage: Stage, mode: str, body: dict[str, Any], source: Any, settings: Any) -> Any:
-    if stage.provenance is None:
-        return None
-    from sqlrs.entrypoints.cli.provenance import Record
-
-    return Record(stage.provenance, mode, body, source, settings, stage.alias)
