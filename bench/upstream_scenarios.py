@@ -24,7 +24,7 @@ script takes a copy of that repository (a bare Git mirror: `--upstream`), and:
 In place of the upstream's `sqlrs init local ...` (which records its engine and store in the
 workspace's `.sqlrs/config.yaml`), each scenario gets a state directory of its own and a
 workspace config with the upstream's bootstrap superuser (`postgres.superuser: sqlrs`,
-docs/decisions/0009-bootstrap-superuser.md); `--container-runtime` is the runner's
+docs/decisions/0011-bootstrap-superuser.md); `--container-runtime` is the runner's
 `config set container.runtime`. Results (per scenario: result.json, the logs, timings) go to
 `--out`; a summary table with the cold and cached wall times is printed.
 

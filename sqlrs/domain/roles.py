@@ -1,4 +1,4 @@
-"""The roles every cluster sqlrs makes has (docs/decisions/0009-bootstrap-superuser.md).
+"""The roles every cluster sqlrs makes has (docs/decisions/0011-bootstrap-superuser.md).
 
 - The *bootstrap superuser* is the role initdb creates (`initdb -U NAME`, oid 10): PostgreSQL
   refuses to drop it, to reassign or drop what it owns, and `CREATE ROLE` of its name fails. It

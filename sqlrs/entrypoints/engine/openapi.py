@@ -102,7 +102,7 @@ SCHEMAS: dict[str, Any] = {
                              "null: the runtime's default"},
         "superuser": {"enum": [None, "postgres", "sqlrs"], "description":
                       "The cluster's bootstrap superuser (initdb -U): postgres (default) or sqlrs; psql steps run "
-                      "as it; a sqlrs base has another id (docs/decisions/0009-bootstrap-superuser.md)"},
+                      "as it; a sqlrs base has another id (docs/decisions/0011-bootstrap-superuser.md)"},
         "explain": {"type": "boolean", "description":
                     "With plan_only: the result's `explain` says per row why it is cached or not (code, reason, "
                     "the inputs that changed against the state built on the same parent)"}}},
