@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlrs.domain import keys, roles
-from sqlrs.domain.errors import Conflict, NotFound, UsageError
+from sqlrs.domain.errors import Conflict, NotFound, RuntimeUnavailable, UsageError
 from sqlrs.domain.model import State, StateKind, Task, TaskStatus
 from sqlrs.domain.remote import (
     CONFIG_MEDIA_TYPE,
@@ -320,7 +320,14 @@ class RemoteService:
         runtime = self.runtimes.choose(name).runtime
         if image is None and runtime.name == notes.runtime:
             image = notes.image
-        return runtime, self.identity_for(runtime, image, postgres_major(notes.version) or None)
+        if runtime.name == "native" and postgres_major(notes.version):
+            # the binaries of the chain's major when they are here; else the default ones, which
+            # check_compatible then names as another PostgreSQL (an image is what it is, alike)
+            try:
+                return runtime, self.identity_for(runtime, image, postgres_major(notes.version))
+            except RuntimeUnavailable:
+                pass
+        return runtime, self.identity_for(runtime, image, None)
 
     def _cached(self, state_id: str) -> bool:
         state = self.repo.get_state(state_id)
