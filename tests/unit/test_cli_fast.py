@@ -189,3 +189,15 @@ def test_random_argv_either_falls_back_or_parses_like_click(command: str, monkey
                 raise AssertionError(f"{argv}: fast path accepted what Click refuses: {exc}") from None
             assert ours == theirs, argv
     assert accepted > 20
+
+
+@pytest.mark.parametrize(("argv", "split"), [
+    (["--workspace", "w", "--timeout", "15m", "prepare", "chinook", "run:psql", "--", "-c", "x"], 6),
+    (["-q", "prepare:psql", "--", "-f", "a.sql", "run:psql"], 5),
+    (["--state-dir=/x", "prepare", "app", "run", "smoke"], 3),  # after an alias stage, any `run`
+    (["prepare:exec", "--", "./migrate.sh", "run", "up"], None),  # no smoke.run.s9s.yaml: an argument
+    (["diff", "--from-ref", "a", "--to-ref", "b", "prepare:psql", "--", "-f", "x", "run:psql"], None),
+    (["alias", "create", "x", "prepare:psql", "--", "-f", "a.sql"], None),
+])
+def test_composites_are_found_where_the_command_is_a_prepare(argv: list[str], split: int | None) -> None:
+    assert fast.composite_split(argv) == split

@@ -93,9 +93,12 @@ def composite_split(argv: list[str]) -> int | None:
     argv is no composite. After an alias stage (`prepare REF`, which takes no arguments) the
     first `run` is the run stage; after a raw one, `run:psql`/`run:pgbench`, or `run REF` when
     REF names a run alias file (so a command's own argument `run` stays an argument)."""
-    start = next((i for i, arg in enumerate(argv) if arg == "prepare" or arg.startswith("prepare:")), None)
-    if start is None:
-        return None
+    start = 0
+    while start < len(argv) and argv[start].startswith("-"):  # the global options
+        spec = GLOBAL_OPTIONS.get(argv[start])
+        start += 2 if spec is not None and spec[1] is None else 1
+    if start >= len(argv) or not (argv[start] == "prepare" or argv[start].startswith("prepare:")):
+        return None  # `diff ... prepare:psql ... run:psql`, `alias create ...` are no composites
     for index in range(start + 1, len(argv)):
         arg = argv[index]
         if arg in RUN_COMMANDS:
