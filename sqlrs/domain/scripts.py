@@ -89,3 +89,21 @@ def normalized_content(files: Sequence[tuple[str, Sequence[tuple[int, int]]]]) -
 def content_digest(text: str) -> str:
     """sha256 of a step's normalized content, as sent by the CLI and checked by the engine."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def step_inputs(step: dict[str, object]) -> list[tuple[str, str]]:
+    """What a step's state depends on, as (input, sha256) pairs, from the step as the API carries it:
+    a `-f` step's files by the path they were read from, a `-c` step's SQL, a host step's keyed
+    facts (a revision file's sha256, a declared input's, a changeset's digest, ...). Empty for a
+    step sent as its digest only. Recorded with the job that builds a state, compared by
+    `sqlrs cache explain`, written by `--provenance-path`."""
+    kind, files = step.get("kind"), step.get("files")
+    if kind == "file" and isinstance(files, list):
+        return [(str(f["path"]), hashlib.sha256(str(f["content"]).encode("utf-8", "surrogatepass")).hexdigest())
+                for f in files if isinstance(f, dict)]
+    if kind == "command" and isinstance(step.get("sql"), str):
+        return [("-c", hashlib.sha256(str(step["sql"]).encode("utf-8", "surrogatepass")).hexdigest())]
+    keyed = step.get("keyed")
+    if isinstance(keyed, list | tuple):
+        return [(str(name), str(value)) for name, value in keyed]
+    return []

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["EXIT_BY_CODE", "EXIT_ENGINE", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_USAGE", "ClientError",
-           "raise_engine_error", "usage"]
+           "TimedOut", "raise_engine_error", "usage"]
 
 
 class ClientError(Exception):
@@ -40,6 +40,10 @@ class ClientError(Exception):
         if code == "ambiguous" and details.get("candidates"):
             hint = "candidates: " + ", ".join(details["candidates"])
         return cls(str(error.get("message", "engine error")), exit_code, hint, details, code)
+
+
+class TimedOut(ClientError):
+    """The command ran out of the time `--timeout` gave it (exit 1); a job it followed is cancelled."""
 
 
 def usage(message: str, hint: str | None = None) -> ClientError:

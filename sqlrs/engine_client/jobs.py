@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from sqlrs.engine_client.errors import EXIT_ENGINE, EXIT_USAGE, ClientError, raise_engine_error
+from sqlrs.engine_client.errors import EXIT_ENGINE, EXIT_USAGE, ClientError, TimedOut, raise_engine_error
 
 TYPE_CHECKING = False  # typing is not imported on the CLI's hot path (sqlrs/entrypoints/cli/fast.py)
 if TYPE_CHECKING:
@@ -134,13 +134,15 @@ def prepare(client: EngineClient, body: dict[str, Any], progress: Callable[[], P
     `progress` makes the sink for each job followed."""
     submitted, stream = submit(client, body, watch=True)
     try:
-        return follow(client, submitted["job_id"], progress(), stream=stream, interrupt=interrupt, quiet=quiet)
+        result = follow(client, submitted["job_id"], progress(), stream=stream, interrupt=interrupt, quiet=quiet)
+        return {**result, "job_id": submitted["job_id"]}
     except ClientError as error:
         if error.code != "content_required":
             raise
         # a cached state was evicted between submitting and building: send the scripts this time
         full = client.call("POST", JOBS, body)
-        return follow(client, full["job_id"], progress(), interrupt=interrupt, quiet=quiet)
+        result = follow(client, full["job_id"], progress(), interrupt=interrupt, quiet=quiet)
+        return {**result, "job_id": full["job_id"]}
 
 
 # -- following ---------------------------------------------------------------------------------------
@@ -188,6 +190,12 @@ def follow(client: EngineClient, job_id: str, progress: ProgressSink, *, stream:
                         sys.stderr.flush()
                         progress.resume()
                     progress(event)
+            except TimedOut:
+                try:  # the job is given up: its finished steps stay cached, the rest is not built
+                    client.call("POST", f"{JOBS}/{job_id}/cancel")
+                except (ClientError, OSError):
+                    pass
+                raise
             except KeyboardInterrupt:
                 progress.pause()
                 try:

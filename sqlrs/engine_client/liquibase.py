@@ -90,8 +90,10 @@ def parse_lb_args(args: list[str]) -> LbArgs:
     return LbArgs(global_args, command_args, changelog, search_path)
 
 
-def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: bool = False) -> list[dict[str, Any]]:
-    """The steps of `update ARGS` run in `cwd` ."""
+def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: bool = False,
+                    launcher: str | None = None) -> list[dict[str, Any]]:
+    """The steps of `update ARGS` run in `cwd`. `launcher`: the Liquibase launcher to use (the
+    workspace's liquibase.exec), else config runtime.liquibase.path, SQLRS_LIQUIBASE, PATH."""
     from sqlrs.adapters import liquibase as install
     from sqlrs.adapters.config_file import ConfigFile
     from sqlrs.changelogs import liquibase as changelogs
@@ -108,6 +110,10 @@ def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: boo
         raise usage(f"--search-path {parsed.search_path}: no such directory")
     workspace.check(root, parsed.search_path or str(root))
     changelog = Path(parsed.changelog)
+    if not changelog.is_absolute() and not (root / changelog).is_file() and (workspace.cwd / changelog).is_file():
+        # the upstream sqlrs' spelling: `--searchPath app --changelog-file app/db/master.xml`, the
+        # changelog given from the current directory, search path prefix included
+        changelog = workspace.cwd / changelog
     if changelog.is_absolute():
         try:
             changelog = changelog.resolve().relative_to(root)
@@ -118,9 +124,9 @@ def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: boo
             raise usage(f"--changelog-file {parsed.changelog}: no such file in {root}",
                         hint="a relative changelog file is found in the search path (default: the current directory)")
         project = changelogs.read_project(changelog.as_posix(), *install.disk_reader(root))
-        launcher = install.find_launcher(ConfigFile(config).get("runtime.liquibase.path"))
-        version = install.version(launcher)
-        install.check_supported(version, launcher)
+        launcher_path = install.find_launcher(launcher or ConfigFile(config).get("runtime.liquibase.path"))
+        version = install.version(launcher_path)
+        install.check_supported(version, launcher_path)
     except UsageError as exc:
         raise ClientError(exc.message, hint=exc.hint, exit_code=exc.exit_code, code=exc.code) from None
     if not project.changesets:
@@ -139,5 +145,5 @@ def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: boo
                   ["digest", changeset.digest], ["global_args", global_json], ["command_args", command_json]]
         steps.append({"kind": "liquibase", "source": changeset.source, "keyed": keyed,
                       "digest": keys.digest([[name, value] for name, value in keyed]),
-                      "run": {"cwd": str(workspace.cwd), "argv": [str(launcher)], "env": env, "params": params}})
+                      "run": {"cwd": str(workspace.cwd), "argv": [str(launcher_path)], "env": env, "params": params}})
     return steps

@@ -47,7 +47,7 @@ class Workspace:
 
     @classmethod
     def detect(cls, allow_outside: bool) -> Workspace:
-        """The cwd and its nearest enclosing git root, looked up when first needed."""
+        """The cwd and its workspace root (sqlrs.engine_client.workspace), looked up when first needed."""
         return cls(allow_outside=allow_outside)
 
     @property
@@ -61,12 +61,11 @@ class Workspace:
     @property
     def root(self) -> Path:
         if self._root is None:
-            root = self.cwd
-            for candidate in (root, *root.parents):
-                if (candidate / ".git").exists():
-                    root = candidate
-                    break
-            self._root = root
+            from pathlib import Path
+
+            from sqlrs.engine_client.workspace import find_root
+
+            self._root = Path(find_root(str(self.cwd)))
         return self._root
 
     def display(self, path: Path) -> str:

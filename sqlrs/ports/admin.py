@@ -1,7 +1,9 @@
 """The `ServerAdmin` port: SQL the engine itself runs on a server it manages.
 
 Used for what must happen on every start (setting the instance's password) and for building
-the base (creating the `sqlrs` role). Connects over the server's Unix socket as `postgres`.
+the base (creating the `sqlrs` role). Connects over the server's Unix socket as `sqlrs`, the role
+every cluster sqlrs makes has (sqlrs.domain.roles); only the base's first statements run as its
+bootstrap superuser, before `sqlrs` exists.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
+
+from sqlrs.domain.roles import ENGINE_ROLE
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,9 @@ class ClientSession:
 
 class ServerAdmin(Protocol):
     def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0,
-                dbname: str = "postgres") -> None:
-        """Run `statements` in autocommit mode in database `dbname`; raise RuntimeFailure on error."""
+                dbname: str = "postgres", user: str = ENGINE_ROLE) -> None:
+        """Run `statements` in autocommit mode in database `dbname` as `user`; raise RuntimeFailure
+        on error."""
         ...
 
     def query(self, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:

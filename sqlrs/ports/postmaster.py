@@ -39,6 +39,15 @@ def read_postmaster_pid(data_dir: Path) -> tuple[int, str] | None:
 
 
 
+def pg_major(data_dir: Path) -> str | None:
+    """The PostgreSQL major a data directory belongs to (its PG_VERSION file); None when it cannot
+    be read (no such directory, or a container's data the engine's user may not read)."""
+    try:
+        return (data_dir / "PG_VERSION").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         with open(path, "rb") as handle:

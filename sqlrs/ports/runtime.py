@@ -9,7 +9,8 @@ Conventions every adapter follows:
 - The server listens on TCP 127.0.0.1:`spec.port` (containers: published on 127.0.0.1 only) and
   on a Unix socket named `.s.PGSQL.<spec.port>` in `spec.run_dir` on the host, so the engine
   can reach it without a password (`local all all trust` in pg_hba.conf) whatever the runtime.
-- The cluster's bootstrap superuser is `postgres`; TCP clients need scram-sha-256.
+- The cluster's bootstrap superuser is `postgres` unless initdb's options name another;
+  tools run as PGUSER `postgres` unless their `env` says otherwise; TCP clients need scram-sha-256.
 - Readiness, clean shutdown and the server's pid are read from `postmaster.pid` in the data dir.
 - The server appends its log to `postgres.log` in `spec.run_dir`.
 - Servers outlive the adapter that started them: a new adapter (an engine restart) answers
@@ -81,13 +82,18 @@ class Runtime(Protocol):
         """
         ...
 
-    def resolve(self, image: str | None) -> RuntimeIdentity:
+    def resolve(self, image: str | None, major: str | None = None) -> RuntimeIdentity:
         """Identify what would run (binaries or image digest). Raises RuntimeUnavailable.
 
         The identity is stable: the same binaries or image give an equal `RuntimeIdentity` from
         any adapter instance (it is hashed into base state ids). `runtime` is the adapter's
         `name`, `version` starts with "PostgreSQL <major>.", `image` is `image` as requested
         (None for runtimes without images), `server_uid`/`server_gid` own the data directories.
+
+        `major` ("16") asks for that PostgreSQL major: a runtime without images picks binaries
+        of that major (RuntimeUnavailable saying what to install when it has none); a runtime
+        with images checks that `image` is that major. One adapter serves several majors at
+        once: the identity says which one a server, initdb or tool runs with.
         """
         ...
 
@@ -101,7 +107,8 @@ class Runtime(Protocol):
     def initdb(self, identity: RuntimeIdentity, data_dir: Path, options: Sequence[str]) -> None:
         """Create a new cluster in the empty, existing directory `data_dir`.
 
-        `options` are extra initdb options; the adapter always uses `-U postgres` and leaves
+        `options` are extra initdb options; the adapter gives `-U postgres` first (a `-U NAME` in
+        `options` names another bootstrap superuser: initdb takes the last one) and leaves
         authentication to the caller, who writes pg_hba.conf afterwards. The cluster belongs to
         `identity.server_uid`/`server_gid`, mode 0700. A failing initdb raises RuntimeFailure
         ("initdb failed ...") with initdb's output in `details["log"]`.

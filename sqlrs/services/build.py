@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from sqlrs.domain import keys
+from sqlrs.domain import keys, roles
 from sqlrs.domain.checkpoints import CheckpointPolicy, Reason, branch_point
 from sqlrs.domain.errors import ContentRequired, NoSpace, NotFound, StepFailed, StoreFailure
 from sqlrs.domain.model import State, Task, TaskStatus, UnkeptState
@@ -42,7 +42,7 @@ from sqlrs.ports.postmaster import PG_HBA
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import EarlierClone, SnapshotStore
 from sqlrs.services.catalog import Finished, StateCatalog
-from sqlrs.services.instances import INSTANCE_USER, InstanceManager
+from sqlrs.services.instances import InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
@@ -60,7 +60,6 @@ INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-hos
                   "--wal-segsize=1")
 # initdb options that only make it faster; durability comes from the sync at commit.
 INITDB_SPEED = ("--no-sync",)
-BASE_SQL = (f"CREATE ROLE {INSTANCE_USER} SUPERUSER LOGIN",)
 FROM_KIND = "state"  # the plan's first row with --from: the existing state the chain starts from
 # A build server is quiet between steps (no autovacuum, no clients), so a clone of its running data
 # directory right after CHECKPOINT holds exactly that checkpoint.
@@ -191,6 +190,7 @@ class BuildRun:
     # the last kept state as a clone of the scratch: a copy store shares unchanged files with it
     earlier: EarlierClone | None = None
     sessions: dict[str, ToolSession] = attrs.Factory(dict)  # host tools kept running between steps
+    superuser: str = roles.DEFAULT_SUPERUSER  # the chain's bootstrap superuser (sqlrs.domain.roles)
 
 
 class ChainBuilder:
@@ -252,11 +252,12 @@ class ChainBuilder:
 
     # -- the build -------------------------------------------------------------------------------
     def build(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
-              tasks: list[Task], options: PsqlOptions, instance_next: bool = False) -> State:
+              tasks: list[Task], options: PsqlOptions, instance_next: bool = False,
+              superuser: str = roles.DEFAULT_SUPERUSER) -> State:
         """Build the plan's missing states in order; the final state (kept). `instance_next`: an
         instance of it is made right after: the scratch, equal to it, is kept for that instance
         (a standby clone) instead of being deleted."""
-        run = BuildRun(ctx, runtime, identity, options, published_at=self.clock.monotonic())
+        run = BuildRun(ctx, runtime, identity, options, published_at=self.clock.monotonic(), superuser=superuser)
         try:
             self._build(run, items, tasks)
             if instance_next and run.scratch is not None and run.scratch.server is None \
@@ -316,7 +317,9 @@ class ChainBuilder:
             try:
                 server = self._server_at(run, item)
                 if item.step is None:
-                    self.admin.execute(server.spec.run_dir, server.spec.port, BASE_SQL)
+                    if roles.base_sql(run.superuser):
+                        self.admin.execute(server.spec.run_dir, server.spec.port, roles.base_sql(run.superuser),
+                                           user=run.superuser)
                 else:
                     self._run_step(run, server, item)
                 ctx.check_cancel()
@@ -381,7 +384,8 @@ class ChainBuilder:
             if item.parent_id is None:
                 run.ctx.emit("log", stream="engine", text=f"initdb: {run.identity.description}")
                 self.store.create(data_dir)
-                run.runtime.initdb(run.identity, data_dir, (*INITDB_OPTIONS, *INITDB_SPEED))
+                run.runtime.initdb(run.identity, data_dir, (*roles.initdb_options(INITDB_OPTIONS, run.superuser),
+                                                            *INITDB_SPEED))
                 hba = data_dir / "pg_hba.conf"
                 hba.write_text(PG_HBA)
                 if os.geteuid() == 0 and run.identity.server_uid is not None:
@@ -523,7 +527,8 @@ class ChainBuilder:
             args += ["-c", step.sql or ""]
         collected = OutputCollector(lambda stream, text: ctx.emit("log", index=item.index, stream=stream,
                                                                    text=humanize(text)))
-        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, ctx.cancel)
+        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, ctx.cancel,
+                                        env={"PGUSER": run.superuser})
         collected.flush()
         ctx.check_cancel()
         if code != 0:

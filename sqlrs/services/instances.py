@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 from sqlrs.domain.errors import NotFound, RuntimeFailure
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
 from sqlrs.domain.passwords import new_password, scram_verifier
+from sqlrs.domain.roles import ENGINE_ROLE
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.housekeeping import ContainerHousekeeping
-from sqlrs.ports.postmaster import read_postmaster_pid
+from sqlrs.ports.postmaster import pg_major, read_postmaster_pid
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
@@ -28,7 +29,7 @@ from sqlrs.services.standby import StandbyClones
 if TYPE_CHECKING:
     from sqlrs.services.databases import DatabaseInstances
 
-INSTANCE_USER = "sqlrs"
+INSTANCE_USER = ENGINE_ROLE  # the role clients log in as (sqlrs.domain.roles)
 INSTANCE_DB = "postgres"
 log = logging.getLogger("sqlrs.engine")
 
@@ -122,7 +123,7 @@ class InstanceManager:
 
     def server_of(self, instance: Instance) -> Server:
         runtime = self.registry.get(instance.runtime)
-        identity = runtime.resolve(instance.image)
+        identity = runtime.resolve(instance.image, pg_major(self.layout.abs(instance.data_path)))
         return self._server(runtime, identity, instance)
 
     def _server(self, runtime: Runtime, identity: RuntimeIdentity, instance: Instance) -> Server:
@@ -254,7 +255,7 @@ class InstanceManager:
                 )
             log.info("instance %s: its %s server vanished; restarting it on its data directory",
                      current.id, current.runtime)
-            identity = server.runtime.resolve(current.image)
+            identity = server.runtime.resolve(current.image, pg_major(server.spec.data_dir))
             server.discard()  # a dead container still holds the name
             _drop_stale_pidfile(server.spec.data_dir, self.pid_alive)
             restarted = self.start_server(server.runtime, identity, current.id, current.data_path,

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlrs.domain import keys
+from sqlrs.domain import roles
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
 from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
 from sqlrs.ports.clock import Clock
@@ -58,13 +58,15 @@ WORKERS = 1
 LIMITS_TTL = 1.0  # seconds the warm.* configuration is cached
 
 
-def resolve_identity(registry: RuntimeRegistry, identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
-                     state: State, image: str | None, initdb_options: tuple[str, ...]) -> tuple[Runtime,
-                                                                                            RuntimeIdentity]:
-    """The runtime and identity that start instances of `state`, checked against its base id."""
+def resolve_identity(registry: RuntimeRegistry,
+                     identity_for: Callable[[Runtime, str | None, str | None], RuntimeIdentity],
+                     state: State, image: str | None, initdb_options: tuple[str, ...],
+                     major: str | None = None) -> tuple[Runtime, RuntimeIdentity]:
+    """The runtime and identity that start instances of `state` (whose data is PostgreSQL
+    `major`), checked against its base id (made for either bootstrap superuser)."""
     runtime = registry.get(state.runtime)
-    identity = identity_for(runtime, image)
-    if keys.base_id(identity.identity, initdb_options) != state.base_id:
+    identity = identity_for(runtime, image, major)
+    if roles.superuser_of(identity.identity, initdb_options, state.base_id) is None:
         raise UsageError(
             f"state {state.id[:12]} was not built by {identity.description}",
             hint="pass the image (and runtime) the state was prepared with",

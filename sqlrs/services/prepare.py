@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from sqlrs.domain import keys
+from sqlrs.domain import keys, roles
 from sqlrs.domain.errors import (
     Ambiguous,
     Conflict,
@@ -25,6 +25,7 @@ from sqlrs.domain.errors import (
     UsageError,
 )
 from sqlrs.domain.model import Instance, State, Task, TaskStatus
+from sqlrs.domain.roles import DEFAULT_SUPERUSER
 from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
@@ -39,6 +40,7 @@ from sqlrs.services.build import (
     mark_plan,
 )
 from sqlrs.services.catalog import StateCatalog
+from sqlrs.services.explain import explain
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
@@ -87,23 +89,32 @@ class PrepareService:
         self.remote = remote  # pulls from the remote cache instead of building
 
     # -- planning ----------------------------------------------------------------------------
-    def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
+    def identity_for(self, runtime: Runtime, image: str | None, major: str | None = None) -> RuntimeIdentity:
+        """What `runtime` runs for a request's image and PostgreSQL major. Without an image, a
+        major picks `postgres:N` unless config dbms.image already is that major."""
         if runtime.name == "native":
-            return runtime.resolve(None)
-        return runtime.resolve(image or self.default_image())
+            return runtime.resolve(None, major)
+        if image is None and major is not None:
+            default = self.default_image()
+            try:
+                return runtime.resolve(default, major)
+            except RuntimeUnavailable:
+                return runtime.resolve(f"postgres:{major}", major)
+        return runtime.resolve(image or self.default_image(), major)
 
-    def image_check(self, image: str | None) -> tuple[str, Callable[[Runtime], None]]:
-        """For `auto`: a container runtime that cannot get the request's image is not available."""
-        wanted = image or self.default_image()
+    def image_check(self, image: str | None, major: str | None = None) -> tuple[str, Callable[[Runtime], None]]:
+        """For `auto`: a runtime that cannot serve the request (its image; native: the major's
+        binaries) is not available."""
+        wanted = image or (f"postgres:{major}" if major else self.default_image())
 
-        def can_get_image(runtime: Runtime) -> None:
-            if runtime.name != "native":
-                self.identity_for(runtime, wanted)  # raises RuntimeUnavailable when it cannot
+        def can_serve(runtime: Runtime) -> None:
+            if runtime.name != "native" or major is not None:
+                self.identity_for(runtime, image, major)  # raises RuntimeUnavailable when it cannot
 
-        return wanted, can_get_image
+        return f"{wanted} / {major}" if major else wanted, can_serve
 
     def choose_runtime(self, ctx: JobContext | None, request: PrepareRequest) -> Runtime:
-        choice = self.registry.choose(request.runtime, self.image_check(request.image))
+        choice = self.registry.choose(request.runtime, self.image_check(request.image, request.postgres_version))
         if ctx is not None:
             for skipped in choice.skipped:
                 ctx.emit("warning", text=f"runtime auto: skipped {skipped.name}: {skipped.reason}")
@@ -111,13 +122,15 @@ class PrepareService:
         return choice.runtime
 
     def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions,
-             start: State | None = None, every_row: bool = False) -> list[PlanItem]:
+             start: State | None = None, every_row: bool = False,
+             superuser: str = DEFAULT_SUPERUSER) -> list[PlanItem]:
         """The chain's rows, base (or --from state) first, each with its state id, whether it is
         cached and whether it is (or will be) kept (`mark_plan`; `every_row`: as plan:* shows)."""
         if start is not None:  # the chain on `start` instead of the base: state_k = H(start, step_k)
             first = PlanItem(0, FROM_KIND, start.id, start.parent_id, start.source, None, False)
         else:
-            first = PlanItem(0, "base", keys.base_id(identity.identity, INITDB_OPTIONS), None, "initdb", None, False)
+            first = PlanItem(0, "base", roles.base_id(identity.identity, INITDB_OPTIONS, superuser), None, "initdb",
+                             None, False)
         items = [first]
         parent = first.state_id
         for index, (step, state_id) in enumerate(zip(steps, keys.chain(parent, steps, options), strict=True), 1):
@@ -168,10 +181,16 @@ class PrepareService:
         if request.from_state is None:
             return None
         start = self.find_start(request.from_state)
-        if keys.base_id(identity.identity, INITDB_OPTIONS) != start.base_id:
+        if roles.superuser_of(identity.identity, INITDB_OPTIONS, start.base_id) is None:
             raise UsageError(f"state {start.id[:12]} was not built by {identity.description}",
                              hint="pass the --image (and --runtime) the state was prepared with")
         return start
+
+    def superuser_for(self, request: PrepareRequest, identity: RuntimeIdentity, start: State | None) -> str:
+        """The bootstrap superuser the chain's steps run as: the request's, or the start state's."""
+        if start is None:
+            return roles.check_superuser(request.superuser)
+        return roles.superuser_of(identity.identity, INITDB_OPTIONS, start.base_id) or DEFAULT_SUPERUSER
 
     # -- the job -----------------------------------------------------------------------------
     def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
@@ -188,8 +207,10 @@ class PrepareService:
         """Raise ContentRequired when a step sent without content would have to be built."""
         request = self.with_start(request)
         runtime = self.choose_runtime(None, request)
-        identity = self.identity_for(runtime, request.image)
-        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity))
+        identity = self.identity_for(runtime, request.image, request.postgres_version)
+        start = self.start_of(request, identity)
+        items = self.plan(identity, request.steps, request.options, start,
+                          superuser=self.superuser_for(request, identity, start))
         missing = [item.index for item in items if not item.cached and item.step is not None
                    and not item.step.has_content]
         if missing:
@@ -197,9 +218,11 @@ class PrepareService:
                                   details={"steps": missing})
 
     def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
-        identity = self.identity_for(runtime, request.image)
-        items = self.plan(identity, request.steps, request.options, self.start_of(request, identity),
-                          every_row=request.plan_only)
+        identity = self.identity_for(runtime, request.image, request.postgres_version)
+        start = self.start_of(request, identity)
+        superuser = self.superuser_for(request, identity, start)
+        items = self.plan(identity, request.steps, request.options, start, every_row=request.plan_only,
+                          superuser=superuser)
         if self.remote is not None:
             self.remote.annotate(ctx, items)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
@@ -213,7 +236,10 @@ class PrepareService:
             ctx.emit("warning", text=f"the native runtime ignores the image {request.image}: its states are "
                                      f"based on {identity.description}; use --runtime docker|podman for images")
         if request.plan_only:
-            return {"plan": plan, "runtime": runtime.name}
+            result: dict[str, Any] = {"plan": plan, "runtime": runtime.name, "identity": identity.description}
+            if request.explain:
+                result["explain"] = explain(self.repo, identity, items, request, INITDB_OPTIONS, superuser)
+            return result
         for text in self.warnings():
             ctx.emit("warning", text=text)
 
@@ -232,7 +258,8 @@ class PrepareService:
         if not all(item.cached for item in items):
             self.before_build(ctx)
         final = self.builder.build(ctx, runtime, identity, items, tasks, request.options,
-                                   instance_next=not request.build_only and request.instance_kind != "database")
+                                   instance_next=not request.build_only and request.instance_kind != "database",
+                                   superuser=superuser)
         if request.build_only:
             return {"state_id": final.id, "instance_id": None, "runtime": runtime.name}
         ctx.check_cancel()

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlrs.domain import keys
-from sqlrs.domain.errors import Conflict, NotFound, UsageError
+from sqlrs.domain import keys, roles
+from sqlrs.domain.errors import Conflict, NotFound, RuntimeUnavailable, UsageError
 from sqlrs.domain.model import State, StateKind, Task, TaskStatus, UnkeptState
 from sqlrs.domain.remote import (
     CONFIG_MEDIA_TYPE,
@@ -50,6 +50,7 @@ from sqlrs.domain.remote import (
     state_tag,
 )
 from sqlrs.ports.clock import Clock
+from sqlrs.ports.postmaster import pg_major
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.services.catalog import Finished, StateCatalog
@@ -66,7 +67,7 @@ class RemoteService:
         self,
         catalog: StateCatalog,
         runtimes: RuntimeRegistry,
-        identity_for: Callable[[Runtime, str | None], RuntimeIdentity],
+        identity_for: Callable[[Runtime, str | None, str | None], RuntimeIdentity],
         initdb_options: tuple[str, ...],
         clock: Clock,
         locks: StateLocks,
@@ -125,9 +126,10 @@ class RemoteService:
         images: list[str | None] = [image] if image else [None]
         if not image and runtime.name != "native":
             images += sorted({i.image for i in self.repo.list_instances() if i.image and i.runtime == runtime.name})
+        major = pg_major(self.layout.abs(state.data_path))
         for candidate in images:
-            identity = self.identity_for(runtime, candidate)
-            if keys.base_id(identity.identity, self.initdb_options) == state.base_id:
+            identity = self.identity_for(runtime, candidate, major)
+            if roles.superuser_of(identity.identity, self.initdb_options, state.base_id) is not None:
                 return identity
         raise UsageError(f"cannot tell which {runtime.name} image built state {state.id[:12]}",
                          hint="pass it: sqlrs push --image IMAGE ...")
@@ -140,8 +142,8 @@ class RemoteService:
     def check_compatible(self, where: str, chain: list[LayerInfo], notes: RuntimeNotes,
                           identity: RuntimeIdentity) -> None:
         """Refuse a chain built on another PostgreSQL or runtime; check its ids add up."""
-        local_base = keys.base_id(identity.identity, self.initdb_options)
-        if chain[0].state_id != local_base or chain[0].base_id != local_base:
+        local_bases = {roles.base_id(identity.identity, self.initdb_options, name) for name in roles.SUPERUSERS}
+        if chain[0].state_id not in local_bases or chain[0].base_id != chain[0].state_id:
             theirs, ours = postgres_major(notes.version), postgres_major(identity.version)
             if theirs and ours and theirs != ours:
                 why = f"it was built on PostgreSQL {theirs} and this engine runs PostgreSQL {ours}"
@@ -160,7 +162,7 @@ class RemoteService:
             if not chain_adds_up(parent.state_id, child, keys.state_id):
                 raise RegistryError(f"{where}: state {child.state_id[:12]} does not follow from its parent and step",
                                     hint="the manifest was not made by sqlrs push or was altered")
-            if child.base_id != local_base:
+            if child.base_id != chain[0].state_id:
                 raise RegistryError(f"{where}: state {child.state_id[:12]} names another base")
 
     # -- push --------------------------------------------------------------------------------------
@@ -317,7 +319,14 @@ class RemoteService:
         runtime = self.runtimes.choose(name).runtime
         if image is None and runtime.name == notes.runtime:
             image = notes.image
-        return runtime, self.identity_for(runtime, image)
+        if runtime.name == "native" and postgres_major(notes.version):
+            # the binaries of the chain's major when they are here; else the default ones, which
+            # check_compatible then names as another PostgreSQL (an image is what it is, alike)
+            try:
+                return runtime, self.identity_for(runtime, image, postgres_major(notes.version))
+            except RuntimeUnavailable:
+                pass
+        return runtime, self.identity_for(runtime, image, None)
 
 
     def materialize(self, ctx: JobContext | None, registry: StateRegistry, chain: list[LayerInfo],

@@ -9,6 +9,7 @@ import attrs
 import cattrs
 
 from sqlrs.domain.errors import UsageError
+from sqlrs.domain.roles import check_superuser
 from sqlrs.domain.steps import PsqlOptions, Step
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -51,6 +52,13 @@ class PrepareRequest:
     # start the chain from this existing state (id or unique prefix; e.g. a snapshot) instead of
     # the base: state_k = H(from_state, step_k); no steps: an instance of that state
     from_state: str | None = None
+    # the PostgreSQL major to run ("16"): native binaries of that major, the image postgres:N;
+    # None: the runtime's default (config runtime.native.pg_bin, dbms.image)
+    postgres_version: str | None = None
+    # the cluster's bootstrap superuser: postgres (None) or sqlrs (sqlrs.domain.roles)
+    superuser: str | None = None
+    # with plan_only: say for every step why it is cached or not (services/explain.py)
+    explain: bool = False
 
 
 @attrs.frozen
@@ -114,7 +122,17 @@ def parse_prepare(data: Any) -> PrepareRequest:
     if request.build_only and request.name is not None:
         raise UsageError("build_only starts no instance: it takes no name")
     check_instance_kind(request.instance_kind)
+    check_postgres_version(request.postgres_version)
+    check_superuser(request.superuser)
+    if request.explain and not request.plan_only:
+        raise UsageError("explain goes with plan_only: it builds nothing")
     return request
+
+
+def check_postgres_version(version: str | None) -> str | None:
+    if version is not None and (not version.isdigit() or not 9 < int(version) < 100):
+        raise UsageError(f"postgres_version {version!r} is not a PostgreSQL major version", hint="e.g. 16")
+    return version
 
 
 def check_instance_kind(kind: str) -> str:

@@ -51,7 +51,8 @@ class RunService:
                 on_output(stream, text)  # type: ignore[arg-type]
 
             code = server.runtime.exec_tool(server.spec, server.ref, request.tool, args,  # type: ignore[arg-type]
-                                            forward, cancel, env={"PGDATABASE": instance.dbname})
+                                            forward, cancel, env={"PGDATABASE": instance.dbname,
+                                                                      "PGUSER": instance.user})
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         instance.last_used_at = self.clock.now()

@@ -91,7 +91,8 @@ def click_parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, 
     def capture(name: str) -> Any:
         def callback(**kwargs: Any) -> None:
             obj = click.get_current_context().obj
-            seen.update(command=name, values=kwargs, top={"state_dir": obj._state_dir, "quiet": obj.quiet})
+            seen.update(command=name, values=kwargs, top={"state_dir": obj._state_dir, "quiet": obj.quiet,
+                                                          "workspace": obj.workspace, "timeout": obj.timeout})
             raise Captured
 
         return callback
@@ -117,6 +118,7 @@ def fast_parse(argv: list[str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
 ACCEPTED = [
     ["status"], ["status", "-o", "json"], ["status", "--json"], ["status", "--cache"], ["-q", "status"],
     ["--state-dir", "/tmp/x", "status"], ["--state-dir=rel/dir", "--quiet", "ls"],
+    ["--workspace", "/tmp", "--timeout", "15m", "status"], ["--timeout=30s", "ls"],
     ["ls"], ["ls", "--states"], ["ls", "--names", "-o", "json"], ["ls", "--jobs", "--output=table"],
     ["rm", "abc"], ["rm", "-o", "json", "feedc0ffee00"], ["rm", "--", "-odd-"],
     ["run:psql", "--instance", "dev", "--", "-c", "select 1"], ["run:psql", "--instance=dev", "-c", "select 1"],
@@ -142,6 +144,8 @@ FALLBACK = [
 @pytest.mark.parametrize("argv", ACCEPTED, ids=" ".join)
 def test_accepted_forms_parse_as_click_parses_them(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SQLRS_STATE_DIR", raising=False)
+    monkeypatch.setenv("SQLRS_WORKSPACE", "")  # --workspace exports it: recorded, so restored afterwards
+    monkeypatch.delenv("SQLRS_WORKSPACE")
     assert fast_parse(argv) == click_parse(argv, monkeypatch)
 
 
@@ -185,3 +189,15 @@ def test_random_argv_either_falls_back_or_parses_like_click(command: str, monkey
                 raise AssertionError(f"{argv}: fast path accepted what Click refuses: {exc}") from None
             assert ours == theirs, argv
     assert accepted > 20
+
+
+@pytest.mark.parametrize(("argv", "split"), [
+    (["--workspace", "w", "--timeout", "15m", "prepare", "chinook", "run:psql", "--", "-c", "x"], 6),
+    (["-q", "prepare:psql", "--", "-f", "a.sql", "run:psql"], 5),
+    (["--state-dir=/x", "prepare", "app", "run", "smoke"], 3),  # after an alias stage, any `run`
+    (["prepare:exec", "--", "./migrate.sh", "run", "up"], None),  # no smoke.run.s9s.yaml: an argument
+    (["diff", "--from-ref", "a", "--to-ref", "b", "prepare:psql", "--", "-f", "x", "run:psql"], None),
+    (["alias", "create", "x", "prepare:psql", "--", "-f", "a.sql"], None),
+])
+def test_composites_are_found_where_the_command_is_a_prepare(argv: list[str], split: int | None) -> None:
+    assert fast.composite_split(argv) == split

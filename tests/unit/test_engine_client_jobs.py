@@ -78,7 +78,7 @@ def test_a_cached_chain_travels_as_digests_only(tmp_path: Path) -> None:
     body = chain(tmp_path)
     engine = Engine(cached=True, events=succeeded({"dsn": "postgresql://x"}))
     result = jobs.prepare(engine, body, jobs.NoProgress)  # type: ignore[arg-type]
-    assert result == {"dsn": "postgresql://x"}
+    assert result == {"dsn": "postgresql://x", "job_id": "job1"}  # the job that answered, for provenance
     (posted,) = engine.posted
     assert [set(step) for step in posted["steps"]] == [{"kind", "source", "digest"}] * 2
     # the file step's digest is its content with the include inlined (one file of that content
@@ -95,7 +95,7 @@ def test_a_cached_chain_travels_as_digests_only(tmp_path: Path) -> None:
 def test_the_scripts_follow_when_the_engine_must_build(tmp_path: Path) -> None:
     body = chain(tmp_path)
     engine = Engine(cached=False, events=succeeded({"state_id": "s"}))
-    assert jobs.prepare(engine, body, jobs.NoProgress) == {"state_id": "s"}  # type: ignore[arg-type]
+    assert jobs.prepare(engine, body, jobs.NoProgress)["state_id"] == "s"  # type: ignore[arg-type]
     lean, full = engine.posted
     assert "files" not in lean["steps"][0] and full == body
 

@@ -20,7 +20,7 @@ from sqlrs.adapters.containers import backend as backend_rules
 from sqlrs.adapters.containers import housekeeping, layout
 from sqlrs.adapters.containers.backend import ContainerBackend, failure, one_shot, wait_exit
 from sqlrs.adapters.containers.imagecache import ImageCache
-from sqlrs.domain.errors import RuntimeFailure, SqlrsError
+from sqlrs.domain.errors import RuntimeFailure, RuntimeUnavailable, SqlrsError
 from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
 
 PROBE_TIMEOUT = 2.0
@@ -67,8 +67,14 @@ class ContainerRuntime:
             )
         return Probe(self.name, True, f"{self.name} {version} at {self.endpoint}")
 
-    def resolve(self, image: str | None) -> RuntimeIdentity:
-        return self.images.resolve(image or self.default_image)
+    def resolve(self, image: str | None, major: str | None = None) -> RuntimeIdentity:
+        identity = self.images.resolve(image or self.default_image)
+        found = identity.version.split()[1].split(".")[0] if len(identity.version.split()) > 1 else ""
+        if major is not None and found != major:
+            raise RuntimeUnavailable(f"the image {identity.image} is PostgreSQL {found}, not {major}",
+                                     hint=f"use an image of PostgreSQL {major} (e.g. postgres:{major}) or "
+                                          "another postgres.version")
+        return identity
 
     def prepare_run_dir(self, identity: RuntimeIdentity, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

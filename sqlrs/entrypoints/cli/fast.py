@@ -37,8 +37,10 @@ GLOBAL_OPTIONS: dict[str, Spec] = {
     "--state-dir": ("state_dir", None, None),
     "-q": ("quiet", True, None),
     "--quiet": ("quiet", True, None),
+    "--workspace": ("workspace", None, None),
+    "--timeout": ("timeout", None, None),
 }
-GLOBAL_DEFAULTS: dict[str, object] = {"state_dir": None, "quiet": False}
+GLOBAL_DEFAULTS: dict[str, object] = {"state_dir": None, "quiet": False, "workspace": None, "timeout": None}
 
 _OUTPUT_OPTIONS: dict[str, Spec] = {"-o": ("output", None, OUTPUT), "--output": ("output", None, OUTPUT)}
 # command -> its options handled here
@@ -48,13 +50,19 @@ OPTIONS: dict[str, dict[str, Spec]] = {
            "--names": ("what", "names", None), "--jobs": ("what", "jobs", None), **_OUTPUT_OPTIONS,
            "--json": ("as_json", True, None)},
     "rm": {**_OUTPUT_OPTIONS},
-    "run:psql": {"--instance": ("instance", None, None), "--allow-outside": ("allow_outside", True, None)},
+    "run:psql": {"--instance": ("instance", None, None), "--allow-outside": ("allow_outside", True, None),
+                 "--ref": ("ref", None, None), "--ref-mode": ("ref_mode", None, ("worktree", "blob")),
+                 "--ref-keep-worktree": ("ref_keep", True, None)},
     "prepare:psql": {
         "--image": ("image", None, None),
         "--runtime": ("runtime", None, ("auto", "docker", "podman", "native")),
         "--allow-outside": ("allow_outside", True, None),
         "--kind": ("kind", None, ("server", "database")),
         "--from": ("from_state", None, None),
+        "--ref": ("ref", None, None),
+        "--ref-mode": ("ref_mode", None, ("worktree", "blob")),
+        "--ref-keep-worktree": ("ref_keep", True, None),
+        "--provenance-path": ("provenance", None, None),
         "--name": ("name", None, None),
         "--reuse": ("reuse", True, None),
         "--fresh": ("fresh", True, None),
@@ -68,15 +76,44 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "status": {"cache": False, "output": "table", "as_json": False},
     "ls": {"what": None, "tree": False, "output": "table", "as_json": False},
     "rm": {"recurse": False, "force": False, "dry_run": False, "output": "table"},
-    "run:psql": {"instance": None, "allow_outside": False},
+    "run:psql": {"instance": None, "allow_outside": False, "ref": None, "ref_mode": None, "ref_keep": False},
     "prepare:psql": {"image": None, "runtime": None, "allow_outside": False, "kind": None, "from_state": None,
-                     "name": None,
+                     "ref": None, "ref_mode": None, "ref_keep": False, "provenance": None, "name": None,
                      "reuse": False, "fresh": False, "watch": True, "ttl": None},
 }
 # positional parameters: a fixed list of names, or one name taking everything left (passthrough)
 ARGUMENTS: dict[str, tuple[str, ...]] = {"status": (), "ls": (), "rm": ("ref",)}
 PASSTHROUGH: dict[str, str] = {"run:psql": "tool_args", "prepare:psql": "psql_args"}
 RUN_COMMANDS = ("run:psql", "run:pgbench")  # `prepare:psql ... run:*` is a composite (prepare_cmd.py)
+RUN_ALIAS_SUFFIX = ".run.s9s.yaml"
+
+
+def composite_split(argv: list[str]) -> int | None:
+    """Where the run stage of a composite `prepare[:KIND] ... run[:KIND] ...` starts; None when
+    argv is no composite. After an alias stage (`prepare REF`, which takes no arguments) the
+    first `run` is the run stage; after a raw one, `run:psql`/`run:pgbench`, or `run REF` when
+    REF names a run alias file (so a command's own argument `run` stays an argument)."""
+    start = 0
+    while start < len(argv) and argv[start].startswith("-"):  # the global options
+        spec = GLOBAL_OPTIONS.get(argv[start])
+        start += 2 if spec is not None and spec[1] is None else 1
+    if start >= len(argv) or not (argv[start] == "prepare" or argv[start].startswith("prepare:")):
+        return None  # `diff ... prepare:psql ... run:psql`, `alias create ...` are no composites
+    for index in range(start + 1, len(argv)):
+        arg = argv[index]
+        if arg in RUN_COMMANDS:
+            return index
+        if arg == "run" and (argv[start] == "prepare" or _names_run_alias(argv[index + 1:])):
+            return index
+    return None
+
+
+def _names_run_alias(rest: list[str]) -> bool:
+    ref = next((arg for arg in rest if not arg.startswith("-")), None)
+    if ref is None:
+        return False
+    path = ref[:-1] if ref.endswith(".") else ref + RUN_ALIAS_SUFFIX
+    return os.path.isfile(path)
 
 
 class Fallback(Exception):
@@ -113,7 +150,7 @@ def _known(arg: str, table: dict[str, Spec]) -> Spec | None:
 
 def parse(argv: list[str]) -> tuple[str, dict[str, object], dict[str, object]]:
     """(command, global values, command values) for an argv the fast path handles; else Fallback."""
-    if "prepare:psql" in argv and any(a in RUN_COMMANDS for a in argv[argv.index("prepare:psql") + 1:]):
+    if composite_split(argv) is not None:
         raise Fallback  # the composite, main.main()'s own
     if "--help" in argv:
         raise Fallback
@@ -205,20 +242,24 @@ def rm(ctx: Ctx, ref: str, recurse: bool, force: bool, dry_run: bool, output: st
     listing.rm(ctx, ref, recurse, force, dry_run, output)
 
 
-def run_psql(ctx: Ctx, instance: str | None, allow_outside: bool, tool_args: tuple[str, ...], **_: object) -> None:
+def run_psql(ctx: Ctx, instance: str | None, allow_outside: bool, ref: str | None, ref_mode: str | None,
+             ref_keep: bool, tool_args: tuple[str, ...], **_: object) -> None:
     from sqlrs.entrypoints.cli import running
 
-    sys.exit(running.run(ctx, "psql", running.need_instance("psql", instance), tool_args, allow_outside))
+    sys.exit(running.run(ctx, "psql", running.need_instance("psql", instance), tool_args, allow_outside,
+                         running.Ref(ref, ref_mode, ref_keep)))
 
 
 def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-                 from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+                 from_state: str | None, ref: str | None, ref_mode: str | None, ref_keep: bool,
+                 provenance: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
                  psql_args: tuple[str, ...], **_: object) -> None:
     from sqlrs.entrypoints.cli import preparing
 
     preparing.prepare(ctx, lambda on_name, ttl_seconds: preparing.psql_body(
         psql_args, image, runtime, name, allow_outside, on_name=on_name, ttl_seconds=ttl_seconds, kind=kind,
-        from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
+        from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl,
+        stage=preparing.Stage(ref, ref_mode, ref_keep, provenance))
 
 
 COMMANDS: dict[str, Callable[..., None]] = {"status": status, "ls": ls, "rm": rm, "run:psql": run_psql,
@@ -236,8 +277,9 @@ def run_fast(argv: list[str]) -> None:
         raise Fallback
     from sqlrs.entrypoints.cli.output import Ctx, guarded
 
-    ctx = Ctx(state_dir, bool(top["quiet"]))
-    guarded(lambda: COMMANDS[command](ctx, **values))
+    workspace, timeout = top["workspace"], top["timeout"]
+    guarded(lambda: COMMANDS[command](Ctx(state_dir, bool(top["quiet"]), str(workspace) if workspace else None,
+                                          str(timeout) if timeout else None), **values))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ from sqlrs.entrypoints.cli.options import (
     kind_option,
     output_option,
     runtime_options,
+    stage_options,
 )
 from sqlrs.entrypoints.cli.output import Ctx
 
@@ -62,7 +63,8 @@ def _exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     from sqlrs.engine_client.hostinputs import alembic_steps, exec_steps
 
-    cwd = Path.cwd()
+    # an alias of these kinds runs in its file's directory (--base-dir, hidden: aliases.py)
+    cwd = Path(params["base_dir"]) if params.get("base_dir") else Path.cwd()
     if kind == "alembic":
         return alembic_steps(params["config"], params["to"], cwd)
     if kind == "django":
@@ -75,24 +77,29 @@ def _steps(kind: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 def _prepare(input_kind: str) -> Callable[..., None]:
     @click.pass_obj
     def command(ctx: Ctx, image: str | None, runtime: str | None, kind: str | None, from_state: str | None,
+                ref: str | None, ref_mode: str | None, ref_keep: bool, provenance: str | None,
                 name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None, **params: Any) -> None:
         preparing.prepare(ctx, lambda on_name, ttl_seconds: jobs.job_body(
             {"steps": _steps(input_kind, params)}, runtime=runtime, image=image, name=name, on_name=on_name,
             ttl_seconds=ttl_seconds, instance_kind=kind, from_state=from_state), name=name, reuse=reuse,
-            fresh=fresh, watch=watch, ttl=ttl)
+            fresh=fresh, watch=watch, ttl=ttl, stage=preparing.Stage(ref, ref_mode, ref_keep, provenance))
 
     return command
 
 
 def _plan(input_kind: str) -> Callable[..., None]:
     @click.pass_obj
-    def command(ctx: Ctx, image: str | None, runtime: str | None, from_state: str | None, output: str,
-                **params: Any) -> None:
-        body = jobs.job_body({"steps": _steps(input_kind, params)}, runtime=runtime, image=image, plan_only=True,
-                             from_state=from_state)
-        preparing.plan(ctx, body, output)
+    def command(ctx: Ctx, image: str | None, runtime: str | None, from_state: str | None, ref: str | None,
+                ref_mode: str | None, ref_keep: bool, provenance: str | None, output: str, **params: Any) -> None:
+        preparing.plan(ctx, lambda: jobs.job_body({"steps": _steps(input_kind, params)}, runtime=runtime,
+                                                  image=image, plan_only=True, from_state=from_state), output,
+                       preparing.Stage(ref, ref_mode, ref_keep, provenance))
 
     return command
+
+
+base_dir_option = click.option("--base-dir", "base_dir", hidden=True,
+                               help="Where the tool runs and relative paths start (an alias file's directory).")
 
 
 ALEMBIC_HELP = """Build (or reuse) one state per Alembic revision and start an instance of the last.
@@ -152,17 +159,20 @@ def add_input_commands(group: click.Group) -> None:
     output = output_option
     python = sys.executable
     group.command("prepare:alembic", help=ALEMBIC_HELP.format(python=python))(
-        runtime_options(kind_option(from_option(instance_options(_alembic_options(_prepare("alembic")))))))
+        runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
+            _alembic_options(_prepare("alembic")))))))))
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
-        runtime_options(from_option(output(_alembic_options(_plan("alembic"))))))
+        runtime_options(from_option(stage_options(output(base_dir_option(_alembic_options(_plan("alembic"))))))))
     group.command("prepare:django", help=DJANGO_HELP.format(python=python))(
-        runtime_options(kind_option(from_option(instance_options(_django_options(_prepare("django")))))))
+        runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
+            _django_options(_prepare("django")))))))))
     group.command("plan:django", help="Show the migrations prepare:django would apply: one row per migration, in "
                   "Django's plan order, state id, cached or to build. Builds nothing.")(
-        runtime_options(from_option(output(_django_options(_plan("django"))))))
+        runtime_options(from_option(stage_options(output(base_dir_option(_django_options(_plan("django"))))))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
-        runtime_options(kind_option(from_option(instance_options(_exec_options(_prepare("exec")))))))
+        runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
+            _exec_options(_prepare("exec")))))))))
     group.command("plan:exec", context_settings=PASSTHROUGH,
                   help="Show the state prepare:exec would build for COMMAND: cached or to build. Builds nothing.")(
-        runtime_options(from_option(output(_exec_options(_plan("exec"))))))
+        runtime_options(from_option(stage_options(output(base_dir_option(_exec_options(_plan("exec"))))))))

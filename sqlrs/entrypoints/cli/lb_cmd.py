@@ -21,10 +21,13 @@ from sqlrs.entrypoints.cli.output import Ctx
 
 def lb_body(ctx: Ctx, args: tuple[str, ...], image: str | None, runtime: str | None, allow_outside: bool,
             **fields: Any) -> dict[str, Any]:
-    """The job: one host step per changeset, in Liquibase's order."""
+    """The job: one host step per changeset, in Liquibase's order (Liquibase is the workspace's
+    liquibase.exec when it names one)."""
+    from sqlrs.engine_client import workspace
     from sqlrs.engine_client.liquibase import liquibase_steps
 
-    steps = liquibase_steps(list(args), Path.cwd(), Path(ctx.state_dir) / "config.json", allow_outside)
+    steps = liquibase_steps(list(args), Path.cwd(), Path(ctx.state_dir) / "config.json", allow_outside,
+                            launcher=workspace.load().get("liquibase.exec"))
     return jobs.job_body({"steps": steps}, runtime=runtime, image=image, **fields)
 
 
@@ -53,11 +56,13 @@ Examples:
 @click.argument("lb_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-               from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+               from_state: str | None, ref: str | None, ref_mode: str | None, ref_keep: bool,
+               provenance: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
                lb_args: tuple[str, ...]) -> None:
     preparing.prepare(ctx, lambda on_name, ttl_seconds: lb_body(
         ctx, lb_args, image, runtime, allow_outside, name=name, on_name=on_name, ttl_seconds=ttl_seconds,
-        instance_kind=kind, from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
+        instance_kind=kind, from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl,
+        stage=preparing.Stage(ref, ref_mode, ref_keep, provenance))
 
 
 @click.command("plan:lb", context_settings=PASSTHROUGH)
@@ -66,8 +71,10 @@ def prepare_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: 
 @click.argument("lb_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def plan_lb(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-            from_state: str | None, output: str, lb_args: tuple[str, ...]) -> None:
+            from_state: str | None, ref: str | None, ref_mode: str | None, ref_keep: bool, provenance: str | None,
+            output: str, lb_args: tuple[str, ...]) -> None:
     """Show the chain a Liquibase changelog describes, one row per changeset: state ids, cached or
     to build. Builds nothing, starts no JVM. Same arguments as prepare:lb."""
-    preparing.plan(ctx, lb_body(ctx, lb_args, image, runtime, allow_outside, plan_only=True, from_state=from_state),
-                   output)
+    preparing.plan(ctx, lambda: lb_body(ctx, lb_args, image, runtime, allow_outside, plan_only=True,
+                                        from_state=from_state), output,
+                   preparing.Stage(ref, ref_mode, ref_keep, provenance))

@@ -41,12 +41,29 @@ kind_option = click.option(
     help="server (default): a PostgreSQL server of its own; database: a database of its own "
          "in the state's shared server (fast on any store; database-level isolation).")
 
+# --ref on every prepare/plan/run stage (gitref.py), --provenance-path on prepare/plan stages
+ref_options = _apply([
+    click.option("--ref", "ref", metavar="GIT_REF",
+                 help="Read the input files at this Git revision (branch, tag, commit, HEAD~1) without touching "
+                      "the working tree; the current directory is projected into it."),
+    click.option("--ref-mode", type=click.Choice(["worktree", "blob"]),
+                 help="worktree (default): a temporary detached worktree; blob: the files read from Git's "
+                      "objects, no worktree."),
+    click.option("--ref-keep-worktree", "ref_keep", is_flag=True,
+                 help="Keep the temporary worktree afterwards (its path on stderr)."),
+])
+provenance_option = click.option(
+    "--provenance-path", "provenance", metavar="FILE",
+    help="Write a JSON record of what this used (inputs and digests, state ids, runtime) and its outcome.")
+stage_options = _apply([ref_options, provenance_option])
+
 # prepare:psql / plan:psql and prepare:lb / plan:lb
 prepare_options = _apply([
     runtime_options,
     click.option("--allow-outside", is_flag=True, help="Allow reading files outside the workspace root."),
     kind_option,
     from_option,
+    stage_options,
 ])
 
 # what every prepare:KIND does with the instance it makes (preparing.prepare)

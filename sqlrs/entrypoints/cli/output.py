@@ -94,11 +94,24 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
 
 class Ctx:
     """Per-invocation settings shared by the commands: the state directory (a string: no pathlib
-    on the fast path; main.Ctx makes it a Path), -q, the engine client (made on first use)."""
+    on the fast path; main.Ctx makes it a Path), -q, the engine client (made on first use).
 
-    def __init__(self, state_dir: Any, quiet: bool):
+    `workspace` (--workspace) is exported as SQLRS_WORKSPACE, where every reader of inputs finds
+    it (sqlrs.engine_client.workspace); `timeout` (--timeout) arms the command's deadline."""
+
+    def __init__(self, state_dir: Any, quiet: bool, workspace: str | None = None, timeout: str | None = None):
         self._state_dir = state_dir
         self.quiet = quiet
+        self.workspace = workspace
+        self.timeout = timeout
+        if workspace:
+            import os
+
+            from sqlrs.engine_client.workspace import ENV_WORKSPACE
+
+            os.environ[ENV_WORKSPACE] = os.path.abspath(workspace)
+        if timeout:
+            arm_deadline(timeout)
         self._client: EngineClient | None = None
         self.composite: Any = None  # set while a composite `prepare:KIND ... run:TOOL` reads its prepare half
 
@@ -120,6 +133,28 @@ class Ctx:
     def note(self, message: str) -> None:
         if not self.quiet:
             echo(message, err=True)
+
+
+def arm_deadline(text: str) -> None:
+    """End the command with TimedOut (exit 1) once `text` (a duration: 30s, 15m, 1h30m) has passed."""
+    import signal
+
+    from sqlrs.domain.durations import parse_duration
+    from sqlrs.engine_client.errors import TimedOut, usage
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise usage(f"--timeout {text}: expected a duration like 30s, 15m, 1h30m") from None
+    if seconds <= 0:
+        raise usage(f"--timeout {text}: must be longer than 0")
+
+    def expired(signum: int, frame: Any) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        raise TimedOut(f"timed out after {text} (--timeout)", hint="give it more time, e.g. --timeout 30m")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 class Detached(Exception):

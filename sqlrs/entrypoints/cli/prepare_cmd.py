@@ -12,7 +12,7 @@ import click
 
 from sqlrs.engine_client.errors import ClientError, usage
 from sqlrs.entrypoints.cli import preparing, running
-from sqlrs.entrypoints.cli.fast import RUN_COMMANDS
+from sqlrs.entrypoints.cli.fast import composite_split
 from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, prepare_options
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json
 
@@ -41,11 +41,13 @@ Examples:
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-                 from_state: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
+                 from_state: str | None, ref: str | None, ref_mode: str | None, ref_keep: bool,
+                 provenance: str | None, name: str | None, reuse: bool, fresh: bool, watch: bool, ttl: str | None,
                  psql_args: tuple[str, ...]) -> None:
     preparing.prepare(ctx, lambda on_name, ttl_seconds: preparing.psql_body(
         psql_args, image, runtime, name, allow_outside, on_name=on_name, ttl_seconds=ttl_seconds, kind=kind,
-        from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl)
+        from_state=from_state), name=name, reuse=reuse, fresh=fresh, watch=watch, ttl=ttl,
+        stage=preparing.Stage(ref, ref_mode, ref_keep, provenance))
 
 
 @click.command("plan:psql", context_settings=PASSTHROUGH)
@@ -54,10 +56,12 @@ def prepare_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def plan_psql(ctx: Ctx, image: str | None, runtime: str | None, allow_outside: bool, kind: str | None,
-              from_state: str | None, output: str, psql_args: tuple[str, ...]) -> None:
+              from_state: str | None, ref: str | None, ref_mode: str | None, ref_keep: bool, provenance: str | None,
+              output: str, psql_args: tuple[str, ...]) -> None:
     """Show the step chain PSQL_ARGS describe: state ids, cached or to build. Builds nothing."""
-    body = preparing.psql_body(psql_args, image, runtime, None, allow_outside, plan_only=True, from_state=from_state)
-    preparing.plan(ctx, body, output)
+    preparing.plan(ctx, lambda: preparing.psql_body(psql_args, image, runtime, None, allow_outside, plan_only=True,
+                                                    from_state=from_state), output,
+                   preparing.Stage(ref, ref_mode, ref_keep, provenance))
 
 
 @click.command("watch")
@@ -76,38 +80,39 @@ def watch(ctx: Ctx, job_id: str) -> None:
 
 
 # -- the composite -------------------------------------------------------------------------------
-def composite_prepare(argv: list[str]) -> str | None:
-    """The prepare:KIND of a composite `prepare:KIND ... run:TOOL ...`, when argv is one."""
-    for index, arg in enumerate(argv):
-        if arg.startswith("prepare:"):
-            return arg if any(a in RUN_COMMANDS for a in argv[index + 1:]) else None
-    return None
-
-
 def run_composite(group: click.Group, argv: list[str]) -> NoReturn:
-    """`sqlrs [opts] prepare:KIND ... run:TOOL ...`: an ephemeral instance, removed afterwards.
+    """`sqlrs [opts] prepare[:KIND] ... run[:TOOL] ...`: an ephemeral instance, removed afterwards.
 
-    The prepare half is parsed and read by its own command, which hands the job to the
-    Composite it finds on its context instead of submitting it (preparing.prepare)."""
-    prepare = composite_prepare(argv) or "prepare:psql"
-    split = next(i for i, a in enumerate(argv) if a in RUN_COMMANDS and i > argv.index(prepare))
+    The prepare half (raw or an alias) is parsed and read by its own command, which hands the job
+    to the Composite it finds on its context instead of submitting it (preparing.prepare). The run
+    half is `run:TOOL ARGS` or `run REF` (a run alias, alias_cmd.run_stage)."""
+    split = composite_split(argv)
+    assert split is not None
     prepare_argv, run_argv = argv[:split], argv[split:]
     composite = preparing.Composite()
     group.main(prepare_argv, prog_name="sqlrs", standalone_mode=False, obj=composite)
     if composite.ctx is None or composite.body is None:
         sys.exit(0)  # the prepare half only showed its --help
     ctx = composite.ctx
-    tool = run_argv[0].split(":", 1)[1]
-    run_args = run_argv[1:]
-    allow_outside = False
-    filtered: list[str] = []
-    for index, arg in enumerate(run_args):
-        if arg == "--instance" or arg.startswith("--instance="):
-            raise usage("--instance cannot be used in a composite run: it uses the prepared instance")
-        if arg == "--allow-outside" and "--" not in run_args[:index]:
-            allow_outside = True
-            continue
-        filtered.append(arg)
+    if run_argv[0] == "run":
+        from sqlrs.entrypoints.cli.alias_cmd import run_stage
+
+        tool, filtered = run_stage(run_argv[1:])
+        allow_outside = False
+    else:
+        tool, run_args = run_argv[0].split(":", 1)[1], run_argv[1:]
+        allow_outside = False
+        kept: list[str] = []
+        for index, arg in enumerate(run_args):
+            if arg == "--instance" or arg.startswith("--instance="):
+                raise usage("--instance cannot be used in a composite run: it uses the prepared instance")
+            if arg.startswith("--ref") and "--" not in run_args[:index]:
+                raise usage("--ref cannot be used with a composite prepare ... run ... yet")
+            if arg == "--allow-outside" and "--" not in run_args[:index]:
+                allow_outside = True
+                continue
+            kept.append(arg)
+        filtered = tuple(kept)
     from sqlrs.entrypoints.cli.output import Detached
 
     try:
@@ -120,7 +125,7 @@ def run_composite(group: click.Group, argv: list[str]) -> NoReturn:
     instance_id = result["instance_id"]
     code = 1
     try:
-        code = running.run(ctx, tool, instance_id, tuple(filtered), allow_outside)
+        code = running.run(ctx, tool, instance_id, filtered, allow_outside)
     finally:
         try:
             ctx.client().call("DELETE", f"/v1/instances/{instance_id}?force=true")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from sqlrs.entrypoints.cli import running
-from sqlrs.entrypoints.cli.options import PASSTHROUGH
+from sqlrs.entrypoints.cli.options import PASSTHROUGH, ref_options
 from sqlrs.entrypoints.cli.output import Ctx
 
 EXAMPLES = {
@@ -24,10 +24,13 @@ def run_command(tool: str) -> click.Command:
                         + EXAMPLES[tool])
     @click.option("--instance", help="Instance id, unique id prefix, or name.")
     @click.option("--allow-outside", is_flag=True, help="Allow script files outside the workspace.")
+    @ref_options
     @click.argument("tool_args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_obj
-    def command(ctx: Ctx, instance: str | None, allow_outside: bool, tool_args: tuple[str, ...]) -> None:
-        sys.exit(running.run(ctx, tool, running.need_instance(tool, instance), tool_args, allow_outside))
+    def command(ctx: Ctx, instance: str | None, allow_outside: bool, ref: str | None, ref_mode: str | None,
+                ref_keep: bool, tool_args: tuple[str, ...]) -> None:
+        sys.exit(running.run(ctx, tool, running.need_instance(tool, instance), tool_args, allow_outside,
+                             running.Ref(ref, ref_mode, ref_keep)))
 
     return command
 

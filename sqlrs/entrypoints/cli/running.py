@@ -21,16 +21,35 @@ def need_instance(tool: str, instance: str | None) -> str:
     return instance
 
 
-def run(ctx: Ctx, tool: str, instance: str, args: tuple[str, ...], allow_outside: bool) -> int:
+class Ref:
+    """A run stage's --ref, --ref-mode, --ref-keep-worktree (gitref.py)."""
+
+    def __init__(self, ref: str | None = None, mode: str | None = None, keep: bool = False):
+        self.ref = ref
+        self.mode = mode
+        self.keep = keep
+
+
+def run(ctx: Ctx, tool: str, instance: str, args: tuple[str, ...], allow_outside: bool,
+        ref: Ref | None = None) -> int:
     """Run the tool where the instance runs; its output streams here; its exit code.
 
     psql with no -c/-f reads the script from stdin, or, on a terminal, is a session of the local
-    psql against the instance (this process becomes that psql)."""
+    psql against the instance (this process becomes that psql). With --ref its script files are
+    read at that Git revision."""
     from sqlrs.engine_client.psqlargs import Workspace, parse_run_args, stdin_script
     from sqlrs.engine_client.runs import run_body, run_items
 
     workspace = Workspace.detect(allow_outside)
-    parsed = parse_run_args(list(args), workspace, tool)
+    if ref is not None and (ref.ref is not None or ref.mode is not None or ref.keep):
+        from sqlrs.entrypoints.cli.gitref import checkout
+
+        with checkout(ref.ref, ref.mode, ref.keep, note=ctx.note):
+            parsed = parse_run_args(list(args), Workspace.detect(allow_outside), tool)
+        if tool == "psql" and not parsed.uses_scripts:
+            raise usage("--ref reads the run's script files: give -f FILE (or -c SQL)")
+    else:
+        parsed = parse_run_args(list(args), workspace, tool)
     script = None
     if tool == "psql" and not parsed.uses_scripts:
         if os.isatty(0):

@@ -17,6 +17,7 @@ from sqlrs.domain.remote import RemoteRef
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import OnlineBackup
 from sqlrs.ports.clock import Clock, SystemClock
+from sqlrs.ports.postmaster import pg_major
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime
@@ -217,7 +218,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
 
     # late binding: prepare (which knows the default image) is made below, with remote in it
     remote = RemoteService(catalog, registry,
-                           identity_for=lambda runtime, image: prepare.identity_for(runtime, image),
+                           identity_for=lambda runtime, image, major: prepare.identity_for(runtime, image, major),
                            initdb_options=INITDB_OPTIONS, clock=clock, locks=locks,
                            open_registry=adapters.open_registry, setting=config.get, layers=adapters.layers)
     remote.after_pull = cache.after_commit
@@ -243,7 +244,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
 
     pool = PoolService(
         repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
-                                                              INITDB_OPTIONS),
+                                                              INITDB_OPTIONS, pg_major(layout.abs(state.data_path))),
         clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic,
     )
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),

@@ -94,7 +94,18 @@ SCHEMAS: dict[str, Any] = {
                        "Runs on the state's runtime; another runtime or image is refused"},
         "instance_kind": {"enum": ["server", "database"], "description":
                           "server (default): a PostgreSQL server of its own; database: a database of its own in "
-                          "the state's shared server (database-level isolation)"}}},
+                          "the state's shared server (database-level isolation)"},
+        "postgres_version": {"type": ["string", "null"], "pattern": "^[0-9]+$", "description":
+                             "PostgreSQL major to run, e.g. \"16\": native binaries of that major "
+                             "(/usr/lib/postgresql/N/bin, else the embedded build), docker/podman postgres:N unless "
+                             "the image (or config dbms.image) is that major; part of the base state's identity. "
+                             "null: the runtime's default"},
+        "superuser": {"enum": [None, "postgres", "sqlrs"], "description":
+                      "The cluster's bootstrap superuser (initdb -U): postgres (default) or sqlrs; psql steps run "
+                      "as it; a sqlrs base has another id (docs/decisions/0011-bootstrap-superuser.md)"},
+        "explain": {"type": "boolean", "description":
+                    "With plan_only: the result's `explain` says per row why it is cached or not (code, reason, "
+                    "the inputs that changed against the state built on the same parent)"}}},
     "SnapshotRequest": {"type": "object", "required": ["instance"], "additionalProperties": False, "properties": {
         "instance": {"type": "string", "description": "Instance id, unique prefix, or name"},
         "name": {"type": ["string", "null"], "description": "Kept in the state's source: 'snapshot of ID (NAME)'"}}},

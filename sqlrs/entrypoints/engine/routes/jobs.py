@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.model import Job
+from sqlrs.domain.scripts import step_inputs
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.entrypoints.engine.http import NDJSON, created, flag, listing, ndjson_line, read_json, respond, services
 from sqlrs.entrypoints.engine.routes.instances import default_ttl
@@ -32,9 +33,16 @@ def _job_created(job: Job) -> JSONResponse:
 
 
 def summarize_request(body: dict[str, Any], parsed: Any) -> dict[str, Any]:
-    """The request as the job keeps it: steps by source and digest, not megabytes of scripts."""
-    return {**body, "steps": [{"kind": step.kind, "source": step.source, "digest": step.content_digest()}
-                              for step in parsed.steps]}
+    """The request as the job keeps it: steps by source and digest, not megabytes of scripts, and
+    by their inputs' digests when they came with content (what `cache explain` compares)."""
+    steps = []
+    for raw, step in zip(body.get("steps") or [], parsed.steps, strict=False):
+        summary: dict[str, Any] = {"kind": step.kind, "source": step.source, "digest": step.content_digest()}
+        inputs = step_inputs(raw) if isinstance(raw, dict) else []
+        if inputs:
+            summary["inputs"] = [list(pair) for pair in inputs]
+        steps.append(summary)
+    return {**body, "steps": steps}
 
 
 async def create_job(request: Request) -> Response:
