@@ -25,29 +25,31 @@ SESSIONS_SQL = (
 )
 
 
-class PsycopgAdmin:
-    def _connect(self, socket_dir: Path, port: int, timeout: float, dbname: str = "postgres") -> psycopg.Connection:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return psycopg.connect(
-                    host=str(socket_dir),
-                    port=port,
-                    user="postgres",
-                    dbname=dbname,
-                    autocommit=True,
-                    connect_timeout=max(1, int(timeout)),
-                    application_name=PROBE_NAME,
-                )
-            except psycopg.OperationalError as exc:
-                # "the database system is starting up" can follow a ready postmaster.pid briefly
-                if time.monotonic() > deadline:
-                    raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
-                time.sleep(0.01)
+def connect(socket_dir: Path, port: int, timeout: float = 30.0, dbname: str = "postgres") -> psycopg.Connection:
+    """An autocommit connection as `postgres` over the server's Unix socket, retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return psycopg.connect(
+                host=str(socket_dir),
+                port=port,
+                user="postgres",
+                dbname=dbname,
+                autocommit=True,
+                connect_timeout=max(1, int(timeout)),
+                application_name=PROBE_NAME,
+            )
+        except psycopg.OperationalError as exc:
+            # "the database system is starting up" can follow a ready postmaster.pid briefly
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
+            time.sleep(0.01)
 
+
+class PsycopgAdmin:
     def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0,
                 dbname: str = "postgres") -> None:
-        with self._connect(socket_dir, port, timeout, dbname) as conn:
+        with connect(socket_dir, port, timeout, dbname) as conn:
             for statement in statements:
                 try:
                     conn.execute(statement.encode())
@@ -55,7 +57,7 @@ class PsycopgAdmin:
                     raise RuntimeFailure(f"server rejected {statement.split()[0:2]}: {exc}".strip()) from exc
 
     def query(self, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
-        with self._connect(socket_dir, port, 30.0, dbname) as conn:
+        with connect(socket_dir, port, 30.0, dbname) as conn:
             try:
                 return [tuple(row) for row in conn.execute(sql.encode()).fetchall()]
             except psycopg.Error as exc:
@@ -63,7 +65,7 @@ class PsycopgAdmin:
 
     def set_password(self, socket_dir: Path, port: int, role: str, verifier: str) -> None:
         query = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
-        with self._connect(socket_dir, port, 30.0) as conn:
+        with connect(socket_dir, port, 30.0) as conn:
             try:
                 conn.execute(query)
             except psycopg.Error as exc:
