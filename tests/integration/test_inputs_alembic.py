@@ -193,6 +193,6 @@ def test_the_example_suite_under_the_plugin_with_xdist(sqlrs_runtime: Sqlrs, wor
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *options],
                             cwd=root, env=sq.env, capture_output=True, text=True, timeout=800, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "10 passed" in result.stdout, result.stdout[-2000:]
+    assert "11 passed" in result.stdout, result.stdout[-2000:]
     assert "(gw0)" in result.stdout and "(gw1)" in result.stdout  # both workers used sqlrs
     assert not sq.instances()  # every test's instance was removed

@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import REPO, Sqlrs, psql, write
+
+import sqlrs
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -142,6 +146,8 @@ def test_a_changed_row_is_data_changed(sqlrs_runtime: Sqlrs, workspace: Path) ->
         {"name": "public.users", "rows_a": 2, "rows_b": 2, "data_changed": True}]
     assert changed["b"]["kind"] == "instance" and changed["b"]["name"] == "edited"
     assert compare(sq, state, "edited", "--data", "rows", code=0)["equal"] is True  # same counts
+    client = sqlrs.Client(sq.state_dir, runtime=sq.runtime, image=sq.image)
+    assert client.compare(state, client.get_instance("edited"))["tables"] == changed["tables"]
     psql(dsn, "INSERT INTO users (name) VALUES ('edsger')")
     grown = compare(sq, state, "edited", code=1)
     assert [(t["rows_a"], t["rows_b"]) for t in grown["tables"] if t["data_changed"]] == [(2, 3)]
@@ -188,6 +194,14 @@ def test_a_downgrade_that_does_not_restore_is_named(sqlrs_runtime: Sqlrs, worksp
     assert report["restores"] is False and len(report["revisions"]) == 7
     assert failed == [{"revision": "0006", "parent": "0004", "restores": False,
                        "differences": ["left behind: column public.customers.email character varying(200)"]}]
+    # the same from a test, through the pytest plugin's helper (tests/test_downgrades.py of the example)
+    options = ["--sqlrs-runtime", sq.runtime] + (["--sqlrs-image", sq.image] if sq.image else [])
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options,
+                            "tests/test_downgrades.py"], cwd=root, env=sq.env, capture_output=True, text=True,
+                           timeout=800, check=False)
+    assert suite.returncode == 1, suite.stdout[-3000:]
+    assert "AssertionError: downgrades that do not restore their parent's state: 0006" in suite.stdout
+    assert "0006 (on 0004): does not restore: left behind: column public.customers.email" in suite.stdout
     # a data migration whose downgrade leaves rows behind: caught by the row counts (the default)
     seed = root / "alembic" / "versions" / "0004_seed_catalogue.py"
     seed.write_text(seed.read_text().replace('    op.execute("DELETE FROM products")\n', ""))
@@ -237,6 +251,9 @@ def test_bisect_finds_the_step_that_breaks_a_check(sqlrs_runtime: Sqlrs, workspa
     assert not any(row["state_id"] in built for row in plan[highest + 1:])
     assert "checking state" in result.stderr
 
+    client = sqlrs.Client(sq.state_dir, runtime=sq.runtime, image=sq.image, base_dir=workspace)
+    again = client.bisect("check.sql", psql_args=args)
+    assert again["first_bad"] == found["first_bad"] and again["probes"] == found["probes"]
     text = sq.run("bisect:psql", "--check", "check.sql", *sq.runtime_flags(), "--", *args, cwd=workspace)
     assert text.returncode == 0
     assert text.stdout.splitlines()[0] == f"first bad step: {BREAKS_AT + 1} h/{BREAKS_AT:03}.sql " \

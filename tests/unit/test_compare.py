@@ -20,7 +20,7 @@ from sqlrs.domain.compare import (
     diff_tables,
     differences,
 )
-from sqlrs.domain.errors import Ambiguous, NotFound
+from sqlrs.domain.errors import Ambiguous, NotFound, UsageError
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.services.requests import parse_compare
 
@@ -99,7 +99,7 @@ def test_a_comparison_is_equal_only_without_any_difference() -> None:
 def test_compare_requests_are_checked() -> None:
     assert parse_compare({"a": "x", "b": "y", "ignore": ["v"]}).ignore == ("v",)
     for bad in ({"a": "x"}, {"a": "", "b": "y"}, {"a": "x", "b": "y", "data": "all"}, {"a": "x", "b": "y", "z": 1}):
-        with pytest.raises(Exception, match="invalid|data must|non-empty"):
+        with pytest.raises(UsageError, match=r"invalid|data must|non-empty"):
             parse_compare(bad)
 
 
