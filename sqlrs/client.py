@@ -44,6 +44,7 @@ from sqlrs.client_types import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlrs.engine_client.connection import EngineClient
+    from sqlrs.engine_client.prefixes import Chain
     from sqlrs.engine_client.psqlargs import Workspace
 
 __all__ = [
@@ -361,7 +362,7 @@ class Client:
         with _translated():
             return compare(self.engine, ref(a), ref(b), data=data, ignore=list(ignore), image=self.image)
 
-    def _chain(self, body: dict[str, Any], on_progress: Callable[[str], None] | None) -> Any:
+    def _chain(self, body: dict[str, Any], on_progress: Callable[[str], None] | None) -> Chain:
         from sqlrs.engine_client.prefixes import BuildNotes, Chain
 
         note = on_progress or (lambda text: None)
@@ -376,9 +377,9 @@ class Client:
         from sqlrs.engine_client.reversals import AlembicUndo, check_steps
 
         body = self._body((), (), None, False, (), {"alembic": alembic, "to": to})
-        with _translated():
-            return DowngradeReport(check_steps(self._chain(body, on_progress), AlembicUndo(), data=data,
-                                               note=on_progress or (lambda text: None)))
+        note = on_progress or (lambda text: None)
+        with _translated(), self._chain(body, on_progress) as chain:
+            return DowngradeReport(check_steps(chain, AlembicUndo(), data=data, note=note))
 
     def bisect(self, check: StrPath, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
                variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
@@ -398,8 +399,8 @@ class Client:
             parsed = parse_run_args(check_args(os.fspath(check)), self._workspace(), "psql")
             if not body["steps"]:
                 raise UsageError("nothing to bisect: the chain has no steps")
-            return bisect(self._chain(body, on_progress), PsqlCheck(self.engine, parsed),
-                          note=on_progress or (lambda text: None))
+            with self._chain(body, on_progress) as chain:
+                return bisect(chain, PsqlCheck(self.engine, parsed), note=on_progress or (lambda text: None))
 
     # warm pools ---------------------------------------------------------------------------------
     def set_pool(self, state: State | str, size: int, *, holder: str | None = None,

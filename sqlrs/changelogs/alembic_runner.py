@@ -2,9 +2,11 @@
 
 It runs as `python -c RUNNER CONFIG ACTION REVISION` with the Python the CLI runs on (where the
 user's project, its Alembic and its driver are installed), in the project's directory, with the
-database's URL in DATABASE_URL. Shared by the engine's Alembic step (`upgrade`: apply REVISION,
-sqlrs/services/steps/alembic.py) and the client's downgrade check (`downgrade`: undo exactly
-REVISION, sqlrs/engine_client/reversals.py).
+database's URL in DATABASE_URL: the engine's Alembic step applies one revision that way
+(`upgrade`, sqlrs/services/steps/alembic.py). The client's downgrade check undoes many revisions,
+one each on another database, through one `python -c RUNNER serve` that takes them on stdin
+(`downgrade`: undo exactly REVISION, sqlrs/engine_client/reversals.py): Alembic, SQLAlchemy and
+the project are imported once, not once per revision.
 
 The URL reaches Alembic the way Alembic documents it, as the Config's `sqlalchemy.url` main
 option, so the env.py `alembic init` writes works unchanged; the driver the project's alembic.ini
@@ -20,12 +22,16 @@ any downgrade (a merge is unmerged into its parents, a branch head moves to its 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 ERROR_MARK = "sqlrs-alembic-error: "
+DONE_MARK = "sqlrs-alembic-done: "
 UPGRADE = "upgrade"
 DOWNGRADE = "downgrade"
 
 RUNNER = r'''
-import os, sys, traceback
+import json, os, sys, traceback
 def driver(configured):
     try:
         from sqlalchemy.engine import make_url
@@ -54,7 +60,7 @@ def downgrade_one(config, revision):
         return [MigrationStep.downgrade_from_script(script.revision_map, target)]
     with EnvironmentContext(config, script, fn=undo, destination_rev=revision):
         script.run_env()
-def main(config_file, action, revision):
+def run(config_file, action, revision):
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.engine import make_url
@@ -70,14 +76,32 @@ def main(config_file, action, revision):
         downgrade_one(config, revision)
     else:
         command.upgrade(config, revision)
-try:
-    main(*sys.argv[1:4])
-except BaseException as exc:
-    traceback.print_exc()
+def reason(exc):
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
     text = (str(exc).strip().splitlines() or [""])[0]
-    print("''' + ERROR_MARK + r'''" + name + (": " + text if text else ""), file=sys.stderr, flush=True)
+    return name + (": " + text if text else "")
+def serve():
+    # one request a line: {"config", "action", "revision", "url"}; one answer a line after it
+    for line in sys.stdin:
+        request = json.loads(line)
+        os.environ["DATABASE_URL"] = request["url"]
+        try:
+            run(request["config"], request["action"], request["revision"])
+            answer = {"ok": True}
+        except BaseException as exc:
+            traceback.print_exc()
+            answer = {"ok": False, "error": reason(exc)}
+        sys.stderr.flush()
+        print("''' + DONE_MARK + r'''" + json.dumps(answer), flush=True)
+try:
+    if sys.argv[1] == "serve":
+        serve()
+    else:
+        run(*sys.argv[1:4])
+except BaseException as exc:
+    traceback.print_exc()
+    print("''' + ERROR_MARK + r'''" + reason(exc), file=sys.stderr, flush=True)
     sys.exit(1)
 '''
 
@@ -85,6 +109,25 @@ except BaseException as exc:
 def runner_argv(python: str, config: str, action: str, revision: str) -> list[str]:
     """The command line that applies (`upgrade`) or undoes (`downgrade`) one revision."""
     return [python, "-c", RUNNER, config, action, revision]
+
+
+def server_argv(python: str) -> list[str]:
+    """The command line of a runner that takes requests on stdin (`request`), one at a time, and
+    answers each with a line on stdout (`answer`): one Python and one import of Alembic and the
+    project for many revisions."""
+    return [python, "-c", RUNNER, "serve"]
+
+
+def request(config: str, action: str, revision: str, url: str) -> str:
+    return json.dumps({"config": config, "action": action, "revision": revision, "url": url}) + "\n"
+
+
+def answer(line: str) -> dict[str, Any] | None:
+    """A server's answer to a request ({"ok": bool, "error": reason}), if `line` is one."""
+    if not line.startswith(DONE_MARK):
+        return None
+    parsed: dict[str, Any] = json.loads(line[len(DONE_MARK):])
+    return parsed
 
 
 def error_of(output: str) -> str | None:

@@ -1,16 +1,18 @@
 """The states of a chain's prefixes, as instances: what `check:*` and `bisect:*` work on.
 
 A chain is a prepare job's body with all its steps; state k is the chain's state after its first
-k steps (state 0: the base, or the `--from` state). An instance of state k comes from a prepare
-job of the first k steps, so the engine's prepare decides how: a warm instance, a clone of a
-cached state, or a build of what is missing (from the nearest cached state) — this module never
-assumes that a state of the chain is on disk. Instances are ephemeral (the engine removes them
-when unused for a minute, should this process die) and removed as soon as they are done with.
+k steps (state 0: the base, or the `--from` state). An instance of a state the chain's plan says
+is cached comes straight from `POST /v1/instances` (a warm instance or a clone: no job); any
+other, or one the engine turns out not to hold, from a prepare job of the first k steps, so the
+engine's prepare decides how to make it (a build of what is missing from the nearest cached
+state) — this module never relies on a state of the chain being on disk. Instances have a short
+idle TTL (the engine removes them should this process die) and are removed once done with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +55,7 @@ class Chain:
         self.steps: list[dict[str, Any]] = list(body["steps"])
         self.progress = progress
         self._plan: list[dict[str, Any]] | None = None
+        self._removals: list[threading.Thread] = []
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -65,7 +68,11 @@ class Chain:
         return self._plan
 
     def _prefix(self, k: int, **extra: Any) -> dict[str, Any]:
-        return jobs.prepare(self.client, {**self.body, "steps": self.steps[:k], **extra}, self.progress)
+        result = jobs.prepare(self.client, {**self.body, "steps": self.steps[:k], **extra}, self.progress)
+        if self._plan is not None:  # states 0..k are made now: later asks may take them from the cache
+            for row in self._plan[:k + 1]:
+                row["cached"] = True
+        return result
 
     def build(self, k: int | None = None) -> str:
         """Build (or find) state k (default: the last); its id."""
@@ -74,30 +81,53 @@ class Chain:
     @contextlib.contextmanager
     def instance(self, k: int) -> Iterator[dict[str, Any]]:
         """An instance of state k for the block (`id`, `dsn`, `state_id`), removed afterwards."""
-        if k == 0 and not self.body.get("from_state"):
-            made = self._base_instance()
-        else:
+        made = self._cached_instance(k)
+        if made is None:
             result = self._prefix(k, ephemeral=True, ttl_seconds=INSTANCE_TTL_SECONDS)
             made = {"id": result["instance_id"], "dsn": result["dsn"], "state_id": result["state_id"]}
         try:
             yield made
         finally:
-            with contextlib.suppress(ClientError):  # its TTL removes it
-                self.client.call("DELETE", f"/v1/instances/{made['id']}?force=true")
+            # removed while the caller goes on (the next probe's instance starts meanwhile); `close`
+            # waits for every removal
+            removal = threading.Thread(target=self._remove, args=(made["id"],), name="sqlrs-remove", daemon=True)
+            removal.start()
+            self._removals.append(removal)
 
-    def _base_instance(self) -> dict[str, Any]:
-        """An instance of the base: a chain of no steps is not a job, the base is a state like any."""
-        base = self.plan()[0]["state_id"]
-        body = {"state_id": base, "ttl_seconds": INSTANCE_TTL_SECONDS, "image": self.body.get("image")}
+    def _remove(self, instance_id: str) -> None:
+        with contextlib.suppress(ClientError):  # its TTL removes it
+            self.client.call("DELETE", f"/v1/instances/{instance_id}?force=true")
+
+    def close(self) -> None:
+        """Wait until every instance this chain made is removed."""
+        for removal in self._removals:
+            removal.join()
+        self._removals.clear()
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _cached_instance(self, k: int) -> dict[str, Any] | None:
+        """An instance of state k straight from the cache (`POST /v1/instances`: no job, no
+        planning of the k steps before it), or None when the engine does not hold that state."""
+        row = self.plan()[k]
+        if not row.get("cached") and k > 0:
+            return None
+        body = {"state_id": row["state_id"], "ttl_seconds": INSTANCE_TTL_SECONDS, "image": self.body.get("image")}
         try:
             made: dict[str, Any] = self.client.call("POST", "/v1/instances", body)
         except ClientError as error:
-            if error.code != "not_found" or not self.steps:
+            if error.code != "not_found":
                 raise
-            self.build(1)  # nothing of the chain was built yet: building its first step makes the base
+            if k > 0 or self.body.get("from_state") or not self.steps:
+                return None
+            # the base: a chain of no steps is not a job; building the first step makes the base
+            self.build(1)
             made = self.client.call("POST", "/v1/instances", body)
         return {"id": made["id"], "dsn": made["dsn"], "state_id": made["state_id"]}
-
 
 def compare(client: EngineClient, a: str, b: str, *, data: str = "content", ignore: list[str] | None = None,
             image: str | None = None) -> dict[str, Any]:

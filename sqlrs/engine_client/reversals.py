@@ -13,17 +13,20 @@ keeps its bookkeeping in, and how to name a step. The Alembic one is here; anoth
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlrs.changelogs.alembic_runner import DOWNGRADE, error_of, runner_argv
+from sqlrs.changelogs.alembic_runner import DOWNGRADE, answer, error_of, request, server_argv
 from sqlrs.domain.compare import differences
 from sqlrs.engine_client.errors import ClientError
 from sqlrs.engine_client.prefixes import Chain, compare
 
-UNDO_TIMEOUT_SECONDS = 3600.0
+OUTPUT_TAIL = 200  # lines of the runner's output kept for the reason of a failure
+CLOSE_SECONDS = 10.0
 
 
 class Undo(Protocol):
@@ -40,32 +43,67 @@ class Undo(Protocol):
         worked, else the reason it failed (one line)."""
         ...
 
+    def close(self) -> None:
+        """Release what undoing needed (a tool process kept for the next step)."""
+        ...
+
 
 class AlembicUndo:
-    """`downgrade` of exactly one revision, by the user's Alembic in the user's Python."""
+    """`downgrade` of exactly one revision, by the user's Alembic in the user's Python: one runner
+    process (sqlrs.changelogs.alembic_runner) for the whole check, started with the first undo."""
 
     ignore = ["alembic_version"]
+
+    def __init__(self) -> None:
+        self._runner: subprocess.Popen[str] | None = None
+        self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
 
     def name(self, step: dict[str, Any]) -> str:
         return _param(step, "revision") or str(step["source"])
 
     def undo(self, step: dict[str, Any], dsn: str) -> str | None:
+        runner = self._runner or self._start(step)
+        self._output.clear()
+        assert runner.stdin is not None and runner.stdout is not None
+        try:
+            runner.stdin.write(request(_param(step, "config") or "alembic.ini", DOWNGRADE, _param(step, "revision")
+                                       or "", dsn))
+            runner.stdin.flush()
+            for line in runner.stdout:
+                answered = answer(line)
+                if answered is not None:
+                    return None if answered["ok"] else str(answered.get("error") or "downgrade failed")
+                self._output.append(line.rstrip())
+        except OSError:
+            pass
+        self.close()  # the runner died (env.py called sys.exit, say): the next undo starts another
+        lines = [line for line in self._output if line.strip()]
+        return error_of("\n".join(lines)) or (lines[-1] if lines else "the Alembic runner exited")
+
+    def _start(self, step: dict[str, Any]) -> subprocess.Popen[str]:
         run = step["run"]
         env = {name: value for name, value in run.get("env") or os.environ.items()
                if not name.startswith("PG") and name != "DATABASE_URL"}
-        env["DATABASE_URL"] = dsn
-        argv = runner_argv(run["argv"][0], _param(step, "config") or "alembic.ini", DOWNGRADE,
-                           _param(step, "revision") or "")
+        # its logging (stderr) with its answers: a line reader sees what came before a failure
+        self._runner = subprocess.Popen(server_argv(run["argv"][0]), cwd=run["cwd"], env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        return self._runner
+
+    def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        with contextlib.suppress(OSError):
+            assert runner.stdin is not None
+            runner.stdin.close()  # it ends when its input does
         try:
-            done = subprocess.run(argv, cwd=run["cwd"], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=UNDO_TIMEOUT_SECONDS, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        if done.returncode == 0:
-            return None
-        output = done.stdout + done.stderr
-        lines = [line.strip() for line in output.splitlines() if line.strip()]
-        return error_of(output) or (lines[-1] if lines else f"exited with {done.returncode}")
+            runner.wait(CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
+        if runner.stdout is not None:
+            runner.stdout.close()
 
 
 def _param(step: dict[str, Any], name: str) -> str | None:
@@ -84,6 +122,14 @@ def check_steps(chain: Chain, undo: Undo, *, data: str = "rows", note: Callable[
     note(f"building (or finding) the {len(chain)} states of the chain...")
     chain.build()
     plan = chain.plan()
+    try:
+        return _check(chain, plan, undo, data, note, on_result)
+    finally:
+        undo.close()
+
+
+def _check(chain: Chain, plan: list[dict[str, Any]], undo: Undo, data: str, note: Callable[[str], None],
+           on_result: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     results = []
     for k in range(1, len(chain) + 1):
         step = chain.steps[k - 1]

@@ -101,6 +101,7 @@ class Undo:
     def __init__(self, fails: set[str] = frozenset()):  # type: ignore[assignment]
         self.fails = fails
         self.undone: list[tuple[str, str]] = []
+        self.closed = False
 
     def name(self, step: dict[str, Any]) -> str:
         return str(step["source"]).replace("step ", "r")
@@ -108,6 +109,9 @@ class Undo:
     def undo(self, step: dict[str, Any], dsn: str) -> str | None:
         self.undone.append((self.name(step), dsn))
         return "boom" if self.name(step) in self.fails else None
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_each_step_is_undone_on_its_state_and_compared_with_its_parent() -> None:
@@ -125,5 +129,6 @@ def test_each_step_is_undone_on_its_state_and_compared_with_its_parent() -> None
         ("r1", None, True), ("r2", "r1", False), ("r3", "r2", True), ("r4", "r3", False)]
     assert results[1]["differences"] == ["left behind: column public.t.c integer"]
     assert results[3]["differences"] == ["undo failed: boom"]
+    assert undo.closed
     assert result_line(results[0]) == "r1 (on base): restores"
     assert result_line(results[1]) == "r2 (on r1): does not restore: left behind: column public.t.c integer"

@@ -7,13 +7,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sqlrs.engine_client.errors import EXIT_FAILED
 from sqlrs.entrypoints.cli.options import PASSTHROUGH, output_option, runtime_options
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json, short
+
+if TYPE_CHECKING:
+    from sqlrs.engine_client.prefixes import Chain
 
 DATA_CHOICE = click.Choice(["content", "rows", "none"])
 
@@ -127,7 +130,7 @@ def _alembic_chain_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _chain(ctx: Ctx, body: dict[str, Any]) -> Any:
+def _chain(ctx: Ctx, body: dict[str, Any]) -> Chain:
     from sqlrs.engine_client.prefixes import BuildNotes, Chain
 
     return Chain(ctx.client(), body, lambda: BuildNotes(ctx.note))
@@ -155,18 +158,18 @@ def check_alembic(ctx: Ctx, downgrades: bool, config: str, to: str | None, data:
 
     if not downgrades:
         raise usage("check:alembic checks downgrades: give --downgrades", hint="sqlrs check:alembic --downgrades")
-    chain = _chain(ctx, _alembic_body(config, to, image, runtime))
-
     def show(result: dict[str, Any]) -> None:
         if output != "json":
             echo(result_line(result))
 
-    results = check_steps(chain, AlembicUndo(), data=data, note=ctx.note, on_result=show)
+    with _chain(ctx, _alembic_body(config, to, image, runtime)) as chain:
+        results = check_steps(chain, AlembicUndo(), data=data, note=ctx.note, on_result=show)
     restores = all(result["restores"] for result in results)
     if output == "json":
         emit_json({"revisions": results, "restores": restores})
     failed = [result["revision"] for result in results if not result["restores"]]
-    ctx.note(f"{len(results)} revisions: " + (f"{len(failed)} do not restore ({', '.join(failed)})" if failed
+    verb = "does" if len(failed) == 1 else "do"
+    ctx.note(f"{len(results)} revisions: " + (f"{len(failed)} {verb} not restore ({', '.join(failed)})" if failed
                                               else "every downgrade restores"))
     sys.exit(0 if restores else EXIT_FAILED)
 
@@ -199,8 +202,8 @@ def _bisect(ctx: Ctx, check: str, body: dict[str, Any], allow_outside: bool, out
     parsed = parse_run_args(check_args(check), Workspace.detect(allow_outside), "psql")
     if not body["steps"]:
         raise usage("nothing to bisect: the chain has no steps")
-    chain = _chain(ctx, body)
-    result = bisect(chain, PsqlCheck(ctx.client(), parsed), note=ctx.note)
+    with _chain(ctx, body) as chain:
+        result = bisect(chain, PsqlCheck(ctx.client(), parsed), note=ctx.note)
     ctx.note(f"{result['tested']} of {result['steps'] + 1} states checked")
     if output == "json":
         emit_json(result)
