@@ -5,14 +5,13 @@ reports progress on stderr and prints the results on stdout."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from sqlrs.engine_client.errors import EXIT_FAILED
-from sqlrs.entrypoints.cli.options import PASSTHROUGH, output_option, runtime_options
+from sqlrs.entrypoints.cli.options import PASSTHROUGH, alembic_options, output_option, runtime_options
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json, short
 
 if TYPE_CHECKING:
@@ -120,16 +119,6 @@ Examples:
 """
 
 
-def _alembic_chain_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed([
-        click.option("-c", "--config", "config", default="alembic.ini", show_default=True,
-                     help="The project's Alembic config file."),
-        click.option("--to", "to", metavar="REV", help="Last revision (default: every head)."),
-    ]):
-        func = decorator(func)
-    return func
-
-
 def _chain(ctx: Ctx, body: dict[str, Any]) -> Chain:
     from sqlrs.engine_client.prefixes import BuildNotes, Chain
 
@@ -145,7 +134,7 @@ def _alembic_body(config: str, to: str | None, image: str | None, runtime: str |
 
 @click.command("check:alembic", help=CHECK_ALEMBIC_HELP)
 @click.option("--downgrades", is_flag=True, help="Check that each downgrade restores its parent's state.")
-@_alembic_chain_options
+@alembic_options
 @click.option("--data", type=DATA_CHOICE, default="rows", show_default=True,
               help="What of the data must be restored: rows (counts), content (rows and sequences), none.")
 @runtime_options
@@ -247,7 +236,7 @@ def bisect_psql(ctx: Ctx, check: str, image: str | None, runtime: str | None, al
     what="Alembic revision", examples="  sqlrs bisect:alembic --check orders_have_items.sql\n"
                                       "  sqlrs bisect:alembic --check q.sql -c db/alembic.ini --to 3f2a1b"))
 @CHECK_OPTION
-@_alembic_chain_options
+@alembic_options
 @runtime_options
 @output_option
 @click.pass_obj

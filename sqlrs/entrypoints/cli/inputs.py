@@ -17,6 +17,7 @@ from sqlrs.engine_client import jobs
 from sqlrs.entrypoints.cli import preparing
 from sqlrs.entrypoints.cli.options import (
     PASSTHROUGH,
+    alembic_options,
     from_option,
     instance_options,
     kind_option,
@@ -24,16 +25,6 @@ from sqlrs.entrypoints.cli.options import (
     runtime_options,
 )
 from sqlrs.entrypoints.cli.output import Ctx
-
-
-def _alembic_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed([
-        click.option("-c", "--config", "config", default="alembic.ini", show_default=True,
-                     help="The project's Alembic config file."),
-        click.option("--to", "to", metavar="REV", help="Last revision to apply (default: every head)."),
-    ]):
-        func = decorator(func)
-    return func
 
 
 def _exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,10 +105,10 @@ def add_input_commands(group: click.Group) -> None:
     output = output_option
     python = sys.executable
     group.command("prepare:alembic", help=ALEMBIC_HELP.format(python=python))(
-        runtime_options(kind_option(from_option(instance_options(_alembic_options(_prepare("alembic")))))))
+        runtime_options(kind_option(from_option(instance_options(alembic_options(_prepare("alembic")))))))
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
-        runtime_options(from_option(output(_alembic_options(_plan("alembic"))))))
+        runtime_options(from_option(output(alembic_options(_plan("alembic"))))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
         runtime_options(kind_option(from_option(instance_options(_exec_options(_prepare("exec")))))))
     group.command("plan:exec", context_settings=PASSTHROUGH,
