@@ -138,6 +138,9 @@ SELECT {_qualified('n', 'p', 'proname')} || '(' || pg_get_function_identity_argu
        ELSE pg_get_functiondef(p.oid) END
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
 WHERE {_user('n', 'pg_proc', 'p.oid')}
+  -- a range type's constructors come with the type
+  AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid
+                  AND i.deptype = 'i')
 """
 
 SEQUENCES_SQL = f"""
