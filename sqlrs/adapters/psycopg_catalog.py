@@ -6,7 +6,7 @@ user object with its schema, whatever search_path a database sets for its sessio
 system schemas and objects that belong to an extension (pgcrypto's functions, say) are left out;
 the extension itself is listed with its version.
 
-Requires PostgreSQL 13 or later (`pg_trigger.tgparentid`).
+Requires PostgreSQL 13 or later (`pg_trigger.tgparentid`, `hashtextextended`).
 """
 
 from __future__ import annotations
@@ -177,12 +177,12 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND {_user('n', 'pg_class', 'c.oid')}
 """
 
-# each row's text over the compared columns, hashed; the digest adds up the hashes' two halves
-# (exact numeric sums): independent of the rows' physical order, no sort, no value that grows
-# with the table
-ROW_HASH = "md5(ROW({columns})::text)"
-DIGEST = ("sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric)::text || ':' "
-          "|| sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric)::text")
+# each row's text over the compared columns, hashed twice (64 bits each: PostgreSQL's own stable
+# hash, the one hash indexes keep on disk); the digest adds the hashes up (sum over bigint is an
+# exact numeric): independent of the rows' physical order, no sort, no value that grows with the
+# table, and a third of the time of md5
+ROW_TEXT = "ROW({columns})::text"
+DIGEST = "sum(hashtextextended(t, 0))::text || ':' || sum(hashtextextended(t, 1))::text"
 
 
 def _strip(text: str, prefix: str) -> str:
@@ -287,8 +287,8 @@ class PsycopgCatalog:
         parts = []
         for index, (name, columns) in enumerate(sorted(tables.items())):
             if digests:
-                row = ROW_HASH.format(columns=", ".join(columns))
-                parts.append(f"(SELECT {index}, count(*), {DIGEST} FROM (SELECT {row} AS h FROM {name}) s)")
+                row = ROW_TEXT.format(columns=", ".join(columns))
+                parts.append(f"(SELECT {index}, count(*), {DIGEST} FROM (SELECT {row} AS t FROM {name}) s)")
             else:
                 parts.append(f"(SELECT {index}, count(*), NULL::text FROM {name})")
         (rows,) = self._rows(database, ["\nUNION ALL\n".join(parts)])
