@@ -56,6 +56,8 @@ class CompareService:
             instance, by_name = self.inventory.find_instance(ref)
             if by_name or instance.id == ref:
                 return instance
+            if instance.pooled:  # a warm instance is the engine's: a prefix does not mean it
+                instance = None
         except NotFound:
             pass
         state: State | None = None
@@ -96,6 +98,7 @@ class CompareService:
         """The differences from A to B (`added`: what B has that A has not), as JSON. `ignore`:
         relations (qualified, or bare names in any schema) left out with all that belongs to them."""
         started = time.monotonic()
+        marks: list[tuple[str, float]] = []
         sides = (self.find(a), self.find(b))
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlrs-compare") as pool, \
                 contextlib.ExitStack() as stack:
@@ -105,7 +108,9 @@ class CompareService:
                 return left.result(), right.result()
 
             databases = self._open_both(pool, stack, sides, image)
+            marks.append(("open", time.monotonic()))
             described = both(self.reader.describe, databases)
+            marks.append(("describe", time.monotonic()))
             catalogs = (described[0].without(ignore), described[1].without(ignore))
             contents: tuple[dict[str, TableContent], dict[str, TableContent]] = ({}, {})
             sequences: tuple[dict[str, int | None], dict[str, int | None]] = ({}, {})
@@ -118,10 +123,17 @@ class CompareService:
             if data == DataMode.CONTENT:
                 values = both(self.reader.sequences, databases)
                 sequences = (_kept(values[0], catalogs[0]), _kept(values[1], catalogs[1]))
+            marks.append(("data", time.monotonic()))
+        marks.append(("close", time.monotonic()))
         comparison = domain.compare(catalogs[0], catalogs[1], contents[0], contents[1], sequences[0], sequences[1],
                                     data)
+        previous = started
+        timings = {}
+        for phase, when in marks:
+            timings[phase], previous = round(when - previous, 3), when
+        log.info("compare %s %s: %s", a, b, " ".join(f"{phase} {seconds}s" for phase, seconds in timings.items()))
         return {**comparison.to_json(), "a": self._side(a, sides[0]), "b": self._side(b, sides[1]),
-                "seconds": round(time.monotonic() - started, 3)}
+                "seconds": round(time.monotonic() - started, 3), "timings": timings}
 
     def _open_both(self, pool: ThreadPoolExecutor, stack: contextlib.ExitStack, sides: tuple[Instance | State, ...],
                    image: str | None) -> tuple[Database, Database]:

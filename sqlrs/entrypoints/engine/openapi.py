@@ -258,7 +258,9 @@ SCHEMAS["Comparison"] = {"type": "object", "required": ["equal", "schema", "tabl
         "properties": {"name": STRING, "value_a": {"type": ["integer", "null"]},
                        "value_b": {"type": ["integer", "null"]}}}},
     "data": {"enum": ["content", "rows", "none"]},
-    "a": _ref("ComparedSide"), "b": _ref("ComparedSide"), "seconds": NUMBER}}
+    "a": _ref("ComparedSide"), "b": _ref("ComparedSide"), "seconds": NUMBER,
+    "timings": {"type": "object", "additionalProperties": NUMBER,
+                "description": "seconds per phase: open (instances for states), describe, data, close"}}}
 SCHEMAS["ComparedSide"] = {"type": "object", "required": ["ref", "kind", "id", "state_id"], "properties": {
     "ref": STRING, "kind": {"enum": ["state", "instance"]}, "id": STRING, "state_id": STRING,
     "name": NULLABLE_STRING, "source": STRING}}
