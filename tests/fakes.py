@@ -12,7 +12,7 @@ docker or podman (tests/unit/test_services_*.py).
   `psql` appends the script it is given to `applied.sql` in the data directory, writes N random
   bytes for each `PAD N` in it, and fails (exit 3, an `ERROR:` line) on a script containing `FAIL`.
 - `FakeAdmin`: records the SQL it is asked to run; client connections are set per port.
-- `FakeCatalog`: a database's schema and data are what the fake psql appended to its
+- `FakeInspector`: a database's schema and data are what the fake psql appended to its
   `applied.sql`: `OBJECT kind|name|body|parent` lines (a later one replaces an earlier),
   `DROP kind|name`, `ROWS table count digest`, `SEQUENCE name value`.
 - `FakeClock`: wall clock and monotonic clock that move only when told (`advance`).
@@ -41,7 +41,7 @@ from typing import Any, Literal
 import attrs
 
 from sqlrs.adapters.config_file import ConfigFile
-from sqlrs.domain.compare import Catalog, DbObject, TableContent
+from sqlrs.domain.compare import DbObject, Schema, TableContent
 from sqlrs.domain.errors import RuntimeFailure, StoreFailure
 from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task
 from sqlrs.domain.remote import RemoteRef
@@ -49,7 +49,7 @@ from sqlrs.domain.steps import Step
 from sqlrs.entrypoints.engine.bootstrap import Adapters, Services, bootstrap
 from sqlrs.ports.admin import ClientSession
 from sqlrs.ports.backup import BackupResult
-from sqlrs.ports.catalog import Database
+from sqlrs.ports.inspector import Database
 from sqlrs.ports.registry import StateRegistry
 from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
 from sqlrs.services.jobs import JobContext
@@ -470,8 +470,8 @@ class FakeAdmin:
         return []
 
 
-class FakeCatalog:
-    """The CatalogReader port over the fake runtime's "databases" (see the module docstring)."""
+class FakeInspector:
+    """The DatabaseInspector port over the fake runtime's "databases" (see the module docstring)."""
 
     def __init__(self, repo: FakeRepository, store_root: Path) -> None:
         self.repo = repo
@@ -487,7 +487,7 @@ class FakeCatalog:
                 return applied.read_text().splitlines() if applied.exists() else []
         raise RuntimeFailure(f"no fake server on port {database.port}")
 
-    def describe(self, database: Database) -> Catalog:
+    def describe(self, database: Database) -> Schema:
         objects: dict[tuple[str, str], DbObject] = {}
         for line in self._lines(database):
             verb, _, rest = line.partition(" ")
@@ -500,7 +500,7 @@ class FakeCatalog:
         tables = {obj.name: tuple(sorted(o.name.rsplit(".", 1)[-1] for o in objects.values()
                                          if o.parent == obj.label and o.kind == "column"))
                   for obj in objects.values() if obj.kind == "table"}
-        return Catalog(tuple(objects.values()), tables)
+        return Schema(tuple(objects.values()), tables)
 
     def contents(self, database: Database, tables: Mapping[str, Sequence[str]],
                  digests: bool = True) -> dict[str, TableContent]:
@@ -548,11 +548,11 @@ class Fakes:
     admin: FakeAdmin
     clock: FakeClock
     owners_alive: set[tuple[int, int]]
-    catalog: FakeCatalog
+    inspector: FakeInspector
 
     def adapters(self) -> Adapters:
         return Adapters(store=self.store, repo=self.repo, runtimes={self.runtime.name: lambda: self.runtime},
-                        admin=self.admin, catalog=self.catalog, backup=NoBackup(), clock=self.clock,
+                        admin=self.admin, inspector=self.inspector, backup=NoBackup(), clock=self.clock,
                         open_registry=no_registry,
                         layers=NoLayers(), pid_alive=lambda pid: pid == os.getpid(),
                         owner_alive=lambda pid, started: (pid, started) in self.owners_alive,
@@ -562,7 +562,8 @@ class Fakes:
 def make_fakes(root: Path, capacity: int = 4 << 30) -> Fakes:
     repo = FakeRepository()
     return Fakes(repo=repo, store=FakeSnapshotStore(root / "store", capacity), runtime=FakeRuntime(),
-                 admin=FakeAdmin(), clock=FakeClock(), owners_alive=set(), catalog=FakeCatalog(repo, root / "store"))
+                 admin=FakeAdmin(), clock=FakeClock(), owners_alive=set(),
+                 inspector=FakeInspector(repo, root / "store"))
 
 
 @contextlib.contextmanager

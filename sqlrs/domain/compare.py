@@ -1,16 +1,16 @@
-"""Comparing two databases: what their catalogs hold and what their tables contain.
+"""Comparing two databases: what their schemas hold and what their tables contain.
 
-A database's schema is read as a `Catalog` of `DbObject`s (sqlrs/ports/catalog.py reads them):
+A database's schema is read as a `Schema` of `DbObject`s (sqlrs/ports/inspector.py reads them):
 relations, columns, constraints, indexes, triggers, functions, views, sequences, extensions,
 types, policies, rules, schemas — each with a label that names it the way a reader would
 (`column public.users.email`, `constraint users_pkey on public.users`) and a body that says what
-it is (`character varying(200) NOT NULL`, `PRIMARY KEY (id)`). Two catalogs differ by the objects
+it is (`character varying(200) NOT NULL`, `PRIMARY KEY (id)`). Two schemas differ by the objects
 only one holds (added in B, removed from A) and by those both hold with another body or
 definition (changed). Columns and owned sequences of a relation that is added or removed as a
 whole are folded into its entry: `table public.users (id integer NOT NULL, email text)`.
 
 Columns are matched by name, not position: a downgrade that re-adds a dropped column puts it last,
-and no statement but `SELECT *` can tell (decisions/0009).
+and no statement but `SELECT *` can tell (decisions/0010).
 
 Table contents are compared by row count and an ordered digest of the rows, computed in the
 server over the columns both sides have (by name, in name order), so a column added with a
@@ -80,15 +80,15 @@ class DbObject:
 
 
 @attrs.frozen
-class Catalog:
+class Schema:
     """The schema of one database: its objects, and the columns of its tables (for the data)."""
 
     objects: tuple[DbObject, ...]
     # relation name -> its column names, for the relations whose rows count as data
     tables: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
-    def without(self, ignored: Iterable[str]) -> Catalog:
-        """This catalog with the named relations (qualified, or bare names in any schema) left out,
+    def without(self, ignored: Iterable[str]) -> Schema:
+        """This schema with the named relations (qualified, or bare names in any schema) left out,
         with everything that belongs to them."""
         names = set(ignored)
         if not names:
@@ -100,7 +100,7 @@ class Catalog:
         relations = {obj.label for obj in self.objects if obj.parent is None and dropped(obj.name)}
         objects = tuple(obj for obj in self.objects if obj.label not in relations and obj.parent not in relations)
         tables = {name: columns for name, columns in self.tables.items() if not dropped(name)}
-        return Catalog(objects, tables)
+        return Schema(objects, tables)
 
 
 @attrs.frozen
@@ -185,7 +185,7 @@ def _change(a: DbObject, b: DbObject) -> str:
     return f"{a.label}: definition changed"
 
 
-def diff_schema(a: Catalog, b: Catalog) -> SchemaDiff:
+def diff_schema(a: Schema, b: Schema) -> SchemaDiff:
     """What B has that A has not (added), what A has that B has not (removed), what both have
     but differently (changed)."""
     in_a = {obj.key: obj for obj in a.objects}
@@ -198,7 +198,7 @@ def diff_schema(a: Catalog, b: Catalog) -> SchemaDiff:
                       changed=tuple(_change(old, new) for old, new in changed))
 
 
-def common_columns(a: Catalog, b: Catalog) -> dict[str, tuple[str, ...]]:
+def common_columns(a: Schema, b: Schema) -> dict[str, tuple[str, ...]]:
     """Per table either side has: the columns whose values are compared (those both sides have,
     in name order; all of a table's columns when only one side has it)."""
     result: dict[str, tuple[str, ...]] = {}
@@ -232,13 +232,13 @@ def diff_sequences(a: Mapping[str, int | None], b: Mapping[str, int | None]) -> 
     return tuple(SequenceDiff(name, a[name], b[name]) for name in sorted(set(a) & set(b)) if a[name] != b[name])
 
 
-def compare(catalog_a: Catalog, catalog_b: Catalog, contents_a: Mapping[str, TableContent],
+def compare(schema_a: Schema, schema_b: Schema, contents_a: Mapping[str, TableContent],
             contents_b: Mapping[str, TableContent], sequences_a: Mapping[str, int | None],
             sequences_b: Mapping[str, int | None], mode: DataMode) -> Comparison:
     """The comparison of A with B (B's view: `added` is what B has and A has not)."""
     sequences = diff_sequences(sequences_a, sequences_b) if mode == DataMode.CONTENT else ()
     tables = diff_tables(contents_a, contents_b, mode) if mode != DataMode.NONE else ()
-    return Comparison(diff_schema(catalog_a, catalog_b), tables, sequences, mode)
+    return Comparison(diff_schema(schema_a, schema_b), tables, sequences, mode)
 
 
 def differences(comparison: Mapping[str, Any], added: str = "added", removed: str = "removed") -> list[str]:

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlrs.changelogs.alembic_runner import DOWNGRADE, answer, error_of, request, server_argv
+from sqlrs.changelogs import alembic_runner
 from sqlrs.domain.compare import differences
 from sqlrs.engine_client.errors import ClientError
 from sqlrs.engine_client.prefixes import Chain, compare
@@ -49,8 +49,9 @@ class Undo(Protocol):
 
 
 class AlembicUndo:
-    """`downgrade` of exactly one revision, by the user's Alembic in the user's Python: one runner
-    process (sqlrs.changelogs.alembic_runner) for the whole check, started with the first undo."""
+    """`downgrade` of exactly one revision, by the user's Alembic in the user's Python (the one
+    that read the revisions, where sqlrs is installed): one runner process
+    (sqlrs.changelogs.alembic_runner) for the whole check, started with the first undo."""
 
     ignore = ["alembic_version"]
 
@@ -66,11 +67,11 @@ class AlembicUndo:
         self._output.clear()
         assert runner.stdin is not None and runner.stdout is not None
         try:
-            runner.stdin.write(request(_param(step, "config") or "alembic.ini", DOWNGRADE, _param(step, "revision")
-                                       or "", dsn))
+            runner.stdin.write(alembic_runner.request(_param(step, "config") or "alembic.ini",
+                                                      _param(step, "revision") or "", dsn))
             runner.stdin.flush()
             for line in runner.stdout:
-                answered = answer(line)
+                answered = alembic_runner.answer(line)
                 if answered is not None:
                     return None if answered["ok"] else str(answered.get("error") or "downgrade failed")
                 self._output.append(line.rstrip())
@@ -78,14 +79,14 @@ class AlembicUndo:
             pass
         self.close()  # the runner died (env.py called sys.exit, say): the next undo starts another
         lines = [line for line in self._output if line.strip()]
-        return error_of("\n".join(lines)) or (lines[-1] if lines else "the Alembic runner exited")
+        return f"the Alembic runner exited: {lines[-1] if lines else 'no output'}"
 
     def _start(self, step: dict[str, Any]) -> subprocess.Popen[str]:
         run = step["run"]
         env = {name: value for name, value in run.get("env") or os.environ.items()
                if not name.startswith("PG") and name != "DATABASE_URL"}
         # its logging (stderr) with its answers: a line reader sees what came before a failure
-        self._runner = subprocess.Popen(server_argv(run["argv"][0]), cwd=run["cwd"], env=env, text=True,
+        self._runner = subprocess.Popen(alembic_runner.argv(run["argv"][0]), cwd=run["cwd"], env=env, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         return self._runner

@@ -2,9 +2,9 @@
 
 Each side is read where it runs: an instance as it is now, a state through an instance of it made
 for the comparison (a warm one when the engine has one ready, else a clone started now) and
-removed afterwards. Both sides are read at the same time: their catalogs first (to know which
+removed afterwards. Both sides are read at the same time: their schemas first (to know which
 columns both have), then their tables' row counts and digests, computed by each server
-(sqlrs.ports.catalog); nothing but those numbers leaves the servers.
+(sqlrs.ports.inspector); nothing but those numbers leaves the servers.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlrs.domain import compare as domain
-from sqlrs.domain.compare import Catalog, DataMode, TableContent
+from sqlrs.domain.compare import DataMode, Schema, TableContent
 from sqlrs.domain.errors import Ambiguous, NotFound
 from sqlrs.domain.model import Instance, State
-from sqlrs.ports.catalog import CatalogReader, Database
+from sqlrs.ports.inspector import Database, DatabaseInspector
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.inventory import Inventory
@@ -38,13 +38,13 @@ R = TypeVar("R")
 
 
 class CompareService:
-    def __init__(self, inventory: Inventory, instances: InstanceManager, layout: Layout, reader: CatalogReader,
+    def __init__(self, inventory: Inventory, instances: InstanceManager, layout: Layout, inspector: DatabaseInspector,
                  resolve: Callable[[State, str | None], tuple[Runtime, RuntimeIdentity]],
                  image_of: Callable[[State], str | None] = lambda state: None):
         self.inventory = inventory
         self.instances = instances
         self.layout = layout
-        self.reader = reader
+        self.inspector = inspector
         self.resolve = resolve  # the runtime and identity that start instances of a state
         self.image_of = image_of  # the image a state was built with, when known
 
@@ -109,23 +109,23 @@ class CompareService:
 
             databases = self._open_both(pool, stack, sides, image)
             marks.append(("open", time.monotonic()))
-            described = both(self.reader.describe, databases)
+            described = both(self.inspector.describe, databases)
             marks.append(("describe", time.monotonic()))
-            catalogs = (described[0].without(ignore), described[1].without(ignore))
+            schemas = (described[0].without(ignore), described[1].without(ignore))
             contents: tuple[dict[str, TableContent], dict[str, TableContent]] = ({}, {})
             sequences: tuple[dict[str, int | None], dict[str, int | None]] = ({}, {})
             if data != DataMode.NONE:
-                columns = domain.common_columns(*catalogs)
+                columns = domain.common_columns(*schemas)
                 digests = data == DataMode.CONTENT
-                contents = both(lambda side: self.reader.contents(
+                contents = both(lambda side: self.inspector.contents(
                     side[0], {name: columns[name] for name in side[1].tables}, digests),
-                    ((databases[0], catalogs[0]), (databases[1], catalogs[1])))
+                    ((databases[0], schemas[0]), (databases[1], schemas[1])))
             if data == DataMode.CONTENT:
-                values = both(self.reader.sequences, databases)
-                sequences = (_kept(values[0], catalogs[0]), _kept(values[1], catalogs[1]))
+                values = both(self.inspector.sequences, databases)
+                sequences = (_kept(values[0], schemas[0]), _kept(values[1], schemas[1]))
             marks.append(("data", time.monotonic()))
         marks.append(("close", time.monotonic()))
-        comparison = domain.compare(catalogs[0], catalogs[1], contents[0], contents[1], sequences[0], sequences[1],
+        comparison = domain.compare(schemas[0], schemas[1], contents[0], contents[1], sequences[0], sequences[1],
                                     data)
         previous = started
         timings = {}
@@ -160,7 +160,7 @@ class CompareService:
         return {"ref": ref, "kind": "state", "id": side.id, "state_id": side.id, "source": side.source}
 
 
-def _kept(values: dict[str, int | None], catalog: Catalog) -> dict[str, int | None]:
-    """The positions of the sequences the (filtered) catalog still holds."""
-    names = {obj.name for obj in catalog.objects if obj.kind == "sequence"}
+def _kept(values: dict[str, int | None], schema: Schema) -> dict[str, int | None]:
+    """The positions of the sequences the (filtered) schema still holds."""
+    names = {obj.name for obj in schema.objects if obj.kind == "sequence"}
     return {name: value for name, value in values.items() if name in names}

@@ -10,9 +10,9 @@ import pytest
 from fakes import Fakes, prepare, wired
 
 from sqlrs.domain.compare import (
-    Catalog,
     DataMode,
     DbObject,
+    Schema,
     TableContent,
     common_columns,
     compare,
@@ -31,37 +31,37 @@ SEQ = DbObject("sequence", "public.users_id_seq", "AS integer OWNED BY public.us
 PKEY = DbObject("constraint", "users_pkey on public.users", "PRIMARY KEY (id)", parent="table public.users")
 
 
-def catalog(*objects: DbObject, tables: dict[str, tuple[str, ...]] | None = None) -> Catalog:
-    return Catalog(objects, tables or {})
+def schema(*objects: DbObject, tables: dict[str, tuple[str, ...]] | None = None) -> Schema:
+    return Schema(objects, tables or {})
 
 
 def test_a_new_table_is_one_entry_with_its_columns_and_its_constraints_beside_it() -> None:
-    diff = diff_schema(catalog(), catalog(TABLE, ID, EMAIL, SEQ, PKEY))
+    diff = diff_schema(schema(), schema(TABLE, ID, EMAIL, SEQ, PKEY))
     assert diff.added == ("table public.users (id integer NOT NULL, email text)",
                           "constraint users_pkey on public.users PRIMARY KEY (id)")
     assert diff.removed == () and diff.changed == ()
-    assert diff_schema(catalog(TABLE, ID, EMAIL, SEQ, PKEY), catalog()).removed == diff.added
+    assert diff_schema(schema(TABLE, ID, EMAIL, SEQ, PKEY), schema()).removed == diff.added
 
 
 def test_columns_of_a_table_both_have_are_listed_one_by_one() -> None:
     wider = DbObject("column", "public.users.email", "character varying(200) NOT NULL", parent="table public.users")
-    diff = diff_schema(catalog(TABLE, ID), catalog(TABLE, ID, EMAIL))
+    diff = diff_schema(schema(TABLE, ID), schema(TABLE, ID, EMAIL))
     assert diff.added == ("column public.users.email text",)
-    diff = diff_schema(catalog(TABLE, ID, EMAIL), catalog(TABLE, ID, wider))
+    diff = diff_schema(schema(TABLE, ID, EMAIL), schema(TABLE, ID, wider))
     assert diff.changed == ("column public.users.email: text → character varying(200) NOT NULL",)
 
 
 def test_a_definition_only_change_says_so_and_column_order_does_not_count() -> None:
     view = DbObject("view", "public.v", "(id)", definition="SELECT 1 AS id")
     other = DbObject("view", "public.v", "(id)", definition="SELECT 2 AS id")
-    assert diff_schema(catalog(view), catalog(other)).changed == ("view public.v: definition changed",)
-    assert diff_schema(catalog(TABLE, ID, EMAIL), catalog(TABLE, EMAIL, ID)).empty
+    assert diff_schema(schema(view), schema(other)).changed == ("view public.v: definition changed",)
+    assert diff_schema(schema(TABLE, ID, EMAIL), schema(TABLE, EMAIL, ID)).empty
 
 
 def test_ignored_relations_go_with_everything_that_belongs_to_them() -> None:
     version = DbObject("table", "public.alembic_version")
     column = DbObject("column", "public.alembic_version.version_num", "text", parent="table public.alembic_version")
-    full = catalog(TABLE, ID, version, column, tables={"public.users": ("id",), "public.alembic_version": ("x",)})
+    full = schema(TABLE, ID, version, column, tables={"public.users": ("id",), "public.alembic_version": ("x",)})
     for ignored in (["alembic_version"], ["public.alembic_version"]):
         kept = full.without(ignored)
         assert kept.objects == (TABLE, ID) and set(kept.tables) == {"public.users"}
@@ -77,20 +77,20 @@ def test_data_compares_counts_then_digests_and_a_missing_table_is_empty() -> Non
 
 
 def test_digests_cover_the_columns_both_sides_have() -> None:
-    a = catalog(tables={"t": ("a", "b"), "only_a": ("x",)})
-    b = catalog(tables={"t": ("c", "b", "a")})
+    a = schema(tables={"t": ("a", "b"), "only_a": ("x",)})
+    b = schema(tables={"t": ("c", "b", "a")})
     assert common_columns(a, b) == {"only_a": ("x",), "t": ("a", "b")}
 
 
 def test_a_comparison_is_equal_only_without_any_difference() -> None:
-    same = compare(catalog(TABLE), catalog(TABLE), {"t": TableContent(1, "d")}, {"t": TableContent(1, "d")},
+    same = compare(schema(TABLE), schema(TABLE), {"t": TableContent(1, "d")}, {"t": TableContent(1, "d")},
                    {"s": 3}, {"s": 3}, DataMode.CONTENT)
     assert same.equal and same.to_json()["tables"] == [{"name": "t", "rows_a": 1, "rows_b": 1,
                                                          "data_changed": False}]
-    moved = compare(catalog(TABLE), catalog(TABLE), {}, {}, {"s": 3}, {"s": 5}, DataMode.CONTENT)
+    moved = compare(schema(TABLE), schema(TABLE), {}, {}, {"s": 3}, {"s": 5}, DataMode.CONTENT)
     assert not moved.equal and moved.to_json()["sequences"] == [{"name": "s", "value_a": 3, "value_b": 5}]
-    assert compare(catalog(TABLE), catalog(TABLE), {}, {}, {"s": 3}, {"s": 5}, DataMode.ROWS).equal
-    lines = differences(compare(catalog(TABLE), catalog(TABLE, EMAIL), {"t": TableContent(1, "a")},
+    assert compare(schema(TABLE), schema(TABLE), {}, {}, {"s": 3}, {"s": 5}, DataMode.ROWS).equal
+    lines = differences(compare(schema(TABLE), schema(TABLE, EMAIL), {"t": TableContent(1, "a")},
                                 {"t": TableContent(2, "b")}, {}, {}, DataMode.CONTENT).to_json(),
                         added="left behind", removed="missing")
     assert lines == ["left behind: column public.users.email text", "data: t: 1 → 2 rows"]
@@ -157,4 +157,4 @@ def test_unknown_and_ambiguous_references(engine: Wired) -> None:
         services.compare.find(state[:6])
     assert services.compare.find(state[:12]).id == twin.id  # an exact instance id wins
     assert services.compare.find(state[:13]).id == state
-    assert fakes.catalog.reads == []
+    assert fakes.inspector.reads == []

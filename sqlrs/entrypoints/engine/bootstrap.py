@@ -16,8 +16,8 @@ from sqlrs.domain.model import State
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import OnlineBackup
-from sqlrs.ports.catalog import CatalogReader
 from sqlrs.ports.clock import Clock, SystemClock
+from sqlrs.ports.inspector import DatabaseInspector
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime
@@ -127,7 +127,7 @@ class Adapters:
     repo: Repository
     runtimes: dict[str, Callable[[], Runtime]]  # name -> factory (an SDK is imported when first used)
     admin: ServerAdmin
-    catalog: CatalogReader
+    inspector: DatabaseInspector
     backup: OnlineBackup
     clock: Clock
     open_registry: RegistryOpener
@@ -145,7 +145,7 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
     from sqlrs.adapters.pgfiles import kill_leftover_server
     from sqlrs.adapters.psycopg_admin import PsycopgAdmin
     from sqlrs.adapters.psycopg_backup import PsycopgBackup
-    from sqlrs.adapters.psycopg_catalog import PsycopgCatalog
+    from sqlrs.adapters.psycopg_inspector import PsycopgInspector
     from sqlrs.adapters.sqlite.repository import SqliteRepository, create_sqlite_engine, migrate
 
     store, note = open_store(config, state_dir)
@@ -160,7 +160,7 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
 
     return Adapters(store=store, repo=SqliteRepository(engine),
                     runtimes=_runtime_factories(config, Layout(state_dir=state_dir, store_root=store.root)),
-                    admin=PsycopgAdmin(), catalog=PsycopgCatalog(), backup=PsycopgBackup(), clock=SystemClock(),
+                    admin=PsycopgAdmin(), inspector=PsycopgInspector(), backup=PsycopgBackup(), clock=SystemClock(),
                     open_registry=open_registry,
                     layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
                     kill_leftover_server=kill_leftover_server, liquibase=liquibase,
@@ -261,7 +261,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     instances.warm = pool
     standby.on_discard.append(pool.discard)
     recovery = Recovery(repo, store, layout, registry, jobs, standby, adapters.kill_leftover_server)
-    compare = CompareService(inventory, instances, layout, adapters.catalog, pool.resolve,
+    compare = CompareService(inventory, instances, layout, adapters.inspector, pool.resolve,
                              image_of=lambda state: prepare.image_of_base(state.base_id))
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,

@@ -1,4 +1,4 @@
-"""`CatalogReader` on psycopg 3: a database's schema read from pg_catalog, its data digested in SQL.
+"""`DatabaseInspector` on psycopg 3: a database's schema read from pg_catalog, its data digested in SQL.
 
 Every query runs with `search_path = pg_catalog`, so what PostgreSQL's own deparsers print
 (`pg_get_constraintdef`, `pg_get_indexdef`, defaults, view and function definitions) names every
@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 
 from sqlrs.adapters.psycopg_admin import connect
-from sqlrs.domain.compare import Catalog, DbObject, TableContent
+from sqlrs.domain.compare import DbObject, Schema, TableContent
 from sqlrs.domain.errors import RuntimeFailure
-from sqlrs.ports.catalog import Database
+from sqlrs.ports.inspector import Database
 
 USER_SCHEMA = ("{n}.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
                "AND {n}.nspname NOT LIKE 'pg\\_temp\\_%' AND {n}.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'")
@@ -189,8 +189,8 @@ def _strip(text: str, prefix: str) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-class PsycopgCatalog:
-    """Reads catalogs over the server's Unix socket as `postgres`, one connection per call."""
+class PsycopgInspector:
+    """Reads a database's catalogs over the server's Unix socket as `postgres`, one connection per call."""
 
     def _rows(self, database: Database, queries: Sequence[str]) -> list[list[tuple[Any, ...]]]:
         with connect(database.socket_dir, database.port, 30.0, database.dbname) as conn:
@@ -202,7 +202,7 @@ class PsycopgCatalog:
             except psycopg.Error as exc:
                 raise RuntimeFailure(f"cannot read database {database.dbname}: {exc}".strip()) from exc
 
-    def describe(self, database: Database) -> Catalog:
+    def describe(self, database: Database) -> Schema:
         (schemas, extensions, types, relations, columns, constraints, indexes, triggers, functions, sequences,
          policies, rules) = self._rows(database, [
              SCHEMAS_SQL, EXTENSIONS_SQL, TYPES_SQL, RELATIONS_SQL, COLUMNS_SQL, CONSTRAINTS_SQL, INDEXES_SQL,
@@ -278,7 +278,7 @@ class PsycopgCatalog:
         for relation, relkind, name, definition in rules:
             objects.append(DbObject("rule", f"{name} on {relation}", definition=definition,
                                     parent=f"{RELATION_KINDS[relkind]} {relation}"))
-        return Catalog(tuple(objects), {name: tuple(cols) for name, cols in tables.items()})
+        return Schema(tuple(objects), {name: tuple(cols) for name, cols in tables.items()})
 
     def contents(self, database: Database, tables: Mapping[str, Sequence[str]],
                  digests: bool = True) -> dict[str, TableContent]:

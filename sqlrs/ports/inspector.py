@@ -1,8 +1,9 @@
-"""The `CatalogReader` port: what a database holds, read inside its server for comparisons.
+"""The `DatabaseInspector` port: what a database holds, read inside its server for comparisons.
 
 The engine compares two databases (`sqlrs compare`, services/compare.py) without copying their
-data out: the reader describes each schema as objects a reader would name (sqlrs.domain.compare)
-and has each server compute a row count and an ordered digest per table.
+data out: the inspector describes each schema as objects a reader would name
+(sqlrs.domain.compare) and has each server compute a row count and a digest per table that does
+not depend on the rows' physical order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlrs.domain.compare import Catalog, TableContent
+from sqlrs.domain.compare import Schema, TableContent
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class Database:
     dbname: str
 
 
-class CatalogReader(Protocol):
-    def describe(self, database: Database) -> Catalog:
+class DatabaseInspector(Protocol):
+    def describe(self, database: Database) -> Schema:
         """The database's schema (user objects only: no system schemas, no objects that belong to
         an extension) and the columns of its tables; raise RuntimeFailure when it cannot be read."""
         ...
