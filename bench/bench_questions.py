@@ -159,8 +159,18 @@ def history(args: argparse.Namespace, work: Path, report: Report) -> None:
                    build_s)
 
         ids = [row["state_id"] for row in plan_rows]
+        import sqlrs
+
+        client = sqlrs.Client(sq.state_dir, runtime="native", base_dir=lemmy)
+
+        def keep(n: int) -> None:  # a state of its own for step n (a build keeps its last step, SPEC 5)
+            if n and not plan_rows[n].get("checkpoint", True):
+                client.build(psql_args=psql_args[:2 * n])
+
         shown = {}
         for n in SHOWN_PAIRS:
+            keep(n)
+            keep(n + 1)
             result = cli(sq, "compare", ids[n], ids[n + 1], "-o", "json")
             data = json.loads(result.stdout)
             shown[f"{n} -> {n + 1} ({files[n].name})"] = {"schema": data["schema"], "data_changed": [
@@ -172,6 +182,8 @@ def history(args: argparse.Namespace, work: Path, report: Report) -> None:
         seconds, engine = [], []
         differing = 0
         for n in sample:
+            keep(n)
+            keep(n + 1)
             elapsed, result = timed(lambda n=n: cli(sq, "compare", ids[n], ids[n + 1], "-o", "json"))
             seconds.append(elapsed)
             data = json.loads(result.stdout)

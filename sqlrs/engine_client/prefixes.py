@@ -114,7 +114,9 @@ class Chain:
         """An instance of state k straight from the cache (`POST /v1/instances`: no job, no
         planning of the k steps before it), or None when the engine does not hold that state."""
         row = self.plan()[k]
-        if not row.get("cached") and k > 0:
+        # `cached` without `checkpoint`: a kept state deeper in the chain covers it, but it has no
+        # data directory of its own (SPEC 5): a prepare job replays it
+        if (not row.get("cached") or row.get("checkpoint") is False) and k > 0:
             return None
         body = {"state_id": row["state_id"], "ttl_seconds": INSTANCE_TTL_SECONDS, "image": self.body.get("image")}
         try:
