@@ -69,9 +69,11 @@ class Chain:
 
     def _prefix(self, k: int, **extra: Any) -> dict[str, Any]:
         result = jobs.prepare(self.client, {**self.body, "steps": self.steps[:k], **extra}, self.progress)
-        if self._plan is not None:  # states 0..k are made now: later asks may take them from the cache
+        if self._plan is not None:  # states 0..k are made now, k kept: later asks may take them from the cache
             for row in self._plan[:k + 1]:
                 row["cached"] = True
+            if "checkpoint" in self._plan[k]:
+                self._plan[k]["checkpoint"] = True
         return result
 
     def build(self, k: int | None = None) -> str:
@@ -130,6 +132,7 @@ class Chain:
             self.build(1)
             made = self.client.call("POST", "/v1/instances", body)
         return {"id": made["id"], "dsn": made["dsn"], "state_id": made["state_id"]}
+
 
 def compare(client: EngineClient, a: str, b: str, *, data: str = "content", ignore: list[str] | None = None,
             image: str | None = None) -> dict[str, Any]:
