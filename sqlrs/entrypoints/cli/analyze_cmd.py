@@ -147,6 +147,7 @@ def check_alembic(ctx: Ctx, downgrades: bool, config: str, to: str | None, data:
 
     if not downgrades:
         raise usage("check:alembic checks downgrades: give --downgrades", hint="sqlrs check:alembic --downgrades")
+
     def show(result: dict[str, Any]) -> None:
         if output != "json":
             echo(result_line(result))
