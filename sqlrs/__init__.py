@@ -10,8 +10,8 @@ from __future__ import annotations
 TYPE_CHECKING = False
 __version__ = "0.1.0"
 
-__all__ = ["Client", "EngineUnavailable", "Error", "Instance", "NotFoundError", "OperationFailed", "RunResult",
-           "State", "UsageError", "__version__"]
+__all__ = ["Client", "DowngradeReport", "EngineUnavailable", "Error", "Instance", "NotFoundError", "OperationFailed",
+           "RunResult", "State", "UsageError", "__version__"]
 _API = frozenset(__all__) - {"__version__"}
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from sqlrs.client import (
         Client,
+        DowngradeReport,
         EngineUnavailable,
         Error,
         Instance,

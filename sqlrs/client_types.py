@@ -70,6 +70,28 @@ class OperationFailed(Error):
     did not start, a tool exited non-zero when asked to `check()` (CLI exit 1)."""
 
 
+@dataclass(frozen=True)
+class DowngradeReport:
+    """What `Client.check_downgrades` found: one entry per revision, base to head, with
+    `revision`, `parent` (None: the base), `restores` and `differences` (one line each)."""
+
+    revisions: list[dict[str, Any]]
+
+    @property
+    def restores(self) -> bool:
+        """True when every downgrade restored its parent's state."""
+        return all(revision["restores"] for revision in self.revisions)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [revision for revision in self.revisions if not revision["restores"]]
+
+    def __str__(self) -> str:
+        from sqlrs.engine_client.reversals import result_line
+
+        return "\n".join(result_line(revision) for revision in self.revisions)
+
+
 def _convert(error: ClientError) -> Error:
     kind: type[Error] = {EXIT_USAGE: UsageError, EXIT_ENGINE: EngineUnavailable,
                          EXIT_NOT_FOUND: NotFoundError}.get(error.exit_code, OperationFailed)

@@ -53,6 +53,10 @@ A state that fails to build fails every test that needs it with the step's one-l
 what PostgreSQL said under it (`LINE n:` and the caret, DETAIL, HINT, a host step's statement),
 built once per session (per xdist worker): later tests get the same error without another build.
 
+Checks (`sqlrs check:alembic --downgrades` in a test): `assert_downgrades_restore(sqlrs_client,
+"alembic.ini")` fails the test, naming each revision whose downgrade does not restore its parent's
+state and what differs.
+
 `--sqlrs-keep-failed` keeps a failing test's instance (no TTL) and prints its DSN. Other
 instances get an idle TTL (`sqlrs_ttl`, default 600 s) so a killed test run leaves nothing
 behind for long. The terminal summary reports how long tests waited for their instance
@@ -62,7 +66,9 @@ behind for long. The terminal summary reports how long tests waited for their in
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -74,9 +80,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.orm import Session
 
-    from sqlrs.client import Client, Instance, State
+    from sqlrs.client import Client, DowngradeReport, Instance, State
 
-__all__ = ["PREFILL_TIMEOUT", "Spec", "SqlrsSession", "build_error_message"]  # and the hooks and fixtures
+__all__ = ["PREFILL_TIMEOUT", "Spec", "SqlrsSession", "assert_downgrades_restore",
+           "build_error_message"]  # and the hooks and fixtures
 
 SESSION_KEY = pytest.StashKey[SqlrsSession]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -309,3 +316,21 @@ def sqlrs_async_engine(sqlrs_instance: Instance, pytestconfig: pytest.Config) ->
         yield engine
     finally:
         engine.sync_engine.dispose()
+
+
+# -- checks ------------------------------------------------------------------------------------------
+def assert_downgrades_restore(client: Client, alembic: str | os.PathLike[str] = "alembic.ini", *,
+                              to: str | None = None, data: str = "rows") -> DowngradeReport:
+    """Fail the calling test unless every Alembic revision's downgrade restores its parent's state
+    (`sqlrs check:alembic --downgrades`; `data`: rows, content or none). Alembic runs in the
+    directory of its config file (relative paths: the current directory's), with this process's
+    Python. Returns the report when everything restores."""
+    from sqlrs.client import Client as ClientClass
+
+    config = Path(alembic).absolute()
+    here = ClientClass(client.state_dir, runtime=client.runtime, image=client.image, base_dir=config.parent)
+    report = here.check_downgrades(config, to=to, data=data)
+    if not report.restores:
+        failed = ", ".join(revision["revision"] for revision in report.failures)
+        raise AssertionError(f"downgrades that do not restore their parent's state: {failed}\n{report}")
+    return report

@@ -12,6 +12,9 @@ docker or podman (tests/unit/test_services_*.py).
   `psql` appends the script it is given to `applied.sql` in the data directory, writes N random
   bytes for each `PAD N` in it, and fails (exit 3, an `ERROR:` line) on a script containing `FAIL`.
 - `FakeAdmin`: records the SQL it is asked to run; client connections are set per port.
+- `FakeInspector`: a database's schema and data are what the fake psql appended to its
+  `applied.sql`: `OBJECT kind|name|body|parent` lines (a later one replaces an earlier),
+  `DROP kind|name`, `ROWS table count digest`, `SEQUENCE name value`.
 - `FakeClock`: wall clock and monotonic clock that move only when told (`advance`).
 
 `fake_adapters(root)` bundles them for `bootstrap(state_dir, adapters=...)`.
@@ -38,6 +41,7 @@ from typing import Any, Literal
 import attrs
 
 from sqlrs.adapters.config_file import ConfigFile
+from sqlrs.domain.compare import DbObject, Schema, TableContent
 from sqlrs.domain.errors import NoSpace, RuntimeFailure, RuntimeUnavailable, StoreFailure
 from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task, UnkeptState
 from sqlrs.domain.remote import RemoteRef
@@ -45,6 +49,7 @@ from sqlrs.domain.steps import Step
 from sqlrs.entrypoints.engine.bootstrap import Adapters, Services, bootstrap
 from sqlrs.ports.admin import ClientSession
 from sqlrs.ports.backup import BackupResult
+from sqlrs.ports.inspector import Database
 from sqlrs.ports.registry import StateRegistry
 from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
 from sqlrs.ports.snapshots import EarlierClone
@@ -502,6 +507,56 @@ class FakeAdmin:
         return []
 
 
+class FakeInspector:
+    """The DatabaseInspector port over the fake runtime's "databases" (see the module docstring)."""
+
+    def __init__(self, repo: FakeRepository, store_root: Path) -> None:
+        self.repo = repo
+        self.store_root = store_root
+        self.reads: list[Database] = []
+
+    def _lines(self, database: Database) -> list[str]:
+        self.reads.append(database)
+        for instance in self.repo.list_instances():
+            if Path(instance.run_path) == database.socket_dir and instance.port == database.port \
+                    and instance.dbname == database.dbname:
+                applied = self.store_root / instance.data_path / "applied.sql"
+                return applied.read_text().splitlines() if applied.exists() else []
+        raise RuntimeFailure(f"no fake server on port {database.port}")
+
+    def describe(self, database: Database) -> Schema:
+        objects: dict[tuple[str, str], DbObject] = {}
+        for line in self._lines(database):
+            verb, _, rest = line.partition(" ")
+            fields = rest.split("|")
+            if verb == "OBJECT":
+                kind, name, body, parent = [*fields, "", "", ""][:4]
+                objects[(kind, name)] = DbObject(kind, name, body, parent=parent or None)
+            elif verb == "DROP":
+                objects.pop((fields[0], fields[1]), None)
+        tables = {obj.name: tuple(sorted(o.name.rsplit(".", 1)[-1] for o in objects.values()
+                                         if o.parent == obj.label and o.kind == "column"))
+                  for obj in objects.values() if obj.kind == "table"}
+        return Schema(tuple(objects.values()), tables)
+
+    def contents(self, database: Database, tables: Mapping[str, Sequence[str]],
+                 digests: bool = True) -> dict[str, TableContent]:
+        found = {name: TableContent(0, "empty" if digests else None) for name in tables}
+        for line in self._lines(database):
+            verb, *fields = line.split()
+            if verb == "ROWS" and fields[0] in tables:
+                found[fields[0]] = TableContent(int(fields[1]), fields[2] if digests else None)
+        return found
+
+    def sequences(self, database: Database) -> dict[str, int | None]:
+        values: dict[str, int | None] = {}
+        for line in self._lines(database):
+            verb, *fields = line.split()
+            if verb == "SEQUENCE":
+                values[fields[0]] = int(fields[1])
+        return values
+
+
 class NoBackup:
     def backup(self, socket_dir: Path, port: int, label: str, copy: Callable[[], None],
                timeout: float = 60.0) -> BackupResult:
@@ -530,18 +585,22 @@ class Fakes:
     admin: FakeAdmin
     clock: FakeClock
     owners_alive: set[tuple[int, int]]
+    inspector: FakeInspector
 
     def adapters(self) -> Adapters:
         return Adapters(store=self.store, repo=self.repo, runtimes={self.runtime.name: lambda: self.runtime},
-                        admin=self.admin, backup=NoBackup(), clock=self.clock, open_registry=no_registry,
+                        admin=self.admin, inspector=self.inspector, backup=NoBackup(), clock=self.clock,
+                        open_registry=no_registry,
                         layers=NoLayers(), pid_alive=lambda pid: pid == os.getpid(),
                         owner_alive=lambda pid, started: (pid, started) in self.owners_alive,
                         kill_leftover_server=lambda path: None)
 
 
 def make_fakes(root: Path, capacity: int = 4 << 30) -> Fakes:
-    fakes = Fakes(repo=FakeRepository(), store=FakeSnapshotStore(root / "store", capacity), runtime=FakeRuntime(),
-                  admin=FakeAdmin(), clock=FakeClock(), owners_alive=set())
+    repo = FakeRepository()
+    fakes = Fakes(repo=repo, store=FakeSnapshotStore(root / "store", capacity), runtime=FakeRuntime(),
+                  admin=FakeAdmin(), clock=FakeClock(), owners_alive=set(),
+                  inspector=FakeInspector(repo, root / "store"))
     fakes.runtime.clock = fakes.store.clock = fakes.clock
     return fakes
 

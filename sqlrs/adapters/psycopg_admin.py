@@ -26,30 +26,33 @@ SESSIONS_SQL = (
 )
 
 
-class PsycopgAdmin:
-    def _connect(self, socket_dir: Path, port: int, timeout: float, dbname: str = "postgres",
-                 user: str = ENGINE_ROLE) -> psycopg.Connection:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return psycopg.connect(
-                    host=str(socket_dir),
-                    port=port,
-                    user=user,
-                    dbname=dbname,
-                    autocommit=True,
-                    connect_timeout=max(1, int(timeout)),
-                    application_name=PROBE_NAME,
-                )
-            except psycopg.OperationalError as exc:
-                # "the database system is starting up" can follow a ready postmaster.pid briefly
-                if time.monotonic() > deadline:
-                    raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
-                time.sleep(0.01)
+def connect(socket_dir: Path, port: int, timeout: float = 30.0, dbname: str = "postgres",
+            user: str = ENGINE_ROLE) -> psycopg.Connection:
+    """An autocommit connection (as the engine's role, by default) over the server's Unix socket,
+    retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return psycopg.connect(
+                host=str(socket_dir),
+                port=port,
+                user=user,
+                dbname=dbname,
+                autocommit=True,
+                connect_timeout=max(1, int(timeout)),
+                application_name=PROBE_NAME,
+            )
+        except psycopg.OperationalError as exc:
+            # "the database system is starting up" can follow a ready postmaster.pid briefly
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"cannot connect to the server: {exc}".strip()) from exc
+            time.sleep(0.01)
 
+
+class PsycopgAdmin:
     def execute(self, socket_dir: Path, port: int, statements: Sequence[str], timeout: float = 30.0,
                 dbname: str = "postgres", user: str = ENGINE_ROLE) -> None:
-        with self._connect(socket_dir, port, timeout, dbname, user) as conn:
+        with connect(socket_dir, port, timeout, dbname, user) as conn:
             for statement in statements:
                 try:
                     conn.execute(statement.encode())
@@ -57,7 +60,7 @@ class PsycopgAdmin:
                     raise RuntimeFailure(f"server rejected {statement.split()[0:2]}: {exc}".strip()) from exc
 
     def query(self, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
-        with self._connect(socket_dir, port, 30.0, dbname) as conn:
+        with connect(socket_dir, port, 30.0, dbname) as conn:
             try:
                 return [tuple(row) for row in conn.execute(sql.encode()).fetchall()]
             except psycopg.Error as exc:
@@ -65,7 +68,7 @@ class PsycopgAdmin:
 
     def set_password(self, socket_dir: Path, port: int, role: str, verifier: str) -> None:
         query = sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
-        with self._connect(socket_dir, port, 30.0) as conn:
+        with connect(socket_dir, port, 30.0) as conn:
             try:
                 conn.execute(query)
             except psycopg.Error as exc:

@@ -164,10 +164,10 @@ class PrepareService:
                              hint=f"drop --runtime, or use --runtime {start.runtime}")
         image = request.image
         if image is None and start.runtime != "native":
-            image = self._image_of_base(start.base_id)
+            image = self.image_of_base(start.base_id)
         return attrs.evolve(request, from_state=start.id, runtime=start.runtime, image=image)
 
-    def _image_of_base(self, base_id: str) -> str | None:
+    def image_of_base(self, base_id: str) -> str | None:
         """The image of an instance whose state has this base (e.g. the snapshotted instance):
         states do not record their image, and config dbms.image may be another one."""
         bases = {state.id: state.base_id for state in self.repo.list_states()}

@@ -232,3 +232,23 @@ def parse_snapshot(data: Any) -> SnapshotRequest:
     if request.name is not None:
         check_name(request.name)
     return request
+
+
+@attrs.frozen
+class CompareRequest:
+    """POST /v1/compare: the differences from A to B (states, instances or names)."""
+
+    a: str
+    b: str
+    data: str = "content"  # content (row counts and digests, sequence positions), rows, or none
+    ignore: tuple[str, ...] = ()  # relations left out, e.g. a migration tool's own version table
+    image: str | None = None  # the image states of a container runtime were built with, when not the default
+
+
+def parse_compare(data: Any) -> CompareRequest:
+    request: CompareRequest = _structure(data, CompareRequest)
+    if not request.a or not request.b:
+        raise UsageError("compare takes two non-empty references, a and b")
+    if request.data not in ("content", "rows", "none"):
+        raise UsageError(f"data must be content, rows or none, not {request.data!r}")
+    return request

@@ -19,6 +19,7 @@ from sqlrs.engine_client import jobs
 from sqlrs.entrypoints.cli import preparing
 from sqlrs.entrypoints.cli.options import (
     PASSTHROUGH,
+    alembic_options,
     from_option,
     instance_options,
     kind_option,
@@ -27,16 +28,6 @@ from sqlrs.entrypoints.cli.options import (
     stage_options,
 )
 from sqlrs.entrypoints.cli.output import Ctx
-
-
-def _alembic_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed([
-        click.option("-c", "--config", "config", default="alembic.ini", show_default=True,
-                     help="The project's Alembic config file."),
-        click.option("--to", "to", metavar="REV", help="Last revision to apply (default: every head)."),
-    ]):
-        func = decorator(func)
-    return func
 
 
 def _django_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -160,10 +151,10 @@ def add_input_commands(group: click.Group) -> None:
     python = sys.executable
     group.command("prepare:alembic", help=ALEMBIC_HELP.format(python=python))(
         runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
-            _alembic_options(_prepare("alembic")))))))))
+            alembic_options(_prepare("alembic")))))))))
     group.command("plan:alembic", help="Show the revisions prepare:alembic would apply: one row per revision, "
                   "state id, cached or to build. Builds nothing.")(
-        runtime_options(from_option(stage_options(output(base_dir_option(_alembic_options(_plan("alembic"))))))))
+        runtime_options(from_option(stage_options(output(base_dir_option(alembic_options(_plan("alembic"))))))))
     group.command("prepare:django", help=DJANGO_HELP.format(python=python))(
         runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
             _django_options(_prepare("django")))))))))

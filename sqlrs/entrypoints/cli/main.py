@@ -2,7 +2,8 @@
 behind the fast path (fast.py). One module per command family registers its commands here:
 prepare_cmd (prepare:psql, plan:psql, watch, composites), run_cmd, inventory_cmd (status, ls,
 rm), config_cmd (config, engine), inputs (alembic, exec), lb_cmd (Liquibase), snapshot_cmd,
-remote_cmd (push, pull), init_cmd. Thin: no engine imports on the hot path.
+remote_cmd (push, pull), init_cmd, analyze_cmd (compare, check:*, bisect:*). Thin: no engine
+imports on the hot path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlrs import __version__
 from sqlrs.engine_client.errors import EXIT_USAGE
 from sqlrs.entrypoints.cli import output
 from sqlrs.entrypoints.cli.alias_cmd import alias_group, plan_alias, prepare_alias, run_alias
+from sqlrs.entrypoints.cli.analyze_cmd import add_analyze_commands
 from sqlrs.entrypoints.cli.config_cmd import config_group, engine_group
 from sqlrs.entrypoints.cli.discover_cmd import discover
 from sqlrs.entrypoints.cli.fast import composite_split
@@ -76,6 +78,7 @@ def cli(ctx: click.Context, state_dir: Path | None, quiet: bool, workspace: str 
 for command in (prepare_psql, plan_psql, watch_cmd, run_psql, run_pgbench):
     cli.add_command(command)
 add_input_commands(cli)
+add_analyze_commands(cli)
 for command in (ls, rm, status, config_group, init_group, snapshot_command, push_cmd, pull_cmd, engine_group,
                 prepare_lb, plan_lb, prepare_alias, plan_alias, run_alias, alias_group, cache_group, diff, discover):
     cli.add_command(command)

@@ -78,5 +78,12 @@ instance_options = _apply([
                       "0: never; default: config instance.ttl_seconds)."),
 ])
 
+# prepare:alembic / plan:alembic, check:alembic, bisect:alembic: the project's chain of revisions
+alembic_options = _apply([
+    click.option("-c", "--config", "config", default="alembic.ini", show_default=True,
+                 help="The project's Alembic config file."),
+    click.option("--to", "to", metavar="REV", help="Last revision of the chain (default: every head)."),
+])
+
 output_option = click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default="table")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Same as -o json.")

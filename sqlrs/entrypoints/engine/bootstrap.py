@@ -17,6 +17,7 @@ from sqlrs.domain.remote import RemoteRef
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import OnlineBackup
 from sqlrs.ports.clock import Clock, SystemClock
+from sqlrs.ports.inspector import DatabaseInspector
 from sqlrs.ports.postmaster import pg_major
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
@@ -25,6 +26,7 @@ from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.cache import CacheService, Limits
 from sqlrs.services.catalog import StateCatalog
+from sqlrs.services.compare import CompareService
 from sqlrs.services.databases import DatabaseInstances
 from sqlrs.services.instance_snapshots import InstanceSnapshots
 from sqlrs.services.instances import InstanceManager
@@ -68,6 +70,7 @@ class Services:
     snapshots: InstanceSnapshots  # `sqlrs snapshot`
     remote: RemoteService  # push, pull, the remote cache of prepare
     recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
+    compare: CompareService  # `sqlrs compare`
 
 
 def _runtime_factories(config: ConfigFile, layout: Layout) -> dict[str, Callable[[], Runtime]]:
@@ -126,6 +129,7 @@ class Adapters:
     repo: Repository
     runtimes: dict[str, Callable[[], Runtime]]  # name -> factory (an SDK is imported when first used)
     admin: ServerAdmin
+    inspector: DatabaseInspector
     backup: OnlineBackup
     clock: Clock
     open_registry: RegistryOpener
@@ -143,6 +147,7 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
     from sqlrs.adapters.pgfiles import kill_leftover_server
     from sqlrs.adapters.psycopg_admin import PsycopgAdmin
     from sqlrs.adapters.psycopg_backup import PsycopgBackup
+    from sqlrs.adapters.psycopg_inspector import PsycopgInspector
     from sqlrs.adapters.sqlite.repository import SqliteRepository, create_sqlite_engine, migrate
 
     store, note = open_store(config, state_dir)
@@ -157,7 +162,8 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
 
     return Adapters(store=store, repo=SqliteRepository(engine),
                     runtimes=_runtime_factories(config, Layout(state_dir=state_dir, store_root=store.root)),
-                    admin=PsycopgAdmin(), backup=PsycopgBackup(), clock=SystemClock(), open_registry=open_registry,
+                    admin=PsycopgAdmin(), inspector=PsycopgInspector(), backup=PsycopgBackup(), clock=SystemClock(),
+                    open_registry=open_registry,
                     layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
                     kill_leftover_server=kill_leftover_server, liquibase=liquibase,
                     store_note=note)
@@ -258,10 +264,12 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     instances.warm = pool
     standby.on_discard.append(pool.discard)
     recovery = Recovery(repo, store, layout, registry, jobs, standby, adapters.kill_leftover_server)
+    compare = CompareService(inventory, instances, layout, adapters.inspector, pool.resolve,
+                             image_of=lambda state: prepare.image_of_base(state.base_id))
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
-                        snapshots=snapshots, remote=remote, recovery=recovery)
+                        snapshots=snapshots, remote=remote, recovery=recovery, compare=compare)
     if recover:
         recovery.run()
     return services

@@ -248,6 +248,36 @@ SCHEMAS: dict[str, Any] = {
                               "warnings": {"type": "array", "items": STRING}}},
 }
 
+STRINGS = {"type": "array", "items": STRING}
+SCHEMAS["CompareRequest"] = {"type": "object", "required": ["a", "b"], "additionalProperties": False, "properties": {
+    "a": {"type": "string", "description": "a state (id or unique prefix), an instance (id, prefix) or a name"},
+    "b": {"type": "string", "description": "the other side; `added` is what B has and A has not"},
+    "data": {"enum": ["content", "rows", "none"], "description":
+             "content (default): row counts, row digests and sequence positions; rows: row counts; none: schema"},
+    "ignore": {**STRINGS, "description": "relations left out with all that belongs to them (qualified or bare "
+                                         "names), e.g. a migration tool's version table"},
+    "image": {"type": ["string", "null"], "description": "the image states were built with (container runtimes)"}}}
+SCHEMAS["Comparison"] = {"type": "object", "required": ["equal", "schema", "tables", "sequences", "data", "a", "b"],
+                         "properties": {
+    "equal": BOOLEAN,
+    "schema": {"type": "object", "required": ["added", "removed", "changed"],
+               "properties": {"added": STRINGS, "removed": STRINGS, "changed": STRINGS}},
+    "tables": {"type": "array", "items": {
+        "type": "object", "required": ["name", "rows_a", "rows_b", "data_changed"],
+        "properties": {"name": STRING, "rows_a": {"type": ["integer", "null"]}, "rows_b": {"type": ["integer", "null"]},
+                       "data_changed": BOOLEAN}}},
+    "sequences": {"type": "array", "description": "sequences whose position differs (data content only)", "items": {
+        "type": "object", "required": ["name", "value_a", "value_b"],
+        "properties": {"name": STRING, "value_a": {"type": ["integer", "null"]},
+                       "value_b": {"type": ["integer", "null"]}}}},
+    "data": {"enum": ["content", "rows", "none"]},
+    "a": _ref("ComparedSide"), "b": _ref("ComparedSide"), "seconds": NUMBER,
+    "timings": {"type": "object", "additionalProperties": NUMBER,
+                "description": "seconds per phase: open (instances for states), describe, data, close"}}}
+SCHEMAS["ComparedSide"] = {"type": "object", "required": ["ref", "kind", "id", "state_id"], "properties": {
+    "ref": STRING, "kind": {"enum": ["state", "instance"]}, "id": STRING, "state_id": STRING,
+    "name": NULLABLE_STRING, "source": STRING}}
+
 # input kinds besides psql's (sqlrs/services/steps): facts that key a step, and how the engine runs it
 PAIRS = {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}}
 SCHEMAS["HostRun"] = {"type": "object", "required": ["cwd"], "properties": {
@@ -350,6 +380,11 @@ def document() -> dict[str, Any]:
         "/v1/cache/{key}": {"get": _op("Look up a cache key: a state id, full or unique prefix (404 not_found)",
                                        {"200": _json(_ref("State"))},
                                        params=[_path_param("key", "State id or unique prefix")])},
+        "/v1/compare": {"post": _op(
+            "Compare two states or instances: schema objects added, removed or changed from A to B, and per "
+            "table the row counts and whether the rows differ (digests computed in each server). A state is "
+            "read through an instance made for it and removed afterwards",
+            {"200": _json(_ref("Comparison"))}, body="CompareRequest")},
         "/v1/names": {"get": _op("List names", {"200": _list("Name")})},
         "/v1/names/{name}": {"get": _op("One name", {"200": _json(_ref("Name"))},
                                         params=[_path_param("name", "Name")])},

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from sqlrs.entrypoints.engine.routes import config, engine, instances, jobs, pools, runs, states
+from sqlrs.entrypoints.engine.routes import compare, config, engine, instances, jobs, pools, runs, states
 
 ROUTES = [
     Route("/v1/health", engine.health, methods=["GET"]),
@@ -34,6 +34,7 @@ ROUTES = [
     Route("/v1/names/{name}", instances.get_name, methods=["GET"]),
     Route("/v1/snapshots", states.create_snapshot, methods=["POST"]),
     Route("/v1/cache/{key}", states.get_cache_entry, methods=["GET"]),
+    Route("/v1/compare", compare.create_comparison, methods=["POST"]),
     Route("/v1/config", config.get_config, methods=["GET"]),
     Route("/v1/config", config.patch_config, methods=["PATCH"]),
     Route("/v1/config/schema", config.get_config_schema, methods=["GET"]),
