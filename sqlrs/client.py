@@ -79,8 +79,12 @@ class Client:
         allow_outside: bool = False,
         spawn: bool = True,
     ):
-        if runtime not in (None, "auto", "docker", "podman", "native"):
-            raise UsageError(f"unknown runtime {runtime!r}", hint="auto, docker, podman or native")
+        if runtime is not None:
+            from sqlrs import extensions
+
+            known = ("auto", *extensions.names(extensions.RUNTIMES))
+            if runtime not in known:
+                raise UsageError(f"unknown runtime {runtime!r}", hint="use one of: " + ", ".join(known))
         self._state_dir = Path(state_dir).absolute() if state_dir is not None else None
         self.runtime = runtime
         self.image = image
@@ -279,7 +283,7 @@ class Client:
             body["name"] = name
         data = self.call("POST", "/v1/snapshots", body, timeout=None)
         image = self.image
-        if image is None and data.get("runtime") in ("docker", "podman"):  # instances of it need its image
+        if image is None:  # instances of it need its image (None: its runtime runs without one)
             image = self.call("GET", f"/v1/instances/{ref}").get("image")
         return State(id=str(data["id"]), runtime=str(data.get("runtime", "")), image=image)
 

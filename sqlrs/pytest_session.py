@@ -99,17 +99,17 @@ class SqlrsSession:
 
     @property
     def instance_kind(self) -> str:
-        """The kind of instance tests get: `auto` takes database instances on the copy store,
-        where a server instance costs a full copy of the data directory, and server instances
-        on copy-on-write stores, where they are as fast and isolate more."""
+        """The kind of instance tests get: `auto` takes database instances on a store without
+        copy-on-write (copy), where a server instance costs a full copy of the data directory, and
+        server instances on copy-on-write stores, where they are as fast and isolate more."""
         with self._lock:
             if self._kind is None:
                 wanted = str(self._opt("sqlrs_instance_kind", "sqlrs_instance_kind") or "auto")
                 if wanted not in ("auto", "server", "database"):
                     raise pytest.UsageError(f"sqlrs_instance_kind takes auto, server or database, not {wanted!r}")
                 if wanted == "auto":
-                    backend = self.client.status().get("snapshot", {}).get("backend")
-                    wanted = "database" if backend == "copy" else "server"
+                    copy_on_write = self.client.status().get("snapshot", {}).get("copy_on_write")
+                    wanted = "server" if copy_on_write else "database"
                 self._kind = wanted
             return self._kind
 

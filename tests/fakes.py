@@ -272,6 +272,7 @@ class FakeSnapshotStore:
     """The SnapshotStore port on a plain directory, without copy-on-write (see the module doc)."""
 
     backend = "fake"
+    copy_on_write = False  # its clones are full copies (`cp -a`), whatever its space accounting says
 
     def __init__(self, root: Path, capacity: int = 4 << 30) -> None:
         self.root = Path(root)
@@ -378,6 +379,8 @@ class FakeServer:
 
 class FakeRuntime:
     """The Runtime port without PostgreSQL: a server is a record plus its postmaster.pid."""
+
+    needs_image = False
 
     def __init__(self, name: str = "native", version: str = "16.4") -> None:
         self.name = name

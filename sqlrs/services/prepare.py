@@ -87,7 +87,7 @@ class PrepareService:
 
     # -- planning ----------------------------------------------------------------------------
     def identity_for(self, runtime: Runtime, image: str | None) -> RuntimeIdentity:
-        if runtime.name == "native":
+        if not runtime.needs_image:
             return runtime.resolve(None)
         return runtime.resolve(image or self.default_image())
 
@@ -96,7 +96,7 @@ class PrepareService:
         wanted = image or self.default_image()
 
         def can_get_image(runtime: Runtime) -> None:
-            if runtime.name != "native":
+            if runtime.needs_image:
                 self.identity_for(runtime, wanted)  # raises RuntimeUnavailable when it cannot
 
         return wanted, can_get_image
@@ -149,7 +149,7 @@ class PrepareService:
             raise UsageError(f"state {start.id[:12]} belongs to the {start.runtime} runtime, not {request.runtime}",
                              hint=f"drop --runtime, or use --runtime {start.runtime}")
         image = request.image
-        if image is None and start.runtime != "native":
+        if image is None and self.registry.get(start.runtime).needs_image:
             image = self._image_of_base(start.base_id)
         return attrs.evolve(request, from_state=start.id, runtime=start.runtime, image=image)
 
@@ -208,9 +208,10 @@ class PrepareService:
         ctx.set_tasks(tasks)
         plan = [item.to_json() for item in items]
         ctx.emit("plan", runtime=runtime.name, identity=identity.description, steps=plan)
-        if request.image and runtime.name == "native":
-            ctx.emit("warning", text=f"the native runtime ignores the image {request.image}: its states are "
-                                     f"based on {identity.description}; use --runtime docker|podman for images")
+        if request.image and not runtime.needs_image:
+            ctx.emit("warning", text=f"the {runtime.name} runtime ignores the image {request.image}: its states are "
+                                     f"based on {identity.description}; choose a container runtime (--runtime) "
+                                     "for images")
         if request.plan_only:
             return {"plan": plan, "runtime": runtime.name}
         for text in self.warnings():

@@ -123,7 +123,7 @@ class RemoteService:
         """The runtime identity that made `state`'s base, from the runtimes and images known here."""
         runtime = self.runtimes.get(state.runtime)
         images: list[str | None] = [image] if image else [None]
-        if not image and runtime.name != "native":
+        if not image and runtime.needs_image:
             images += sorted({i.image for i in self.repo.list_instances() if i.image and i.runtime == runtime.name})
         for candidate in images:
             identity = self.identity_for(runtime, candidate)
