@@ -8,7 +8,7 @@ choices, config schema, the library, the pytest plugin, the engine's registry) c
 
 Standard library only, and `importlib.metadata` (about as costly to import as the CLI's whole
 fast path) only when names are asked for: `cached_names` answers the CLI's fast path from a
-small file while the directories Python looks in (sys.path) are unchanged since it was written.
+small file while the distributions on sys.path are unchanged since it was written.
 """
 
 from __future__ import annotations
@@ -80,19 +80,25 @@ def _cache_file() -> str:
 
 
 def _fingerprint() -> list[list[object]]:
-    """The directories Python looks in with their modification times: installing or removing a
-    distribution adds or removes its metadata directory in one of them."""
+    """The distributions Python can see: the metadata directories (`*.dist-info`, `*.egg-info`) in
+    the sys.path entries that have any, with their modification times. Installing, upgrading or
+    removing one (pip writes a fresh metadata directory) changes it; other files do not, nor does
+    the current directory that `python -m` puts on sys.path, unless it holds a distribution."""
     found: list[list[object]] = []
     for entry in sys.path:
+        folder = os.path.abspath(entry or ".")
         try:
-            found.append([entry, os.stat(entry or ".").st_mtime_ns])
+            metadata = sorted(name for name in os.listdir(folder) if name.endswith((".dist-info", ".egg-info")))
+            if metadata:
+                found.append([folder, [[name, os.stat(os.path.join(folder, name)).st_mtime_ns] for name in metadata]])
         except OSError:
-            found.append([entry, None])
+            continue  # not a directory (a zip that does not exist...): no metadata to read there
     return found
 
 
 def cached_names(group: str) -> tuple[str, ...]:
-    """`names(group)`, read from a cache file when sys.path is as it was when the file was written."""
+    """`names(group)`, read from a cache file when the distributions on sys.path are those it was
+    written for."""
     path, key = _cache_file(), _fingerprint()
     try:
         with open(path, encoding="utf-8") as handle:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -67,13 +66,14 @@ def test_the_fast_path_reads_names_from_a_cache_until_something_is_installed(tmp
     second = names_in_child(cache_home, site)
     assert second == {"names": first["names"], "scanned": False}  # importlib.metadata never imported
 
+    (site / "unrelated.txt").write_text("a file that is no distribution")  # e.g. in the current directory
+    assert names_in_child(cache_home, site)["scanned"] is False
+
     # a distribution installed into a directory on sys.path: its metadata appears there
-    time.sleep(0.01)  # a later mtime, whatever the filesystem's granularity within reason
     dist = site / "sqlrs_demo_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sqlrs-demo-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[sqlrs.runtimes]\ndemo = sqlrs_demo_plugin:PLUGIN\n")
-    os.utime(site, ns=(time.time_ns(), time.time_ns() + 1_000_000))
     third = names_in_child(cache_home, site)
     assert third["scanned"] is True and "demo" in third["names"]  # type: ignore[operator]
     assert json.loads(cache_file.read_text())["names"]["sqlrs.runtimes"] == third["names"]
