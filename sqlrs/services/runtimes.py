@@ -184,6 +184,10 @@ class RuntimeRegistry:
                     hint="start it, or choose another with --runtime / container.runtime",
                 )
             return Choice(self.get(wanted), f"{wanted}: chosen by {origin}", (probe,))
+        if not self._factories:
+            raise RuntimeUnavailable("no runtime is registered (entry point group sqlrs.runtimes)",
+                                     hint="install sqlrs again: its own runtimes are entry points (in a checkout: "
+                                          "pip install -e .)")
         probes: list[Probe] = []
         passed_over: list[Probe] = []
         for name in self.names():
