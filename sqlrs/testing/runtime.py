@@ -220,8 +220,12 @@ class Server:
         return code, out, err, chunks
 
     def script(self, name: str, text: str) -> str:
-        """Write a script into the instance's scripts dir; the path the tools see it under."""
+        """Write a script into the instance's scripts dir (`name` may name a subdirectory); the path
+        the tools see it under."""
         path = self.spec.scripts_dir / name
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+            os.chmod(path.parent, 0o755)
         path.write_text(text)
         os.chmod(path, 0o644)
         return self.runtime.tool_path(self.spec, path)
@@ -429,8 +433,6 @@ class RuntimeContract(RuntimeServers):
     def test_tool_runs_a_script_from_the_scripts_dir(self, runtime: Runtime, servers: Servers) -> None:
         server = servers.make()
         server.start()
-        (server.spec.scripts_dir / "sub").mkdir()
-        os.chmod(server.spec.scripts_dir / "sub", 0o755)
         visible = server.script("sub/step.sql", "select 1;\n")
         code, _, err, _ = server.run("psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", visible)
         assert code == 0, err
@@ -559,8 +561,6 @@ class PostgresRuntimeContract(RuntimeContract):
     def test_tool_sees_the_scripts_dir(self, runtime: Runtime, servers: Servers) -> None:
         server = servers.make()
         server.start()
-        (server.spec.scripts_dir / "sub").mkdir()
-        os.chmod(server.spec.scripts_dir / "sub", 0o755)
         inner = server.script("sub/inner.sql", "select 'inner';\n")
         outer = server.script("outer.sql", f"\\i {inner}\nselect 'outer';\n")
         code, out, err, _ = server.run("psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", outer)

@@ -90,6 +90,16 @@ def make_pgdata_like(store: SnapshotStore, path: Path) -> None:
     os.chmod(path / "pg_wal", 0o750)
 
 
+def write_like_postgres(volume: Path) -> None:
+    """Change a volume made by `make_pgdata_like` as a server would: a page written in place, a
+    relation dropped, another one created."""
+    with open(volume / "base/1/1259", "r+b") as handle:
+        handle.seek(8192 * 5)
+        handle.write(b"\xff" * 8192)
+    (volume / "base/5/16384").unlink()
+    write_file(volume / "base/5/new", b"new")
+
+
 def tree(path: Path) -> dict[str, tuple[object, ...]]:
     """Everything a clone must preserve, by relative path (the root itself is "")."""
     result: dict[str, tuple[object, ...]] = {}
@@ -195,11 +205,7 @@ class SnapshotStoreContract:
         store.clone(source, clone)
         source_tree = tree(source)
 
-        with open(clone / "base/1/1259", "r+b") as handle:  # in-place page write, as Postgres does
-            handle.seek(8192 * 5)
-            handle.write(b"\xff" * 8192)
-        (clone / "base/5/16384").unlink()
-        write_file(clone / "base/5/new", b"new")
+        write_like_postgres(clone)
         os.chmod(clone / "postgresql.conf", 0o600)
         os.chown(clone / "PG_VERSION", *PG_OWNER)
         assert tree(source) == source_tree
@@ -225,11 +231,7 @@ class SnapshotStoreContract:
         store.clone(source, earlier)
 
         earlier_content = content(earlier)
-        with open(source / "base/1/1259", "r+b") as handle:  # in-place page write, as Postgres does
-            handle.seek(8192 * 5)
-            handle.write(b"\xff" * 8192)
-        (source / "base/5/16384").unlink()
-        write_file(source / "base/5/new", b"new")
+        write_like_postgres(source)
         store.clone(source, clone, EarlierClone(earlier, taken_at))
         assert content(clone) == content(source)
         assert content(earlier) == earlier_content

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _require import require
-from fixtures import native_available
+from fixtures import native_available, native_harness
 from harness import REPO, Sqlrs, psql, short_tmp
 
 pytestmark = [pytest.mark.runtime("native"), pytest.mark.timeout(1200)]
@@ -47,15 +47,9 @@ def installed() -> Iterator[Path]:
 
 @pytest.fixture
 def sq(installed: Path) -> Iterator[Sqlrs]:
-    state_dir = short_tmp()
-    harness = Sqlrs(state_dir, runtime="native-limits")
-    harness.env["PYTHONPATH"] = str(installed)  # the engine the CLI spawns inherits it
-    try:
+    # the engine the CLI spawns inherits PYTHONPATH
+    with native_harness("native-limits", env={"PYTHONPATH": str(installed)}) as harness:
         yield harness
-    finally:
-        leftovers = harness.close()
-        shutil.rmtree(state_dir, ignore_errors=True)
-        assert not leftovers, f"left behind: {leftovers}"
 
 
 def test_the_installed_runtime_is_listed_and_serves_prepares(sq: Sqlrs) -> None:

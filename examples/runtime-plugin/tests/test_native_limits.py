@@ -4,11 +4,8 @@ real PostgreSQL servers, and the limits themselves as the kernel reports them.""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -24,6 +21,7 @@ from sqlrs.testing.runtime import (
     host_processes,
     opened,
     runtime_context,
+    scratch_root,
 )
 
 
@@ -45,15 +43,9 @@ def under_test(state_dir: Path) -> RuntimeUnderTest:
                             reopen=lambda: under_test(state_dir))
 
 
-@contextlib.contextmanager
-def state_dir() -> Iterator[Path]:
+def state_dir() -> contextlib.AbstractContextManager[Path]:
     """Where the runtime may copy PostgreSQL binaries for the server user: traversable by it."""
-    path = Path(tempfile.mkdtemp(prefix="sqlrs-limits-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return scratch_root("sqlrs-limits-")
 
 
 def niceness(pid: int) -> int:
