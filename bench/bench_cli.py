@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_cli.py                          # 30 rounds, the CLI as installed
     .venv/bin/python bench/bench_cli.py --click                  # ... and forced through Click
     .venv/bin/python bench/bench_cli.py --before /tmp/old --json out.json
+    .venv/bin/python bench/bench_cli.py --before /tmp/main --before-entry sqlrs.entrypoints.cli.fast:main
 
 A fresh state dir under /tmp, the native runtime, one warm engine. Each command runs `--runs`
 times; the commands (and the variants of the CLI) take turns, round robin, so load from
@@ -10,7 +11,8 @@ elsewhere on the machine spreads over all of them alike. Figures are medians (an
 wall time); each process's own CPU time comes from wait4. Commands run through a console
 script the way users and scripts start them: the installed `<venv>/bin/sqlrs` ("fast"), the same
 with SQLRS_CLI_NO_FAST=1 (`--click`), and `--before DIR`: the sources in DIR (a checkout's root)
-through a pip-style script for the old entry point `sqlrs.entrypoints.cli.main:main`.
+through a pip-style script for the old entry point `sqlrs.entrypoints.cli.main:main` (or
+`--before-entry MODULE:FUNCTION`, e.g. today's, to compare two checkouts).
 
 Besides process times it prints the engine's own time: for `status`, `ls` and `rm` the median
 of the same HTTP requests made from this process, for a `prepare:psql` hit the job's
@@ -118,6 +120,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--click", action="store_true", help="also run every command with SQLRS_CLI_NO_FAST=1")
     parser.add_argument("--before", metavar="DIR", help="also run the sources in DIR through the old entry point")
+    parser.add_argument("--before-entry", metavar="MODULE:FUNCTION", default="sqlrs.entrypoints.cli.main:main",
+                        help="the entry point the --before sources run through")
     parser.add_argument("--json", help="also write the figures here")
     options = parser.parse_args()
     # an editable install leaves sqlrs uncompiled; with PYTHONDONTWRITEBYTECODE every start would compile
@@ -130,7 +134,8 @@ def main() -> int:
         variants.append(Variant("click", bench.sqlrs, {**bench.env, "SQLRS_CLI_NO_FAST": "1"}))
     if options.before:
         old = bench.state_dir / "sqlrs-before"
-        old.write_text(SCRIPT.format(python=sys.executable, module="sqlrs.entrypoints.cli.main", function="main"))
+        module, _, function = options.before_entry.partition(":")
+        old.write_text(SCRIPT.format(python=sys.executable, module=module, function=function))
         old.chmod(0o755)
         variants.append(Variant("before", str(old), {**bench.env, "PYTHONPATH": str(Path(options.before).resolve())}))
     try:
@@ -148,6 +153,9 @@ COMMANDS: dict[str, list[str]] = {
     "sqlrs prepare:psql --name --reuse (hit)": ["-q", "prepare:psql", "--name", "bench", "--reuse", "--",
                                                 "-f", "schema.sql"],
     "sqlrs prepare:psql (hit, new instance)": ["-q", "prepare:psql", "--", "-f", "schema.sql"],
+    # --runtime: the registered names, from the fast path's cache file (sqlrs/extensions.py)
+    "sqlrs prepare:psql --runtime native --reuse": ["-q", "prepare:psql", "--runtime", "native", "--name", "bench",
+                                                    "--reuse", "--", "-f", "schema.sql"],
 }
 REUSE, NEW = "sqlrs prepare:psql --name --reuse (hit)", "sqlrs prepare:psql (hit, new instance)"
 

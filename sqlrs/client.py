@@ -88,8 +88,12 @@ class Client:
         spawn: bool = True,
         postgres_version: str | int | None = None,
     ):
-        if runtime not in (None, "auto", "docker", "podman", "native"):
-            raise UsageError(f"unknown runtime {runtime!r}", hint="auto, docker, podman or native")
+        if runtime is not None:
+            from sqlrs import extensions
+
+            known = ("auto", *extensions.names(extensions.RUNTIMES))
+            if runtime not in known:
+                raise UsageError(f"unknown runtime {runtime!r}", hint="use one of: " + ", ".join(known))
         if postgres_version is not None:
             from sqlrs.engine_client.workspace import check_version
 
@@ -306,7 +310,7 @@ class Client:
             body["name"] = name
         data = self.call("POST", "/v1/snapshots", body, timeout=None)
         image = self.image
-        if image is None and data.get("runtime") in ("docker", "podman"):  # instances of it need its image
+        if image is None:  # instances of it need its image (None: its runtime runs without one)
             image = self.call("GET", f"/v1/instances/{ref}").get("image")
         return State(id=str(data["id"]), runtime=str(data.get("runtime", "")), image=image)
 

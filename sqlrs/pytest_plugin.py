@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from sqlrs import extensions
 from sqlrs.pytest_session import PREFILL_TIMEOUT, Spec, SqlrsSession, build_error_message
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,7 +105,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sqlrs-state-dir", default=None, dest="sqlrs_state_dir", metavar="DIR",
                     help="sqlrs state directory (default: SQLRS_STATE_DIR or the platform default).")
     group.addoption("--sqlrs-runtime", default=None, dest="sqlrs_runtime",
-                    choices=["auto", "docker", "podman", "native"], help="Where PostgreSQL runs.")
+                    choices=["auto", *extensions.names(extensions.RUNTIMES)],
+                    help="Where PostgreSQL runs: auto or a runtime's name.")
     group.addoption("--sqlrs-image", default=None, dest="sqlrs_image", help="Container image (docker/podman).")
     group.addoption("--sqlrs-postgres-version", default=None, dest="sqlrs_postgres_version", metavar="MAJOR",
                     help="PostgreSQL major of this run's states (e.g. 16; overrides SQLRS_POSTGRES_VERSION, the "
@@ -129,7 +131,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=False)
     parser.addini("sqlrs_ttl", "Idle TTL in seconds of the instances tests get (0: none)", default="600")
     parser.addini("sqlrs_state_dir", "sqlrs state directory", default="")
-    parser.addini("sqlrs_runtime", "auto, docker, podman or native", default="")
+    parser.addini("sqlrs_runtime", "auto or a runtime's name: " + ", ".join(extensions.names(extensions.RUNTIMES)),
+                  default="")
     parser.addini("sqlrs_image", "Container image for docker/podman", default="")
     parser.addini("sqlrs_postgres_version", "PostgreSQL major of this suite's states, e.g. 16 (SQLRS_POSTGRES_VERSION "
                   "overrides it; default: the workspace's postgres.version, else the engine's)", default="")

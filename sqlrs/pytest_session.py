@@ -100,18 +100,18 @@ class SqlrsSession:
 
     @property
     def instance_kind(self) -> str:
-        """The kind of instance tests get: `auto` takes database instances on the copy store,
-        where a server instance costs a full copy of the data directory, and server instances
-        on copy-on-write stores, where they are as fast and isolate more."""
+        """The kind of instance tests get: `auto` takes database instances on a store without
+        copy-on-write (copy), where a server instance costs a full copy of the data directory, and
+        server instances on copy-on-write stores, where they are as fast and isolate more."""
         with self._lock:
             if self._kind is None:
                 wanted = str(self._opt("sqlrs_instance_kind", "sqlrs_instance_kind") or "auto")
                 if wanted not in ("auto", "server", "database"):
                     raise pytest.UsageError(f"sqlrs_instance_kind takes auto, server or database, not {wanted!r}")
                 if wanted == "auto":
-                    backend = self.client.status().get("snapshot", {}).get("backend")
-                    wanted = "database" if backend == "copy" else "server"
-                    self.kind_choice = f"sqlrs_instance_kind = auto on the {backend!r} snapshot store"
+                    snapshot = self.client.status().get("snapshot", {})
+                    wanted = "server" if snapshot.get("copy_on_write") else "database"
+                    self.kind_choice = f"sqlrs_instance_kind = auto on the {snapshot.get('backend')!r} snapshot store"
                 self._kind = wanted
             return self._kind
 

@@ -6,9 +6,12 @@ docker or podman (tests/unit/test_services_*.py).
   (`cp -a`); space is accounted as a perfectly deduplicating filesystem would (each distinct
   64 KiB block once), so clones share and copy-on-write grows by what was written, and the free
   space is a fixed capacity minus that. It passes the snapshot-store contract suite
-  (tests/integration/test_snapshot_contract.py, backend `fake`).
+  (sqlrs.testing.snapshots, in tests/integration/test_snapshot_contract.py).
 - `FakeRuntime`: "servers" are records. It follows the Runtime port's conventions that the
-  services observe: `start` writes a `postmaster.pid` saying `ready`, a clean `stop` removes it;
+  services observe (it passes the port-level runtime contract suite, sqlrs.testing.runtime
+  `RuntimeContract`, in tests/integration/test_runtime_contract.py): `start` writes a
+  `postmaster.pid` saying `ready`, a clean `stop` removes it, servers outlive the adapter (the
+  records are shared with a new adapter given the same `servers`);
   `psql` appends the script it is given to `applied.sql` in the data directory, writes N random
   bytes for each `PAD N` in it, and fails (exit 3, an `ERROR:` line) on a script containing `FAIL`.
 - `FakeAdmin`: records the SQL it is asked to run; client connections are set per port.
@@ -277,6 +280,7 @@ class FakeSnapshotStore:
     """The SnapshotStore port on a plain directory, without copy-on-write (see the module doc)."""
 
     backend = "fake"
+    copy_on_write = False  # its clones are full copies (`cp -a`, `clone_seconds` each), however it counts space
 
     def __init__(self, root: Path, capacity: int = 4 << 30) -> None:
         self.root = Path(root)
@@ -385,14 +389,27 @@ class FakeServer:
     scripts: list[str] = attrs.field(factory=list)
 
 
+# initdb's options (PostgreSQL 15-18): any other is refused, as initdb refuses it
+INITDB_FLAGS = frozenset({
+    "-A", "-D", "-E", "-g", "-k", "-L", "-n", "-N", "-s", "-S", "-T", "-U", "-W", "-X", "-c", "-d",
+    "--allow-group-access", "--auth", "--auth-host", "--auth-local", "--data-checksums", "--debug",
+    "--discard-caches", "--encoding", "--icu-locale", "--icu-rules", "--lc-collate", "--lc-ctype", "--lc-messages",
+    "--lc-monetary", "--lc-numeric", "--lc-time", "--locale", "--locale-provider", "--no-clean", "--no-instructions",
+    "--no-locale", "--no-sync", "--pgdata", "--pwfile", "--pwprompt", "--set", "--show", "--sync-only",
+    "--sync-method", "--text-search-config", "--username", "--wal-segsize", "--waldir", "--no-data-checksums"})
+
+
 class FakeRuntime:
     """The Runtime port without PostgreSQL: a server is a record plus its postmaster.pid."""
 
-    def __init__(self, name: str = "native", version: str = "16.4") -> None:
+    needs_image = False
+
+    def __init__(self, name: str = "native", version: str = "16.4",
+                 servers: dict[str, FakeServer] | None = None) -> None:
         self.name = name
         self.version = version
         self.available = True
-        self.servers: dict[str, FakeServer] = {}
+        self.servers: dict[str, FakeServer] = {} if servers is None else servers  # ref -> server, like the OS's
         self.started: list[str] = []  # instance ids (scratch keys), in start order
         self.fail_start = 0  # the next N starts fail as a server dying at start-up would
         self.clock: FakeClock | None = None  # a script saying "TAKES 2.5" moves it by that many seconds
@@ -407,23 +424,39 @@ class FakeRuntime:
             raise RuntimeUnavailable(f"PostgreSQL {major} is not installed here")
         return RuntimeIdentity(runtime=self.name, identity=f"fake-postgres-{self.version}",
                                version=f"PostgreSQL {self.version}", description=f"fake PostgreSQL {self.version}",
-                               image=image)
+                               image=image, server_uid=self.server_ids[0], server_gid=self.server_ids[1])
+
+    @property
+    def server_ids(self) -> tuple[int, int]:
+        """Who "runs" the servers: as PostgreSQL, never root (a root engine's: nobody)."""
+        return (65534, 65534) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
 
     def prepare_run_dir(self, identity: RuntimeIdentity, run_dir: Path) -> None:
         (run_dir / "scripts").mkdir(parents=True, exist_ok=True)
+        for path in (run_dir, run_dir / "scripts"):
+            os.chown(path, *self.server_ids)
 
     def initdb(self, identity: RuntimeIdentity, data_dir: Path, options: Sequence[str]) -> None:
+        unknown = [option for option in options if option.startswith("-") and option.split("=")[0] not in INITDB_FLAGS]
+        if unknown:
+            raise RuntimeFailure("initdb failed", details={"log": f"initdb: unrecognized option '{unknown[0]}'"})
+        os.chmod(data_dir, 0o700)
         (data_dir / "PG_VERSION").write_text(self.version.split(".")[0] + "\n")
         (data_dir / "applied.sql").write_text("")
         (data_dir / "global").mkdir()
         (data_dir / "global" / "pg_control").write_bytes(b"fake control file")  # what a checkpoint rewrites
+        for path in (data_dir, *data_dir.rglob("*")):
+            os.chown(path, *self.server_ids)
 
     def start(self, spec: InstanceSpec) -> str:
         with self._lock:
             if self.fail_start > 0:
                 self.fail_start -= 1
                 raise RuntimeFailure("PostgreSQL exited during start-up", details={"log": "FATAL: fake"})
-            ref = f"fake-{next(self._refs)}"
+            taken = [s for s in self.servers.values() if s.running and s.spec.data_dir == spec.data_dir]
+            if taken:
+                raise RuntimeFailure(f"fake server {taken[0].ref} already runs a server on {spec.data_dir}")
+            ref = f"fake-{next(self._refs)}-{secrets.token_hex(3)}"  # unique among adapters sharing `servers`
             self.servers[ref] = FakeServer(spec, ref)
             self.started.append(spec.instance_id)
         # line 1 pid, 3 start time, 8 status: what ports.postmaster reads

@@ -10,13 +10,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlrs.domain.config import BY_NAME, KEYS, lookup
+from sqlrs import extensions
+from sqlrs.domain.config import BY_NAME, KEYS, Names, lookup
 
 
 class ConfigFile:
-    def __init__(self, path: Path, environ: Mapping[str, str] | None = None):
+    def __init__(self, path: Path, environ: Mapping[str, str] | None = None, names: Names = extensions.names):
+        """`names`: the runtimes and snapshot stores the choices of container.runtime and
+        snapshot.backend come from (the registered ones)."""
         self._path = path
         self._environ = os.environ if environ is None else environ
+        self._names = names
         self._lock = threading.Lock()
 
     def stored(self) -> dict[str, Any]:
@@ -31,7 +35,7 @@ class ConfigFile:
     def get(self, name: str) -> Any:
         key = lookup(name)
         if key.env and self._environ.get(key.env):
-            return key.parse(self._environ[key.env])
+            return key.parse(self._environ[key.env], self._names)
         return self.stored().get(name, key.default)
 
     def effective(self) -> dict[str, dict[str, Any]]:
@@ -40,7 +44,8 @@ class ConfigFile:
         result: dict[str, dict[str, Any]] = {}
         for key in KEYS:
             if key.env and self._environ.get(key.env):
-                result[key.name] = {"value": key.parse(self._environ[key.env]), "source": f"env {key.env}"}
+                result[key.name] = {"value": key.parse(self._environ[key.env], self._names),
+                                    "source": f"env {key.env}"}
             elif key.name in stored:
                 result[key.name] = {"value": stored[key.name], "source": "config"}
             else:
@@ -49,7 +54,8 @@ class ConfigFile:
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Set keys (value None unsets); validated before anything is written."""
-        parsed = {name: (None if value is None else lookup(name).parse(value)) for name, value in changes.items()}
+        parsed = {name: (None if value is None else lookup(name).parse(value, self._names))
+                  for name, value in changes.items()}
         with self._lock:
             data = self.stored()
             for name, value in parsed.items():

@@ -10,6 +10,9 @@ One runtime serves several majors at once: each identity remembers its build.
 PostgreSQL refuses to run as root, so a root engine runs servers and tools as an unprivileged
 user (default `postgres`). That user must reach the binaries: when it cannot (a venv under
 /root, mode 700), the build is copied once into the state directory.
+
+`PLUGIN` registers it (entry point group `sqlrs.runtimes`); `make_native` is the public way for
+another runtime to build on it (examples/runtime-plugin runs its servers under resource limits).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import attrs
 
 from sqlrs.adapters.pgfiles import is_postgres, pid_alive, read_postmaster_pid, tail, wait_stopped
 from sqlrs.domain.errors import RuntimeFailure, RuntimeUnavailable
-from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeIdentity
+from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeContext, RuntimeIdentity, RuntimePlugin
 
 REQUIRED = ("postgres", "initdb", "psql", "pgbench")
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")  # util-linux: run as another user
@@ -165,11 +168,15 @@ class NativeRuntime:
     """Runs PostgreSQL binaries on the host; one server process per instance."""
 
     name = "native"
+    needs_image = False
 
-    def __init__(self, *, pg_bin: str | None, user: str, binaries_cache: Path):
+    def __init__(self, *, pg_bin: str | None, user: str, binaries_cache: Path, wrap_server: Sequence[str] = ()):
+        """`wrap_server`: a command the server runs under (e.g. `nice -n 10`), given the postgres
+        command line after its own words; it must exec it, so the server keeps its pid."""
         self._configured = pg_bin
         self._user_name = user
         self._binaries_cache = binaries_cache
+        self._wrap_server = tuple(wrap_server)
         self._builds: dict[str | None, PgBuild] = {}  # by the major asked for (None: the default)
         self._by_identity: dict[str, PgBuild] = {}  # what an identity this runtime gave runs with
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -327,7 +334,7 @@ class NativeRuntime:
         running = read_postmaster_pid(spec.data_dir)
         if running is not None and running[0] > 1 and self._alive(running[0]):
             raise RuntimeFailure(f"postgres (pid {running[0]}) already runs a server on {spec.data_dir}")
-        argv = [self._bin("postgres", spec.identity), "-D", str(spec.data_dir)]
+        argv = [*self._wrap_server, self._bin("postgres", spec.identity), "-D", str(spec.data_dir)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         argv, user_kwargs = self._as_server_user(argv)
@@ -424,6 +431,21 @@ class NativeRuntime:
 
     def tool_path(self, spec: InstanceSpec, host_path: Path) -> str:
         return str(host_path)
+
+
+NATIVE_SETTINGS = ("runtime.native.pg_bin", "runtime.native.user")
+
+
+def make_native(context: RuntimeContext, wrap_server: Sequence[str] = ()) -> NativeRuntime:
+    """The native runtime as the engine configures it (`NATIVE_SETTINGS`), its servers run under
+    `wrap_server` (see NativeRuntime)."""
+    return NativeRuntime(pg_bin=context.setting("runtime.native.pg_bin") or None,
+                         user=str(context.setting("runtime.native.user")), binaries_cache=context.binaries_dir,
+                         wrap_server=wrap_server)
+
+
+PLUGIN = RuntimePlugin("native", make_native, priority=100, settings=NATIVE_SETTINGS,
+                       description="PostgreSQL binaries on this host (installed, or the embedded 16/18 builds)")
 
 
 def pump(child: subprocess.Popen[bytes], on_output: OutputSink, cancel: threading.Event | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -20,11 +21,16 @@ class ConfigKey:
     env: str | None = None  # environment variable that overrides the stored value
     # read once when the engine starts (the store, the idle timer): a change waits for a restart
     restart: bool = False
-    # runtimes whose adapters are rebuilt when the key changes, so the change applies at once
-    runtimes: tuple[str, ...] = ()
+    # an entry point group (sqlrs.extensions) whose names are choices too, after `choices`
+    names_of: str | None = None
 
-    def parse(self, raw: Any) -> Any:
-        """Turn a CLI string or JSON value into this key's type; raise UsageError if it can't."""
+    def all_choices(self, names: Names) -> tuple[str, ...]:
+        return (*self.choices, *names(self.names_of)) if self.names_of else self.choices
+
+    def parse(self, raw: Any, names: Names | None = None) -> Any:
+        """Turn a CLI string or JSON value into this key's type; raise UsageError if it can't.
+        `names` gives the names registered in an entry point group (`sqlrs.extensions.names`);
+        a key with `names_of` needs it."""
         if self.type == "integer":
             if isinstance(raw, bool):
                 raise UsageError(f"{self.name} takes an integer")
@@ -48,27 +54,32 @@ class ConfigKey:
                 return False
             raise UsageError(f"{self.name} takes true or false, got {raw!r}")
         value = str(raw)
-        if self.choices and value not in self.choices:
-            raise UsageError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.names_of and names is None:
+            raise TypeError(f"{self.name}: parse needs the names registered in {self.names_of}")
+        choices = self.all_choices(names) if names is not None else self.choices
+        if choices and value not in choices:
+            raise UsageError(f"{self.name} must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+
+Names = Callable[[str], Sequence[str]]
 
 
 KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("container.runtime", "string", "auto", "Runtime for new states and instances.",
-              ("auto", "docker", "podman", "native"), env="SQLRS_CONTAINER_RUNTIME"),
+              ("auto",), env="SQLRS_CONTAINER_RUNTIME", names_of="sqlrs.runtimes"),
     ConfigKey("dbms.image", "string", "postgres:17", "Container image for docker/podman runtimes.",
-              env="SQLRS_IMAGE", runtimes=("docker", "podman")),
+              env="SQLRS_IMAGE"),
     ConfigKey("runtime.native.pg_bin", "string", "",
               "Directory of PostgreSQL binaries for the native runtime, or embedded:16 / embedded:18; "
-              "empty: discover (pg_config, /usr/lib/postgresql, embedded). Checked when set.", env="SQLRS_PG_BIN",
-              runtimes=("native",)),
+              "empty: discover (pg_config, /usr/lib/postgresql, embedded). Checked when set.", env="SQLRS_PG_BIN"),
     ConfigKey("runtime.liquibase.path", "string", "",
               "Liquibase 4.x for prepare:lb: its launcher, home directory or npm prefix; empty: liquibase on "
               "PATH, else /opt/sqlrs/liquibase (scripts/install.sh).", env="SQLRS_LIQUIBASE"),
     ConfigKey("runtime.native.user", "string", "postgres",
-              "Unprivileged user that runs native servers when the engine runs as root.", runtimes=("native",)),
+              "Unprivileged user that runs native servers when the engine runs as root."),
     ConfigKey("snapshot.backend", "string", "auto", "How states are cloned.",
-              ("auto", "btrfs", "reflink", "copy"), env="SQLRS_SNAPSHOT", restart=True),
+              ("auto",), env="SQLRS_SNAPSHOT", restart=True, names_of="sqlrs.snapshot_stores"),
     ConfigKey("store.path", "string", "", "Snapshot store directory; empty: <state_dir>/store.", restart=True),
     ConfigKey("store.volume.image", "string", "", "Loopback image holding the store (set by `sqlrs init local`).",
               restart=True),
@@ -123,13 +134,13 @@ def lookup(name: str) -> ConfigKey:
         raise UsageError(f"unknown config key {name!r}", hint="keys: " + ", ".join(sorted(BY_NAME))) from None
 
 
-def schema() -> dict[str, Any]:
-    """JSON Schema of the configuration object."""
+def schema(names: Names) -> dict[str, Any]:
+    """JSON Schema of the configuration object (`names`: as for `ConfigKey.parse`)."""
     properties: dict[str, Any] = {}
     for key in KEYS:
         prop: dict[str, Any] = {"type": key.type, "default": key.default, "description": key.description}
-        if key.choices:
-            prop["enum"] = list(key.choices)
+        if key.all_choices(names):
+            prop["enum"] = list(key.all_choices(names))
         if key.env:
             prop["x-env"] = key.env
         if key.restart:

@@ -1,8 +1,9 @@
 """The `Runtime` port: how sqlrs runs PostgreSQL servers.
 
 A runtime turns a data directory on the host into a running server on 127.0.0.1 and runs
-PostgreSQL client tools (psql, pgbench) against it. Adapters: native binaries, docker, podman.
-Data directories always live on the host (in the snapshot store), whatever the runtime, so
+PostgreSQL client tools (psql, pgbench) against it. Adapters: native binaries, docker, podman,
+and whatever another package registers in the entry point group `sqlrs.runtimes` (a `RuntimePlugin`,
+docs/extending.md). Data directories always live on the host (in the snapshot store), whatever the runtime, so
 states and instances are the same store objects for every runtime.
 
 Conventions every adapter follows:
@@ -16,7 +17,8 @@ Conventions every adapter follows:
 - Servers outlive the adapter that started them: a new adapter (an engine restart) answers
   `is_running`, `exec_tool`, `stop` and `discard` for a `ref` an earlier one returned.
 
-tests/integration/test_runtime_contract.py checks these promises on every adapter.
+`sqlrs.testing.runtime` checks these promises on an adapter (tests/integration/test_runtime_contract.py
+runs it on every built-in one and on the fake of the service tests).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -44,7 +46,7 @@ class Probe:
 class RuntimeIdentity:
     """What a runtime will run: enters the base state's id (sqlrs.domain.keys)."""
 
-    runtime: str  # "native" | "docker" | "podman"
+    runtime: str  # the runtime's name: "native", "docker", "podman", or a plugin's
     identity: str  # stable and path-independent: hashed into base ids
     version: str  # e.g. "PostgreSQL 15.18"
     description: str  # for people: binaries path or image reference
@@ -73,6 +75,9 @@ class Runtime(Protocol):
     """Runs PostgreSQL servers and client tools; one adapter per technology."""
 
     name: str
+    # True: servers run from a container image, which `resolve` is given (a state's instances need the
+    # image its base was made with); False: the runtime runs without an image and `resolve` gets None.
+    needs_image: bool
 
     def probe(self) -> Probe:
         """Answer quickly whether this runtime works here (daemon answers, binaries found).
@@ -171,3 +176,31 @@ class Runtime(Protocol):
         """The path under which a file in `spec.scripts_dir` (or a subdirectory of it) is visible
         to the tools, e.g. for `psql -f` or `\\i`."""
         ...
+
+
+@attrs.frozen
+class RuntimeContext:
+    """What the engine gives a runtime plugin's `make`."""
+
+    state_dir: Path  # the engine's state directory
+    binaries_dir: Path  # where the runtime may keep files between engine runs (e.g. binaries the server user can run)
+    # put on whatever the runtime makes that outlives the engine (containers), so that it is found again
+    labels: Mapping[str, str]
+    setting: Callable[[str], Any]  # a config key's value (sqlrs.domain.config; `sqlrs config get KEY`)
+
+
+@attrs.frozen
+class RuntimePlugin:
+    """What an entry point of the group `sqlrs.runtimes` names (its name is the entry point's).
+
+    The engine calls `make` when it first needs the runtime (so a module `make` imports, e.g. an
+    SDK, costs nothing until then) and again when a config key in `settings` changes.
+    """
+
+    name: str
+    make: Callable[[RuntimeContext], Runtime]
+    # `auto` tries runtimes from the highest priority down and takes the first that is available
+    # (built in: docker 300, podman 200, native 100)
+    priority: int
+    settings: tuple[str, ...] = ()  # config keys `make` reads
+    description: str = ""  # for people, e.g. in docs and `sqlrs status`

@@ -2,14 +2,16 @@
 
 A *volume* is a directory that holds one PostgreSQL data directory (PGDATA is the volume
 itself). States and instances are volumes; the store decides how a clone is made:
-btrfs subvolume snapshots, reflink copies (XFS, btrfs), or plain copies as a last resort.
+btrfs subvolume snapshots, reflink copies (XFS, btrfs), or plain copies as a last resort, or
+whatever another package registers in the entry point group `sqlrs.snapshot_stores` (a
+`SnapshotStorePlugin`, docs/extending.md; `sqlrs.testing.snapshots` checks a store's promises).
 The service layer owns the layout and atomic commits (clone to a temporary name, rename,
 metadata row in one transaction); the store only manipulates volumes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,8 +34,11 @@ class EarlierClone:
 class SnapshotStore(Protocol):
     """Creates, clones and deletes volumes below `root`."""
 
-    backend: str  # "btrfs" | "reflink" | "copy"
+    backend: str  # the store's name: "btrfs", "reflink", "copy", or a plugin's
     root: Path
+    # True: a clone shares its data with the source until either is written (cheap in time and disk,
+    # so the services keep spare clones ahead); False: a clone copies the data.
+    copy_on_write: bool
 
     def create(self, path: Path) -> None:
         """Create a new empty writable volume at `path` (parent exists, `path` does not)."""
@@ -82,3 +87,20 @@ class SnapshotStore(Protocol):
         volume renamed into place afterwards survives a machine crash whole: the services call
         it before every commit rename."""
         ...
+
+
+@attrs.frozen
+class SnapshotStorePlugin:
+    """What an entry point of the group `sqlrs.snapshot_stores` names (its name is the entry point's)."""
+
+    name: str
+    open: Callable[[Path], SnapshotStore]  # the store on `root` (an existing directory)
+    # whether the store works on the filesystem holding `root`, and why (not): found by doing the real
+    # operations there (create, clone, delete a probe volume), leaving nothing behind; never raises
+    probe: Callable[[Path], tuple[bool, str]]
+    # `auto` takes the working store of the highest priority (built in: btrfs 300, reflink 200, copy 100)
+    priority: int
+    hint: str = ""  # what to do when this store was asked for and does not work
+    # the filesystem (`mkfs.<volume_fs>`) of a loop volume `sqlrs init local --snapshot NAME` makes for
+    # the store; None: the store needs none
+    volume_fs: str | None = None

@@ -92,7 +92,7 @@ class PrepareService:
     def identity_for(self, runtime: Runtime, image: str | None, major: str | None = None) -> RuntimeIdentity:
         """What `runtime` runs for a request's image and PostgreSQL major. Without an image, a
         major picks `postgres:N` unless config dbms.image already is that major."""
-        if runtime.name == "native":
+        if not runtime.needs_image:
             return runtime.resolve(None, major)
         if image is None and major is not None:
             default = self.default_image()
@@ -108,7 +108,7 @@ class PrepareService:
         wanted = image or (f"postgres:{major}" if major else self.default_image())
 
         def can_serve(runtime: Runtime) -> None:
-            if runtime.name != "native" or major is not None:
+            if runtime.needs_image or major is not None:
                 self.identity_for(runtime, image, major)  # raises RuntimeUnavailable when it cannot
 
         return f"{wanted} / {major}" if major else wanted, can_serve
@@ -163,7 +163,7 @@ class PrepareService:
             raise UsageError(f"state {start.id[:12]} belongs to the {start.runtime} runtime, not {request.runtime}",
                              hint=f"drop --runtime, or use --runtime {start.runtime}")
         image = request.image
-        if image is None and start.runtime != "native":
+        if image is None and self.registry.get(start.runtime).needs_image:
             image = self.image_of_base(start.base_id)
         return attrs.evolve(request, from_state=start.id, runtime=start.runtime, image=image)
 
@@ -232,9 +232,10 @@ class PrepareService:
         ctx.set_tasks(tasks)
         plan = [item.to_json() for item in items]
         ctx.emit("plan", runtime=runtime.name, identity=identity.description, steps=plan)
-        if request.image and runtime.name == "native":
-            ctx.emit("warning", text=f"the native runtime ignores the image {request.image}: its states are "
-                                     f"based on {identity.description}; use --runtime docker|podman for images")
+        if request.image and not runtime.needs_image:
+            ctx.emit("warning", text=f"the {runtime.name} runtime ignores the image {request.image}: its states are "
+                                     f"based on {identity.description}; choose a container runtime (--runtime) "
+                                     "for images")
         if request.plan_only:
             result: dict[str, Any] = {"plan": plan, "runtime": runtime.name, "identity": identity.description}
             if request.explain:

@@ -24,8 +24,6 @@ from sqlrs.services.standby import StandbyClones
 
 log = logging.getLogger("sqlrs.engine")
 
-CONTAINER_RUNTIMES = ("docker", "podman")
-
 
 class Recovery:
     def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, registry: RuntimeRegistry,
@@ -84,15 +82,19 @@ class Recovery:
         used = {instance.runtime for instance in instances} | {state.runtime for state in repo.list_states()}
         owned = {instance.runtime_ref for instance in instances if instance.runtime_ref}
         labels: dict[str, str | None] = {"sqlrs.state_dir": str(self.layout.state_dir)}
-        for name in CONTAINER_RUNTIMES:
-            if name not in registry.names() or not (everywhere or name in used):
+        for name in registry.names():
+            if not (everywhere or name in used):
+                continue
+            try:
+                runtime = registry.get(name)
+            except Exception as exc:  # a runtime that cannot even be built made nothing to remove
+                log.info("not checking %s for leftovers: %s", name, exc)
+                continue
+            if not isinstance(runtime, ContainerHousekeeping):
                 continue
             probe = registry.probe(name)
             if not probe.available:
                 log.info("not checking %s for leftover containers: %s", name, probe.reason)
-                continue
-            runtime = registry.get(name)
-            if not isinstance(runtime, ContainerHousekeeping):
                 continue
             try:
                 for ref in runtime.leftovers(labels):

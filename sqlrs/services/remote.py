@@ -124,7 +124,7 @@ class RemoteService:
         """The runtime identity that made `state`'s base, from the runtimes and images known here."""
         runtime = self.runtimes.get(state.runtime)
         images: list[str | None] = [image] if image else [None]
-        if not image and runtime.name != "native":
+        if not image and runtime.needs_image:
             images += sorted({i.image for i in self.repo.list_instances() if i.image and i.runtime == runtime.name})
         major = pg_major(self.layout.abs(state.data_path))
         for candidate in images:
@@ -319,7 +319,7 @@ class RemoteService:
         runtime = self.runtimes.choose(name).runtime
         if image is None and runtime.name == notes.runtime:
             image = notes.image
-        if runtime.name == "native" and postgres_major(notes.version):
+        if not runtime.needs_image and postgres_major(notes.version):
             # the binaries of the chain's major when they are here; else the default ones, which
             # check_compatible then names as another PostgreSQL (an image is what it is, alike)
             try:

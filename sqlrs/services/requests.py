@@ -35,7 +35,7 @@ def check_id(value: str, what: str = "id") -> str:
 class PrepareRequest:
     steps: tuple[Step, ...]
     options: PsqlOptions = attrs.field(factory=PsqlOptions)
-    runtime: str | None = None
+    runtime: str | None = None  # "auto" or a runtime's name: the route checks it against the engine's runtimes
     image: str | None = None
     name: str | None = None
     plan_only: bool = False
@@ -115,8 +115,6 @@ def parse_prepare(data: Any) -> PrepareRequest:
         check_name(request.name)
     if request.on_name not in ("error", "reuse", "fresh"):
         raise UsageError(f"on_name must be error, reuse or fresh, not {request.on_name!r}")
-    if request.runtime not in (None, "auto", "docker", "podman", "native"):
-        raise UsageError(f"unknown runtime {request.runtime!r}", hint="auto, docker, podman or native")
     if request.ttl_seconds is not None and request.ttl_seconds < 0:
         raise UsageError("ttl_seconds must not be negative")
     if request.build_only and request.name is not None:

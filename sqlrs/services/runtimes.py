@@ -1,4 +1,5 @@
-"""Choosing a runtime: per-request flag, environment, config, or the `auto` probe order."""
+"""Choosing a runtime: per-request flag, environment, config, or the `auto` probe order (the
+runtimes' declared priorities, highest first: the composition root gives them in that order)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import attrs
 from sqlrs.domain.errors import RuntimeUnavailable, UsageError
 from sqlrs.ports.runtime import Probe, Runtime
 
-PROBE_ORDER = ("docker", "podman", "native")
 _PROBE_TTL = 30.0
 
 
@@ -33,6 +33,7 @@ class RuntimeRegistry:
     """Builds runtime adapters on first use and remembers probe answers for a short while."""
 
     def __init__(self, factories: dict[str, Callable[[], Runtime]], configured: Callable[[], tuple[str, str]]):
+        """`factories`: name -> factory, in `auto` order (the first is tried first)."""
         self._factories = factories
         self._configured = configured  # () -> (value, where it comes from)
         self._instances: dict[str, Runtime] = {}
@@ -43,11 +44,16 @@ class RuntimeRegistry:
         self._lock = threading.Lock()
 
     def names(self) -> tuple[str, ...]:
-        return tuple(name for name in PROBE_ORDER if name in self._factories)
+        """Every runtime's name, in `auto` order."""
+        return tuple(self._factories)
+
+    def check_name(self, name: str | None) -> None:
+        """Refuse a requested runtime name (None and `auto` are fine) no runtime has."""
+        if name not in (None, "auto") and name not in self._factories:
+            raise UsageError(f"unknown runtime {name!r}", hint="use one of: " + ", ".join(("auto", *self.names())))
 
     def get(self, name: str) -> Runtime:
-        if name not in self._factories:
-            raise UsageError(f"unknown runtime {name!r}", hint="use one of: " + ", ".join(self.names()))
+        self.check_name(name)
         with self._lock:
             if name not in self._instances:
                 self._instances[name] = self._factories[name]()
@@ -125,8 +131,7 @@ class RuntimeRegistry:
     def rebuild(self, name: str) -> Probe:
         """Build the adapter anew (its settings changed) and probe it; the old one is dropped only
         when the new one answers, so a bad setting leaves the working adapter in place."""
-        if name not in self._factories:
-            raise UsageError(f"unknown runtime {name!r}")
+        self.check_name(name)
         try:
             fresh = self._factories[name]()
             answer = fresh.probe()
@@ -179,6 +184,10 @@ class RuntimeRegistry:
                     hint="start it, or choose another with --runtime / container.runtime",
                 )
             return Choice(self.get(wanted), f"{wanted}: chosen by {origin}", (probe,))
+        if not self._factories:
+            raise RuntimeUnavailable("no runtime is registered (entry point group sqlrs.runtimes)",
+                                     hint="install sqlrs again: its own runtimes are entry points (in a checkout: "
+                                          "pip install -e .)")
         probes: list[Probe] = []
         passed_over: list[Probe] = []
         for name in self.names():
@@ -195,5 +204,5 @@ class RuntimeRegistry:
                 return Choice(self.get(name), reason, tuple(probes), tuple(passed_over))
         raise RuntimeUnavailable(
             "no runtime is available: " + "; ".join(f"{p.name}: {p.reason}" for p in probes),
-            hint="start docker or podman, or install postgresql for the native runtime",
+            hint="start one of them, or install postgresql for the native runtime",
         )

@@ -28,7 +28,6 @@ from sqlrs.services.layout import Layout
 
 log = logging.getLogger("sqlrs.engine")
 
-COW_BACKENDS = frozenset({"btrfs", "reflink"})
 DISCARD_WAIT = 60.0  # seconds a removal waits for a standby clone being made of its state
 
 
@@ -36,7 +35,7 @@ class StandbyClones:
     def __init__(self, store: SnapshotStore, layout: Layout):
         self.store = store
         self.layout = layout
-        self.enabled = store.backend in COW_BACKENDS
+        self.enabled = store.copy_on_write
         self._ready: dict[str, Path] = {}  # state id -> its standby volume
         self._making: dict[str, concurrent.futures.Future[None]] = {}
         self._generation: dict[str, int] = {}  # bumped by discard: a clone made before is stale

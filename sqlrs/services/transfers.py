@@ -43,6 +43,4 @@ def parse_transfer(body: Any, required: str) -> dict[str, Any]:
     for key in ("target", "runtime", "image"):
         if body.get(key) is not None and not isinstance(body[key], str):
             raise UsageError(f"{key} must be a string")
-    if body.get("runtime") not in (None, "auto", "docker", "podman", "native"):
-        raise UsageError("runtime must be one of auto, docker, podman, native")
     return body

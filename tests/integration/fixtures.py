@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +19,29 @@ def native_available() -> tuple[bool, str]:
     return probe.available, probe.reason
 
 
-@pytest.fixture
-def sqlrs_native() -> Iterator[Sqlrs]:
-    """A fresh state directory driven through the CLI on the native runtime; after the test,
-    every instance is removed, the engine stopped, and nothing may be left running."""
+@contextlib.contextmanager
+def native_harness(runtime: str = "native", env: dict[str, str] | None = None) -> Iterator[Sqlrs]:
+    """A fresh state directory driven through the CLI on `runtime` (native, or one built on it),
+    with `env` added; afterwards every instance is removed, the engine stopped, and nothing may be
+    left running."""
     available, reason = native_available()
     require("native", available, reason)
     state_dir = short_tmp()
-    harness = Sqlrs(state_dir, runtime="native")
+    harness = Sqlrs(state_dir, runtime=runtime)
+    harness.env.update(env or {})
     try:
         yield harness
     finally:
         leftovers = harness.close()
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not leftovers, f"left behind: {leftovers}"
+
+
+@pytest.fixture
+def sqlrs_native() -> Iterator[Sqlrs]:
+    """A fresh state directory driven through the CLI on the native runtime (native_harness)."""
+    with native_harness() as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlrs.testing.runtime import processes_mentioning as processes_mentioning  # the tests take it from here
+
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = Path(os.environ.get("SQLRS_DATASETS", REPO.parent / "shared" / "datasets"))
 if not DATASETS.exists():  # CI clones the repo elsewhere; the datasets sit beside it there too
@@ -21,21 +23,6 @@ TEST_IMAGE = os.environ.get("SQLRS_TEST_IMAGE", "localhost/sqlrs-test-postgres:1
 def short_tmp(prefix: str = "sq") -> Path:
     """A short directory path: PostgreSQL's socket path must fit in 107 bytes."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if text in cmdline and int(entry) != os.getpid():
-            found.append((int(entry), cmdline.strip()))
-    return found
 
 
 class Sqlrs:

@@ -1,290 +1,55 @@
-"""The Runtime contract (sqlrs/ports/runtime.py), run unchanged against every runtime adapter:
+"""The Runtime contract (sqlrs/ports/runtime.py; the suite is sqlrs.testing.runtime), run unchanged
+against every runtime adapter:
 
 - native  PostgreSQL binaries on this host (run as `postgres`),
 - docker  containers of `SQLRS_TEST_IMAGE` (default localhost/sqlrs-test-postgres:16),
-- podman  the same image through the Podman API service.
+- podman  the same image through the Podman API service,
+- and the fake of the service tests (tests/fakes.py), on the promises that need no PostgreSQL.
 
 No engine and no mocks: each adapter makes a real cluster with `initdb`, and each test runs real
 servers on copies of it. A runtime that is not available here skips its tests with the reason,
-unless `SQLRS_REQUIRE` names it: then they fail (see _require.py). Another runtime joins the
-suite with one factory in `_runtimes.FACTORIES`. What only containers do (labels, published
-ports, images) is tested in test_container_runtimes.py.
+unless `SQLRS_REQUIRE` names it: then they fail (see sqlrs/testing/require.py). Another runtime
+joins the suite with one factory in `_runtimes.FACTORIES`. What only containers do (labels,
+published ports, images) is tested in test_container_runtimes.py.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import psycopg
 import pytest
-from _runtimes import (
-    FACTORIES,
-    RuntimeUnderTest,
-    Servers,
-    free_port,
-    open_runtime,
-    postmaster_status,
-    server_fixtures,
-)
+from _runtimes import FACTORIES, open_runtime
+from fakes import FakeRuntime, FakeServer
 
-from sqlrs.domain.errors import RuntimeFailure
-from sqlrs.ports.runtime import InstanceSpec, Runtime, RuntimeIdentity
+from sqlrs.ports.runtime import InstanceSpec
+from sqlrs.testing.runtime import PostgresRuntimeContract, RuntimeContract, RuntimeUnderTest
 
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module", params=list(FACTORIES))
-def rut(request: pytest.FixtureRequest) -> Iterator[RuntimeUnderTest]:
-    with open_runtime(request.param) as opened:
-        yield opened
+class TestRuntimeContract(PostgresRuntimeContract):
+    @pytest.fixture(scope="class", params=list(FACTORIES))
+    @classmethod
+    def rut(cls, request: pytest.FixtureRequest) -> Iterator[RuntimeUnderTest]:
+        with open_runtime(request.param) as opened:
+            yield opened
 
 
-@pytest.fixture(scope="module")
-def runtime(rut: RuntimeUnderTest) -> Runtime:
-    return rut.runtime
+def fake(servers: dict[str, FakeServer]) -> RuntimeUnderTest:
+    """The fake runtime; a new adapter shares its server records (its "processes")."""
+
+    def held(spec: InstanceSpec, ref: str) -> list[str]:
+        return [f"fake server {s.ref}" for s in servers.values() if s.running and s.spec.data_dir == spec.data_dir]
+
+    return RuntimeUnderTest("native", FakeRuntime(servers=servers), None, held, reopen=lambda: fake(servers))
 
 
-root, identity, template, servers = server_fixtures("sqlrs-rc-")
+class TestFakeRuntime(RuntimeContract):
+    """The fake keeps the promises that need no real PostgreSQL (PostgresRuntimeContract adds those)."""
 
+    root_prefix = "sqlrs-fake-rc-"
 
-def host_addresses() -> list[str]:
-    """This host's non-loopback IPv4 addresses (eth0, docker0, podman bridges...)."""
-    found: set[str] = set()
-    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if "inet" in fields:
-            found.add(fields[fields.index("inet") + 1].split("/")[0])
-    return sorted(a for a in found if not a.startswith("127."))
-
-
-# --- probe and resolve --------------------------------------------------------------------------
-
-
-def test_probe_answers_with_its_name(runtime: Runtime) -> None:
-    probe = runtime.probe()
-    assert probe.available and probe.name == runtime.name and probe.reason.strip()
-
-
-def test_resolve_identifies_what_runs_stably(rut: RuntimeUnderTest, identity: RuntimeIdentity) -> None:
-    assert identity.runtime == rut.name
-    assert identity.identity and identity.description
-    assert identity.version.startswith("PostgreSQL ") and identity.version.split()[1][0].isdigit()
-    assert identity.image == rut.image
-    assert isinstance(identity.server_uid, int) and isinstance(identity.server_gid, int)
-    if os.geteuid() == 0:
-        assert identity.server_uid > 0  # PostgreSQL never runs as root
-    assert rut.runtime.resolve(rut.image) == identity
-    # a new adapter (an engine restart) identifies the same thing: the identity is hashed into ids
-    fresh = FACTORIES[rut.name]()
-    try:
-        assert fresh.runtime.resolve(rut.image) == identity
-    finally:
-        fresh.close()
-
-
-# --- run dir and initdb -------------------------------------------------------------------------
-
-
-def test_prepare_run_dir_is_idempotent_and_for_the_server_user(
-    runtime: Runtime, identity: RuntimeIdentity, root: Path
-) -> None:
-    run_dir = root / f"prep-{runtime.name}" / "r"
-    runtime.prepare_run_dir(identity, run_dir)
-    (run_dir / "scripts" / "kept.sql").write_text("select 1;\n")
-    runtime.prepare_run_dir(identity, run_dir)
-    assert (run_dir / "scripts" / "kept.sql").read_text() == "select 1;\n"
-    if os.geteuid() == 0:
-        assert run_dir.stat().st_uid == identity.server_uid
-
-
-def test_initdb_makes_a_cluster_owned_by_the_server_user(identity: RuntimeIdentity, template: Path) -> None:
-    stat = template.stat()
-    assert (stat.st_uid, stat.st_gid) == (identity.server_uid, identity.server_gid)
-    assert stat.st_mode & 0o777 == 0o700
-    assert (template / "PG_VERSION").read_text().strip() == identity.version.split()[1].split(".")[0]
-    assert (template / "global" / "pg_control").exists()
-    assert not (template / "postmaster.pid").exists()
-
-
-def test_initdb_failure_is_a_runtime_failure_with_the_log(
-    runtime: Runtime, identity: RuntimeIdentity, root: Path
-) -> None:
-    data = root / f"bad-initdb-{runtime.name}"
-    data.mkdir()
-    with pytest.raises(RuntimeFailure, match="initdb failed") as caught:
-        runtime.initdb(identity, data, ["--no-such-initdb-option"])
-    assert "no-such-initdb-option" in str(caught.value.details.get("log", ""))
-
-
-# --- servers ------------------------------------------------------------------------------------
-
-
-def test_server_lifecycle(runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    spec = server.spec
-    server.start()
-    assert runtime.is_running(spec, server.ref)
-    assert (spec.run_dir / f".s.PGSQL.{spec.port}").is_socket()
-
-    # over the Unix socket in the run dir, as `postgres`, without a password
-    with server.connect() as conn:
-        assert conn.execute("select current_setting('port')").fetchone() == (str(spec.port),)
-        assert conn.execute("select current_setting('fsync')").fetchone() == ("off",)  # spec.settings
-        assert conn.execute("select current_setting('server_encoding')").fetchone() == ("UTF8",)  # initdb -E
-        conn.execute("alter role postgres password 'secret-pw'")
-        conn.execute("create table kept(v int); insert into kept values (42)")
-
-    # over TCP on 127.0.0.1, with scram; never trusted, never on other addresses
-    with server.connect(host="127.0.0.1", password="secret-pw") as conn:
-        assert conn.execute("select inet_server_addr() is not null").fetchone() == (True,)
-    for password in ("wrong", ""):
-        with pytest.raises(psycopg.OperationalError):
-            server.connect(host="127.0.0.1", password=password).close()
-    for address in host_addresses():
-        with socket.socket() as probe:
-            probe.settimeout(1.0)
-            assert probe.connect_ex((address, spec.port)) != 0, f"port {spec.port} reachable on {address}"
-
-    # fast, clean shutdown: no postmaster.pid left, the log in the run dir says so
-    server.stop()
-    assert not runtime.is_running(spec, server.ref)
-    assert postmaster_status(spec.data_dir) is None
-    assert "database system is shut down" in server.log()
-    server.stop()  # idempotent
-
-    # released, then started again on the same data dir: the data is there, no crash recovery
-    runtime.discard(spec, server.ref)
-    first_ref, log_size = server.ref, len(server.log())
-    runtime.stop(spec, first_ref)  # gone: nothing to do
-    runtime.discard(spec, first_ref)  # idempotent
-    server.start()
-    assert server.ref != first_ref
-    with server.connect() as conn:
-        assert conn.execute("select v from kept").fetchone() == (42,)
-    restart_log = server.log()[log_size:]
-    assert "not properly shut down" not in restart_log and "automatic recovery" not in restart_log
-
-
-def test_start_refuses_a_data_dir_a_server_runs_on(runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    server.start()
-    twin = InstanceSpec(
-        instance_id=server.spec.instance_id + "-twin",
-        data_dir=server.spec.data_dir,
-        run_dir=server.spec.run_dir,
-        port=free_port(),
-        identity=server.spec.identity,
-    )
-    with pytest.raises(RuntimeFailure, match="already runs a server"):
-        runtime.start(twin)
-    assert runtime.is_running(server.spec, server.ref)
-    with server.connect() as conn:  # the first server is untouched
-        assert conn.execute("select 1").fetchone() == (1,)
-
-
-def test_discard_leaves_nothing(rut: RuntimeUnderTest, runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    server.start()
-    assert rut.held(server.spec, server.ref), "the running server is not seen"
-    runtime.discard(server.spec, server.ref)  # a running server: released all the same
-    assert rut.held(server.spec, server.ref) == []
-    assert not runtime.is_running(server.spec, server.ref)
-    runtime.discard(server.spec, server.ref)  # idempotent
-    runtime.stop(server.spec, server.ref)  # gone: nothing to do
-
-
-# --- tools --------------------------------------------------------------------------------------
-
-
-def test_exec_tool_keeps_exit_code_and_streams(runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    server.start()
-    visible = server.script("step.sql", "select 'first' as a;\nselect 2;\nselect * from no_such_table;\n"
-                                        "select 'never';\n")
-    code, out, err, chunks = server.run("psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", visible)
-    assert code == 3
-    assert "first" in out and "never" not in out
-    assert f"psql:{visible}:3: ERROR:" in err and "no_such_table" in err
-    assert {kind for kind, _ in chunks} == {"stdout", "stderr"}
-    # the connection comes from PGHOST/PGPORT/PGUSER/PGDATABASE; plain success is 0
-    code, out, err, _ = server.run("psql", "-X", "-At", "-c",
-                                   "select current_user, current_database(), current_setting('port')")
-    assert code == 0, err
-    assert out.strip() == f"postgres|postgres|{server.spec.port}"
-
-
-def test_exec_tool_passes_env_and_runs_pgbench(runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    server.start()
-    chunks: list[tuple[str, bytes]] = []
-    code = runtime.exec_tool(
-        server.spec,
-        server.ref,
-        "psql",
-        ["-X", "-At", "-c", "select current_setting('application_name')"],
-        lambda kind, data: chunks.append((kind, data)),
-        env={"PGAPPNAME": "sqlrs-test"},
-    )
-    assert code == 0 and b"".join(d for _, d in chunks).strip() == b"sqlrs-test"
-    code, _, err, _ = server.run("pgbench", "-i", "-s", "1", "-q")
-    assert code == 0, err
-    code, out, err, _ = server.run("pgbench", "-t", "20", "-c", "2")
-    assert code == 0, err
-    assert "number of transactions actually processed: 40" in out
-
-
-def test_exec_tool_cancel_kills_the_tool(runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    server.start()
-    for tool, args in (
-        ("psql", ("-X", "-c", "select pg_sleep(120)")),
-        ("pgbench", ("-n", "-T", "120", "-f", server.script("sleep.sql", "select pg_sleep(0.05);\n"))),
-    ):
-        cancel = threading.Event()
-        timer = threading.Timer(1.0, cancel.set)
-        timer.start()
-        began = time.monotonic()
-        try:
-            code, _, _, _ = server.run(tool, *args, cancel=cancel)  # type: ignore[arg-type]
-        finally:
-            timer.cancel()
-        assert code != 0, tool
-        assert time.monotonic() - began < 60, f"{tool} outlived its cancel"  # it would run 120 s
-
-
-def test_tool_sees_the_scripts_dir(runtime: Runtime, servers: Servers) -> None:
-    server = servers.make()
-    server.start()
-    (server.spec.scripts_dir / "sub").mkdir()
-    os.chmod(server.spec.scripts_dir / "sub", 0o755)
-    inner = server.script("sub/inner.sql", "select 'inner';\n")
-    outer = server.script("outer.sql", f"\\i {inner}\nselect 'outer';\n")
-    code, out, err, _ = server.run("psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", outer)
-    assert code == 0, err
-    assert out.split() == ["inner", "outer"]
-
-
-def test_server_survives_its_runtime_adapter(rut: RuntimeUnderTest, servers: Servers) -> None:
-    """The server outlives the adapter that started it (the engine): a new adapter sees it,
-    runs tools on it and stops it."""
-    server = servers.make()
-    server.start()
-    fresh = FACTORIES[rut.name]()
-    try:
-        assert fresh.runtime.is_running(server.spec, server.ref)
-        server.runtime = fresh.runtime
-        code, out, _, _ = server.run("psql", "-X", "-At", "-c", "select 7")
-        assert code == 0 and out.strip() == "7"
-        fresh.runtime.stop(server.spec, server.ref)
-        assert not fresh.runtime.is_running(server.spec, server.ref)
-        assert postmaster_status(server.spec.data_dir) is None
-        fresh.runtime.discard(server.spec, server.ref)
-    finally:
-        fresh.close()
+    @pytest.fixture(scope="class")
+    @classmethod
+    def rut(cls) -> RuntimeUnderTest:
+        return fake({})

@@ -12,7 +12,8 @@ import sys
 HOT = ["sqlrs.entrypoints.cli.fast", "sqlrs.entrypoints.cli.output", "sqlrs.entrypoints.cli.listing",
        "sqlrs.entrypoints.cli.running", "sqlrs.entrypoints.cli.preparing", "sqlrs.entrypoints.cli.watching",
        "sqlrs.engine_client.connection", "sqlrs.engine_client.jobs", "sqlrs.engine_client.runs",
-       "sqlrs.engine_client.psqlargs", "sqlrs.engine_client.errors", "sqlrs.engine_client.wire"]
+       "sqlrs.engine_client.psqlargs", "sqlrs.engine_client.errors", "sqlrs.engine_client.wire",
+       "sqlrs.extensions"]  # `prepare:psql --runtime NAME` reads the registered names through it
 HEAVY = ["click", "attrs", "cattrs", "sqlalchemy", "starlette", "docker", "podman", "psycopg", "rich",
          # and what 0003 keeps off the hot path: typing, pathlib (read files only), spawning, socket.py
          "typing", "pathlib", "subprocess", "threading", "socket", "urllib", "selectors", "datetime", "uuid",

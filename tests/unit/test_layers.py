@@ -90,7 +90,23 @@ def ports_depend_on_the_domain(module: str, imported: str) -> str | None:
     return None
 
 
-RULES: list[Rule] = [domain_is_pure, services_depend_on_ports, ports_depend_on_the_domain]
+def contract_suites_test_ports(module: str, imported: str) -> str | None:
+    """sqlrs.testing runs on any package's adapter: it knows the ports, not sqlrs' adapters."""
+    if within(module, "sqlrs.testing") and any(within(imported, layer) for layer in (
+            "sqlrs.adapters", "sqlrs.entrypoints", "sqlrs.services", "sqlrs.engine_client")):
+        return "the contract suites may import only ports, the domain and themselves"
+    return None
+
+
+def extension_discovery_is_stdlib(module: str, imported: str) -> str | None:
+    """sqlrs.extensions is read on the CLI's fast path: the standard library only."""
+    if module == "sqlrs.extensions" and imported.split(".")[0] not in STDLIB:
+        return "sqlrs.extensions may import only the standard library"
+    return None
+
+
+RULES: list[Rule] = [domain_is_pure, services_depend_on_ports, ports_depend_on_the_domain, contract_suites_test_ports,
+                     extension_discovery_is_stdlib]
 
 
 def test_the_walk_sees_function_level_imports() -> None:

@@ -110,3 +110,9 @@ def test_rebuild_keeps_the_working_adapter_when_the_new_settings_fail(tmp_path: 
     settings["ok"] = True
     assert chooser.rebuild("native").available
     assert chooser.get("native") is built[-1] is not first
+
+
+def test_without_any_registered_runtime_the_answer_says_to_reinstall() -> None:
+    with pytest.raises(RuntimeUnavailable, match="no runtime is registered") as caught:
+        registry().choose(None)
+    assert "pip install" in caught.value.hint

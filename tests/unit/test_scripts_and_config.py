@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from sqlrs import extensions
 from sqlrs.domain.config import lookup
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.passwords import scram_verifier
@@ -42,7 +43,9 @@ def test_sizes_and_config_parsing() -> None:
         parse_size("ten")
     assert lookup("cache.capacity.max_bytes").parse("2G") == 2 * 1024**3
     with pytest.raises(UsageError):
-        lookup("container.runtime").parse("lxc")
+        lookup("container.runtime").parse("lxc", extensions.names)
+    assert lookup("container.runtime").parse("native", extensions.names) == "native"  # registered by sqlrs
+    assert lookup("snapshot.backend").parse("reflink", extensions.names) == "reflink"
     with pytest.raises(UsageError):
         lookup("no.such.key")
 

@@ -11,18 +11,41 @@ this package, so importing `sqlrs.adapters.containers` stays cheap. Use::
     from sqlrs.adapters.containers.docker import DockerRuntime
     from sqlrs.adapters.containers.podman import PodmanRuntime
 
-or the lazy attributes of this package (`sqlrs.adapters.containers.DockerRuntime`).
+or the lazy attributes of this package (`sqlrs.adapters.containers.DockerRuntime`). `DOCKER` and
+`PODMAN` register them (entry point group `sqlrs.runtimes`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlrs.ports.runtime import Runtime, RuntimeContext, RuntimePlugin
+
 if TYPE_CHECKING:
     from sqlrs.adapters.containers.docker import DockerRuntime
     from sqlrs.adapters.containers.podman import PodmanRuntime
 
-__all__ = ["DockerRuntime", "PodmanRuntime"]
+__all__ = ["DOCKER", "PODMAN", "DockerRuntime", "PodmanRuntime"]
+
+CONTAINER_SETTINGS = ("dbms.image",)
+
+
+def _docker(context: RuntimeContext) -> Runtime:
+    from sqlrs.adapters.containers.docker import DockerRuntime
+
+    return DockerRuntime(labels=context.labels, default_image=str(context.setting("dbms.image")))
+
+
+def _podman(context: RuntimeContext) -> Runtime:
+    from sqlrs.adapters.containers.podman import PodmanRuntime
+
+    return PodmanRuntime(labels=context.labels, default_image=str(context.setting("dbms.image")))
+
+
+DOCKER = RuntimePlugin("docker", _docker, priority=300, settings=CONTAINER_SETTINGS,
+                       description="containers of a PostgreSQL image, through the Docker Engine API")
+PODMAN = RuntimePlugin("podman", _podman, priority=200, settings=CONTAINER_SETTINGS,
+                       description="containers of a PostgreSQL image, through the Podman API service")
 
 
 def __getattr__(name: str) -> Any:

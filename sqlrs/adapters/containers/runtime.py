@@ -31,6 +31,8 @@ EXIT_CODE_TIMEOUT = 10.0
 class ContainerRuntime:
     """Runs each instance's server in its own container of `backend` (see layout.py)."""
 
+    needs_image = True
+
     def __init__(
         self,
         backend: ContainerBackend,

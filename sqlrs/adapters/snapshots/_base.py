@@ -30,6 +30,7 @@ class BaseStore:
     """
 
     backend: str = ""
+    copy_on_write: bool = False
 
     def __init__(self, root: Path) -> None:
         self.root = Path(os.path.abspath(root))

@@ -108,6 +108,7 @@ def nested_subvolumes(path: Path) -> list[Path]:
 
 class BtrfsStore(BaseStore):
     backend: str = "btrfs"
+    copy_on_write = True
 
     def _create(self, path: Path) -> None:
         subvolume_create(path)

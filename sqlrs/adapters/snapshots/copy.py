@@ -110,6 +110,7 @@ class CopyStore(BaseStore):
     """Full copies; works on any filesystem, costs seconds per GB and no sharing."""
 
     backend: str = "copy"
+    copy_on_write = False
 
     def _clone(self, source: Path, target: Path) -> None:
         make_target_dir(target)

@@ -23,6 +23,7 @@ from sqlrs.domain.errors import StoreFailure
 
 class ReflinkStore(BaseStore):
     backend: str = "reflink"
+    copy_on_write = True
 
     def _clone(self, source: Path, target: Path) -> None:
         if gnu_cp() is None:

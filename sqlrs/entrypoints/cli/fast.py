@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from sqlrs.entrypoints.cli.output import Ctx
 
     # (parameter name, the constant a flag stores or None for an option taking a value,
-    #  the choices that value must be one of or None)
-    Spec = tuple[str, object, tuple[str, ...] | None]
+    #  the choices that value must be one of, or an entry point group whose names (and `auto`) they
+    #  are, or None)
+    Spec = tuple[str, object, tuple[str, ...] | str | None]
 
 # -- the option table (checked against the Click commands by tests/unit/test_cli_fast.py) ---------
 # spelling -> Spec
@@ -55,7 +56,7 @@ OPTIONS: dict[str, dict[str, Spec]] = {
                  "--ref-keep-worktree": ("ref_keep", True, None)},
     "prepare:psql": {
         "--image": ("image", None, None),
-        "--runtime": ("runtime", None, ("auto", "docker", "podman", "native")),
+        "--runtime": ("runtime", None, "sqlrs.runtimes"),  # sqlrs.extensions.RUNTIMES
         "--allow-outside": ("allow_outside", True, None),
         "--kind": ("kind", None, ("server", "database")),
         "--from": ("from_state", None, None),
@@ -138,10 +139,18 @@ def _take(spec: Spec, arg: str, args: list[str], index: int, values: dict[str, o
         if index + 1 >= len(args):
             raise Fallback
         value, index = args[index + 1], index + 2
-    if not value or value.startswith("-") or (choices is not None and value not in choices):
+    if not value or value.startswith("-") or (choices is not None and value not in _choices(choices)):
         raise Fallback
     values[name] = value
     return index
+
+
+def _choices(choices: tuple[str, ...] | str) -> tuple[str, ...]:
+    if isinstance(choices, tuple):
+        return choices
+    from sqlrs import extensions  # registered names, from a cache file while nothing was (un)installed
+
+    return ("auto", *extensions.cached_names(choices))
 
 
 def _known(arg: str, table: dict[str, Spec]) -> Spec | None:

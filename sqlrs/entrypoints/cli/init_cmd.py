@@ -1,5 +1,6 @@
-"""`sqlrs init local`: choose the snapshot backend and, for btrfs/reflink, put the store on a
-loopback volume (SPEC 3 and 7).
+"""`sqlrs init local`: choose the snapshot backend and, for btrfs/reflink (a store that names the
+filesystem it needs: `SnapshotStorePlugin.volume_fs`), put the store on a loopback volume (SPEC 3
+and 7).
 
     sqlrs init local --snapshot btrfs [--store-size 20G]   # btrfs image, mounted at the store
     sqlrs init local --snapshot reflink [--store-size 20G] # XFS (mkfs.xfs -m reflink=1) image
@@ -30,14 +31,18 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from sqlrs import extensions
 from sqlrs.domain.sizes import format_size
 from sqlrs.entrypoints.cli.errors import CliError, usage
+from sqlrs.entrypoints.cli.options import Registered, runtime_choice
 
-FS_OF = {"btrfs": "btrfs", "reflink": "xfs"}
+if TYPE_CHECKING:
+    from sqlrs.ports.snapshots import SnapshotStore
+
 STORE_ENTRIES = ("states", "instances", "scratch", "tmp", "standby")  # what Layout.ensure makes in the store
 DEFAULT_STORE_SIZE = "10G"
 
@@ -53,12 +58,11 @@ def init_group() -> None:
 
 
 @init_group.command("local")
-@click.option("--snapshot", type=click.Choice(["auto", "btrfs", "reflink", "copy"]), default="auto",
+@click.option("--snapshot", type=Registered(extensions.SNAPSHOT_STORES), default="auto",
               show_default=True,
               help="btrfs/reflink: create and mount a loopback volume for the store (needs root); "
                    "copy/auto: only record the backend.")
-@click.option("--runtime", type=click.Choice(["auto", "docker", "podman", "native"]),
-              help="Record the default runtime (config container.runtime).")
+@click.option("--runtime", type=runtime_choice(), help="Record the default runtime (config container.runtime).")
 @click.option("--store-size", help=f"Size of the loopback volume, e.g. 20G (sparse; default {DEFAULT_STORE_SIZE}).")
 @click.option("--force", is_flag=True,
               help="Replace a store that holds states or instances (they are removed first), "
@@ -114,9 +118,10 @@ class Init:
 
     # -- the command ------------------------------------------------------------------------------
     def run(self, snapshot: str, runtime: str | None, store_size: str | None) -> dict[str, Any]:
-        from sqlrs.adapters.snapshots import loopvolume
+        from sqlrs.adapters.snapshots import loopvolume, registered_stores
 
-        if store_size is not None and snapshot not in FS_OF:
+        volume_fs = {store.name: store.volume_fs for store in registered_stores()}.get(snapshot)
+        if store_size is not None and volume_fs is None:
             raise usage("--store-size is for --snapshot btrfs or reflink (a loopback volume)",
                         hint=f"sqlrs init local --snapshot btrfs --store-size {store_size}")
         size = loopvolume.parse_volume_size(store_size or DEFAULT_STORE_SIZE)
@@ -126,14 +131,14 @@ class Init:
             changes["container.runtime"] = runtime
         result: dict[str, Any] = {"state_dir": str(self.state_dir), "snapshot": {"backend": snapshot},
                                   "store": {"root": str(self.store_root)}, "runtime": runtime}
-        if snapshot in FS_OF:
-            volume = self._volume(snapshot, FS_OF[snapshot], size, store_size is not None, changes)
+        if volume_fs is not None:
+            volume = self._volume(snapshot, volume_fs, size, store_size is not None, changes)
             result["store"]["volume"] = volume
             result["snapshot"]["effective"] = snapshot
         else:
             chosen = self._record_only(snapshot, changes)
-            result["snapshot"]["effective"] = chosen
-            if chosen == "copy":
+            result["snapshot"]["effective"] = chosen.backend if chosen is not None else None
+            if chosen is not None and not chosen.copy_on_write:
                 self.ctx.note(f"WARNING: snapshots at {self.store_root} are full copies (no copy-on-write "
                               "support there): slow clones, no shared disk. For instant clones: "
                               "sudo sqlrs init local --snapshot btrfs")
@@ -142,16 +147,16 @@ class Init:
             self.ctx.note(f"note: SQLRS_SNAPSHOT={env_backend} in the environment overrides snapshot.backend")
         return result
 
-    def _record_only(self, snapshot: str, changes: dict[str, Any]) -> str | None:
+    def _record_only(self, snapshot: str, changes: dict[str, Any]) -> SnapshotStore | None:
         """copy/auto: nothing to build; the engine picks the backend up when it (re)starts.
-        Returns the backend the engine will use (None when the store volume is not mounted)."""
+        Returns the store the engine will use (None when the store volume is not mounted)."""
         from sqlrs.adapters.snapshots import loopvolume, select_backend
 
-        def effective() -> str | None:
+        def effective() -> SnapshotStore | None:
             if self.config.get("store.volume.image") and loopvolume.mounted_image(self.store_root) is None:
                 return None  # the engine mounts it first; nothing to probe yet
             self.store_root.mkdir(parents=True, exist_ok=True)
-            return select_backend(self.store_root, snapshot)[0].backend
+            return select_backend(self.store_root, snapshot)[0]
 
         if self.config.stored().get("snapshot.backend", "auto") != snapshot:
             with self._exclusive():  # the engine opens the store once: restart it on the new backend

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from sqlrs import extensions
+
 # commands whose arguments are another tool's (psql, pgbench, Liquibase, a command): options they
 # do not know go through, and only --help is sqlrs' own (-h is psql's host)
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": ["--help"]}
@@ -25,10 +27,32 @@ def _apply(decorators: list[Decorator]) -> Decorator:
     return wrap
 
 
+class Registered(click.Choice):
+    """`auto` or a name registered in an entry point group (sqlrs.extensions), read when Click first
+    needs the choices (help, a value to check), not when the CLI starts."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return ("auto", *extensions.names(self.group))
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        raise AttributeError("the choices are the registered names")
+
+
+def runtime_choice() -> Registered:
+    return Registered(extensions.RUNTIMES)
+
+
 runtime_options = _apply([
-    click.option("--image", help="Container image (docker/podman runtimes; default: config dbms.image)."),
-    click.option("--runtime", type=click.Choice(["auto", "docker", "podman", "native"]),
-                 help="Where PostgreSQL runs (default: config container.runtime, else auto)."),
+    click.option("--image", help="Container image (container runtimes; default: config dbms.image)."),
+    click.option("--runtime", type=runtime_choice(),
+                 help="Where PostgreSQL runs: auto or a runtime's name (default: config container.runtime, "
+                      "else auto)."),
 ])
 
 # every prepare:KIND and plan:KIND (prepare:psql with no PSQL_ARGS: an instance of STATE)

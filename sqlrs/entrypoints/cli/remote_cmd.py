@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from sqlrs.entrypoints.cli.options import runtime_choice
+
 
 class TransferProgress:
     """The usual progress, plus a line per blob every few seconds: bytes moved of the total."""
@@ -88,7 +90,7 @@ def push_cmd(ctx: Any, state: str, ref: str | None, image: str | None, output: s
 
 @click.command("pull")
 @click.argument("ref")
-@click.option("--runtime", type=click.Choice(["auto", "docker", "podman", "native"]),
+@click.option("--runtime", type=runtime_choice(),
               help="The runtime the state is for (default: config container.runtime, else auto).")
 @click.option("--image", help="Container image (docker/podman runtimes; default: config dbms.image).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -10,8 +11,9 @@ from typing import Any
 
 import attrs
 
+from sqlrs import extensions
 from sqlrs.adapters.config_file import ConfigFile
-from sqlrs.domain.errors import SqlrsError, UsageError
+from sqlrs.domain.errors import RuntimeUnavailable, SqlrsError, UsageError
 from sqlrs.domain.model import State
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.ports.admin import ServerAdmin
@@ -21,7 +23,7 @@ from sqlrs.ports.inspector import DatabaseInspector
 from sqlrs.ports.postmaster import pg_major
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
-from sqlrs.ports.runtime import Runtime
+from sqlrs.ports.runtime import Runtime, RuntimeContext, RuntimePlugin
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.cache import CacheService, Limits
@@ -71,31 +73,31 @@ class Services:
     remote: RemoteService  # push, pull, the remote cache of prepare
     recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
     compare: CompareService  # `sqlrs compare`
+    runtime_settings: dict[str, tuple[str, ...]] = attrs.field(factory=dict)  # see Adapters
 
 
-def _runtime_factories(config: ConfigFile, layout: Layout) -> dict[str, Callable[[], Runtime]]:
-    def native() -> Runtime:
-        from sqlrs.adapters.native import NativeRuntime
+def load_runtimes(context: RuntimeContext) -> tuple[dict[str, Callable[[], Runtime]], dict[str, tuple[str, ...]]]:
+    """The runtimes registered in the entry point group `sqlrs.runtimes`: name -> factory, highest
+    priority first (`auto` order), and name -> the config keys it reads. A plugin that cannot be
+    loaded stays listed, last, as a runtime whose probe says why it is unusable."""
+    plugins: list[RuntimePlugin] = []
+    broken: list[tuple[str, object]] = []
+    for name, loaded in extensions.load(extensions.RUNTIMES, RuntimePlugin):
+        if isinstance(loaded, RuntimePlugin):
+            plugins.append(loaded)
+        else:
+            log.warning("runtime %s cannot be used: %s: %s", name, type(loaded).__name__, loaded)
+            broken.append((name, loaded))
+    factories: dict[str, Callable[[], Runtime]] = {
+        plugin.name: functools.partial(plugin.make, context) for plugin in sorted(plugins, key=lambda p: -p.priority)}
+    for name, problem in broken:
+        factories[name] = functools.partial(_unloadable, name, problem)
+    return factories, {plugin.name: plugin.settings for plugin in plugins}
 
-        return NativeRuntime(
-            pg_bin=config.get("runtime.native.pg_bin") or None,
-            user=config.get("runtime.native.user"),
-            binaries_cache=layout.binaries_dir,
-        )
 
-    labels = {"sqlrs.state_dir": str(layout.state_dir)}
-
-    def docker() -> Runtime:
-        from sqlrs.adapters.containers.docker import DockerRuntime
-
-        return DockerRuntime(labels=labels, default_image=str(config.get("dbms.image")))
-
-    def podman() -> Runtime:
-        from sqlrs.adapters.containers.podman import PodmanRuntime
-
-        return PodmanRuntime(labels=labels, default_image=str(config.get("dbms.image")))
-
-    return {"docker": docker, "podman": podman, "native": native}
+def _unloadable(name: str, problem: object) -> Runtime:
+    raise RuntimeUnavailable(f"the runtime plugin {name} cannot be loaded: {type(problem).__name__}: {problem}",
+                             hint="reinstall the package that registers it, or uninstall it")
 
 
 def open_store(config: ConfigFile, layout_state_dir: Path) -> tuple[SnapshotStore, str]:
@@ -111,10 +113,10 @@ def open_store(config: ConfigFile, layout_state_dir: Path) -> tuple[SnapshotStor
     requested = config.get("snapshot.backend")
     store, passed_over = select_backend(store_root, requested)
     note = ""
-    if store.backend == "copy":
-        why = ("because snapshot.backend is set to copy" if requested == "copy" else
+    if not store.copy_on_write:
+        why = (f"because snapshot.backend is set to {requested}" if requested == store.backend else
                f"because {store_root} has no copy-on-write support ({'; '.join(passed_over)})")
-        note = ("SLOW SNAPSHOTS: the snapshot backend is 'copy' " + why + ": every instance and every "
+        note = (f"SLOW SNAPSHOTS: the snapshot backend is '{store.backend}' " + why + ": every instance and every "
                 "build step copies the whole data directory (seconds per GB, no disk shared between "
                 "instances). Fix: `sqlrs init local --snapshot btrfs` (or --snapshot reflink) as root")
     return store, note
@@ -127,7 +129,7 @@ class Adapters:
 
     store: SnapshotStore
     repo: Repository
-    runtimes: dict[str, Callable[[], Runtime]]  # name -> factory (an SDK is imported when first used)
+    runtimes: dict[str, Callable[[], Runtime]]  # name -> factory, in `auto` order (an SDK is imported when first used)
     admin: ServerAdmin
     inspector: DatabaseInspector
     backup: OnlineBackup
@@ -139,6 +141,8 @@ class Adapters:
     kill_leftover_server: Callable[[Path], None]  # stop a server a crash left on a directory
     liquibase: LiquibaseLauncher | None = None
     store_note: str = ""  # shown by the first prepare (e.g. the slow copy backend)
+    # runtime name -> the config keys its factory reads: a change of one rebuilds the runtime
+    runtime_settings: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
@@ -160,8 +164,11 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
 
         return OrasRegistry(ref, insecure=bool(config.get("cache.remote_insecure")))
 
-    return Adapters(store=store, repo=SqliteRepository(engine),
-                    runtimes=_runtime_factories(config, Layout(state_dir=state_dir, store_root=store.root)),
+    layout = Layout(state_dir=state_dir, store_root=store.root)
+    runtimes, runtime_settings = load_runtimes(RuntimeContext(
+        state_dir=state_dir, binaries_dir=layout.binaries_dir, labels={"sqlrs.state_dir": str(state_dir)},
+        setting=config.get))
+    return Adapters(store=store, repo=SqliteRepository(engine), runtimes=runtimes, runtime_settings=runtime_settings,
                     admin=PsycopgAdmin(), inspector=PsycopgInspector(), backup=PsycopgBackup(), clock=SystemClock(),
                     open_registry=open_registry,
                     layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
@@ -269,7 +276,8 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
-                        snapshots=snapshots, remote=remote, recovery=recovery, compare=compare)
+                        snapshots=snapshots, remote=remote, recovery=recovery, compare=compare,
+                        runtime_settings=adapters.runtime_settings)
     if recover:
         recovery.run()
     return services
@@ -277,23 +285,26 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
 
 def reconfigure(services: Services, changes: dict[str, Any]) -> list[str]:
     """Store config changes and apply them now where the engine can; return the keys that wait
-    for an engine restart. A runtime setting is checked first: a runtime that does not work with
-    it refuses the change (nothing is stored) and keeps its working adapter."""
+    for an engine restart. A runtime that reads a changed key is built anew; one that answered
+    before the change and does not with it refuses the change (nothing is stored) and keeps its
+    working adapter. (One that did not answer before, e.g. a daemon that is down, is not the
+    setting's fault.)"""
     from sqlrs.domain.config import lookup
 
     config, registry = services.config, services.registry
     before = config.stored()
+    affected = [name for name in registry.names() if set(services.runtime_settings.get(name, ())) & set(changes)]
+    answered = {name: registry.probe(name).available for name in affected}
     config.update(changes)  # validates every value's type before writing anything
-    affected = sorted({name for key in changes for name in lookup(key).runtimes})
     for name in affected:
         answer = registry.rebuild(name)
-        if answer.available or name != "native":
-            continue  # a container runtime whose daemon is down is not the setting's fault
+        if answer.available or not answered[name]:
+            continue
         config.update({key: before.get(key) for key in changes})
         registry.rebuild(name)
-        raise UsageError(f"runtime native does not work with this setting: {answer.reason}",
-                         hint="give a directory holding postgres, initdb, psql and pgbench "
-                              "(e.g. /usr/lib/postgresql/15/bin), embedded:16 / embedded:18, or unset it")
+        key = next(key for key in changes if key in services.runtime_settings[name])
+        raise UsageError(f"runtime {name} does not work with this setting: {answer.reason}",
+                         hint=f"{key}: {lookup(key).description}")
     return [key for key in changes if lookup(key).restart]
 
 

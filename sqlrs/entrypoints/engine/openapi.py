@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlrs import __version__
+from sqlrs import __version__, extensions
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -57,6 +57,10 @@ def _flag(name: str, description: str) -> dict[str, Any]:
 
 STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
+# runtimes are plugins (entry point group sqlrs.runtimes): the engine checks a name against its own
+RUNTIME = {"type": ["string", "null"], "examples": ["auto", *extensions.names(extensions.RUNTIMES, own=True)],
+           "description": "auto (null: config container.runtime), or the name of a runtime registered in the entry "
+                          "point group sqlrs.runtimes (GET /v1/status lists this engine's); another name is a 400"}
 INTEGER = {"type": "integer"}
 NUMBER = {"type": "number"}
 BOOLEAN = {"type": "boolean"}
@@ -81,7 +85,7 @@ SCHEMAS: dict[str, Any] = {
         "options": {"type": "object", "properties": {
             "variables": {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}},
             "single_transaction": BOOLEAN}},
-        "runtime": {"enum": [None, "auto", "docker", "podman", "native"]}, "image": NULLABLE_STRING,
+        "runtime": RUNTIME, "image": NULLABLE_STRING,
         "name": NULLABLE_STRING, "plan_only": BOOLEAN, "ephemeral": BOOLEAN,
         "on_name": {"enum": ["error", "reuse", "fresh"]},
         "ttl_seconds": {"type": ["integer", "null"], "minimum": 0,
@@ -116,7 +120,7 @@ SCHEMAS: dict[str, Any] = {
         "runtime": NULLABLE_STRING, "image": NULLABLE_STRING}},
     "PullRequest": {"type": "object", "required": ["ref"], "additionalProperties": False, "properties": {
         "ref": {"type": "string", "description": "HOST[:PORT]/REPO:TAG|@DIGEST, or a state id of cache.remote"},
-        "runtime": {"type": ["string", "null"], "enum": ["auto", "docker", "podman", "native", None]},
+        "runtime": RUNTIME,
         "image": NULLABLE_STRING, "target": NULLABLE_STRING}},
     "JobCreated": {"type": "object", "required": ["job_id", "status", "status_url", "events_url"],
                    "properties": {"job_id": STRING, "status": STRING, "status_url": STRING, "events_url": STRING}},
@@ -236,7 +240,8 @@ SCHEMAS: dict[str, Any] = {
     "Status": {"type": "object", "required": ["engine", "runtime", "runtimes", "snapshot", "cache", "instances",
                                               "warnings"],
                "properties": {"engine": {"type": "object"}, "runtime": {"type": "object"},
-                              "runtimes": {"type": "array"}, "snapshot": {"type": "object"},
+                              "runtimes": {"type": "array"}, "snapshot": {"type": "object", "properties": {
+                                  "backend": STRING, "copy_on_write": BOOLEAN, "root": STRING}},
                               "cache": {"type": "object"}, "instances": INTEGER,
                               "pools": {"type": "array", "items": _ref("Pool")},
                               "warm": _ref("Warm"),

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sqlrs import extensions
 from sqlrs.domain import config as config_schema
 from sqlrs.domain.errors import UsageError
 from sqlrs.entrypoints.engine.bootstrap import reconfigure
@@ -32,4 +33,4 @@ async def patch_config(request: Request) -> Response:
 
 
 async def get_config_schema(request: Request) -> Response:
-    return respond(config_schema.schema())
+    return respond(config_schema.schema(extensions.names))

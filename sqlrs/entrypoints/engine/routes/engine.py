@@ -62,7 +62,8 @@ def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[s
                    "state_dir": str(svc.layout.state_dir), "running_jobs": svc.jobs.active()},
         "runtime": runtime,
         "runtimes": [{"name": p.name, "available": p.available, "reason": p.reason} for p in probes],
-        "snapshot": {"backend": store.backend, "root": str(store.root), "free_bytes": store.free_bytes(),
+        "snapshot": {"backend": store.backend, "copy_on_write": store.copy_on_write, "root": str(store.root),
+                     "free_bytes": store.free_bytes(),
                      "volume": {"image": svc.config.get("store.volume.image") or None,
                                 "fs": svc.config.get("store.volume.fs") or None}},
         "cache": svc.cache.usage() if svc.cache is not None else {

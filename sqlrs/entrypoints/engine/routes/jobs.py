@@ -49,6 +49,7 @@ async def create_job(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request)
     prepare_request = await run_in_threadpool(parse_prepare, body)
+    svc.registry.check_name(prepare_request.runtime)
     if prepare_request.from_state is not None:  # a missing or ambiguous state: refused before queueing
         prepare_request = await run_in_threadpool(svc.prepare.with_start, prepare_request)
     if prepare_request.ttl_seconds is None and not prepare_request.plan_only:
@@ -135,6 +136,7 @@ async def create_push_job(request: Request) -> Response:
 
     svc = services(request)
     body = parse_transfer(await read_json(request), "state")
+    svc.registry.check_name(body.get("runtime"))
 
     def resolve() -> Any:
         return svc.remote.resolve_state(body["state"], svc.inventory.find_instance, svc.inventory.find_state)
@@ -155,6 +157,7 @@ async def create_pull_job(request: Request) -> Response:
 
     svc = services(request)
     body = parse_transfer(await read_json(request), "ref")
+    svc.registry.check_name(body.get("runtime"))
     job = svc.jobs.submit("pull", body, lambda ctx: svc.remote.pull(ctx, body["ref"], body.get("runtime"),
                                                                     body.get("image")))
     return _job_created(job)
