@@ -11,12 +11,14 @@ from typing import Any
 import attrs
 
 from sqlrs.adapters.config_file import ConfigFile
+from sqlrs.domain.demand import IdlePolicy
 from sqlrs.domain.errors import SqlrsError, UsageError
 from sqlrs.domain.model import State
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import OnlineBackup
 from sqlrs.ports.clock import Clock, SystemClock
+from sqlrs.ports.processes import ServerMemory
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime
@@ -24,6 +26,8 @@ from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.ports.tools import LiquibaseLauncher
 from sqlrs.services.cache import CacheService, Limits
 from sqlrs.services.databases import DatabaseInstances
+from sqlrs.services.demand import DemandService
+from sqlrs.services.footprint import Footprint
 from sqlrs.services.instance_snapshots import InstanceSnapshots
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.inventory import Inventory
@@ -63,6 +67,8 @@ class Services:
     pool: PoolService  # warm instances and pools (idem)
     cache: CacheService
     databases: DatabaseInstances  # database instances in shared servers (idem)
+    demand: DemandService  # sessions and claims: what the two above keep started ahead
+    footprint: Footprint  # what all of it costs, for status
     snapshots: InstanceSnapshots  # `sqlrs snapshot`
     remote: RemoteService  # push, pull, the remote cache of prepare
     recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
@@ -133,12 +139,14 @@ class Adapters:
     kill_leftover_server: Callable[[Path], None]  # stop a server a crash left on a directory
     liquibase: LiquibaseLauncher | None = None
     store_note: str = ""  # shown by the first prepare (e.g. the slow copy backend)
+    server_memory: ServerMemory | None = None  # what servers use, for status (None: not reported)
 
 
 def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
     """The production adapters: the configured snapshot store, SQLite metadata, psycopg, /proc."""
     from sqlrs.adapters import liquibase, procfs
     from sqlrs.adapters.pgfiles import kill_leftover_server
+    from sqlrs.adapters.procmem import ProcServerMemory
     from sqlrs.adapters.psycopg_admin import PsycopgAdmin
     from sqlrs.adapters.psycopg_backup import PsycopgBackup
     from sqlrs.adapters.sqlite.repository import SqliteRepository, create_sqlite_engine, migrate
@@ -158,7 +166,7 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
                     admin=PsycopgAdmin(), backup=PsycopgBackup(), clock=SystemClock(), open_registry=open_registry,
                     layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
                     kill_leftover_server=kill_leftover_server, liquibase=liquibase,
-                    store_note=note)
+                    store_note=note, server_memory=ProcServerMemory())
 
 
 class _LazyLayers:
@@ -203,9 +211,12 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                                 pid_alive=adapters.pid_alive)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
     locks = StateLocks()
-    cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
-                                                                    int(config.get("cache.capacity.reserve_bytes"))),
-                         jobs.active_ids, locks, standby)
+    def cache_limits() -> Limits:
+        cap = config.get("cache.capacity.max_bytes")
+        reserve = int(config.get("cache.capacity.reserve_bytes"))
+        return Limits(0, reserve, default_cap=True) if cap == "auto" else Limits(int(cap), reserve)
+
+    cache = CacheService(repo, store, layout, clock, cache_limits, jobs.active_ids, locks, standby)
     pending_warnings = [note] if note else []
 
     def warn_once() -> list[str]:  # shown by the first prepare after the engine starts
@@ -239,26 +250,36 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                           max_instances=int(config.get("warm.max_instances")),
                           idle_seconds=int(config.get("warm.idle_seconds")))
 
+    demand = DemandService(repo, clock, lambda: IdlePolicy(states=int(config.get("warm.idle_states")),
+                                                           seconds=float(config.get("warm.idle_seconds"))))
     pool = PoolService(
         repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
                                                               INITDB_OPTIONS),
-        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic,
+        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic, demand=demand,
     )
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
                                   host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")),
-                                  burst_spares=lambda: int(config.get("databases.burst_spares")))
+                                  burst_spares=lambda: int(config.get("databases.burst_spares")), demand=demand)
     instances.databases = databases
-    lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
+    demand.on_change += [pool.wake, databases.wake]
+
+    def release_hold(state_id: str, holder: str) -> None:  # its owner is gone: a pool hold, or a session
+        pool.release(state_id, holder, wait=False)
+        demand.end(holder, state_id)
+
+    lifetime.release_hold = release_hold
     snapshots = InstanceSnapshots(repo, store, layout, instances, admin, adapters.backup, clock, locks,
                                   after_commit=cache.enforce)
     # a hit claims a warm instance; removing or evicting a state removes its warm instances
     instances.warm = pool
-    standby.on_discard.append(pool.discard)
+    standby.on_discard += [pool.discard, demand.forget]
     recovery = Recovery(repo, store, layout, registry, jobs, standby, adapters.kill_leftover_server)
+    footprint = Footprint(repo, store, layout, clock, cache.cache_bytes, databases.copies_ready,
+                          adapters.server_memory)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
-                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
-                        snapshots=snapshots, remote=remote, recovery=recovery)
+                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases, demand=demand,
+                        footprint=footprint, snapshots=snapshots, remote=remote, recovery=recovery)
     if recover:
         recovery.run()
     return services
