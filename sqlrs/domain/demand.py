@@ -27,7 +27,9 @@ from collections import deque
 
 import attrs
 
-QUIET_SECONDS = 10.0  # a burst of claims (or a session that ended) is over after this long without a claim
+QUIET_SECONDS = 15.0  # a burst of claims (or a session that ended) is over after this long without a claim:
+# longer than a test runner takes to start again on a busy machine (pytest -n 2: seconds), so runs
+# back to back keep their spares
 MAX_USES = 256  # states remembered (the least recently used are forgotten first)
 
 

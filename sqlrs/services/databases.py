@@ -368,6 +368,8 @@ class DatabaseInstances:
             if copier is None or self._stop.is_set():
                 missing = 0
             self._making[host.id] = self._making.get(host.id, 0) + max(0, missing)
+        if surplus:
+            log.info("host %s: demand fell to %d; dropping %d copies made ahead", host.id, wanted, len(surplus))
         for instance_id in surplus:  # demand fell: give the disk back
             try:
                 self._drop(host, database_name(instance_id))

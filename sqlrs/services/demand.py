@@ -12,6 +12,7 @@ lifetime service ends the session (`services/lifetime.py`, like a pool hold).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from sqlrs.domain.demand import Demand, IdlePolicy, Level, Need
 from sqlrs.domain.errors import UsageError
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
+
+log = logging.getLogger("sqlrs.demand")
 
 MAX_SESSION_CHARS = 200
 POLICY_TTL = 1.0  # seconds the policy (configuration) is cached: a claim asks for it
@@ -81,12 +84,15 @@ class DemandService:
         shape, policy = self.shape(state_id), self.policy()
         with self._lock:
             need = self._demand.begin(session, state_id, shape, self.clock.monotonic(), policy)
+        log.info("session %s began on state %s (its previous run claimed %d)", session, state_id[:12], need.expected)
         self._changed()
         return {"session": session, "state_id": state_id, "expected": need.expected}
 
     def end(self, session: str, state_id: str | None = None) -> dict[str, Any]:
         with self._lock:
             held = self._demand.end(session, self.clock.monotonic(), state_id)
+        if held:
+            log.info("session %s ended (states %s)", session, ", ".join(s[:12] for s in held))
         self._changed()
         return {"session": session, "ended": bool(held), "state_ids": held}
 
