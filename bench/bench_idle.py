@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the engine keeps after test suites end: servers, database copies and memory, then the next run.
 
-    .venv/bin/python bench/bench_idle.py [--idle 30] [--json out.json]
+    .venv/bin/python bench/bench_idle.py [--idle 30] [--json out.json] [--python PYTHON]
 
 On a fresh state directory (the default store, native runtime): the pytest-sakila and
 alembic-shop example suites (`pytest -n 2`) run, a migration of alembic-shop is edited (on a copy
@@ -13,7 +13,9 @@ after the idle time: servers from `ps` and from `sqlrs status -o json` (its foot
 engine reports one), database copies made ahead, whether anything of the superseded state (the
 old alembic head) is still up; the wall time of every suite run. Works on any revision of sqlrs
 (older ones have no footprint in `status`: then the shared servers' `ready` counts are used), so
-the same script measures before and after a change.
+the same script measures before and after a change: `--python` names the interpreter of a
+virtualenv holding the sqlrs to measure (with pytest and pytest-xdist; default the repository's
+.venv).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = [str(REPO / ".venv" / "bin" / "python")]  # set by --python
 SAKILA = REPO / "examples" / "pytest-sakila"
 SHOP = REPO / "examples" / "alembic-shop"
 EDITED = "alembic/versions/0007_merge_backfill.py"
@@ -66,20 +69,23 @@ class Sampler(threading.Thread):
 
 
 def sqlrs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PYTHON), "-m", "sqlrs", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([*PYTHON, "-m", "sqlrs", *args], env=env, capture_output=True, text=True,
                           check=False, timeout=600)
 
 
 def suite(label: str, directory: Path, env: dict[str, str]) -> dict[str, Any]:
     started = time.perf_counter()
-    result = subprocess.run([str(PYTHON), "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider"], cwd=directory,
+    result = subprocess.run([*PYTHON, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider"], cwd=directory,
                             env=env, capture_output=True, text=True, check=False, timeout=1800)
     wall = time.perf_counter() - started
     summary = [line for line in result.stdout.splitlines() if " passed" in line or " failed" in line]
+    waits = re.search(r"wait for a fresh instance: median ([\d.]+) ms, p90 ([\d.]+) ms", result.stdout)
     if result.returncode != 0:
         sys.stderr.write(f"--- {label}: exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n")
     print(f"{label}: {summary[-1] if summary else result.returncode} ({wall:.1f} s)", flush=True)
-    return {"label": label, "wall_seconds": round(wall, 2), "ok": result.returncode == 0}
+    return {"label": label, "wall_seconds": round(wall, 2), "ok": result.returncode == 0,
+            "wait_median_ms": float(waits.group(1)) if waits else None,
+            "wait_p90_ms": float(waits.group(2)) if waits else None}
 
 
 def copies_ready(status: dict[str, Any]) -> int:
@@ -93,7 +99,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle time after the suites (30)")
     parser.add_argument("--json", help="write the numbers here too")
+    parser.add_argument("--python", default=PYTHON[0], help="the interpreter whose sqlrs is measured")
     args = parser.parse_args()
+    PYTHON[0] = args.python
     work = Path(tempfile.mkdtemp(prefix="sqidle", dir="/tmp"))
     os.chmod(work, 0o755)  # PostgreSQL runs as another user and must reach its data directories
     state_dir = work / "state"
