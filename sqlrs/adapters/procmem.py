@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from sqlrs.adapters.procfs import stat_fields
 from sqlrs.ports.processes import MemoryUse, ServerRef
 
 
@@ -14,16 +15,9 @@ def _processes() -> dict[int, int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        try:
+        fields = stat_fields(int(entry.name))
+        if fields is not None and len(fields) > 1 and fields[1].isdigit():  # field 4: the parent pid
             table[int(entry.name)] = int(fields[1])
-        except (IndexError, ValueError):
-            continue
     return table
 
 

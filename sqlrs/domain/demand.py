@@ -5,7 +5,9 @@ passed in by the caller.
 Each state that was claimed (an instance of it handed out) has a `Use`. A state is
 
 - `BUSY` while a *session* holds it (a test session that announced itself: the pytest plugin, a
-  library user) or a claim, or a session's end, came in the last `quiet_seconds`: the keepers
+  library user; one that neither claims nor begins again for `seconds` has lapsed: a client that
+  never ends its session does not keep spares forever) or a claim, or a session's end, came in the
+  last `quiet_seconds`: the keepers
   follow demand (claims in their windows, and the size of the state's previous burst while a
   session holds it, so a suite's next run finds its spares made as soon as it starts);
 - `IDLE` when it is not busy but among the `states` most recently used ones, used within
@@ -27,9 +29,10 @@ from collections import deque
 
 import attrs
 
-QUIET_SECONDS = 15.0  # a burst of claims (or a session that ended) is over after this long without a claim:
-# longer than a test runner takes to start again on a busy machine (pytest -n 2: seconds), so runs
-# back to back keep their spares
+# A burst of claims (or a session that ended) is over after this long without a claim: longer than
+# a test runner takes to start again, so runs back to back keep their spares (pytest -n 2 on 2 busy
+# cores, load 20: 14-17 s from one run's session end to the next one's begin; ~3 s when quiet)
+QUIET_SECONDS = 20.0
 MAX_USES = 256  # states remembered (the least recently used are forgotten first)
 
 
@@ -76,8 +79,9 @@ class Use:
     claims: int = 0  # claims of the current burst
     last_burst: int = 0  # claims of the previous burst
 
-    def busy(self, now: float, quiet_seconds: float) -> bool:
-        return bool(self.sessions) or now - self.last_used < quiet_seconds
+    def busy(self, now: float, policy: IdlePolicy) -> bool:
+        idle_for = now - self.last_used
+        return (bool(self.sessions) and idle_for <= policy.seconds) or idle_for < policy.quiet_seconds
 
 
 class Demand:
@@ -95,7 +99,7 @@ class Demand:
                              default=None)
                 if oldest is not None:
                     del self.uses[oldest.state_id]
-        elif not use.busy(now, policy.quiet_seconds) and use.claims:
+        elif not use.busy(now, policy) and use.claims:
             use.last_burst, use.claims = use.claims, 0  # a new burst begins
         return use
 
@@ -135,7 +139,7 @@ class Demand:
             superseded = use.shape is not None and use.shape in shapes
             if use.shape is not None:
                 shapes.add(use.shape)
-            if use.busy(now, policy.quiet_seconds):
+            if use.busy(now, policy):
                 result[use.state_id] = Level.BUSY
             elif not superseded and kept < policy.states and now - use.last_used <= policy.seconds:
                 result[use.state_id] = Level.IDLE

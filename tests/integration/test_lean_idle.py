@@ -52,17 +52,17 @@ def test_the_spares_of_a_superseded_state_stop(sqlrs_runtime: Sqlrs) -> None:
     assert client.begin_session(new, "suite-2")["state_id"] == new.id
     assert [s["session"] for s in client.call("GET", "/v1/sessions")] == ["suite-2"]
     instance = client.create_instance(new, kind="database")
-    wait_for(lambda: kept_for(client.status(), old.id) == {"hosts": 0, "copies": 0, "warm": 0}, timeout=30,
+    wait_for(lambda: kept_for(client.status(), old.id) == {"hosts": 0, "copies": 0, "warm": 0}, timeout=60,
              what="the superseded state's spares to stop")
-    wait_for(lambda: not processes_mentioning(old_host), timeout=30, what="the old shared server's processes")
+    wait_for(lambda: not processes_mentioning(old_host), timeout=60, what="the old shared server's processes")
     assert kept_for(client.status(), new.id)["hosts"] == 1
 
     assert client.remove(instance)
     assert client.end_session("suite-2") == {"session": "suite-2", "ended": True, "state_ids": [new.id]}
     assert client.call("GET", "/v1/sessions") == []
     # within seconds of the session's end: the idle level, one shared server with databases.spares copies
-    wait_for(lambda: client.status()["demand"]["idle"] == [new.id], timeout=30, what="the new state to idle")
-    wait_for(lambda: kept_for(client.status(), new.id) == {"hosts": 1, "copies": 2, "warm": 0}, timeout=30,
+    wait_for(lambda: client.status()["demand"]["idle"] == [new.id], timeout=60, what="the new state to idle")
+    wait_for(lambda: kept_for(client.status(), new.id) == {"hosts": 1, "copies": 2, "warm": 0}, timeout=60,
              what="the idle level")
     footprint = client.status()["footprint"]
     assert footprint["servers"] == {"warm": 0, "shared": 1, "user": 0, "total": 1}

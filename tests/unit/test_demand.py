@@ -127,3 +127,11 @@ def test_a_forgotten_state_keeps_nothing(clock: Clock) -> None:
     demand.forget("a")
     assert demand.need("a", clock.now, POLICY) == Need(Level.NONE)
     assert demand.sessions() == {}
+
+
+def test_a_session_that_is_never_ended_lapses_once_its_state_is_unused_for_the_idle_seconds(clock: Clock) -> None:
+    demand = Demand()
+    demand.begin("forgotten", "a", SAKILA, clock.now, POLICY)  # a client that never calls end
+    claims(demand, "a", SAKILA, 1, clock.advance(POLICY.seconds))  # still claiming: still busy
+    assert demand.need("a", clock.advance(POLICY.seconds), POLICY).level is Level.BUSY
+    assert demand.need("a", clock.advance(1), POLICY).level is Level.NONE  # nothing kept for it any more
