@@ -457,6 +457,25 @@ class Client:
         data: list[dict[str, Any]] = self.call("GET", "/v1/pools")
         return data
 
+    # sessions -----------------------------------------------------------------------------------
+    def begin_session(self, state: State | str, session: str, *, owned: bool = True) -> dict[str, Any]:
+        """Tell the engine that a run of instances of `state` begins (a test session), named
+        `session`; call it again for every state the run uses. While a session holds a state the
+        engine keeps spares of it (copies made ahead, warm instances) at the run's demand, starting
+        at what its previous run took; `end_session` lets them go within seconds. `owned`: the
+        session ends by itself when this process is gone."""
+        body: dict[str, Any] = {"state_id": str(state)}
+        if owned:
+            body["owner"] = _owner()
+        data: dict[str, Any] = self.call("PUT", f"/v1/sessions/{_quote(session)}", body)
+        return data
+
+    def end_session(self, session: str) -> dict[str, Any]:
+        """The run named `session` is over: the engine keeps only a small idle level of spares for
+        the states it held (for the few most recently used states), nothing for superseded ones."""
+        data: dict[str, Any] = self.call("DELETE", f"/v1/sessions/{_quote(session)}")
+        return data
+
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = self.call("GET", "/v1/status")
         return data

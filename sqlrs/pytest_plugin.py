@@ -45,6 +45,11 @@ The pool fills in the background while tests run: the first test waits for one s
 worker) holds the pool; when the last one finishes, the engine drains it in the background (the
 session does not wait).
 
+Sessions: each process tells the engine when its tests begin taking instances of a state and when
+they are done (`Client.begin_session`/`end_session`), so the engine keeps spares (copies made ahead,
+warm instances) at the run's demand, starting at what the previous run took, and lets them fall
+back to a small idle level within seconds of the end.
+
 Cleanup: the instances and pool holds of a session belong to its process (pid and start time).
 Should the process die without cleaning up (SIGKILL, a crashed xdist worker, Ctrl+C at the wrong
 moment), the engine notices within seconds and removes them.

@@ -1,6 +1,7 @@
 """The pytest plugin's per-process session (sqlrs/pytest_plugin.py has the hooks and fixtures):
 the client, the states built (once per session, failures remembered), the warm pools held, the
-instances handed out and removed, and what was measured for the terminal summary."""
+engine session that tells it when this process's run of claims begins and ends, the instances
+handed out and removed, and what was measured for the terminal summary."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class SqlrsSession:
         self._state_locks: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
         self._pools: set[str] = set()
+        self._session_open = False  # the engine was told this process's run of claims began
         self._removals: list[Future[Any]] = []
         self._remover: ThreadPoolExecutor | None = None
         self.waits: list[dict[str, Any]] = []
@@ -202,6 +204,7 @@ class SqlrsSession:
                 started = time.perf_counter()
                 state = self._build(key, spec)
                 built = time.perf_counter() - started
+                self._begin_session(state)
                 pooled_in: float | None = None
                 if spec.pool > 0 and self.instance_kind == "server":  # database instances are copied ahead
                     started = time.perf_counter()
@@ -215,6 +218,15 @@ class SqlrsSession:
                                       "pool_size": spec.pool, "pool_fill_seconds": pooled_in})
                 self._states[key] = state
             return self._states[key]
+
+    def _begin_session(self, state: State) -> None:
+        """Tell the engine this process's tests begin taking instances of `state`: it keeps spares
+        at the run's demand until `finish` ends the session (or this process is gone)."""
+        self._session_open = True  # recorded first: interrupted while the engine answers, finish() ends it
+        try:
+            self.client.begin_session(state, self.holder)
+        except Exception as exc:  # the spares are an optimisation: the tests still get their instances
+            self.errors.append(f"cannot begin a session on {state.id[:12]}: {exc}")
 
     def _build(self, key: str, spec: Spec) -> State:
         from sqlrs.client import Client, Error
@@ -283,6 +295,12 @@ class SqlrsSession:
                 except Exception as exc:
                     self.errors.append(f"cannot remove an instance: {exc}")
             self._remover.shutdown(wait=True)
+        if self._session_open:  # after the removals: the spares follow the run until its very end
+            self._session_open = False
+            try:
+                self.client.end_session(self.holder)
+            except Exception as exc:
+                self.errors.append(f"cannot end the session: {exc}")
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["sqlrs"] = json.dumps(self.data())

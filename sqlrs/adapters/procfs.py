@@ -30,16 +30,24 @@ def pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-def start_time(pid: int) -> int | None:
-    """The start time of process `pid` (clock ticks since boot); None when there is no such
-    process (or no /proc to ask), or it is a zombie (it exited; only its parent has not reaped it)."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (the first is the state, field 3);
+    None when there is no such process or no /proc to ask."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may contain spaces or ')': split after the last one
-    fields = data[data.rfind(b")") + 2 :].split()
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks since boot); None when there is no such
+    process (or no /proc to ask), or it is a zombie (it exited; only its parent has not reaped it)."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
     try:
         if fields[0] in (b"Z", b"X"):
             return None

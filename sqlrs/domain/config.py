@@ -23,6 +23,7 @@ class ConfigKey:
     restart: bool = False
     # an entry point group (sqlrs.extensions) whose names are choices too, after `choices`
     names_of: str | None = None
+    keywords: tuple[str, ...] = ()  # words taken besides values of the type (e.g. "auto")
 
     def all_choices(self, names: Names) -> tuple[str, ...]:
         return (*self.choices, *names(self.names_of)) if self.names_of else self.choices
@@ -31,6 +32,8 @@ class ConfigKey:
         """Turn a CLI string or JSON value into this key's type; raise UsageError if it can't.
         `names` gives the names registered in an entry point group (`sqlrs.extensions.names`);
         a key with `names_of` needs it."""
+        if isinstance(raw, str) and raw.lower() in self.keywords:
+            return raw.lower()
         if self.type == "integer":
             if isinstance(raw, bool):
                 raise UsageError(f"{self.name} takes an integer")
@@ -40,7 +43,9 @@ class ConfigKey:
                 try:
                     value = parse_size(str(raw))
                 except ValueError:
-                    raise UsageError(f"{self.name} takes an integer (sizes like 10G are fine), got {raw!r}") from None
+                    also = "".join(f" or {word}" for word in self.keywords)
+                    raise UsageError(f"{self.name} takes an integer (sizes like 10G are fine){also}, got {raw!r}") \
+                        from None
             if value < 0:
                 raise UsageError(f"{self.name} must not be negative")
             return value
@@ -85,7 +90,9 @@ KEYS: tuple[ConfigKey, ...] = (
               restart=True),
     ConfigKey("store.volume.fs", "string", "", "Filesystem of the loopback store volume.", ("", "btrfs", "xfs"),
               restart=True),
-    ConfigKey("cache.capacity.max_bytes", "integer", 0, "Upper bound of the state cache in bytes; 0: no bound."),
+    ConfigKey("cache.capacity.max_bytes", "integer", "auto",
+              "Upper bound of the state cache in bytes; auto: the smaller of 10 GiB and a tenth of the store's "
+              "filesystem; 0: no bound.", keywords=("auto",)),
     ConfigKey("cache.capacity.reserve_bytes", "integer", 1024**3,
               "Free space to keep on the store's filesystem; states are evicted to keep it."),
     ConfigKey("engine.idle_timeout", "integer", 600,
@@ -110,8 +117,9 @@ KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("databases.burst_spares", "integer", 16,
               "Database instances: while a state's databases are claimed quickly (a test suite), copies "
               "made ahead rise to the number claimed in the last 5 minutes, up to this many."),
-    ConfigKey("databases.host_idle_seconds", "integer", 600,
-              "A shared server with no database instance for this many seconds is stopped."),
+    ConfigKey("databases.host_idle_seconds", "integer", 300,
+              "A shared server with no database instance for this many seconds is stopped (sooner when its "
+              "state is not one of the warm.idle_states most recently used ones)."),
     ConfigKey("warm.enabled", "boolean", True,
               "Keep started instances of recently used states ready, so that a cache hit claims one in "
               "milliseconds; false: no warm instances at all (explicit pools are refused).",
@@ -121,8 +129,13 @@ KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("warm.max_states", "integer", 4, "How many of the most recently used states get warm instances."),
     ConfigKey("warm.max_instances", "integer", 8,
               "Upper bound of warm (started, not yet claimed) instances in all, pools included."),
-    ConfigKey("warm.idle_seconds", "integer", 600,
-              "Warm instances of a state (or a pool) nobody used or renewed for this many seconds are removed."),
+    ConfigKey("warm.idle_seconds", "integer", 300,
+              "Warm instances of a state (or a pool) nobody used or renewed for this many seconds are removed; "
+              "an empty shared server of a state unused this long stops too."),
+    ConfigKey("warm.idle_states", "integer", 2,
+              "When no test session or burst of claims uses them, only this many of the most recently used "
+              "states keep something started ahead (warm.per_state warm instances, or a shared server with "
+              "databases.spares copies); a state superseded by a newer version of its chain keeps nothing."),
 )
 BY_NAME = {key.name: key for key in KEYS}
 
@@ -139,6 +152,9 @@ def schema(names: Names) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for key in KEYS:
         prop: dict[str, Any] = {"type": key.type, "default": key.default, "description": key.description}
+        if key.keywords:
+            prop = {"anyOf": [{"type": key.type, "minimum": 0}, {"enum": list(key.keywords)}],
+                    "default": key.default, "description": key.description}
         if key.all_choices(names):
             prop["enum"] = list(key.all_choices(names))
         if key.env:

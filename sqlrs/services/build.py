@@ -258,6 +258,7 @@ class ChainBuilder:
         instance of it is made right after: the scratch, equal to it, is kept for that instance
         (a standby clone) instead of being deleted."""
         run = BuildRun(ctx, runtime, identity, options, published_at=self.clock.monotonic(), superuser=superuser)
+        built = False
         try:
             self._build(run, items, tasks)
             if instance_next and run.scratch is not None and run.scratch.server is None \
@@ -266,6 +267,7 @@ class ChainBuilder:
                 if self.standby.adopt(items[-1].state_id, self.layout.abs(run.scratch.rel)):
                     shutil.rmtree(self.layout.run_dir(run.scratch.key), ignore_errors=True)
                     run.scratch = None
+            built = True
         finally:
             for session in run.sessions.values():
                 session.close()
@@ -275,11 +277,15 @@ class ChainBuilder:
                 if run.scratch is not None:
                     self._drop_scratch(run.scratch)
                     run.scratch = None
-                for lock in reversed(run.held):
-                    lock.release()
-        if run.published:
-            self.after_commit(ctx, run.published[-1])
-        final = self.catalog.kept(items[-1].state_id)
+                try:
+                    # with the scratch gone (its bytes are no one's now) and the states still locked
+                    # (eviction passes over what a build holds)
+                    if built and run.published:
+                        self.after_commit(ctx, run.published[-1])
+                    final = self.catalog.kept(items[-1].state_id) if built else None
+                finally:
+                    for lock in reversed(run.held):
+                        lock.release()
         if final is None:
             raise StoreFailure(f"state {items[-1].state_id[:12]} vanished right after it was built")
         return final

@@ -1,6 +1,9 @@
 """Keeping the state cache within its bounds (SPEC 10): `cache.capacity.max_bytes` and a
 free-space reserve `cache.capacity.reserve_bytes` on the store's filesystem (at most a tenth
-of that filesystem's size).
+of that filesystem's size). The cap's default (`auto`) is the smaller of DEFAULT_MAX_BYTES and
+a tenth of the store's filesystem; it is a soft bound: states are evicted to keep under it, but
+when the states in use outgrow it a job goes on (`status` warns), whereas a configured cap and
+the reserve are hard (the job fails with `NoSpace`).
 
 Before a job builds anything and after each state it commits, the cache is measured: the real
 allocated bytes of all states together (`SnapshotStore.allocated_bytes` in one call, so extents
@@ -43,12 +46,20 @@ log = logging.getLogger("sqlrs.cache")
 
 ROUNDS = 3  # measure, evict, measure again: sizes are estimates of what a delete frees
 RESERVE_SHARE_MAX = 10  # the free-space reserve is at most 1/10 of the store's filesystem
+DEFAULT_MAX_BYTES = 10 * 1024**3  # the default cap: at most this ...
+DEFAULT_CAP_SHARE = 10  # ... and at most 1/10 of the store's filesystem
 
 
 @attrs.frozen
 class Limits:
     max_bytes: int  # 0: no cap
     reserve_bytes: int  # 0: no reserve
+    default_cap: bool = False  # the default cap, a soft bound (its size is set by CacheService.limits)
+
+
+def default_max_bytes(filesystem_bytes: int) -> int:
+    """The default cap for a store on a filesystem of this size."""
+    return min(DEFAULT_MAX_BYTES, filesystem_bytes // DEFAULT_CAP_SHARE)
 
 
 @attrs.frozen
@@ -68,6 +79,11 @@ class Measure:
     @property
     def needed(self) -> int:
         return max(0, self.over_cap, self.below_reserve)
+
+    @property
+    def hard(self) -> bool:
+        """Whether a job must fail when eviction cannot free `needed`: not for the default cap alone."""
+        return self.below_reserve > 0 or not self.limits.default_cap
 
 
 class CacheService:
@@ -124,6 +140,8 @@ class CacheService:
         reserve = configured.reserve_bytes
         if reserve > 0:
             reserve = min(reserve, self.store.total_bytes() // RESERVE_SHARE_MAX)
+        if configured.default_cap:
+            return Limits(default_max_bytes(self.store.total_bytes()), reserve, default_cap=True)
         return Limits(configured.max_bytes, reserve)
 
     def _measure(self, limits: Limits) -> Measure:
@@ -156,6 +174,7 @@ class CacheService:
             "size_bytes": self.cache_bytes(states),
             "increments_bytes": sum(state.size_bytes for state in states),
             "max_bytes": limits.max_bytes,
+            "max_bytes_source": "default" if limits.default_cap else "config",
             "reserve_bytes": limits.reserve_bytes,
             "evictable_bytes": reclaimable_bytes(self.entries(states)),
             "evicted_states": self.evicted_states,
@@ -207,7 +226,7 @@ class CacheService:
                     return evicted
                 entries = self.entries()
                 available = reclaimable_bytes(entries)
-                if available < measure.needed:
+                if available < measure.needed and measure.hard:
                     raise self._no_space(measure, available, entries)
                 victims = choose_victims(entries, measure.needed, self.clock.now())
                 deleted = [victim for victim in victims if self._evict(victim, ctx)]
@@ -217,7 +236,7 @@ class CacheService:
                 if measure.below_reserve > 0:
                     self.store.settle()  # deleted space shows in free_bytes only when released
             measure = self._measure(limits)
-            if measure.needed > 0:
+            if measure.needed > 0 and measure.hard:
                 entries = self.entries()
                 raise self._no_space(measure, reclaimable_bytes(entries), entries)
         return evicted

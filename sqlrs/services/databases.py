@@ -14,17 +14,19 @@ roles, settings and a password; each has its own database (its DSN names it). On
 `postgres` database is copied: a state that holds other databases (e.g. one made by `CREATE
 DATABASE` in a script) is refused with a hint to use server instances.
 
-Copies ahead follow demand: `databases.spares` are kept always; while a state's databases are
-claimed quickly (a test suite takes one per test), the target rises to the number claimed in the
-last few minutes, up to `databases.burst_spares`, and copies are made two at a time. The next run of
-the suite then finds its databases made, and the target (and the copies beyond it) fall back once
-claims stop.
+Copies ahead follow demand (`sqlrs.domain.demand`, shared with the warm instances): while a
+state is busy (a session holds it, or its databases were claimed in the last seconds) the target
+rises from `databases.spares` to the number claimed in the last few minutes, or in the state's
+previous burst once a session holds it again (a suite's next run), up to `databases.burst_spares`,
+and copies are made two at a time. Once the burst or session is over, only the few most recently
+used states keep a host, with `databases.spares` copies; the others' copies go and their hosts
+stop (a superseded state's too: one an edited migration replaced).
 
 Lifetime: a database instance obeys the same TTL and removal rules as a server instance; removing
-it drops its database. A host with no database instances is stopped after `databases.host_idle_seconds`,
-and goes with its state (`rm`, eviction). Copies made ahead live only in the host: the engine drops
-those it does not know when it starts (`recover`), so a crash leaves nothing behind once the engine
-is back.
+it drops its database. A host with no database instances is stopped when its state is neither busy
+nor idle-kept (see above), or after `databases.host_idle_seconds` at most, and goes with its state
+(`rm`, eviction). Copies made ahead live only in the host: the engine drops those it does not know
+when it starts (`recover`), so a crash leaves nothing behind once the engine is back.
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlrs.domain.demand import recent
+from sqlrs.domain.demand import BUSY, Level, Need, recent
 from sqlrs.domain.errors import NotFound, RuntimeFailure, UsageError
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
+from sqlrs.services.demand import DemandService
 from sqlrs.services.instances import InstanceManager, new_instance_id
 
 log = logging.getLogger("sqlrs.databases")
@@ -68,7 +71,8 @@ def _quote(identifier: str) -> str:
 class DatabaseInstances:
     def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
                  spares: Callable[[], int], host_idle_seconds: Callable[[], int],
-                 burst_spares: Callable[[], int] = lambda: 16):
+                 burst_spares: Callable[[], int] = lambda: 16, demand: DemandService | None = None):
+        self.demand = demand
         self.repo = repo
         self.instances = instances
         self.admin = admin
@@ -144,6 +148,8 @@ class DatabaseInstances:
                  ttl_seconds: int = 0, job_id: str | None = None,
                  ephemeral: bool = False) -> tuple[Instance, bool]:
         """A database instance, and whether its database was copied ahead (else copied now)."""
+        if self.demand is not None:
+            self.demand.claimed(state.id)  # before the host is looked up: a busy state's host stays
         host = self._host(state, runtime, identity)
         with self._lock:
             ready = self._ready.setdefault(host.id, [])
@@ -226,6 +232,11 @@ class DatabaseInstances:
             self._thread = threading.Thread(target=self._loop, name="sqlrs-databases", daemon=True)
             self._thread.start()
 
+    def wake(self) -> None:
+        """Look at the hosts now (demand changed: a session began or ended)."""
+        with self._lock:
+            self._wake.notify_all()
+
     def pending(self) -> bool:
         """True while shared servers run: the engine stays up to stop them once they idle."""
         return any(i.kind == InstanceKind.HOST for i in self.repo.list_instances())
@@ -282,12 +293,18 @@ class DatabaseInstances:
             except RuntimeFailure as exc:
                 log.warning("host %s: cannot check its databases: %s", host.id, exc.message)
 
+    def copies_ready(self) -> int:
+        """Copies made ahead in all hosts."""
+        with self._lock:
+            return sum(len(ids) for ids in self._ready.values())
+
     def hosts(self) -> list[dict[str, object]]:
         """For `status`: each shared server, what it holds and has ready."""
         with self._lock:
             ready = {host_id: len(ids) for host_id, ids in self._ready.items()}
         return [{"id": host.id, "state_id": host.state_id, "port": host.port, "runtime": host.runtime,
-                 "databases": len(self._databases_of(host.id)), "ready": ready.get(host.id, 0)}
+                 "databases": len(self._databases_of(host.id)), "ready": ready.get(host.id, 0),
+                 "level": self._need(host).level.value}
                 for host in self.repo.list_instances() if host.kind == InstanceKind.HOST]
 
     def _loop(self) -> None:
@@ -310,9 +327,15 @@ class DatabaseInstances:
             else:
                 with self._lock:
                     since = self._idle_since.setdefault(host.id, time.monotonic())
-                if idle_limit >= 0 and time.monotonic() - since >= idle_limit:
+                idle_for = time.monotonic() - since
+                if self._need(host).level is Level.NONE:
+                    log.info("host %s of state %s: no database instance, and its state is neither in use nor "
+                             "one of the recently used ones; stopping it", host.id, host.state_id[:12])
+                    self.remove_host(host)
+                    continue
+                if idle_limit >= 0 and idle_for >= idle_limit:
                     log.info("host %s of state %s: no database instance for %.0fs; stopping it", host.id,
-                             host.state_id[:12], time.monotonic() - since)
+                             host.state_id[:12], idle_for)
                     self.remove_host(host)
                     continue
             self._refill(host)
@@ -323,18 +346,28 @@ class DatabaseInstances:
             self._claims.setdefault(host_id, deque()).append(self.clock.monotonic())
             self._wake.notify_all()
 
-    def wanted(self, host_id: str) -> int:
-        """Copies to keep ahead for the host: the configured floor, raised to the claims of the
-        last DEMAND_WINDOW_SECONDS (capped by databases.burst_spares)."""
+    def _need(self, host: Instance) -> Need:
+        return self.demand.need(host.state_id) if self.demand is not None else BUSY
+
+    def wanted(self, host: Instance) -> int:
+        """Copies to keep ahead for the host. While its state is busy: the configured floor, raised
+        to the claims of the last DEMAND_WINDOW_SECONDS or of the state's previous burst when a
+        session holds it (capped by databases.burst_spares); the floor when it is idle; none when
+        its state is neither."""
         floor = max(0, int(self.spares()))
+        need = self._need(host)
+        if need.level is Level.NONE:
+            return 0
+        if need.level is Level.IDLE:
+            return floor
         cap = max(floor, int(self.burst_spares()))
         with self._lock:
-            claimed = recent(self._claims.setdefault(host_id, deque()), self.clock.monotonic(), DEMAND_WINDOW_SECONDS)
-            return min(cap, max(floor, claimed))
+            claimed = recent(self._claims.setdefault(host.id, deque()), self.clock.monotonic(), DEMAND_WINDOW_SECONDS)
+        return min(cap, max(floor, claimed, need.expected))
 
     def _refill(self, host: Instance) -> None:
         """Start the copies the host lacks (COPIERS at a time), or drop those beyond its target."""
-        wanted = self.wanted(host.id)
+        wanted = self.wanted(host)
         with self._lock:
             ready = self._ready.setdefault(host.id, [])
             surplus = [ready.pop() for _ in range(max(0, len(ready) - wanted))]
@@ -343,6 +376,8 @@ class DatabaseInstances:
             if copier is None or self._stop.is_set():
                 missing = 0
             self._making[host.id] = self._making.get(host.id, 0) + max(0, missing)
+        if surplus:
+            log.info("host %s: demand fell to %d; dropping %d copies made ahead", host.id, wanted, len(surplus))
         for instance_id in surplus:  # demand fell: give the disk back
             try:
                 self._drop(host, database_name(instance_id))

@@ -11,10 +11,13 @@ One mechanism, two ways in:
   drained when the last one leaves (`DELETE ?holder=`) or nobody used it for `warm.idle_seconds`.
 
 Per state the engine keeps `max(pool size, warm.per_state if the state is recently used)` warm
-instances (one more while the state is *hot*: claimed twice within a minute, or before its
-replacement was ready; and as many as were claimed in the last minute, so a test suite's next run
-finds its instances started), at most `warm.max_instances` in all (pools first, then states by recency);
-`warm.enabled false` turns everything off. The workers re-read these bounds all the time: lowering
+instances; while the state is busy (`sqlrs.domain.demand`: a session holds it, or it was claimed in
+the last seconds) one more when it is *hot* (claimed twice within a minute, or before its
+replacement was ready), and as many as were claimed in the last minute or in the state's previous
+burst once a session holds it again (a suite's next run); at most `warm.max_instances` in all
+(pools first, then states by recency). Once nobody is testing, only the `warm.idle_states` most
+recently used states keep `warm.per_state`, and a superseded state none. `warm.enabled false`
+turns everything off. The workers re-read these bounds all the time: lowering
 them (or turning warm instances off) removes the surplus within a second.
 
 `claim` hands one out: it flips the instance's `pooled` flag, applies the caller's name, TTL,
@@ -45,6 +48,7 @@ from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
+from sqlrs.services.demand import DemandService
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.runtimes import RuntimeRegistry
 from sqlrs.services.warm_set import HOT_SECONDS, Pool, WarmLimits, WarmSet
@@ -87,6 +91,7 @@ class PoolService:
         on_claim: Callable[[Instance], None] = lambda instance: None,
         workers: int = WORKERS,
         monotonic: Callable[[], float] = time.monotonic,
+        demand: DemandService | None = None,
     ):
         # idle expiry, back-off and the bounds' cache: the Clock port's monotonic in the engine
         self._monotonic = monotonic
@@ -97,7 +102,9 @@ class PoolService:
         self.limits = limits
         self.on_claim = on_claim
         self._workers = workers
-        self._set = WarmSet(monotonic, lambda: self._cond.notify_all())
+        self.demand = demand
+        self._set = WarmSet(monotonic, lambda: self._cond.notify_all(),
+                            **({"need": demand.need} if demand is not None else {}))
         self._pools = self._set.pools
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -228,6 +235,8 @@ class PoolService:
     # -- the automatic warm set --------------------------------------------------------------------
     def used(self, state: State, runtime: str, image: str | None) -> None:
         """An instance of `state` was made (a build or a hit): keep warm instances of it ready."""
+        if self.demand is not None:
+            self.demand.claimed(state.id)
         limits = self._limits()
         if not limits.enabled or limits.per_state <= 0 or limits.max_states <= 0:
             return

@@ -216,6 +216,22 @@ def parse_pool(data: Any) -> PoolRequest:
 
 
 @attrs.frozen
+class SessionRequest:
+    """PUT /v1/sessions/{session}: a run of claims on a state begins (a test session)."""
+
+    state_id: str
+    owner: Owner | None = None  # the session ends when this process is gone
+
+
+def parse_session(data: Any) -> SessionRequest:
+    request: SessionRequest = _structure(data, SessionRequest)
+    if not request.state_id:
+        raise UsageError("state_id is required")
+    _check_owner(request.owner)
+    return request
+
+
+@attrs.frozen
 class SnapshotRequest:
     """POST /v1/snapshots: save a running instance's data as a new state."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from sqlrs.domain.demand import recent
+from sqlrs.domain.demand import BUSY, Level, Need, recent
 
 log = logging.getLogger("sqlrs.pool")
 
@@ -57,6 +57,7 @@ class Pool:
     error: str | None = None
     closed: bool = False
     clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False, eq=False)  # the service's
+    need: Callable[[str], Need] = attrs.field(default=lambda state_id: BUSY, repr=False, eq=False)  # the demand's
 
     @property
     def explicit(self) -> bool:
@@ -66,14 +67,18 @@ class Pool:
         if not limits.enabled:
             return 0
         automatic = 0
-        if self.auto:
+        need = self.need(self.state_id) if self.auto else None
+        if need is not None and need.level is Level.IDLE:
+            automatic = limits.per_state  # nobody is testing: the idle level
+        elif need is not None and need.level is Level.BUSY:
             now = self.clock()
             automatic = limits.per_state + (1 if now < self.hot_until else 0)
             claimed = recent(self.claims, now, HOT_SECONDS)
             if limits.per_state > 0:
-                # demand: as many as were claimed in the last HOT_SECONDS (a test suite's run, and
-                # the next run soon after it); the total bound warm.max_instances caps it
-                automatic = max(automatic, claimed)
+                # demand: as many as were claimed in the last HOT_SECONDS (a test suite's run), or
+                # in the state's previous burst once a session holds it again (its next run); the
+                # total bound warm.max_instances caps it
+                automatic = max(automatic, claimed, need.expected)
         return max(self.size, automatic)
 
     def to_json(self, idle_seconds: float) -> dict[str, Any]:
@@ -97,8 +102,10 @@ class Pool:
 class WarmSet:
     """The entries of the states that have (or want) warm instances, by state id."""
 
-    def __init__(self, monotonic: Callable[[], float], changed: Callable[[], None]):
+    def __init__(self, monotonic: Callable[[], float], changed: Callable[[], None],
+                 need: Callable[[str], Need] = lambda state_id: BUSY):
         self.monotonic = monotonic
+        self.need = need  # the demand's level of a state (services/demand.py)
         self.changed = changed  # wakes whoever waits for an entry (called with the lock held)
         self.pools: dict[str, Pool] = {}
 
@@ -193,6 +200,6 @@ class WarmSet:
         if pool is not None:
             doomed += self.close(pool)
         pool = Pool(state_id=state_id, size=0, runtime=runtime, image=image, last_used=self.monotonic(),
-                    clock=self.monotonic)
+                    clock=self.monotonic, need=self.need)
         self.pools[state_id] = pool
         return pool

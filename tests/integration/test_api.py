@@ -77,6 +77,30 @@ def test_answers_match_the_document(engine: dict[str, Any]) -> None:
     _validator("Error").validate(body)
 
 
+def test_sessions_match_the_document(engine: dict[str, Any]) -> None:
+    status, states = curl(engine, "GET", "/v1/states")
+    state_id = next(s["id"] for s in states if s["parent_id"] is not None)
+    status, body = curl(engine, "PUT", "/v1/sessions/suite-gw0", json.dumps({"state_id": state_id[:12]}))
+    assert status == 200, body
+    _validator("Session").validate(body)
+    assert body["session"] == "suite-gw0" and body["state_id"] == state_id
+    status, body = curl(engine, "GET", "/v1/sessions")
+    assert status == 200 and body == [{"session": "suite-gw0", "state_ids": [state_id]}]
+    _validator("SessionListed").validate(body[0])
+    status, body = curl(engine, "GET", "/v1/status")
+    assert body["demand"]["sessions"] == 1 and body["demand"]["busy"] == [state_id]
+    status, body = curl(engine, "DELETE", "/v1/sessions/suite-gw0")
+    assert status == 200 and body == {"session": "suite-gw0", "ended": True, "state_ids": [state_id]}
+    _validator("SessionEnd").validate(body)
+    status, body = curl(engine, "DELETE", "/v1/sessions/suite-gw0")
+    assert status == 200 and body["ended"] is False  # idempotent
+    status, body = curl(engine, "PUT", "/v1/sessions/s", json.dumps({"state_id": "ffff"}))
+    assert status == 404
+    status, body = curl(engine, "PUT", "/v1/sessions/s", json.dumps({"state": state_id}))
+    assert status == 400
+    _validator("Error").validate(body)
+
+
 @pytest.mark.parametrize("body", ["{", "[]", '{"steps": "x"}', '{"steps": [], "bogus": 1}',
                                   '{"steps": [{"kind": "file", "source": "a"}]}', '"just a string"',
                                   '{"steps": [{"kind": "command", "source": "-c", "sql": "select 1"}], '

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import Fakes, prepare, wired
 
+from sqlrs.domain.demand import QUIET_SECONDS
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
+from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.services.databases import DEMAND_WINDOW_SECONDS, DatabaseInstances
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -91,7 +94,7 @@ def settle(databases: DatabaseInstances, admin: RecordingAdmin, expected: int) -
 
 def test_the_floor_is_kept_without_claims(service: tuple[DatabaseInstances, RecordingAdmin, FakeClock]) -> None:
     databases, admin, _ = service
-    assert databases.wanted(HOST.id) == 2
+    assert databases.wanted(HOST) == 2
     settle(databases, admin, 2)
 
 
@@ -100,17 +103,17 @@ def test_claims_raise_the_target_up_to_the_cap_and_it_falls_back(
     databases, admin, clock = service
     for _ in range(3):
         databases.note_claim(HOST.id)
-    assert databases.wanted(HOST.id) == 3
+    assert databases.wanted(HOST) == 3
     settle(databases, admin, 3)
     for _ in range(10):
         databases.note_claim(HOST.id)
-    assert databases.wanted(HOST.id) == 5  # capped by burst_spares
+    assert databases.wanted(HOST) == 5  # capped by burst_spares
     settle(databases, admin, 5)
     clock.seconds += DEMAND_WINDOW_SECONDS / 2
     databases.note_claim(HOST.id)
-    assert databases.wanted(HOST.id) == 5  # the earlier claims still count
+    assert databases.wanted(HOST) == 5  # the earlier claims still count
     clock.seconds += DEMAND_WINDOW_SECONDS / 2 + 1
-    assert databases.wanted(HOST.id) == 2  # only the last claim is recent: the floor
+    assert databases.wanted(HOST) == 2  # only the last claim is recent: the floor
     settle(databases, admin, 2)  # the copies beyond it are dropped
 
 
@@ -119,4 +122,68 @@ def test_a_cap_below_the_floor_keeps_the_floor(service: tuple[DatabaseInstances,
     databases.burst_spares = lambda: 0
     for _ in range(4):
         databases.note_claim(HOST.id)
-    assert databases.wanted(HOST.id) == 2
+    assert databases.wanted(HOST) == 2
+
+
+# -- demand: hosts and copies once nobody is testing (wired on the fakes of tests/fakes.py) -------
+def hosts(services: Services) -> dict[str, Instance]:
+    return {i.state_id: i for i in services.repo.list_instances() if i.kind == InstanceKind.HOST}
+
+
+def copies_after_refill(services: Services, host: Instance) -> int:
+    """Refill the host (the copier threads of start(), without its loop) and count its copies."""
+    services.databases._refill(host)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with services.databases._lock:
+            if not services.databases._making.get(host.id):
+                return len(services.databases._ready.get(host.id, []))
+        time.sleep(0.01)
+    raise AssertionError("copies never made")
+
+
+@pytest.fixture
+def engine() -> Iterator[tuple[Services, Fakes]]:
+    with wired({"databases.spares": 2, "databases.burst_spares": 16, "warm.idle_states": 2}) as (services, fakes):
+        services.databases._copier = ThreadPoolExecutor(max_workers=2)
+        try:
+            yield services, fakes
+        finally:
+            services.databases.close()
+
+
+def test_after_a_burst_a_host_keeps_its_floor_of_copies(engine: tuple[Services, Fakes]) -> None:
+    services, fakes = engine
+    for _ in range(6):
+        result = prepare(services, "create table a()", instance_kind="database")
+        instance = services.repo.get_instance(result["instance_id"])
+        assert instance is not None
+        services.instances.remove(instance)
+    host = hosts(services)[result["state_id"]]
+    assert copies_after_refill(services, host) == 6  # busy: as many as the burst claimed
+    fakes.clock.advance(QUIET_SECONDS)
+    assert copies_after_refill(services, host) == 2  # idle: databases.spares
+    services.databases._tick()
+    assert result["state_id"] in hosts(services)  # an idle-kept state keeps its host
+
+
+def test_the_host_of_a_superseded_state_stops(engine: tuple[Services, Fakes]) -> None:
+    services, fakes = engine
+    old = prepare(services, "create table a()", instance_kind="database")
+    kept = prepare(services, "create table k()", "create table k2()", instance_kind="database")  # another chain
+    for result in (old, kept):
+        instance = services.repo.get_instance(result["instance_id"])
+        assert instance is not None
+        services.instances.remove(instance)
+    fakes.clock.advance(QUIET_SECONDS)
+    services.databases._tick()
+    assert set(hosts(services)) == {old["state_id"], kept["state_id"]}  # both idle-kept
+    new = prepare(services, "create table a(edited int)", instance_kind="database")  # the same step, edited
+    services.databases._tick()
+    assert set(hosts(services)) == {new["state_id"], kept["state_id"]}
+    assert copies_after_refill(services, hosts(services)[new["state_id"]]) == 2
+    # a host that still holds a database instance stays, whatever its state's level
+    fakes.clock.advance(services.demand.policy().seconds + 1)
+    services.databases._tick()
+    assert set(hosts(services)) == {new["state_id"]}
+    assert fakes.runtime.running() and len(fakes.runtime.running()) == 1

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sqlrs import extensions
-from sqlrs.domain.config import lookup
+from sqlrs.domain.config import lookup, schema
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.passwords import scram_verifier
 from sqlrs.domain.sizes import parse_size
@@ -42,6 +42,12 @@ def test_sizes_and_config_parsing() -> None:
     with pytest.raises(ValueError):
         parse_size("ten")
     assert lookup("cache.capacity.max_bytes").parse("2G") == 2 * 1024**3
+    assert lookup("cache.capacity.max_bytes").parse("AUTO") == "auto" == lookup("cache.capacity.max_bytes").default
+    with pytest.raises(UsageError, match="or auto"):
+        lookup("cache.capacity.max_bytes").parse("lots")
+    with pytest.raises(UsageError):
+        lookup("warm.idle_states").parse("auto")  # a keyword only where the key takes one
+    assert schema(extensions.names)["properties"]["cache.capacity.max_bytes"]["anyOf"][1] == {"enum": ["auto"]}
     with pytest.raises(UsageError):
         lookup("container.runtime").parse("lxc", extensions.names)
     assert lookup("container.runtime").parse("native", extensions.names) == "native"  # registered by sqlrs

@@ -10,6 +10,7 @@ from fakes import Fakes, job_context, prepare, wired
 
 from sqlrs.domain.errors import NoSpace
 from sqlrs.entrypoints.engine.bootstrap import Services
+from sqlrs.services.cache import DEFAULT_MAX_BYTES, Limits
 
 Wired = tuple[Services, Fakes]
 PAD = 400_000
@@ -121,3 +122,21 @@ def test_the_cache_is_checked_after_the_build_s_scratch_is_gone(engine: Wired) -
         seen.append(sorted(p.name for p in services.layout.scratch_dir.iterdir())), check(ctx, state))[1]
     prepare(services, "create table a()", "create table b()")
     assert seen == [[]]
+
+def test_the_default_cap_is_a_tenth_of_the_filesystem_and_never_fails_a_job(engine: Wired) -> None:
+    services, fakes = engine
+    limits = services.cache.limits()
+    assert limits == Limits(min(DEFAULT_MAX_BYTES, fakes.store.capacity // 10), 0, default_cap=True)
+    assert services.cache.usage()["max_bytes_source"] == "default"
+    used = prepare(services, f"PAD {PAD} used")["state_id"]  # its instance pins it
+    fakes.clock.advance(DAY)
+    idle = prepare(services, f"PAD {PAD} idle", build_only=True)["state_id"]
+    fakes.store.capacity = 10 * (services.cache.cache_bytes() - PAD // 2)  # a store where the default is too small
+    assert services.cache.enforce() == [idle]  # evicted as under a configured cap
+    fakes.store.capacity = 10 * PAD // 2  # the states in use alone outgrow the default cap
+    assert services.cache.enforce() == []  # nothing can go, and that is no error
+    more = prepare(services, f"PAD {PAD} more")  # a job still builds
+    assert {used, more["state_id"]} <= {state.id for state in fakes.repo.list_states()}
+    cap(services, PAD // 2)  # the same bound configured: a hard one
+    with pytest.raises(NoSpace):
+        services.cache.enforce()

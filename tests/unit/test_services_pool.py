@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 from fakes import Fakes, prepare, wired
 
+from sqlrs.domain.demand import QUIET_SECONDS
 from sqlrs.entrypoints.engine.bootstrap import Services
+from sqlrs.services.warm_set import HOT_SECONDS
 
 Wired = tuple[Services, Fakes]
 IDLE = 600
@@ -125,3 +127,64 @@ def test_a_failing_start_is_reported_and_retried_after_a_back_off(engine: Wired)
     fakes.clock.advance(2)
     settle(services)
     assert len(warm(fakes, state_id)) == 1 and services.pool.get(state_id)["error"] is None
+
+
+# -- demand: what stays once nobody is testing (sqlrs.domain.demand) ---------------------------------
+def test_after_a_burst_the_warm_instances_fall_back_to_the_idle_level(engine: Wired) -> None:
+    services, fakes = engine
+    for _ in range(5):  # a suite's claims, back to back
+        state_id = prepare(services, "create table a()")["state_id"]
+        settle(services)
+    assert len(warm(fakes, state_id)) == 4  # as many as were claimed from it in the last minute
+    fakes.clock.advance(QUIET_SECONDS + 1)
+    settle(services)
+    assert len(warm(fakes, state_id)) == 1  # warm.per_state
+    assert services.demand.status()["idle"] == [state_id]
+
+
+def test_a_superseded_state_keeps_no_warm_instance(engine: Wired) -> None:
+    services, fakes = engine
+    old = prepare(services, "create table a()")["state_id"]
+    fakes.clock.advance(QUIET_SECONDS + 1)
+    settle(services)
+    assert len(warm(fakes, old)) == 1
+    new = prepare(services, "create table a(edited int)")["state_id"]  # the same step, edited
+    settle(services)
+    assert warm(fakes, old) == [] and len(warm(fakes, new)) >= 1
+    assert not [s for s in fakes.runtime.running() if fakes.repo.get_instance(s.spec.instance_id) is None]
+
+
+def test_only_the_most_recently_used_states_keep_warm_instances_when_idle(engine: Wired) -> None:
+    services, fakes = engine
+    services.config.update({"warm.idle_states": 2})
+    states = []
+    for k in range(3):  # three chains of different lengths: three shapes
+        states.append(prepare(services, *[f"create table t{k}_{i}()" for i in range(k + 1)])["state_id"])
+        fakes.clock.advance(1)
+    settle(services)
+    assert all(warm(fakes, state_id) for state_id in states)
+    fakes.clock.advance(QUIET_SECONDS + 1)
+    settle(services)
+    assert [len(warm(fakes, state_id)) for state_id in states] == [0, 1, 1]
+
+
+def test_a_session_holds_its_state_busy_and_starts_at_its_previous_burst(engine: Wired) -> None:
+    services, fakes = engine
+    state_id = prepare(services, "create table a()", build_only=True)["state_id"]
+    services.demand.begin("suite-1", state_id)
+    for _ in range(6):
+        prepare(services, "create table a()")
+    services.demand.end("suite-1")
+    fakes.clock.advance(HOT_SECONDS + QUIET_SECONDS)  # the next run comes minutes later
+    settle(services)
+    assert len(warm(fakes, state_id)) == 1
+    assert services.demand.begin("suite-2", state_id)["expected"] == 6
+    settle(services)
+    assert len(warm(fakes, state_id)) == 6  # started before its first claim
+    fakes.clock.advance(3 * QUIET_SECONDS)
+    settle(services)
+    assert len(warm(fakes, state_id)) == 6  # held: no claim for a while, still busy
+    services.demand.end("suite-2")
+    fakes.clock.advance(QUIET_SECONDS)
+    settle(services)
+    assert len(warm(fakes, state_id)) == 1

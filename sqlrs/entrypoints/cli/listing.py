@@ -32,8 +32,10 @@ def status(ctx: Ctx, cache: bool, output: str, as_json: bool) -> None:
         echo(f"           {mark}{probe['name']}: {probe['reason']}")
     echo(f"snapshots: {snap['backend']} at {snap['root']} ({human_bytes(snap['free_bytes'])} free)")
     cap = cache_info.get("max_bytes") or 0
+    source = " (the default cap)" if cache_info.get("max_bytes_source") == "default" else ""
     echo(f"cache:     {cache_info['states']} states, {human_bytes(cache_info['size_bytes'])}"
-         + (f" of {human_bytes(cap)}" if cap else " (no cap)") + f"; {data['instances']} instance(s)")
+         + (f" of {human_bytes(cap)}{source}" if cap else " (no cap)") + f"; {data['instances']} instance(s)")
+    footprint_status(data.get("footprint"), data.get("demand"))
     warm_status(data.get("warm"))
     remote = data.get("remote")
     if remote:
@@ -45,6 +47,24 @@ def status(ctx: Ctx, cache: bool, output: str, as_json: bool) -> None:
         table([[short(s["id"]), s["source"], human_bytes(s["size_bytes"]), f"{s['build_seconds']}s",
                 str(s.get("hits", 0)), s["last_used_at"][:19]] for s in data["cache"].get("states_detail", [])],
               ["STATE", "SOURCE", "SIZE", "BUILD", "HITS", "LAST USED"])
+
+
+def footprint_status(footprint: dict[str, Any] | None, demand: dict[str, Any] | None) -> None:
+    """The `servers:` and `disk:` lines of `sqlrs status`: what the engine costs the machine now."""
+    if not footprint:
+        return
+    servers, memory, disk = footprint["servers"], footprint.get("memory"), footprint.get("disk")
+    used = ""
+    if memory:
+        pss = f"PSS {human_bytes(memory['pss_bytes'])}, " if memory.get("pss_bytes") is not None else ""
+        used = f", {pss}RSS {human_bytes(memory['rss_bytes'])} in {memory['processes']} processes"
+    sessions = f"; {demand['sessions']} test session(s) open" if demand and demand.get("sessions") else ""
+    echo(f"servers:   {servers['total']} up ({servers['warm']} warm, {servers['shared']} shared, "
+         f"{servers['user']} yours){used}; {footprint['copies_ready']} database copies ready{sessions}")
+    if disk:
+        echo(f"disk:      {human_bytes(disk['total_bytes'])}: states {human_bytes(disk['states_bytes'])}, "
+             f"instances {human_bytes(disk['instances_bytes'])}, shared servers and their databases "
+             f"{human_bytes(disk['shared_bytes'])} (measured {disk['measured_seconds_ago']:.0f}s ago)")
 
 
 def warm_status(warm: dict[str, Any] | None) -> None:

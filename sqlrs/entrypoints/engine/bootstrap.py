@@ -13,6 +13,7 @@ import attrs
 
 from sqlrs import extensions
 from sqlrs.adapters.config_file import ConfigFile
+from sqlrs.domain.demand import IdlePolicy
 from sqlrs.domain.errors import RuntimeUnavailable, SqlrsError, UsageError
 from sqlrs.domain.model import State
 from sqlrs.domain.remote import RemoteRef
@@ -21,6 +22,7 @@ from sqlrs.ports.backup import OnlineBackup
 from sqlrs.ports.clock import Clock, SystemClock
 from sqlrs.ports.inspector import DatabaseInspector
 from sqlrs.ports.postmaster import pg_major
+from sqlrs.ports.processes import ServerMemory
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeContext, RuntimePlugin
@@ -30,6 +32,8 @@ from sqlrs.services.cache import CacheService, Limits
 from sqlrs.services.catalog import StateCatalog
 from sqlrs.services.compare import CompareService
 from sqlrs.services.databases import DatabaseInstances
+from sqlrs.services.demand import DemandService
+from sqlrs.services.footprint import Footprint
 from sqlrs.services.instance_snapshots import InstanceSnapshots
 from sqlrs.services.instances import InstanceManager
 from sqlrs.services.inventory import Inventory
@@ -69,6 +73,8 @@ class Services:
     pool: PoolService  # warm instances and pools (idem)
     cache: CacheService
     databases: DatabaseInstances  # database instances in shared servers (idem)
+    demand: DemandService  # sessions and claims: what the two above keep started ahead
+    footprint: Footprint  # what all of it costs, for status
     snapshots: InstanceSnapshots  # `sqlrs snapshot`
     remote: RemoteService  # push, pull, the remote cache of prepare
     recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
@@ -143,12 +149,14 @@ class Adapters:
     store_note: str = ""  # shown by the first prepare (e.g. the slow copy backend)
     # runtime name -> the config keys its factory reads: a change of one rebuilds the runtime
     runtime_settings: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    server_memory: ServerMemory | None = None  # what servers use, for status (None: not reported)
 
 
 def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
     """The production adapters: the configured snapshot store, SQLite metadata, psycopg, /proc."""
     from sqlrs.adapters import liquibase, procfs
     from sqlrs.adapters.pgfiles import kill_leftover_server
+    from sqlrs.adapters.procmem import ProcServerMemory
     from sqlrs.adapters.psycopg_admin import PsycopgAdmin
     from sqlrs.adapters.psycopg_backup import PsycopgBackup
     from sqlrs.adapters.psycopg_inspector import PsycopgInspector
@@ -173,7 +181,7 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
                     open_registry=open_registry,
                     layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
                     kill_leftover_server=kill_leftover_server, liquibase=liquibase,
-                    store_note=note)
+                    store_note=note, server_memory=ProcServerMemory())
 
 
 class _LazyLayers:
@@ -219,9 +227,13 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
     locks = StateLocks()
     catalog = StateCatalog(repo, store, layout)
-    cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
-                                                                    int(config.get("cache.capacity.reserve_bytes"))),
-                         jobs.active_ids, locks, standby)
+
+    def cache_limits() -> Limits:
+        cap = config.get("cache.capacity.max_bytes")
+        reserve = int(config.get("cache.capacity.reserve_bytes"))
+        return Limits(0, reserve, default_cap=True) if cap == "auto" else Limits(int(cap), reserve)
+
+    cache = CacheService(repo, store, layout, clock, cache_limits, jobs.active_ids, locks, standby)
     pending_warnings = [note] if note else []
 
     def warn_once() -> list[str]:  # shown by the first prepare after the engine starts
@@ -255,28 +267,38 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                           max_instances=int(config.get("warm.max_instances")),
                           idle_seconds=int(config.get("warm.idle_seconds")))
 
+    demand = DemandService(repo, clock, lambda: IdlePolicy(states=int(config.get("warm.idle_states")),
+                                                           seconds=float(config.get("warm.idle_seconds"))))
     pool = PoolService(
         repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
                                                               INITDB_OPTIONS, pg_major(layout.abs(state.data_path))),
-        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic,
+        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic, demand=demand,
     )
     databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
                                   host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")),
-                                  burst_spares=lambda: int(config.get("databases.burst_spares")))
+                                  burst_spares=lambda: int(config.get("databases.burst_spares")), demand=demand)
     instances.databases = databases
-    lifetime.release_hold = lambda state_id, holder: pool.release(state_id, holder, wait=False)
+    demand.on_change += [pool.wake, databases.wake]
+
+    def release_hold(state_id: str, holder: str) -> None:  # its owner is gone: a pool hold, or a session
+        pool.release(state_id, holder, wait=False)
+        demand.end(holder, state_id)
+
+    lifetime.release_hold = release_hold
     snapshots = InstanceSnapshots(catalog, instances, admin, adapters.backup, clock, locks,
                                   after_commit=cache.enforce)
     # a hit claims a warm instance; removing or evicting a state removes its warm instances
     instances.warm = pool
-    standby.on_discard.append(pool.discard)
+    standby.on_discard += [pool.discard, demand.forget]
     recovery = Recovery(repo, store, layout, registry, jobs, standby, adapters.kill_leftover_server)
     compare = CompareService(inventory, instances, layout, adapters.inspector, pool.resolve,
                              image_of=lambda state: prepare.image_of_base(state.base_id))
+    footprint = Footprint(repo, store, layout, clock, cache.cache_bytes, databases.copies_ready,
+                          adapters.server_memory)
     services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
                         instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
-                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases,
-                        snapshots=snapshots, remote=remote, recovery=recovery, compare=compare,
+                        store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases, demand=demand,
+                        footprint=footprint, snapshots=snapshots, remote=remote, recovery=recovery, compare=compare,
                         runtime_settings=adapters.runtime_settings)
     if recover:
         recovery.run()

@@ -220,6 +220,48 @@ SCHEMAS: dict[str, Any] = {
                                                "holders": INTEGER, "hits": INTEGER, "misses": INTEGER,
                                                "instance_ids": {"type": "array", "items": STRING},
                                                "error": NULLABLE_STRING, "idle_seconds": NUMBER}}}}},
+    "SessionRequest": {
+        "type": "object", "required": ["state_id"], "additionalProperties": False,
+        "description": "A run of claims on the state begins (a test session; PUT again for each state it uses). "
+                       "While a session holds a state the engine keeps its spares (copies made ahead, warm "
+                       "instances) at the run's demand, starting at its previous run's; once the session ends, "
+                       "within seconds only the warm.idle_states most recently used states keep a small idle "
+                       "level, and a superseded state (a newer version of its chain was used) keeps nothing.",
+        "properties": {"state_id": STRING,
+                       "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
+                                 "description": "End the session once this process is gone"}}},
+    "Session": {"type": "object", "required": ["session", "state_id", "expected"],
+                "properties": {"session": STRING, "state_id": STRING,
+                               "expected": {"type": "integer", "minimum": 0,
+                                            "description": "claims of the state's previous run, kept ahead now"}}},
+    "SessionEnd": {"type": "object", "required": ["session", "ended", "state_ids"],
+                   "properties": {"session": STRING, "ended": BOOLEAN,
+                                  "state_ids": {"type": "array", "items": STRING}}},
+    "SessionListed": {"type": "object", "required": ["session", "state_ids"],
+                      "properties": {"session": STRING, "state_ids": {"type": "array", "items": STRING}}},
+    "Footprint": {
+        "type": "object", "required": ["servers", "memory", "database_instances", "copies_ready", "disk"],
+        "description": "What the engine costs the machine now. memory: every process of every server (RSS sums "
+                       "shared memory once per process, PSS shares it out; null when /proc cannot tell). disk: "
+                       "allocated bytes; instances and shared servers count what they add to the states (on "
+                       "copy-on-write stores, extents shared with a state count once); measured at most every "
+                       "few seconds (measured_seconds_ago).",
+        "properties": {
+            "servers": {"type": "object", "required": ["warm", "shared", "user", "total"],
+                        "properties": {"warm": INTEGER, "shared": INTEGER, "user": INTEGER, "total": INTEGER}},
+            "memory": {"type": ["object", "null"],
+                       "properties": {"processes": INTEGER, "rss_bytes": INTEGER,
+                                      "pss_bytes": {"type": ["integer", "null"]}}},
+            "database_instances": INTEGER, "copies_ready": INTEGER,
+            "disk": {"type": ["object", "null"],
+                     "properties": {"states_bytes": INTEGER, "instances_bytes": INTEGER, "shared_bytes": INTEGER,
+                                    "total_bytes": INTEGER, "measured_seconds_ago": NUMBER}}}},
+    "Demand": {"type": "object", "required": ["sessions", "idle_states", "busy", "idle"],
+               "description": "States by level: busy (a session holds it, or claims came in the last seconds) and "
+                              "idle (kept at the idle level); other states keep nothing started ahead",
+               "properties": {"sessions": INTEGER, "idle_states": INTEGER,
+                              "busy": {"type": "array", "items": STRING},
+                              "idle": {"type": "array", "items": STRING}}},
     "PoolRelease": {"type": "object", "required": ["state_id", "drained", "holders"],
                     "properties": {"state_id": STRING, "drained": BOOLEAN, "holders": INTEGER,
                                    "not_found": BOOLEAN}},
@@ -245,6 +287,8 @@ SCHEMAS: dict[str, Any] = {
                               "cache": {"type": "object"}, "instances": INTEGER,
                               "pools": {"type": "array", "items": _ref("Pool")},
                               "warm": _ref("Warm"),
+                              "demand": _ref("Demand"),
+                              "footprint": _ref("Footprint"),
                               "remote": {"type": ["object", "null"],
                                          "description": "cache.remote, cache.remote_push, cache.remote_insecure; "
                                                         "null when no remote cache is configured",
@@ -304,6 +348,7 @@ def document() -> dict[str, Any]:
     job_id = _path_param("job_id", "Job id or unique prefix")
     state_id = _path_param("state_id", "State id or unique prefix")
     instance_id = _path_param("instance_id", "Instance id, unique prefix, or name (307 to the id URL)")
+    session = _path_param("session", "The client's name for its session (1 to 200 characters, no /)")
     paths: dict[str, Any] = {
         "/v1/health": {"get": _op("Liveness; no token needed", {"200": _json(_ref("Health"))}, auth=False)},
         "/v1/prepare-jobs": {
@@ -377,6 +422,13 @@ def document() -> dict[str, Any]:
                           params=[state_id, {"name": "holder", "in": "query", "required": False,
                                              "schema": STRING,
                                              "description": "drain only when no other holder is left"}]),
+        },
+        "/v1/sessions": {"get": _op("List open sessions", {"200": _list("SessionListed")})},
+        "/v1/sessions/{session}": {
+            "put": _op("Begin a session on a state (or add a state to it)", {"200": _json(_ref("Session"))},
+                       params=[session], body="SessionRequest"),
+            "delete": _op("End the session (idempotent): its states' spares fall back within seconds",
+                          {"200": _json(_ref("SessionEnd"))}, params=[session]),
         },
         "/v1/snapshots": {"post": _op(
             "Save a running instance's current data as a new state (kind snapshot, child of the instance's "

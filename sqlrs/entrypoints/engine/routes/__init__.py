@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from sqlrs.entrypoints.engine.routes import compare, config, engine, instances, jobs, pools, runs, states
+from sqlrs.entrypoints.engine.routes import compare, config, engine, instances, jobs, pools, runs, sessions, states
 
 ROUTES = [
     Route("/v1/health", engine.health, methods=["GET"]),
@@ -30,6 +30,9 @@ ROUTES = [
     Route("/v1/pools/{state_id}", pools.get_pool, methods=["GET"]),
     Route("/v1/pools/{state_id}", pools.put_pool, methods=["PUT"]),
     Route("/v1/pools/{state_id}", pools.delete_pool, methods=["DELETE"]),
+    Route("/v1/sessions", sessions.list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session}", sessions.put_session, methods=["PUT"]),
+    Route("/v1/sessions/{session}", sessions.delete_session, methods=["DELETE"]),
     Route("/v1/names", instances.list_names, methods=["GET"]),
     Route("/v1/names/{name}", instances.get_name, methods=["GET"]),
     Route("/v1/snapshots", states.create_snapshot, methods=["POST"]),

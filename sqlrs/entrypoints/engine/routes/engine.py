@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from sqlrs import __version__
 from sqlrs.domain.errors import SqlrsError
+from sqlrs.domain.model import InstanceKind
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.entrypoints.engine.http import engine_state, flag, respond, services
 
@@ -52,7 +53,6 @@ def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[s
         runtime = {"name": None, "reason": exc.message}
         warnings.append(f"no runtime can serve prepares: {exc.message}")
     store = svc.store
-    states = svc.repo.list_states()
     instances = svc.repo.list_instances()
     if svc.store_note:
         warnings.append(svc.store_note)
@@ -66,21 +66,20 @@ def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[s
                      "free_bytes": store.free_bytes(),
                      "volume": {"image": svc.config.get("store.volume.image") or None,
                                 "fs": svc.config.get("store.volume.fs") or None}},
-        "cache": svc.cache.usage() if svc.cache is not None else {
-            "states": len(states), "size_bytes": sum(s.size_bytes for s in states),
-            "max_bytes": svc.config.get("cache.capacity.max_bytes"),
-            "reserve_bytes": svc.config.get("cache.capacity.reserve_bytes")},
-        "instances": sum(1 for instance in instances if not instance.pooled),
-        "pools": svc.pool.pools() if svc.pool is not None else [],
-        "shared_servers": svc.databases.hosts() if svc.databases is not None else [],
-        "warm": svc.pool.status() if svc.pool is not None else None,
+        "cache": svc.cache.usage(),
+        "instances": sum(1 for instance in instances if not instance.pooled and instance.kind != InstanceKind.HOST),
+        "pools": svc.pool.pools(),
+        "shared_servers": svc.databases.hosts(),
+        "warm": svc.pool.status(),
+        "demand": svc.demand.status(),
+        "footprint": svc.footprint.report(),
         "remote": remote_status(svc),
         "warnings": warnings,
     }
     cache = report["cache"]
     if cache.get("max_bytes") and cache["size_bytes"] > cache["max_bytes"]:
         warnings.append(f"the state cache ({cache['size_bytes']} bytes) is over cache.capacity.max_bytes "
-                        f"({cache['max_bytes']}): states in use cannot be evicted")
+                        f"({cache['max_bytes']}, {cache['max_bytes_source']}): states in use cannot be evicted")
     if with_cache:
         report["cache"]["states_detail"] = svc.inventory.list_states()
     return report
