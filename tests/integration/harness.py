@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,16 @@ class Sqlrs:
             time.sleep(0.1)
         problems += [f"process {pid}: {cmd}" for pid, cmd in processes_mentioning(str(self.state_dir))]
         return problems
+
+
+def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.25) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds pass; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

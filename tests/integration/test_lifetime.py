@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import Sqlrs
+from harness import Sqlrs, wait_until
 
 import sqlrs as sqlrs_lib
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def by_id(sqlrs: Sqlrs) -> dict[str, dict[str, Any]]:

@@ -82,8 +82,8 @@ INCLUDED = {
     "xml": lambda name: xml(changeset(name)),
     "yaml": lambda name: f"databaseChangeLog:\n  - changeSet:\n      id: {name}\n      author: y\n"
                          "      changes:\n        - sql: {sql: select 1}\n",
-    "json": lambda name: '{"databaseChangeLog": [{"changeSet": {"id": "%s", "author": "j", '
-                         '"changes": [{"sql": {"sql": "select 1"}}]}}]}' % name,
+    "json": lambda name: json.dumps({"databaseChangeLog": [{"changeSet": {
+        "id": name, "author": "j", "changes": [{"sql": {"sql": "select 1"}}]}}]}),
     "sql": lambda name: f"--liquibase formatted sql\n--changeset s:{name}\nselect 1;\n",
 }
 

@@ -132,7 +132,7 @@ class Adapters:
     owner_alive: Callable[[int, int], bool]  # is the client process (pid, start time) still there
     kill_leftover_server: Callable[[Path], None]  # stop a server a crash left on a directory
     liquibase: LiquibaseLauncher | None = None
-    store_note: str = ""  # shown by the first prepare (e.g. the slow copy backend)
+    store_note: str = ""  # shown by status and prepares that copy (e.g. the slow copy backend)
 
 
 def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
@@ -206,12 +206,15 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     cache = CacheService(repo, store, layout, clock, lambda: Limits(int(config.get("cache.capacity.max_bytes")),
                                                                     int(config.get("cache.capacity.reserve_bytes"))),
                          jobs.active_ids, locks, standby)
-    pending_warnings = [note] if note else []
+    said = [False]
 
-    def warn_once() -> list[str]:  # shown by the first prepare after the engine starts
-        taken = pending_warnings[:]
-        pending_warnings.clear()
-        return taken
+    def store_warnings(copies: bool) -> list[str]:
+        """The store's note (the slow copy backend) where it matters: a prepare that copies a data
+        directory, else the first prepare after the engine starts. `status` always shows it."""
+        if not note or (said[0] and not copies):
+            return []
+        said[0] = True
+        return [note]
 
     # late binding: prepare (which knows the default image) is made below, with remote in it
     remote = RemoteService(repo, store, layout, registry,
@@ -227,7 +230,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
 
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
-                             before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
+                             before_build=cache.before_build, after_commit=after_commit, warnings=store_warnings,
                              remote=remote_cache)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)
