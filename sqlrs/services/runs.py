@@ -50,8 +50,10 @@ class RunService:
                     text = decoded.encode("utf-8", "surrogateescape")
                 on_output(stream, text)  # type: ignore[arg-type]
 
+            # the DSN's user and database: a run shows and creates what a client of the DSN would
             code = server.runtime.exec_tool(server.spec, server.ref, request.tool, args,  # type: ignore[arg-type]
-                                            forward, cancel, env={"PGDATABASE": instance.dbname})
+                                            forward, cancel, env={"PGUSER": instance.user,
+                                                                  "PGDATABASE": instance.dbname})
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         instance.last_used_at = self.clock.now()
