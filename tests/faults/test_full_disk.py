@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -48,11 +49,10 @@ def fill(mount: Path) -> Path:
     """Fill the filesystem to its last block, as root (the reserve too); the filler file."""
     filler = mount / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True, check=False)
-    with open(filler, "ab") as handle:  # the last partial megabyte
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
+    with open(filler, "ab") as handle, contextlib.suppress(OSError):  # the last partial megabyte
+        while True:
+            handle.write(b"\0" * 4096)
+            handle.flush()
     assert os.statvfs(mount).f_bavail == 0
     return filler
 
@@ -77,17 +77,11 @@ def test_sqlite_says_no_space_when_the_filesystem_is_full() -> None:
             with pytest.raises(NoSpace) as raised:
                 for number in range(100):  # a few MB of rows: the database must grow
                     repo.add_job(Job(id=f"job{number}", kind="prepare", status=JobStatus.QUEUED,
-                                     request={"pad": "x" * 200_000}, created_at=_now()))
+                                     request={"pad": "x" * 200_000}, created_at=datetime.now(UTC)))
             assert raised.value.message == f"the state directory's filesystem is full ({mount})"
             assert raised.value.exit_code == 1 and f"df -h {mount}" in (raised.value.hint or "")
         finally:
             engine.dispose()
-
-
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 def test_every_command_on_a_full_state_dir_fails_in_one_clear_line() -> None:
