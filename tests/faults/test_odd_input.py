@@ -35,3 +35,27 @@ def test_file_names_that_are_not_utf8_are_built_listed_and_reported(sqlrs_native
     instance = sq.instances()[0]["id"]
     ran = sq.run("run:psql", "--instance", instance, "--", "-v", "ON_ERROR_STOP=1", "-f", ODD, cwd=workspace)
     assert ran.returncode == 3 and "f\\xffname.sql:1: ERROR:" in ran.stderr, ran.stderr
+
+
+def test_library_sql_steps_beyond_one_argument_are_built_as_psql_c_would(sqlrs_native: Sqlrs,
+                                                                          workspace: Path) -> None:
+    """Issue 26.4: a `sql=` step over the kernel's 128 KiB per-argument limit (140 KB, 3 MB) builds,
+    and sends its text the way `-c` does: one query string, psql variables and backslashes left
+    alone, and a failure reported as for a short `-c` step."""
+    import sqlrs
+
+    client = sqlrs.Client(sqlrs_native.state_dir, runtime="native", base_dir=workspace)
+    for size in (140_000, 3_000_000):
+        sql = (f"CREATE TABLE big AS SELECT length('{'y' * size}') AS n, ':foo \\x $x$' AS kept; "
+               "INSERT INTO big SELECT n + 1, kept FROM big")
+        with client.instance(state=client.build(sql=[sql], variables={"foo": "interpolated"})) as db, \
+                db.connect() as conn:
+            assert conn.execute("SELECT n, kept FROM big ORDER BY n").fetchall() == [
+                (size, ":foo \\x $x$"), (size + 1, ":foo \\x $x$")]
+    short = long = None
+    for padding in (0, 140_000):
+        try:
+            client.build(sql=["SELECT nosuch" + " " * padding])
+        except sqlrs.OperationFailed as exc:
+            short, long = (str(exc), long) if padding == 0 else (short, str(exc))
+    assert short == long == "step 1 (-c) failed: ERROR:  column \"nosuch\" does not exist", (short, long)
