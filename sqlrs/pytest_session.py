@@ -108,8 +108,7 @@ class SqlrsSession:
                 if wanted not in ("auto", "server", "database"):
                     raise pytest.UsageError(f"sqlrs_instance_kind takes auto, server or database, not {wanted!r}")
                 if wanted == "auto":
-                    backend = self.client.status().get("snapshot", {}).get("backend")
-                    wanted = "database" if backend == "copy" else "server"
+                    wanted = self.client.default_instance_kind()
                 self._kind = wanted
             return self._kind
 
