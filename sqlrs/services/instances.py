@@ -6,6 +6,7 @@ import logging
 import secrets
 import shutil
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -90,7 +91,8 @@ class InstanceManager:
         self.admin = admin
         self.clock = clock
         self.ports = ports
-        self._locks: dict[str, threading.Lock] = {}
+        # a lock lives while someone holds or waits for it: one per instance ever made would pile up
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
         # database instances live in a shared server per state (services/databases.py); wired by
         # the composition root, as that service builds on this one

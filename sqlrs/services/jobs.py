@@ -37,6 +37,13 @@ class Notifier:
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future)
 
+    def forget(self, key: str) -> None:
+        """Drop `key`'s version once nothing more will happen to it (a finished job): one entry
+        per job ever run would pile up. A reader that saw a version goes on at once."""
+        with self._lock:
+            if key not in self._waiters:
+                self._versions.pop(key, None)
+
     async def wait(self, key: str, seen_version: int, timeout: float) -> None:
         """Return when `key` moved past `seen_version`, or after `timeout` seconds."""
         loop = asyncio.get_running_loop()
@@ -211,6 +218,7 @@ class JobRunner:
             self._contexts.pop(job.id, None)
             self._threads.pop(job.id, None)
             self._seq.pop(job.id, None)
+        self.notifier.forget(job.id)
         try:
             self.prune()
         except SqlrsError as exc:
