@@ -115,7 +115,10 @@ class Sqlrs:
         return problems
 
 
-def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.25) -> bool:
+SLACK = 60.0  # "promptly" is a few seconds; this holds on a machine many times slower
+
+
+def wait_until(condition: Callable[[], object], timeout: float = SLACK, interval: float = 0.2) -> bool:
     """Poll `condition` until it is true or `timeout` seconds pass; whether it became true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
