@@ -141,8 +141,8 @@ def main() -> None:
             for stat in sorted(diff, key=lambda s: -s.size_diff)[:args.top]:
                 if stat.size_diff <= 0:
                     break
-                frames = [f"{frame.filename.replace(str(REPO) + '/', '')}:{frame.lineno}"
-                          for frame in stat.traceback if "sqlrs" in frame.filename][:4]
+                frames = [f"{frame.filename.replace(str(REPO) + '/', '')}:{frame.lineno}"  # innermost first
+                          for frame in reversed(stat.traceback) if "sqlrs" in frame.filename][:4]
                 where = " <- ".join(frames) or f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}"
                 print(f"  {stat.size_diff / span:>8.1f} B/cycle {stat.count_diff:>+7} blocks  {where}")
     finally:
