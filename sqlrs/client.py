@@ -109,6 +109,8 @@ class Client:
         self.spawn = spawn
         self._engine: EngineClient | None = None
         self._lock = threading.Lock()
+        self._auto_kind: str | None = None  # what kind="auto" stands for on this engine's store
+        self._server_only: set[str] = set()  # states a database instance cannot copy (several databases)
 
     # plumbing -----------------------------------------------------------------------------------
     @property
@@ -244,7 +246,7 @@ class Client:
 
     # instances ----------------------------------------------------------------------------------
     def create_instance(self, state: State | str, *, pool: bool = False, ttl: Seconds | None = None,
-                        name: str | None = None, owned: bool = True, kind: str = "server") -> Instance:
+                        name: str | None = None, owned: bool = True, kind: str = "auto") -> Instance:
         """Start an instance of a cached state; with `pool=True` claim a warm spare when the state
         has a pool (see `set_pool`), which takes milliseconds.
 
@@ -252,30 +254,55 @@ class Client:
         the process is gone (killed, crashed) unless `keep()` was called. `owned=False`: it stays
         (until removed or its TTL runs out), like the CLI's instances.
 
-        `kind="database"`: a database of its own in the state's shared server (a template copy made
-        ahead: milliseconds on any store, but database-level isolation: instances of one state
-        share a server, its roles and settings). `kind="server"` (default): a server of its own."""
-        body: dict[str, Any] = {"state_id": str(state), "pool": pool, "name": name, "kind": kind,
+        `kind="server"`: a server of its own. `kind="database"`: a database of its own in the
+        state's shared server (a template copy made ahead: milliseconds on any store, but
+        database-level isolation: instances of one state share a server, its roles and settings).
+        `kind="auto"` (default): what the pytest plugin takes, `default_instance_kind()`; a server
+        with `pool=True` (pools hold servers) or when the state holds other databases than
+        `postgres` (a database instance copies only that one)."""
+        if kind not in ("auto", "server", "database"):
+            raise UsageError(f"unknown instance kind {kind!r}", hint="auto, server or database")
+        chosen = kind
+        if kind == "auto":
+            chosen = "server" if pool or str(state) in self._server_only else self.default_instance_kind()
+        body: dict[str, Any] = {"state_id": str(state), "pool": pool, "name": name, "kind": chosen,
                                 "image": state.image if isinstance(state, State) else self.image}
         if owned:
             body["owner"] = _owner()
         ttl_seconds = _seconds(ttl)
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
-        return Instance.from_json(self.call("POST", "/v1/instances", body), self)
+        try:
+            return Instance.from_json(self.call("POST", "/v1/instances", body), self)
+        except UsageError as exc:
+            if kind != "auto" or chosen != "database" or "holds databases" not in exc.message:
+                raise
+            self._server_only.add(str(state))
+            return Instance.from_json(self.call("POST", "/v1/instances", {**body, "kind": "server"}), self)
+
+    def default_instance_kind(self) -> str:
+        """The kind `kind="auto"` stands for on this engine: "database" on a store that copies (the
+        `copy` store), where a server instance costs a full copy of the state's data directory and
+        a database instance is a template copy made ahead; "server" on copy-on-write stores (btrfs,
+        reflink), where a server instance is as fast and isolates more. Asked once per client."""
+        if self._auto_kind is None:
+            copy_on_write = self.status().get("snapshot", {}).get("copy_on_write")
+            self._auto_kind = "server" if copy_on_write else "database"
+        return self._auto_kind
 
     @contextlib.contextmanager
     def instance(self, files: Iterable[StrPath] | StrPath = (), *, state: State | str | None = None,
                  sql: Iterable[str] | str = (), variables: Mapping[str, Any] | None = None,
                  single_transaction: bool = False, psql_args: Sequence[str] = (), pool: bool = False,
                  ttl: Seconds | None = None, name: str | None = None, keep: bool = False,
-                 kind: str = "server", alembic: StrPath | None = None, django: StrPath | None = None,
+                 kind: str = "auto", alembic: StrPath | None = None, django: StrPath | None = None,
                  to: str | None = None, exec: Sequence[str] | str | None = None, inputs: Iterable[str] | str = (),
                  liquibase: Sequence[str] | str | None = None) -> Iterator[Instance]:
         """A fresh instance for the `with` block, removed afterwards (unless `keep`), whatever happens.
 
         Give the chain (`files`, `sql`, ...; or `alembic=`/`django=`/`exec=`/`liquibase=` as in `build()`; built
-        or found cached first) or a `state` from `build()`.
+        or found cached first) or a `state` from `build()`. `pool`, `ttl`, `name` and `kind` are
+        `create_instance`'s.
         """
         if state is None:
             state = self.build(files, sql=sql, variables=variables, single_transaction=single_transaction,

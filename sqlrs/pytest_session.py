@@ -111,9 +111,9 @@ class SqlrsSession:
                 if wanted not in ("auto", "server", "database"):
                     raise pytest.UsageError(f"sqlrs_instance_kind takes auto, server or database, not {wanted!r}")
                 if wanted == "auto":
-                    snapshot = self.client.status().get("snapshot", {})
-                    wanted = "server" if snapshot.get("copy_on_write") else "database"
-                    self.kind_choice = f"sqlrs_instance_kind = auto on the {snapshot.get('backend')!r} snapshot store"
+                    wanted = self.client.default_instance_kind()
+                    backend = self.client.status().get("snapshot", {}).get("backend")
+                    self.kind_choice = f"sqlrs_instance_kind = auto on the {backend!r} snapshot store"
                 self._kind = wanted
             return self._kind
 

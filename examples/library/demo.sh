@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Prepare the library example, query it through run:psql, and show the cache at work.
+# Nothing stays running afterwards unless KEEP=1 (then the instance 'library' does).
 set -euo pipefail
 cd "$(dirname "$0")"
 SQLRS=${SQLRS:-../../.venv/bin/sqlrs}
@@ -22,4 +23,12 @@ start=$EPOCHREALTIME
 echo "took $(elapsed "$start") s, including removing that throwaway instance" >&2
 
 "$SQLRS" ls
-echo "Connect with: psql '$DSN'   remove with: $SQLRS rm library" >&2
+if [ -n "${KEEP:-}" ]; then
+    echo "== KEEP is set: the instance 'library' stays running" >&2
+    echo "Connect with: psql '$DSN'   remove with: $SQLRS rm library" >&2
+else
+    # a demo leaves nothing running: the state stays cached, so the same prepare is a hit next time
+    "$SQLRS" -q rm library >/dev/null
+    echo "== removed the instance 'library' (the states stay cached); to keep one to explore:" >&2
+    echo "   $SQLRS prepare:psql --name library -- ${STEPS[*]}   (or KEEP=1 $0)" >&2
+fi

@@ -13,8 +13,10 @@ changelog would at that point (contexts, labels, dbms, preconditions, runOnChang
 `runAlways` changesets of earlier steps do not run again, which `update-count --count=1` would do.
 
 A changeset's digest covers its own text, the logical path Liquibase records, the files it loads,
-and the *skeleton* (everything but changesets: properties, includes, changelog preconditions) of
-every changelog parsed up to its own; appending a changeset therefore changes no earlier digest.
+and what precedes it in Liquibase's order: the *skeleton* (everything but changesets and includes:
+properties, changelog preconditions, the root's attributes) of every changelog entered so far, and
+the include directives met so far. Appending a changeset, or an include (how JHipster and
+Liquibase's docs grow a project), therefore changes no earlier digest.
 
 The file formats are parsed in liquibase_parse.py (the standard library and PyYAML, imported when a
 YAML changelog is read): a parser of third-party files, neither domain model nor adapter, shared by
@@ -101,7 +103,9 @@ def read_project(root: str, read: Reader, listdir: Lister) -> Project:
     """
     files: dict[str, str] = {}
     changesets: list[Changeset] = []
-    skeletons: list[str] = []
+    # what precedes the next changeset, chained: each changelog entered (its skeleton) and each
+    # include met, in Liquibase's order; nothing that comes after a changeset enters its digest
+    preceding = _field_digest("liquibase-preceding", 1)
     active: list[str] = []
     changelogs: list[str] = []
 
@@ -116,15 +120,18 @@ def read_project(root: str, read: Reader, listdir: Lister) -> Project:
         return files[path]
 
     def visit(path: str, named_by: str | None) -> None:
+        nonlocal preceding
         if path in active:
             raise UsageError("include cycle: " + " -> ".join((*active, path)))
         active.append(path)
         if path not in changelogs:
             changelogs.append(path)
         parsed = parse_file(path, load(path, named_by))
-        skeletons.append(_field_digest(path, parsed.skeleton))
+        preceding = _field_digest(preceding, "changelog", path, parsed.skeleton)
         ordinal = 0
         for entry in parsed.entries:
+            if entry.kind != "changeset":
+                preceding = _field_digest(preceding, entry.kind, entry.path, entry.options)
             if entry.kind == "include":
                 visit(entry.path, path)
             elif entry.kind == "includeAll":
@@ -138,8 +145,8 @@ def read_project(root: str, read: Reader, listdir: Lister) -> Project:
             else:
                 resources = [(r, _sha(load(r, path))) for r in entry.resources]
                 filename = entry.logical or parsed.logical or path
-                digest = _field_digest("liquibase-changeset", 1, filename, entry.id, entry.author, entry.text,
-                                       resources, skeletons)
+                digest = _field_digest("liquibase-changeset", 2, filename, entry.id, entry.author, entry.text,
+                                       resources, preceding)
                 changesets.append(Changeset(path, ordinal, entry.id, entry.author, filename, digest))
                 ordinal += 1
         active.pop()

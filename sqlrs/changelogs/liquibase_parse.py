@@ -41,12 +41,13 @@ class _Entry:
     logical: str | None = None  # changeset-level logicalFilePath
     span: tuple[int, int] = (0, 0)  # changesets: where it is in the file (format-specific units)
     missing_ok: bool = False  # includeAll errorIfMissingOrEmpty=false
+    options: str = ""  # includes: their other attributes (contexts, labels, ...), canonical
 
 
 @attrs.frozen
 class _Parsed:
     entries: tuple[_Entry, ...]
-    skeleton: str  # the file without its changesets
+    skeleton: str  # the file without its changesets and includes (those are entries)
     logical: str | None  # changelog-level logicalFilePath
 
 
@@ -73,6 +74,16 @@ def _local(name: str) -> str:
     return name.rsplit(" ", 1)[-1].rsplit(":", 1)[-1]
 
 
+def _include(path: str, kind: str, attributes: dict[str, Any]) -> _Entry:
+    """An include or includeAll directive of the changelog `path`; spelled any way (relative or not,
+    `./`, `..`), the same file is the same include."""
+    target = resolve(path, str(attributes.get("file" if kind == "include" else "path", "")),
+                     _truthy(attributes.get("relativeToChangelogFile")))
+    options = {k: v for k, v in attributes.items() if k not in ("file", "path", "relativeToChangelogFile")}
+    return _Entry(kind, target, missing_ok=str(options.get("errorIfMissingOrEmpty", "")).lower() == "false",
+                  options=_canonical(options))
+
+
 # -- XML ---------------------------------------------------------------------------------------
 
 def _tag_end(data: bytes, start: int) -> int:
@@ -97,8 +108,8 @@ def _parse_xml(path: str, content: str) -> _Parsed:
     logical: list[str | None] = [None]
     depth = 0
     current: dict[str, Any] = {}
-    # the skeleton, free of whitespace, comments and include spelling: the root's attributes, then
-    # every top-level element but changesets (includes as the logical path they resolve to)
+    # the skeleton, free of whitespace and comments: the root's attributes, then every top-level
+    # element but changesets and includes
     skeleton: list[Any] = []
     other: dict[str, Any] = {}
 
@@ -114,13 +125,8 @@ def _parse_xml(path: str, content: str) -> _Parsed:
         if depth == 1 and local == "changeSet":
             current = {"start": at, "id": attributes.get("id", ""), "author": attributes.get("author", ""),
                        "logical": attributes.get("logicalFilePath"), "resources": []}
-        elif depth == 1 and local == "include":
-            entries.append(_Entry("include", resolve(path, attributes.get("file", ""),
-                                                     _truthy(attributes.get("relativeToChangelogFile")))))
-        elif depth == 1 and local == "includeAll":
-            entries.append(_Entry("includeAll", resolve(path, attributes.get("path", ""),
-                                                        _truthy(attributes.get("relativeToChangelogFile"))),
-                                  missing_ok=str(attributes.get("errorIfMissingOrEmpty", "")).lower() == "false"))
+        elif depth == 1 and local in ("include", "includeAll"):
+            entries.append(_include(path, local, attributes))
         elif depth >= 2 and current and local in FILE_ATTRIBUTES and FILE_ATTRIBUTES[local] in attributes:
             current["resources"].append(resolve(path, attributes[FILE_ATTRIBUTES[local]],
                                                 _truthy(attributes.get("relativeToChangelogFile"))))
@@ -130,11 +136,7 @@ def _parse_xml(path: str, content: str) -> _Parsed:
         nonlocal depth, current, other
         depth -= 1
         if depth == 1 and _local(name) != "changeSet" and other:
-            if other["local"] in ("include", "includeAll"):
-                skeleton.append([other["local"], entries[-1].path, sorted(
-                    (k, v) for k, v in other["attributes"].items()
-                    if k not in ("file", "path", "relativeToChangelogFile"))])
-            else:
+            if other["local"] not in ("include", "includeAll"):
                 text = data[other["start"]:_tag_end(data, parser.CurrentByteIndex)].decode("utf-8")
                 skeleton.append(re.sub(r"\s+", " ", re.sub(r">\s+<", "><", text)))
             other = {}
@@ -221,19 +223,11 @@ def _parse_structured(path: str, content: str) -> _Parsed:
                                   text=_canonical(body), resources=tuple(_walk_resources(path, body)),
                                   logical=body.get("logicalFilePath"), span=(position, position + 1)))
             continue
-        if key == "include":
-            entries.append(_Entry("include", resolve(path, str(body.get("file", "")),
-                                                     _truthy(body.get("relativeToChangelogFile")))))
-        elif key == "includeAll":
-            entries.append(_Entry("includeAll", resolve(path, str(body.get("path", "")),
-                                                        _truthy(body.get("relativeToChangelogFile"))),
-                                  missing_ok=str(body.get("errorIfMissingOrEmpty", "")).lower() == "false"))
-        elif key == "logicalFilePath":
-            logical = str(body)
-        if key in ("include", "includeAll"):  # spelled any way, the same file is the same include
-            rest = {k: v for k, v in body.items() if k not in ("file", "path", "relativeToChangelogFile")}
-            skeleton.append([key, entries[-1].path, rest])
+        if key in ("include", "includeAll"):
+            entries.append(_include(path, key, body))
             continue
+        if key == "logicalFilePath":
+            logical = str(body)
         skeleton.append(item)
     if isinstance(document, dict) and isinstance(document.get("logicalFilePath"), str):
         logical = document["logicalFilePath"]

@@ -8,6 +8,8 @@ reads the engine's JSON errors with), so the two cannot disagree.
 
 from __future__ import annotations
 
+import errno
+
 from sqlrs.domain.exit_codes import (
     EXIT_BY_CODE,
     EXIT_ENGINE,
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_BY_CODE", "EXIT_ENGINE", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "Ambiguous",
            "Cancelled", "Conflict", "ContentRequired", "InUse", "Incompatible", "Internal", "NoSpace", "NotFound",
            "RuntimeFailure", "RuntimeUnavailable", "SqlrsError", "StepFailed", "StoreFailure", "Unauthorized",
-           "UsageError"]
+           "UsageError", "filesystem_full", "no_space_for"]
 
 
 class SqlrsError(Exception):
@@ -119,6 +121,20 @@ class NoSpace(SqlrsError):
 
     code = "no_space"
     http_status = 507
+
+
+def filesystem_full(state_dir: str) -> NoSpace:
+    """NoSpace for a write that failed because the state directory's filesystem is full."""
+    return NoSpace(f"the state directory's filesystem is full ({state_dir})",
+                   hint=f"free space on it (df -h {state_dir}), then run the command again")
+
+
+def no_space_for(exc: BaseException) -> NoSpace | None:
+    """NoSpace for an OSError ENOSPC or EDQUOT raised anywhere; None for any other error."""
+    if not (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return None
+    where = f": cannot write {exc.filename}" if exc.filename else ""
+    return NoSpace(f"the filesystem is full{where}", hint="free space on it (df -h), then run the command again")
 
 
 class Cancelled(SqlrsError):

@@ -41,6 +41,24 @@ HOST_KINDS = frozenset({"alembic", "exec", "liquibase", "django"})
 MAX_KEYED = 100_000
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (surrogate-escaped bytes, lone surrogates) as backslash
+    escapes: `f\\xffname.sql` for a file name with the byte 0xff."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 @attrs.frozen
 class Include:
     line: int  # 0-based line index in the including file
@@ -90,6 +108,18 @@ class Step:
     @property
     def on_host(self) -> bool:
         return self.kind in HOST_KINDS
+
+    def with_printable_labels(self) -> Step:
+        """The step with its source and file paths as labels any store and terminal take.
+
+        They are labels only (messages, listings; neither the key nor a path the engine opens),
+        and a file name need not be UTF-8: its other bytes arrive surrogate-escaped
+        (os.fsdecode), which SQLite and a UTF-8 stdout refuse. They become `\\xNN` escapes, as
+        `ls -b` shows them."""
+        if all(_is_utf8(text) for text in (self.source, *(f.path for f in self.files))):
+            return self
+        return attrs.evolve(self, source=printable(self.source),
+                            files=tuple(attrs.evolve(f, path=printable(f.path)) for f in self.files))
 
     def validate(self) -> None:
         if self.kind not in PSQL_KINDS | HOST_KINDS:

@@ -236,6 +236,20 @@ def usable_state_dir(state_dir: Path) -> None:
                        EXIT_USAGE, hint=STATE_DIR_HINT + ", or run as its owner") from None
 
 
+def _full_filesystem(state_dir: StateDir) -> ClientError | None:
+    """The error to show when the state directory's filesystem has no block left for this user."""
+    try:
+        stat = os.statvfs(state_dir)
+    except OSError:
+        return None
+    if stat.f_bavail > 0:  # (root may write on into the reserve, but the engine just failed to)
+        return None
+    from sqlrs.domain.errors import filesystem_full
+
+    full = filesystem_full(str(state_dir))
+    return ClientError(full.message, full.exit_code, hint=full.hint, code=full.code)
+
+
 def spawn_engine(state_dir: StateDir) -> dict[str, Any]:
     import fcntl
     import subprocess
@@ -292,6 +306,9 @@ def spawn_engine(state_dir: StateDir) -> dict[str, Any]:
                 info = live_engine(folder)  # lost a race to an engine started another way
                 if info is not None:
                     return info
+                full = None if why else _full_filesystem(folder)  # the engine could not even say why
+                if full is not None:
+                    raise full
                 # engine.failed.json says whose fault it is: bad configuration (2) or not (3)
                 code = why.get("exit_code") if isinstance(why, dict) else None
                 hint = why.get("hint") if isinstance(why, dict) else None

@@ -47,7 +47,7 @@ from sqlrs.services.jobs import JobContext
 from sqlrs.services.layout import Layout
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.output import OutputCollector
-from sqlrs.services.scripts import first_error, materialize
+from sqlrs.services.scripts import command_args, first_error, materialize
 from sqlrs.services.servers import Server
 from sqlrs.services.standby import StandbyClones
 from sqlrs.services.steps import StepRun, executor_for, state_kind
@@ -529,8 +529,10 @@ class ChainBuilder:
             materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))
             humanize = materialized.humanize
             args += ["-f", materialized.entry]
-        else:
-            args += ["-c", step.sql or ""]
+        else:  # -c, or a script that sends the SQL as -c does when it is too long for an argument
+            command, humanize = command_args(step.sql or "", server.spec.scripts_dir / f"step{item.index}",
+                                             lambda path: server.runtime.tool_path(server.spec, path))
+            args += command
         collected = OutputCollector(lambda stream, text: ctx.emit("log", index=item.index, stream=stream,
                                                                    text=humanize(text)))
         code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, ctx.cancel,

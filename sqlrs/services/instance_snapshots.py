@@ -35,11 +35,12 @@ from pathlib import Path
 
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, StoreFailure
-from sqlrs.domain.model import Instance, State, StateKind
+from sqlrs.domain.model import Instance, InstanceKind, State, StateKind
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import BackupResult, OnlineBackup
 from sqlrs.ports.clock import Clock
 from sqlrs.services.catalog import Finished, StateCatalog
+from sqlrs.services.databases import database_name
 from sqlrs.services.instances import INSTANCE_USER, InstanceManager
 from sqlrs.services.locks import StateLocks
 from sqlrs.services.servers import Server
@@ -102,6 +103,8 @@ class InstanceSnapshots:
             self._complete(live.spec.data_dir, clone, result)
             # recovery replays the WAL up to a consistent point; a fast shutdown then checkpoints
             server = self.instances.start_server(live.runtime, live.spec.identity, key, rel)
+            if instance.kind == InstanceKind.DATABASE:
+                self._keep_only_its_database(server, instance)
             self.admin.execute(server.spec.run_dir, server.spec.port,
                                (f"ALTER ROLE {INSTANCE_USER} PASSWORD NULL",))
             server.stop()
@@ -122,6 +125,24 @@ class InstanceSnapshots:
             except SqlrsError as exc:  # the snapshot is made; a full cache is for the next build
                 log.warning("after snapshot %s: %s", state.id, exc.message)
         return state
+
+    def _keep_only_its_database(self, server: Server, instance: Instance) -> None:
+        """A database instance lives in its state's shared server, beside the state's own
+        `postgres`, the template and the other instances' databases: the copy keeps its database
+        alone, as `postgres` (what an instance of the new state will be)."""
+        run_dir, port = server.spec.run_dir, server.spec.port
+        own = database_name(instance.id)
+        rows = self.admin.query(run_dir, port, "SELECT datname, datistemplate FROM pg_database "
+                                               "WHERE datname NOT IN ('template0', 'template1')", dbname="template1")
+        statements = []
+        for name, is_template in rows:
+            if name != own:
+                quoted = '"' + str(name).replace('"', '""') + '"'
+                if is_template:
+                    statements.append(f"ALTER DATABASE {quoted} IS_TEMPLATE false")
+                statements.append(f"DROP DATABASE {quoted}")
+        self.admin.execute(run_dir, port, [*statements, f'ALTER DATABASE "{own}" RENAME TO postgres'],
+                           dbname="template1")
 
     def _clone_live(self, source: Path, target: Path) -> None:
         for attempt in range(1, CLONE_ATTEMPTS + 1):

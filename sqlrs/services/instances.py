@@ -6,6 +6,7 @@ import logging
 import secrets
 import shutil
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -91,7 +92,8 @@ class InstanceManager:
         self.admin = admin
         self.clock = clock
         self.ports = ports
-        self._locks: dict[str, threading.Lock] = {}
+        # a lock lives while someone holds or waits for it: one per instance ever made would pile up
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
         # database instances live in a shared server per state (services/databases.py); wired by
         # the composition root, as that service builds on this one
@@ -167,10 +169,12 @@ class InstanceManager:
         pooled: bool = False,
         kind: InstanceKind = InstanceKind.SERVER,
         claim: bool = True,
+        on_copy: Callable[[], object] | None = None,
     ) -> Instance:
         """An instance of `state`: a warm one when one is ready (unless `claim` is False), else one
         cloned and started now. `pooled`: a warm instance itself (made by the warm workers).
-        `kind` HOST: a state's shared server for database instances (never a warm one)."""
+        `kind` HOST: a state's shared server for database instances (never a warm one).
+        `on_copy` is called before the state's data directory is cloned by the store."""
         if not pooled and self.warm is not None and kind == InstanceKind.SERVER:
             if claim:
                 claimed = self.warm.claim(state.id, ttl_seconds, name, ephemeral=ephemeral, job_id=job_id,
@@ -179,20 +183,22 @@ class InstanceManager:
                     self.warm.used(state, runtime.name, identity.image)
                     return claimed
             instance = self._create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
-                                    ttl_seconds=ttl_seconds, pooled=False)
+                                    ttl_seconds=ttl_seconds, pooled=False, on_copy=on_copy)
             self.warm.used(state, runtime.name, identity.image)  # after ours: its start does not slow this one
             return instance
         return self._create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
-                            ttl_seconds=ttl_seconds, pooled=pooled, kind=kind)
+                            ttl_seconds=ttl_seconds, pooled=pooled, kind=kind, on_copy=on_copy)
 
     def _create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None,
                 ephemeral: bool, job_id: str | None, ttl_seconds: int, pooled: bool,
-                kind: InstanceKind = InstanceKind.SERVER) -> Instance:
+                kind: InstanceKind = InstanceKind.SERVER, on_copy: Callable[[], object] | None = None) -> Instance:
         instance_id = new_instance_id()
         rel = self.layout.instance_rel(instance_id)
         target = self.layout.abs(rel)
         source = self.layout.abs(state.data_path)
         if self.standby is None or not self.standby.take(state.id, target):
+            if on_copy is not None:
+                on_copy()
             self.store.clone(source, target)
         server: Server | None = None
         try:

@@ -10,8 +10,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sqlrs.domain.errors import Cancelled, Internal, Interrupted, SqlrsError
-from sqlrs.domain.model import Job, JobStatus, Task, TaskStatus
+from sqlrs.domain.errors import Cancelled, Internal, Interrupted, SqlrsError, no_space_for
+from sqlrs.domain.model import Event, Job, JobStatus, Task, TaskStatus
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 
@@ -36,6 +36,13 @@ class Notifier:
             waiters = self._waiters.pop(key, [])
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future)
+
+    def forget(self, key: str) -> None:
+        """Drop `key`'s version once nothing more will happen to it (a finished job): one entry
+        per job ever run would pile up. A reader that saw a version goes on at once."""
+        with self._lock:
+            if key not in self._waiters:
+                self._versions.pop(key, None)
 
     async def wait(self, key: str, seen_version: int, timeout: float) -> None:
         """Return when `key` moved past `seen_version`, or after `timeout` seconds."""
@@ -91,6 +98,10 @@ class JobContext:
 Handler = Callable[[JobContext], dict[str, Any]]
 
 
+EVENTS_PAGE = 1000  # events read at a time
+UNRECORDED_JOBS = 64  # jobs whose end is held in memory at most (the repository could not record it)
+
+
 class JobRunner:
     def __init__(self, repo: Repository, clock: Clock, history_max: Callable[[], int]):
         self.repo = repo
@@ -100,10 +111,57 @@ class JobRunner:
         self._contexts: dict[str, JobContext] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        # what the repository could not record (its filesystem is full): a job's last events and
+        # its end, held here so that whoever follows the job still learns how it ended
+        self._seq: dict[str, int] = {}  # running jobs: the last event's seq
+        self._unrecorded: dict[str, tuple[Job | None, list[Event]]] = {}
 
     def emit(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
-        self.repo.append_event(job_id, type_, data, self.clock.now())
+        when = self.clock.now()
+        try:
+            event = self.repo.append_event(job_id, type_, data, when)
+        except SqlrsError as exc:
+            log.warning("job %s: cannot record its %s event: %s", job_id, type_, exc.message)
+            with self._lock:
+                held = self._hold(job_id)[1]
+                event = Event(job_id, (held[-1].seq if held else self._seq.get(job_id, 0)) + 1, when, type_, data)
+                held.append(event)
+        with self._lock:
+            if job_id in self._seq:
+                self._seq[job_id] = event.seq
         self.notifier.notify(job_id)
+
+    def events_after(self, job_id: str, seq: int) -> list[Event]:
+        """The job's events after `seq`: those recorded, then those held in memory."""
+        events = self.repo.events_after(job_id, seq, EVENTS_PAGE)
+        if len(events) == EVENTS_PAGE:  # more are recorded: the held ones come after them
+            return events
+        last = events[-1].seq if events else seq
+        with self._lock:
+            return events + [event for event in self._unrecorded.get(job_id, (None, []))[1] if event.seq > last]
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job as recorded, or as it ended when that could not be recorded."""
+        with self._lock:
+            ended = self._unrecorded.get(job_id, (None, []))[0]
+        return ended or self.repo.get_job(job_id)
+
+    def _record(self, job: Job) -> None:
+        try:
+            self.repo.update_job(job)
+        except SqlrsError as exc:
+            if not job.status.terminal:
+                raise
+            log.warning("job %s: cannot record its end (%s): %s", job.id, job.status.value, exc.message)
+            with self._lock:
+                self._unrecorded[job.id] = (job, self._hold(job.id)[1])
+
+    def _hold(self, job_id: str) -> tuple[Job | None, list[Event]]:
+        """What is held in memory for the job (under the lock), the oldest job's dropped past the bound."""
+        held = self._unrecorded.setdefault(job_id, (None, []))
+        while len(self._unrecorded) > UNRECORDED_JOBS:
+            self._unrecorded.pop(next(iter(self._unrecorded)))
+        return held
 
     def active_ids(self) -> set[str]:
         with self._lock:
@@ -122,17 +180,18 @@ class JobRunner:
         with self._lock:
             self._contexts[job.id] = context
             self._threads[job.id] = thread
+            self._seq[job.id] = 0
         self.emit(job.id, "status", {"status": job.status.value})
         thread.start()
         return job
 
     def _run(self, context: JobContext, handler: Handler) -> None:
         job = context.job
-        job.status = JobStatus.RUNNING
-        job.started_at = self.clock.now()
-        self.repo.update_job(job)
-        self.emit(job.id, "status", {"status": job.status.value})
         try:
+            job.status = JobStatus.RUNNING
+            job.started_at = self.clock.now()
+            self.repo.update_job(job)
+            self.emit(job.id, "status", {"status": job.status.value})
             job.result = handler(context)
             job.status = JobStatus.SUCCEEDED
         except Cancelled as exc:
@@ -141,13 +200,15 @@ class JobRunner:
         except SqlrsError as exc:
             job.status = JobStatus.FAILED
             job.error = exc.to_json()
-        except Exception as exc:  # a bug: keep the engine alive, report without a traceback
-            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+        except Exception as exc:  # a bug (or a full filesystem): keep the engine alive, report without a traceback
+            full = no_space_for(exc)
+            if full is None:
+                log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             job.status = JobStatus.FAILED
-            job.error = Internal(f"internal error: {type(exc).__name__}: {exc}",
-                                 hint="see engine.log in the state directory").to_json()
+            job.error = (full or Internal(f"internal error: {type(exc).__name__}: {exc}",
+                                          hint="see engine.log in the state directory")).to_json()
         job.finished_at = self.clock.now()
-        self.repo.update_job(job)
+        self._record(job)
         if job.error:
             self.emit(job.id, "error", job.error)
         if job.result:
@@ -156,7 +217,12 @@ class JobRunner:
         with self._lock:
             self._contexts.pop(job.id, None)
             self._threads.pop(job.id, None)
-        self.prune()
+            self._seq.pop(job.id, None)
+        self.notifier.forget(job.id)
+        try:
+            self.prune()
+        except SqlrsError as exc:
+            log.warning("cannot prune old jobs: %s", exc.message)
 
     def cancel(self, job_id: str) -> bool:
         """Ask a running job to stop; False when it is not running here."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 
 class StateLocks:
     def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
+        # a lock lives while someone holds or waits for it: one per state ever built would pile up
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._guard = threading.Lock()
 
     def get(self, state_id: str) -> threading.Lock:

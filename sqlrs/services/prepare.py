@@ -66,7 +66,7 @@ class PrepareService:
         before_build: Callable[[JobContext], None] = lambda ctx: None,
         locks: StateLocks | None = None,
         after_commit: Callable[[JobContext, State], None] = lambda ctx, state: None,
-        warnings: Callable[[], list[str]] = lambda: [],
+        warnings: Callable[[bool], list[str]] = lambda copies: [],
         remote: RemoteCache | None = None,
         catalog: StateCatalog | None = None,
         make_room: Callable[[JobContext, int], object] = lambda ctx, needed: None,
@@ -85,7 +85,9 @@ class PrepareService:
         self.catalog = catalog or StateCatalog(repo, store, layout)
         self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit,
                                     make_room=make_room, standby=instances.standby)
-        self.warnings = warnings  # shown to the user by a prepare job (e.g. the copy backend)
+        # shown to the user by a prepare job (the copy backend's): called with whether this job
+        # copies a data directory (a build, or an instance cloned from its state)
+        self.warnings = warnings
         self.remote = remote  # pulls from the remote cache instead of building
 
     # -- planning ----------------------------------------------------------------------------
@@ -241,8 +243,7 @@ class PrepareService:
             if request.explain:
                 result["explain"] = explain(self.repo, identity, items, request, INITDB_OPTIONS, superuser)
             return result
-        for text in self.warnings():
-            ctx.emit("warning", text=text)
+        warned = self._warn(ctx, copies=not all(item.cached for item in items))
 
         named = self.named_instance(request.name)
         instance_task = tasks[-1]
@@ -273,13 +274,21 @@ class PrepareService:
         else:
             instance = self.instances.create(final, runtime, identity, name=request.name,
                                              ephemeral=request.ephemeral, job_id=ctx.job.id,
-                                             ttl_seconds=request.ttl_seconds or 0)
+                                             ttl_seconds=request.ttl_seconds or 0,
+                                             on_copy=None if warned else lambda: self._warn(ctx, copies=True))
         if named is not None:
             ctx.emit("log", stream="engine", text=f"replacing instance {named.id} ({request.name})")
             self.instances.remove(named)
         ctx.update_task(instance_task, TaskStatus.DONE, state_id=final.id, finished_at=self.clock.now(),
                         seconds=round(time.monotonic() - started, 3))
         return self._result(instance, runtime, reused=False)
+
+    def _warn(self, ctx: JobContext, copies: bool) -> bool:
+        """Emit the store's warnings for a job that copies data directories (or not); True if any."""
+        texts = self.warnings(copies)
+        for text in texts:
+            ctx.emit("warning", text=text)
+        return bool(texts)
 
     @staticmethod
     def _result(instance: Instance, runtime: Runtime, reused: bool) -> dict[str, Any]:

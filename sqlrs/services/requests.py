@@ -100,6 +100,7 @@ def _structure(data: Any, cls: type[Any]) -> Any:
 
 def parse_prepare(data: Any) -> PrepareRequest:
     request: PrepareRequest = _structure(data, PrepareRequest)
+    request = attrs.evolve(request, steps=tuple(step.with_printable_labels() for step in request.steps))
     if not request.steps and not request.plan_only and request.from_state is None:
         raise UsageError("nothing to prepare", hint="give at least one -f FILE or -c SQL")
     if request.from_state is not None:
@@ -141,6 +142,7 @@ def check_instance_kind(kind: str) -> str:
 
 def parse_run(data: Any) -> RunRequest:
     request: RunRequest = _structure(data, RunRequest)
+    request = attrs.evolve(request, files=tuple(step.with_printable_labels() for step in request.files))
     if request.tool not in ("psql", "pgbench"):
         raise UsageError(f"unknown tool {request.tool!r}", hint="psql or pgbench")
     for step in request.files:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 
-from sqlrs.domain.errors import UsageError
+from sqlrs.domain.errors import SqlrsError, UsageError
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import OutputSink
@@ -25,7 +26,10 @@ class RunService:
         self.instances = instances
         self.clock = clock
 
-    def run(self, request: RunRequest, on_output: OutputSink, cancel: threading.Event) -> int:
+    def run(self, request: RunRequest, on_output: OutputSink, cancel: threading.Event,
+            on_warning: Callable[[SqlrsError], None] = lambda error: None) -> int:
+        """Run the tool; its exit code. What fails after it ran (recording the instance's use, e.g.
+        on a full filesystem) goes to `on_warning`: it must not replace the tool's exit code."""
         instance, _ = self.inventory.find_instance(request.instance)
         instance = self.instances.ensure_running(instance)
         server = self.instances.server_of(instance)
@@ -50,13 +54,17 @@ class RunService:
                     text = decoded.encode("utf-8", "surrogateescape")
                 on_output(stream, text)  # type: ignore[arg-type]
 
+            # the DSN's user and database: a run shows and creates what a client of the DSN would
             code = server.runtime.exec_tool(server.spec, server.ref, request.tool, args,  # type: ignore[arg-type]
-                                            forward, cancel, env={"PGDATABASE": instance.dbname,
-                                                                      "PGUSER": instance.user})
+                                            forward, cancel, env={"PGUSER": instance.user,
+                                                                  "PGDATABASE": instance.dbname})
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         instance.last_used_at = self.clock.now()
-        self.repo.update_instance(instance)
+        try:
+            self.repo.update_instance(instance)
+        except SqlrsError as exc:
+            on_warning(exc)
         return code
 
     @staticmethod

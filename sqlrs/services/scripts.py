@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,34 @@ def materialize(step: Step, directory: Path, visible: Callable[[Path], str]) -> 
         os.chmod(paths[index], 0o644)
         originals[visible(paths[index])] = script.path
     return Materialized(entry=visible(paths[0]), originals=originals)
+
+
+# bytes one argument may hold, with room to spare: Linux refuses an argument over 128 KiB
+# (MAX_ARG_STRLEN) with E2BIG, whatever the total size of the command line
+ARGUMENT_MAX = 100_000
+
+
+def command_args(sql: str, directory: Path, visible: Callable[[Path], str]) -> tuple[list[str], Callable[[str], str]]:
+    """psql's arguments for a `-c` step, and what puts its output back as `-c` would print it.
+
+    `-c SQL` sends SQL to the server as one query string: no psql variables or backslash
+    commands in it, one implicit transaction. SQL too long for one argument (a library `sql=`
+    step) goes in a script that sends it exactly so: the text is one dollar-quoted literal,
+    which psql neither splits nor interpolates, run by `\\gexec` as one query string.
+    """
+    if len(sql.encode("utf-8", "surrogateescape")) <= ARGUMENT_MAX:
+        return ["-c", sql], lambda text: text
+    tag = "sqlrs"
+    while f"${tag}$" in sql:
+        tag = f"sqlrs_{secrets.token_hex(4)}"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)
+    script = directory / "command.sql"
+    script.write_bytes(f"SELECT ${tag}${sql}${tag}$ \\gexec\n".encode("utf-8", "surrogateescape"))
+    os.chmod(script, 0o644)
+    seen = visible(script)
+    location = re.compile(rf"^psql:{re.escape(seen)}:\d+: ", re.MULTILINE)  # -c output names no file
+    return ["-f", seen], lambda text: location.sub("", text)
 
 
 @attrs.frozen

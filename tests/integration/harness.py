@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,19 @@ class Sqlrs:
             time.sleep(0.1)
         problems += [f"process {pid}: {cmd}" for pid, cmd in processes_mentioning(str(self.state_dir))]
         return problems
+
+
+SLACK = 60.0  # "promptly" is a few seconds; this holds on a machine many times slower
+
+
+def wait_until(condition: Callable[[], object], timeout: float = SLACK, interval: float = 0.2) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds pass; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

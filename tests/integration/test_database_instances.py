@@ -137,3 +137,25 @@ def test_the_plugin_takes_database_instances_on_the_copy_store(sqlrs_native: Sql
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
     assert sqlrs_native.instances() == []  # every test's instance is gone
+
+
+def test_a_database_instance_is_snapshotted_as_its_own_database(sqlrs_native: Sqlrs) -> None:
+    """A snapshot of a database instance is its database alone (as the new state's `postgres`),
+    not the shared server's copy of the state, nor the other instances' databases."""
+    workspace = short_tmp("ws")
+    client = client_for(sqlrs_native, workspace)
+    state = client.build(sql=["CREATE TABLE item (name text)"])
+    other = client.create_instance(state, kind="database")
+    mine = client.create_instance(state, kind="database")
+    with psycopg.connect(other.dsn) as conn:
+        conn.execute("INSERT INTO item VALUES ('other')")
+    with psycopg.connect(mine.dsn) as conn:
+        conn.execute("INSERT INTO item VALUES ('mine')")
+    saved = mine.snapshot(name="mine")
+    with client.instance(state=saved, kind="server") as copy, psycopg.connect(copy.dsn) as conn:
+        assert conn.execute("SELECT name FROM item").fetchall() == [("mine",)]
+        assert datnames(copy.dsn) == {"postgres", "template0", "template1"}
+    with psycopg.connect(mine.dsn) as conn:  # the instance itself goes on as it was
+        assert conn.execute("SELECT name FROM item").fetchall() == [("mine",)]
+    other.remove()
+    mine.remove()

@@ -217,6 +217,28 @@ def test_composite_prepare_lb_run_psql_on_every_runtime(sqlrs_runtime: Sqlrs, wo
     assert [row["kind"] for row in plan] == ["base", "liquibase", "liquibase", "liquibase"]
 
 
+def test_appending_an_include_keeps_the_earlier_changesets_cached(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    """Issue 22.1: a master changelog grows by one include line per new file (JHipster's way);
+    every changeset before it stays cached and only the new file's changeset is built."""
+    sq = sqlrs_native
+    for path, text in SMALL.items():
+        write(workspace / path, text)
+    args = ("update", "--changelog-file=main.xml", "--search-path=db")
+    assert prepare_lb(sq, workspace, *args).returncode == 0
+    write(workspace / "db/more/stars.json", '{"databaseChangeLog": [{"changeSet": {"id": "stars", "author": "tycho", '
+          '"changes": [{"sql": {"sql": "CREATE TABLE star (name text)"}}]}}]}')
+    main = workspace / "db/main.xml"
+    main.write_text(main.read_text().replace("</databaseChangeLog>",
+                                             '    <include file="more/stars.json"/>\n</databaseChangeLog>'))
+    plan = plan_lb(sq, workspace, *args)
+    assert [row["cached"] for row in plan] == [True, True, True, True, False], plan
+    assert plan[-1]["source"] == "more/stars.json::stars::tycho"
+    result = prepare_lb(sq, workspace, *args)
+    assert result.returncode == 0, result.stderr
+    assert len(builds(result.stderr)) == 1 and "stars" in builds(result.stderr)[0], result.stderr
+    assert psql(result.stdout.strip(), "SELECT count(*) FROM databasechangelog") == "4"
+
+
 XSD = ('xmlns="http://www.liquibase.org/xml/ns/dbchangelog" '
        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
        'xsi:schemaLocation="http://www.liquibase.org/xml/ns/dbchangelog '

@@ -114,7 +114,7 @@ def test_warm_pool(sqlrs_native: Sqlrs, workspace: Path) -> None:
     # the pool is gone, but the state is in use: its automatic warm instance stays and is claimed
     warm = client.call("GET", "/v1/status")["warm"]
     assert [s["ready"] for s in warm["states"]] == [1], warm
-    auto = client.create_instance(state)
+    auto = client.create_instance(state, kind="server")  # warm instances are servers
     assert auto.from_pool
     auto.remove()
     # with warm instances turned off an instance is started the ordinary way
@@ -218,3 +218,23 @@ def test_the_library_sends_step_digests_first(sqlrs_native: Sqlrs, workspace: Pa
     assert client.build("a.sql", sql="SELECT 1").id == state.id  # cached: one request, digests only
     assert [(["files" in s or "sql" in s for s in body["steps"]], status) for body, status in posted] == \
         [([False, False], 201)]
+
+
+def test_instances_default_to_the_kind_the_plugin_takes(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    """Issue 26.6: `kind="auto"` (the default) is a database instance on the copy store, where a
+    server instance copies the whole data directory, and a server on copy-on-write stores; a
+    server when a pool is asked for or the state holds other databases."""
+    client = client_for(sqlrs_native, workspace)
+    state = client.build(sql=["CREATE TABLE a (x int)"])
+    backend = client.status()["snapshot"]["backend"]
+    expected = "database" if backend == "copy" else "server"
+    assert client.default_instance_kind() == expected
+    with client.instance(state=state) as db, db.connect() as conn:
+        assert db.kind == expected and conn.execute("SELECT count(*) FROM a").fetchone() == (0,)
+    with client.instance(state=state, pool=True) as db:
+        assert db.kind == "server"
+    several = client.build(sql=["CREATE DATABASE other"])
+    with client.instance(state=several) as db:  # a database instance copies postgres only
+        assert db.kind == "server"
+    with pytest.raises(sqlrs.UsageError, match="kind"):
+        client.create_instance(state, kind="nope")

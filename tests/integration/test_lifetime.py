@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import Sqlrs
+from harness import Sqlrs, wait_until
 
 import sqlrs as sqlrs_lib
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def by_id(sqlrs: Sqlrs) -> dict[str, dict[str, Any]]:
@@ -75,6 +66,12 @@ def test_an_idle_instance_expires_and_a_connected_one_stays(sqlrs_native: Sqlrs,
 def test_default_ttl_comes_from_the_config(sqlrs_native: Sqlrs, workspace: Path) -> None:
     (workspace / "a.sql").write_text("CREATE TABLE a (x int);\n")
     assert sqlrs_native.run("config", "set", "instance.ttl_seconds", "600").returncode == 0
+    # one key in JSON has the shape of the whole listing, as docs/cli.md says (issue 22.2)
+    one = json.loads(sqlrs_native.run("config", "get", "instance.ttl_seconds", "-o", "json").stdout)
+    assert one == {"instance.ttl_seconds": {"value": 600, "source": "config"}}
+    every = json.loads(sqlrs_native.run("config", "get", "-o", "json").stdout)
+    assert every["instance.ttl_seconds"] == one["instance.ttl_seconds"] and len(every) > 1
+    assert sqlrs_native.run("config", "get", "instance.ttl_seconds").stdout == "600\n"
     defaulted = prepare_id(sqlrs_native, workspace)
     overridden = prepare_id(sqlrs_native, workspace, "--ttl", "0")
     listed = by_id(sqlrs_native)

@@ -7,25 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from harness import Sqlrs
+from harness import Sqlrs, wait_until
 
 import sqlrs
-
-SLACK = 60.0  # "promptly" is a few seconds; this holds on a machine many times slower
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = SLACK, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return bool(condition())
 
 
 def project(workspace: Path, tests: str, ini: str) -> None:

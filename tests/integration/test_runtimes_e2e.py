@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pexpect
 import pytest
@@ -138,6 +139,11 @@ def test_run_tools_stream_output_and_keep_exit_codes(sqlrs_runtime: Sqlrs, works
     sq.prepare("-f", "s.sql", name="tools", cwd=workspace)
     ok = sq.run("run:psql", "--instance", "tools", "--", "-At", "-c", "SELECT sum(x) FROM t")
     assert ok.returncode == 0 and ok.stdout.strip() == "55", ok.stderr
+    # one user, the DSN's (issue 22.4): what run:psql shows and creates is what a client of the DSN sees
+    dsn_user = urlsplit(next(i for i in sq.instances() if i["name"] == "tools")["dsn"]).username
+    who = sq.run("run:psql", "--instance", "tools", "--", "-At", "-c", "SELECT current_user", "-c", "\\conninfo")
+    assert who.returncode == 0 and who.stdout.splitlines()[0] == dsn_user == "sqlrs", who.stdout + who.stderr
+    assert f'as user "{dsn_user}"' in who.stdout
     failing = sq.run("run:psql", "--instance", "tools", "--", "-c", "SELECT 1/0")
     assert failing.returncode == 1 and "division by zero" in failing.stderr
     write(workspace / "q.sql", "\\set ON_ERROR_STOP 1\nSELECT count(*) FROM t;\nSELECT * FROM nope;\n")
@@ -199,9 +205,10 @@ def _composite_leaves_nothing(sq: Sqlrs, workspace: Path) -> None:
     write(workspace / "s.sql", "CREATE TABLE t AS SELECT 7 AS x;\n")
     before_instances = instance_ids(sq)
     before_containers = set(containers(sq.state_dir))
-    ok = composite(sq, ["-f", "s.sql"], ["run:psql", "--", "-At", "-c", "SELECT x * 6 FROM t"], workspace)
+    ok = composite(sq, ["-f", "s.sql"], ["run:psql", "--", "-At", "-c", "SELECT x * 6, current_user FROM t"],
+                   workspace)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == "42"
+    assert ok.stdout.strip() == "42|sqlrs"
     assert instance_ids(sq) == before_instances
     assert set(containers(sq.state_dir)) == before_containers
     failing = composite(sq, ["-f", "s.sql"], ["run:psql", "--", "-c", "SELECT nope"], workspace)

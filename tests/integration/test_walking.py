@@ -273,3 +273,19 @@ def test_embedded_postgres(sqlrs_native: Sqlrs, build: str) -> None:
     other = psql(dsn, "SELECT count(*) FROM pg_constraint WHERE contype <> 'n' AND connamespace NOT IN "
                       "('pg_catalog'::regnamespace, 'information_schema'::regnamespace)")
     assert other == "62"
+
+
+def test_readme_demo_leaves_no_instance_unless_kept(sqlrs_native: Sqlrs) -> None:
+    """Issue 22.5: README's main job (`install.sh --demo` runs examples/library/demo.sh) removes its
+    instance at the end; KEEP=1 keeps the instance `library` running."""
+    sq = sqlrs_native
+    demo = Path(__file__).resolve().parents[2] / "examples" / "library" / "demo.sh"
+    env = {**sq.env, "SQLRS": str(Path(sys.executable).parent / "sqlrs"), "SQLRS_CONTAINER_RUNTIME": "native"}
+    result = subprocess.run([str(demo)], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "hit: " in result.stdout and "removed the instance 'library'" in result.stderr
+    assert sq.instances() == []
+    kept = subprocess.run([str(demo)], capture_output=True, text=True, env={**env, "KEEP": "1"}, timeout=600,
+                          check=False)
+    assert kept.returncode == 0, kept.stderr
+    assert [i["name"] for i in sq.instances()] == ["library"] and "sqlrs rm library" in kept.stderr

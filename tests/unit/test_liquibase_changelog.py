@@ -4,9 +4,11 @@ tests/integration/test_inputs_liquibase.py.)"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sqlrs.adapters.liquibase import disk_reader
 from sqlrs.changelogs.liquibase import Project, only_changeset, parse_file, read_project
@@ -73,6 +75,67 @@ def test_appending_a_changeset_keeps_every_earlier_digest(tmp_path: Path) -> Non
     assert all(digests[source] == c.digest for source, c in zip(sources(before), before.changesets, strict=True))
     assert sources(after)[-4:] == ["all/20-late.sql::s3::c", "all/sub/05-deep.json::j1::d", "master.xml::m2::a",
                                    "master.xml::m3::a"]
+
+
+# one changelog of each format with one changeset, and a master in each format that includes them
+INCLUDED = {
+    "xml": lambda name: xml(changeset(name)),
+    "yaml": lambda name: f"databaseChangeLog:\n  - changeSet:\n      id: {name}\n      author: y\n"
+                         "      changes:\n        - sql: {sql: select 1}\n",
+    "json": lambda name: json.dumps({"databaseChangeLog": [{"changeSet": {
+        "id": name, "author": "j", "changes": [{"sql": {"sql": "select 1"}}]}}]}),
+    "sql": lambda name: f"--liquibase formatted sql\n--changeset s:{name}\nselect 1;\n",
+}
+
+
+def master(fmt: str, includes: list[str], context: str | None = None) -> str:
+    """A master changelog as JHipster grows one: a property and a changeset, then one include per
+    file (the first with `context`, if given)."""
+    options = [{"context": context} if context and not index else {} for index in range(len(includes))]
+    if fmt == "xml":
+        return xml('  <property name="schema" value="public"/>\n', changeset("m0"), *(
+            f'  <include file="changes/{path}" relativeToChangelogFile="true"'
+            + "".join(f' {key}="{value}"' for key, value in extra.items()) + "/>\n"
+            for path, extra in zip(includes, options, strict=True)))
+    items = [{"property": {"name": "schema", "value": "public"}},
+             {"changeSet": {"id": "m0", "author": "a", "changes": [{"sql": {"sql": "select 1"}}]}},
+             *({"include": {"file": f"changes/{path}", "relativeToChangelogFile": True, **extra}}
+               for path, extra in zip(includes, options, strict=True))]
+    if fmt == "json":
+        return json.dumps({"databaseChangeLog": items}, indent=2)
+    return yaml.safe_dump({"databaseChangeLog": items}, sort_keys=False)
+
+
+@pytest.mark.parametrize("master_format", ["xml", "yaml", "json"])
+def test_appending_an_include_keeps_every_earlier_digest(tmp_path: Path, master_format: str) -> None:
+    """Issue 22.1: a master changelog that grows by one include per new file (of every format)
+    keeps the digest, hence the cached state, of every changeset before the new include."""
+    name = f"master.{master_format}"
+    files = {f"changes/{index:02}-{fmt}.{fmt}": INCLUDED[fmt](f"c{index}") for index, fmt in enumerate(INCLUDED)}
+    included = sorted(path.removeprefix("changes/") for path in files)
+    before = project_at(tmp_path / "0", {**files, name: master(master_format, included)}, name)
+    assert [c.id for c in before.changesets] == ["m0", "c0", "c1", "c2", "c3"]
+    for step, fmt in enumerate(INCLUDED, start=1):  # grow by one include of each format in turn
+        added = f"{10 + step}-new.{fmt}"
+        files[f"changes/{added}"] = INCLUDED[fmt](f"new{step}")
+        included.append(added)
+        after = project_at(tmp_path / str(step), {**files, name: master(master_format, included)}, name)
+        assert [c.digest for c in after.changesets[:-1]] == [c.digest for c in before.changesets], fmt
+        assert after.changesets[-1].id == f"new{step}" and after.changesets[-1].filename == f"changes/{added}"
+        before = after
+    # what precedes a changeset still counts: an include put before the others changes every
+    # later digest, and so do a property's value and an include's options (its contexts)
+    files["changes/00-first.sql"] = INCLUDED["sql"]("first")
+    first = project_at(tmp_path / "first", {**files, name: master(master_format, ["00-first.sql", *included])}, name)
+    assert first.changesets[0].digest == before.changesets[0].digest
+    assert not {c.digest for c in first.changesets[1:]} & {c.digest for c in before.changesets}
+    text = master(master_format, included)
+    prop = project_at(tmp_path / "prop", {**files, name: text.replace("public", "other")}, name)
+    assert not {c.digest for c in prop.changesets} & {c.digest for c in before.changesets}
+    contexts = master(master_format, included, context="test")
+    optioned = project_at(tmp_path / "ctx", {**files, name: contexts}, name)
+    assert optioned.changesets[0].digest == before.changesets[0].digest
+    assert not {c.digest for c in optioned.changesets[1:]} & {c.digest for c in before.changesets}
 
 
 def test_data_files_properties_and_recorded_paths_enter_the_digest(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlrs.client_types import OperationFailed
 from sqlrs.pytest_plugin import build_error_message
 from sqlrs.services.scripts import first_error
@@ -56,3 +58,21 @@ def test_the_plugin_reports_the_one_line_error_and_psqls_context() -> None:
         "          ^",
         'HINT:  Perhaps you meant to reference the column "a.nosuchco".',
     ]
+
+
+def test_a_command_too_long_for_one_argument_goes_in_a_script_sent_as_one_query(tmp_path: Path) -> None:
+    """Issue 26.4: `-c SQL` up to ARGUMENT_MAX bytes; beyond, one dollar-quoted literal that psql
+    runs with \\gexec (a tag the SQL does not contain), and psql's `file:line:` prefix removed."""
+    from sqlrs.services.scripts import ARGUMENT_MAX, command_args
+
+    short = "select 1; select 2"
+    assert command_args(short, tmp_path / "a", str)[0] == ["-c", short]
+    assert not (tmp_path / "a").exists()
+    long = "select '$sqlrs$'; -- " + "é" * (ARGUMENT_MAX // 2)
+    args, humanize = command_args(long, tmp_path / "b", lambda path: f"/seen{path}")
+    script = tmp_path / "b" / "command.sql"
+    assert args == ["-f", f"/seen{script}"]
+    text = script.read_text()
+    tag = text.split("$")[1]
+    assert tag.startswith("sqlrs_") and text == f"SELECT ${tag}${long}${tag}$ \\gexec\n"
+    assert humanize(f"psql:/seen{script}:1: ERROR:  boom\nLINE 1: x") == "ERROR:  boom\nLINE 1: x"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -76,3 +78,27 @@ def test_normalized_content_is_the_lines_with_includes_expanded(
     assert normalized_content(files) == "\n".join(_line_by_line(files))
     for leaf in leaves:
         assert normalized_content([(leaf, [])]) == "\n".join(script_lines(leaf))
+
+
+def test_file_names_that_are_not_utf8_become_printable_labels_and_keep_the_key() -> None:
+    """Issue 26.3: a file name's non-UTF-8 bytes arrive surrogate-escaped (os.fsdecode); the
+    engine keeps them as \\xNN escapes in the labels (metadata, listings, messages), while the
+    content, hence the key, is untouched."""
+    import json
+
+    from sqlrs.services.requests import parse_prepare, parse_run
+
+    odd = os.fsdecode(b"dir\xff/f\xfename.sql")
+    body = {"steps": [{"kind": "file", "source": odd, "files": [
+        {"path": odd, "content": "\\i inc.sql\n", "includes": [{"line": 0, "file": 1}]},
+        {"path": os.fsdecode(b"dir\xff/inc.sql"), "content": "select '\xe9';\n"}]}]}
+    wire = json.loads(json.dumps(body))  # as the engine receives it: lone surrogates survive JSON
+    step = parse_prepare(wire).steps[0]
+    assert step.source == "dir\\xff/f\\xfename.sql" and step.source.encode("utf-8")
+    assert [f.path for f in step.files] == ["dir\\xff/f\\xfename.sql", "dir\\xff/inc.sql"]
+    plain = parse_prepare({"steps": [{"kind": "file", "source": "a.sql", "files": [
+        {"path": "a.sql", "content": "\\i b.sql\n", "includes": [{"line": 0, "file": 1}]},
+        {"path": "b.sql", "content": "select '\xe9';\n"}]}]}).steps[0]
+    assert step.content_digest() == plain.content_digest()
+    assert parse_run({"instance": "x", "tool": "psql", "files": wire["steps"]}).files[0].source == step.source
+    assert Step("command", "-c", sql="select 1").with_printable_labels().source == "-c"

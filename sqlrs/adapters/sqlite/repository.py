@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import Any, TypeVar
 
 import cattrs
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import ExceptionContext, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import BindParameter
 
 from sqlrs.adapters.sqlite import tables as t
+from sqlrs.domain.errors import filesystem_full
 from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task, UnkeptState
 
 T = TypeVar("T")
@@ -28,6 +30,22 @@ _converter.register_unstructure_hook(datetime, lambda value: value)
 
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _disk_full(error: BaseException, directory: Path) -> bool:
+    """Did SQLite fail because the filesystem is full? SQLITE_FULL says so; an I/O error does when
+    no block is left for anyone (a full filesystem can fail a WAL write either way)."""
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(error):
+        return True
+    if code == sqlite3.SQLITE_IOERR:
+        try:
+            return os.statvfs(directory).f_bavail == 0
+        except OSError:
+            return False
+    return False
 
 
 def create_sqlite_engine(path: Path) -> Engine:
@@ -46,6 +64,11 @@ def create_sqlite_engine(path: Path) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        if _disk_full(context.original_exception, path.parent):
+            raise filesystem_full(str(path.parent)) from context.original_exception
 
     with engine.connect():
         pass

@@ -23,13 +23,18 @@ def config_group() -> None:
 @output_option
 @click.pass_obj
 def config_get(ctx: Ctx, key: str | None, output: str) -> None:
-    """Print one key's value, or every key with its value and source."""
+    """Print one key's value, or every key with its value and source.
+
+    With `-o json`, both print {KEY: {"value": ..., "source": ...}}.
+    """
     data = ctx.client().call("GET", "/v1/config")
     if key is not None:
         if key not in data:
             raise usage(f"unknown config key {key!r}", hint="keys: " + ", ".join(sorted(data)))
-        echo(json.dumps(data[key]["value"]) if output == "json" else str(data[key]["value"]))
-        return
+        if output != "json":
+            echo(str(data[key]["value"]))
+            return
+        data = {key: data[key]}  # the listing's shape, cut to the one key
     if output == "json":
         emit_json(data)
         return

@@ -63,6 +63,9 @@ def run(ctx: Ctx, tool: str, instance: str, args: tuple[str, ...], allow_outside
             stream.flush()
         if "error" in item:
             echo(f"sqlrs: error: {ClientError.from_engine(item['error']).message}", err=True)
+        if "warning" in item:
+            warning = ClientError.from_engine(item["warning"])
+            echo(f"sqlrs: warning: {warning.message}" + (f"\nhint: {warning.hint}" if warning.hint else ""), err=True)
         if "exit_code" in item:
             exit_code = int(item["exit_code"])
     return exit_code

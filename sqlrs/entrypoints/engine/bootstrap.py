@@ -146,7 +146,7 @@ class Adapters:
     owner_alive: Callable[[int, int], bool]  # is the client process (pid, start time) still there
     kill_leftover_server: Callable[[Path], None]  # stop a server a crash left on a directory
     liquibase: LiquibaseLauncher | None = None
-    store_note: str = ""  # shown by the first prepare (e.g. the slow copy backend)
+    store_note: str = ""  # shown by status and prepares that copy (e.g. the slow copy backend)
     # runtime name -> the config keys its factory reads: a change of one rebuilds the runtime
     runtime_settings: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     server_memory: ServerMemory | None = None  # what servers use, for status (None: not reported)
@@ -234,12 +234,15 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
         return Limits(0, reserve, default_cap=True) if cap == "auto" else Limits(int(cap), reserve)
 
     cache = CacheService(repo, store, layout, clock, cache_limits, jobs.active_ids, locks, standby)
-    pending_warnings = [note] if note else []
+    said = [False]
 
-    def warn_once() -> list[str]:  # shown by the first prepare after the engine starts
-        taken = pending_warnings[:]
-        pending_warnings.clear()
-        return taken
+    def store_warnings(copies: bool) -> list[str]:
+        """The store's note (the slow copy backend) where it matters: a prepare that copies a data
+        directory, else the first prepare after the engine starts. `status` always shows it."""
+        if not note or (said[0] and not copies):
+            return []
+        said[0] = True
+        return [note]
 
     # late binding: prepare (which knows the default image) is made below, with remote in it
     remote = RemoteService(catalog, registry,
@@ -255,7 +258,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
 
     prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
                              default_image=lambda: str(config.get("dbms.image")), locks=locks,
-                             before_build=cache.before_build, after_commit=after_commit, warnings=warn_once,
+                             before_build=cache.before_build, after_commit=after_commit, warnings=store_warnings,
                              remote=remote_cache, catalog=catalog, make_room=cache.make_room)
     inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
     runs = RunService(repo, inventory, instances, clock)

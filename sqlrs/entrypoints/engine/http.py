@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sqlrs.domain.errors import Internal, SqlrsError, UsageError
+from sqlrs.domain.errors import Internal, SqlrsError, UsageError, no_space_for
 
 if TYPE_CHECKING:
     from sqlrs.entrypoints.engine.app import EngineState
@@ -137,6 +137,10 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    full = no_space_for(exc)  # a full filesystem is the machine's state, not a bug
+    if full is not None:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(full)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(Internal(f"internal error: {type(exc).__name__}",
                                    hint="see engine.log in the state directory"))

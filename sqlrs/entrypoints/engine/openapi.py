@@ -136,9 +136,11 @@ SCHEMAS: dict[str, Any] = {
     "RunRequest": {"type": "object", "required": ["instance", "tool"], "additionalProperties": False, "properties": {
         "instance": STRING, "tool": {"enum": ["psql", "pgbench"]}, "args": {"type": "array", "items": STRING},
         "files": {"type": "array", "items": _ref("Step")}}},
-    "RunOutput": {"type": "object", "description": "One NDJSON line: output, an error, or the exit code (last).",
+    "RunOutput": {"type": "object",
+                  "description": "One NDJSON line: output, a warning (what failed after the tool ran; its exit code "
+                                 "stands), an error, or the exit code (last).",
                   "properties": {"stream": {"enum": ["stdout", "stderr"]}, "data": STRING,
-                                 "exit_code": INTEGER, "error": _ref("Error")}},
+                                 "exit_code": INTEGER, "error": _ref("Error"), "warning": _ref("Error")}},
     "State": {"type": "object", "required": ["id", "parent_id", "size_bytes", "build_seconds", "created_at",
                                              "last_used_at", "instances"],
               "properties": {"id": STRING, "parent_id": NULLABLE_STRING, "base_id": STRING,

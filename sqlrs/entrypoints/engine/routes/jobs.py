@@ -109,18 +109,18 @@ async def job_events(request: Request) -> Response:
 async def stream_events(svc: Services, job_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
     """A job's events after `after`, then (follow) new ones as they come, with a heartbeat line
     when nothing happened for HEARTBEAT_SECONDS; ends once the job is finished."""
-    repo, notifier = svc.repo, svc.jobs.notifier
+    jobs, notifier = svc.jobs, svc.jobs.notifier
     last_beat = time.monotonic()
     while True:
         version = notifier.version(job_id)
-        events = await run_in_threadpool(repo.events_after, job_id, after)
+        events = await run_in_threadpool(jobs.events_after, job_id, after)
         for event in events:
             after = event.seq
             yield ndjson_line(json_converter.unstructure(event))
             last_beat = time.monotonic()
         if events:
             continue
-        job = await run_in_threadpool(repo.get_job, job_id)
+        job = await run_in_threadpool(jobs.get_job, job_id)
         if job is None or job.status.terminal or not follow:
             return
         await notifier.wait(job_id, version, max(0.05, HEARTBEAT_SECONDS - (time.monotonic() - last_beat)))

@@ -20,8 +20,9 @@ log = logging.getLogger("sqlrs.engine")
 
 
 async def create_run(request: Request) -> Response:
-    """Lines `{"stream", "data"}` while the tool runs, then `{"exit_code"}` (with `"error"` when
-    the engine could not run it); the tool is stopped when the client goes away."""
+    """Lines `{"stream", "data"}` while the tool runs, `{"warning"}` for what failed after it ran
+    (the tool's exit code stands), then `{"exit_code"}` (with `"error"` when the engine could not
+    run it); the tool is stopped when the client goes away."""
     svc = services(request)
     run_request = parse_run(await read_json(request))
     instance, _ = await run_in_threadpool(svc.inventory.find_instance, run_request.instance)
@@ -40,7 +41,7 @@ async def create_run(request: Request) -> Response:
 
     def work() -> None:
         try:
-            code = svc.runs.run(run_request, on_output, cancel)
+            code = svc.runs.run(run_request, on_output, cancel, lambda exc: put({"warning": error_json(exc)}))
             put({"exit_code": code})
         except SqlrsError as exc:
             put({"error": error_json(exc), "exit_code": exc.exit_code})
