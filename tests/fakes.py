@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import attrs
 
-from sqlrs.adapters.config_file import ConfigFile
+from sqlrs.config_file import ConfigFile
 from sqlrs.domain.compare import DbObject, Schema, TableContent
 from sqlrs.domain.errors import NoSpace, RuntimeFailure, RuntimeUnavailable, StoreFailure
 from sqlrs.domain.model import Event, Instance, Job, JobStatus, NameBinding, State, Task, UnkeptState

@@ -11,7 +11,6 @@ import signal
 import time
 from pathlib import Path
 
-from sqlrs.adapters.procfs import pid_alive
 from sqlrs.ports.postmaster import (
     PG_HBA,
     read_postmaster_pid,
@@ -20,6 +19,7 @@ from sqlrs.ports.postmaster import (
     wait_ready,
     wait_stopped,
 )
+from sqlrs.procfs import pid_alive
 
 __all__ = ["PG_HBA", "is_postgres", "kill_leftover_server", "pid_alive", "read_postmaster_pid", "started_at", "tail",
            "wait_ready", "wait_stopped"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from sqlrs.adapters.procfs import stat_fields
 from sqlrs.ports.processes import MemoryUse, ServerRef
+from sqlrs.procfs import stat_fields
 
 
 def _processes() -> dict[int, int]:

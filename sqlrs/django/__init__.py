@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sqlrs.django.runner import DiscoverRunner
+    from sqlrs.entrypoints.django.runner import DiscoverRunner
 
 __all__ = ["DiscoverRunner"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "DiscoverRunner":  # `TEST_RUNNER = "sqlrs.django.DiscoverRunner"` reads it so
-        from sqlrs.django.runner import DiscoverRunner
+        from sqlrs.entrypoints.django.runner import DiscoverRunner
 
         return DiscoverRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 _POWERS = "KMGTP"
+DEFAULT_VOLUME_SIZE = "10G"  # `init local`'s loopback volume when --store-size is not given
 _SIZE_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:([KMGTP])(I?)(B?)|(B?))\s*$", re.IGNORECASE)
 
 

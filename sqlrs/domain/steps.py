@@ -23,6 +23,7 @@ from typing import Literal
 
 import attrs
 
+from sqlrs.domain.digests import digest
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.scripts import (
     connect_target_outside,
@@ -221,10 +222,8 @@ class Step:
 def keyed_digest(keyed: Iterable[tuple[str, str]]) -> str:
     """The content digest of a host-kind step: its facts, length-prefixed, in their order.
 
-    The CLI computes the same value when it builds the step (`sqlrs.domain.keys.digest`)."""
-    from sqlrs.domain import keys  # keys imports this module
-
-    return keys.digest([[name, value] for name, value in keyed])
+    The CLI computes the same value when it builds the step (`sqlrs.domain.digests.digest`)."""
+    return digest([[name, value] for name, value in keyed])
 
 
 @attrs.frozen

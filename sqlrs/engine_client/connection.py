@@ -12,10 +12,10 @@ import json
 import os
 import time
 
-from sqlrs import __version__
-from sqlrs.adapters.procfs import pid_alive  # stdlib only: no pathlib, no domain errors on the hot path
 from sqlrs.engine_client import wire
 from sqlrs.engine_client.errors import EXIT_ENGINE, EXIT_USAGE, ClientError, raise_engine_error
+from sqlrs.procfs import pid_alive  # stdlib only: no pathlib, no domain errors on the hot path
+from sqlrs.version import __version__
 
 # Everything `status`, `ls`, `rm`, `run:psql` and a prepare hit need is imported above; what only
 # spawning needs (subprocess, threading, fcntl, pathlib) is imported there (sqlrs/entrypoints/cli/fast.py).

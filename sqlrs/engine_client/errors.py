@@ -3,7 +3,7 @@ code the CLI exits with (0 ok, 1 failed, 2 usage, 3 engine unreachable/incompati
 found) and, for errors the engine reported, its error `code` and `details`.
 
 The CLI prints it as `sqlrs: error: ...` + `hint: ...`; the library turns it into its public
-exception classes (sqlrs.client) by exit code.
+exception classes (sqlrs.entrypoints.library.client) by exit code.
 """
 
 from __future__ import annotations

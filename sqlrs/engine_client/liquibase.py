@@ -94,9 +94,9 @@ def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: boo
                     launcher: str | None = None) -> list[dict[str, Any]]:
     """The steps of `update ARGS` run in `cwd`. `launcher`: the Liquibase launcher to use (the
     workspace's liquibase.exec), else config runtime.liquibase.path, SQLRS_LIQUIBASE, PATH."""
-    from sqlrs.adapters import liquibase as install
-    from sqlrs.adapters.config_file import ConfigFile
     from sqlrs.changelogs import liquibase as changelogs
+    from sqlrs.changelogs import liquibase_install as install
+    from sqlrs.config_file import ConfigFile
     from sqlrs.domain import keys
     from sqlrs.domain.errors import UsageError
     from sqlrs.engine_client.psqlargs import Workspace
@@ -131,7 +131,7 @@ def liquibase_steps(args: list[str], cwd: Path, config: Path, allow_outside: boo
         raise ClientError(exc.message, hint=exc.hint, exit_code=exc.exit_code, code=exc.code) from None
     if not project.changesets:
         raise usage(f"{parsed.changelog}: no changesets", hint="a changelog with at least one changeSet")
-    if install._java() is None:
+    if install.find_java() is None:
         raise ClientError("Java is not installed: Liquibase needs it", exit_code=1, code="failed",
                        hint="apt-get install openjdk-17-jre-headless, or set JAVA_HOME")
     global_json, command_json = json.dumps(parsed.global_args), json.dumps(parsed.command_args)

@@ -17,7 +17,7 @@ never expires an instance early; it may give one a longer life. The engine does 
 idle timeout while instances with a TTL exist (see `pending`): someone must remove them.
 
 Owners: an instance or a pool hold may belong to a client process (pid + start time, see
-sqlrs.adapters.procfs; the pytest plugin and the library name themselves, the CLI does not).
+sqlrs.procfs; the pytest plugin and the library name themselves, the CLI does not).
 Every tick the owners are looked up in /proc; once an owner is gone (it exited, was killed, an
 xdist worker crashed) its instances are removed and its pool holds released, within a few
 seconds rather than after the TTL. Holds live in memory like the pools; owned instances are in

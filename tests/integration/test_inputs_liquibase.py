@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from harness import REPO, Sqlrs, psql, write
 
-from sqlrs.adapters import liquibase as install
+from sqlrs.changelogs import liquibase_install as install
 
 pytestmark = pytest.mark.timeout(1800)
 

@@ -23,9 +23,9 @@ def client_for(harness: Sqlrs, workspace: Path) -> sqlrs.Client:
 
 def test_import_sqlrs_stays_light() -> None:
     code = ("import sys, sqlrs; heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('sqlrs.client', 'psycopg', 'starlette', 'sqlalchemy', 'click', 'docker')] + "
+            "('sqlrs.entrypoints.library.client', 'psycopg', 'starlette', 'sqlalchemy', 'click', 'docker')] + "
             "[m for m in sys.modules if m.startswith('sqlrs.')]; print(heavy); assert not heavy; "
-            "assert sqlrs.Client.__module__ == 'sqlrs.client'")
+            "assert sqlrs.Client.__module__ == 'sqlrs.entrypoints.library.client'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -196,7 +196,7 @@ def test_the_bootstrap_superuser_and_the_timeout(sqlrs_native: Sqlrs, workspace:
 
 
 def test_the_upstream_liquibase_spelling(sqlrs_native: Sqlrs, workspace: Path) -> None:
-    from sqlrs.adapters import liquibase
+    from sqlrs.changelogs import liquibase_install as liquibase
 
     try:
         liquibase.find_launcher(None)

@@ -11,7 +11,7 @@ from typing import Any
 import iniconfig
 import pytest
 
-from sqlrs import pytest_plugin
+from sqlrs.entrypoints.pytest import plugin as pytest_plugin
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
 INT_KEYS = {"sqlrs_pool_size", "sqlrs_ttl"}  # read with int() by the plugin

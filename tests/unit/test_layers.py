@@ -43,7 +43,7 @@ def imports(path: Path) -> Iterator[str]:
             else:
                 assert node.module is not None
                 yield node.module
-                # `from sqlrs.adapters import procfs` imports the module sqlrs.adapters.procfs
+                # `from sqlrs.adapters import pgfiles` imports the module sqlrs.adapters.pgfiles
                 yield from (f"{node.module}.{alias.name}" for alias in node.names if node.module.startswith("sqlrs"))
 
 
@@ -105,8 +105,32 @@ def extension_discovery_is_stdlib(module: str, imported: str) -> str | None:
     return None
 
 
+def clients_reach_the_engine_through_its_api(module: str, imported: str) -> str | None:
+    """The engine client, the CLI, the library and the pytest plugin talk to the engine over HTTP:
+    none of them uses an adapter (what both sides need is neutral: sqlrs.procfs, sqlrs.config_file,
+    sqlrs.changelogs; what only the engine may do runs in sqlrs.entrypoints.engine)."""
+    clients = ("sqlrs.engine_client", "sqlrs.entrypoints.cli", "sqlrs.entrypoints.library", "sqlrs.entrypoints.pytest",
+               "sqlrs.entrypoints.django", "sqlrs.django")
+    if any(within(module, client) for client in clients) and any(within(imported, layer) for layer in (
+            "sqlrs.adapters", "sqlrs.services")):
+        return "clients of the engine may not import adapters or services"
+    return None
+
+
+def neutral_modules_are_stdlib(module: str, imported: str) -> str | None:
+    """What both the client side and the engine import is light: the standard library, the
+    domain and the entry point names (sqlrs.extensions)."""
+    if module in ("sqlrs.procfs", "sqlrs.config_file", "sqlrs.version",
+                  "sqlrs.changelogs.liquibase_install") and not (
+            imported.split(".")[0] in STDLIB or within(imported, "sqlrs.domain") or imported == "sqlrs.extensions"
+            or imported == "sqlrs"):
+        return "neutral modules may import only the standard library, the domain and sqlrs.extensions"
+    return None
+
+
 RULES: list[Rule] = [domain_is_pure, services_depend_on_ports, ports_depend_on_the_domain, contract_suites_test_ports,
-                     extension_discovery_is_stdlib]
+                     extension_discovery_is_stdlib, clients_reach_the_engine_through_its_api,
+                     neutral_modules_are_stdlib]
 
 
 def test_the_walk_sees_function_level_imports() -> None:

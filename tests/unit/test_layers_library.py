@@ -1,9 +1,10 @@
-"""The library and the engine client do not import the CLI (issue 12: "library -> CLI").
+"""The library and the engine client do not import the CLI or the engine (issue 12: "library -> CLI").
 
-`sqlrs.client` (with its modules), `sqlrs.pytest_plugin` and `sqlrs.engine_client` sit under
-the CLI, not on it: both the CLI and the library are façades over sqlrs.engine_client. Checked
-two ways: every `import` statement reachable from them (function-local ones too, followed
-through every sqlrs module they reach), and the modules a real import leaves in sys.modules.
+The library (sqlrs.entrypoints.library), the pytest plugin (sqlrs.entrypoints.pytest), Django's
+test runner (sqlrs.entrypoints.django) and sqlrs.engine_client sit under the CLI, not on it: both
+the CLI and the library are façades over sqlrs.engine_client. Checked two ways: every `import`
+statement reachable from them (function-local ones too, followed through every sqlrs module they
+reach), and the modules a real import leaves in sys.modules.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import pytest
 import sqlrs
 
 PACKAGE = Path(sqlrs.__file__).parent
-LIBRARY = ["sqlrs.client", "sqlrs.client_types", "sqlrs.client_chains", "sqlrs.pytest_plugin", "sqlrs.pytest_session",
-           "sqlrs.django", "sqlrs.django.databases", "sqlrs.django.runner", "sqlrs.django.pytest_fixtures",
-           *sorted(f"sqlrs.engine_client.{p.stem}" for p in (PACKAGE / "engine_client").glob("*.py")
-                   if p.stem != "__init__"), "sqlrs.engine_client"]
-FORBIDDEN = "sqlrs.entrypoints"
+ROOMS = ("entrypoints/library", "entrypoints/pytest", "entrypoints/django", "engine_client", "django")
+LIBRARY = sorted({"sqlrs", "sqlrs.pytest_plugin", *(
+    ".".join(("sqlrs", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+    for room in ROOMS for p in (PACKAGE / room).glob("*.py"))})
+FORBIDDEN = ("sqlrs.entrypoints.cli", "sqlrs.entrypoints.engine")
 
 
 def module_file(name: str) -> Path | None:
@@ -72,19 +73,20 @@ def reachable(start: str) -> dict[str, str]:
 @pytest.mark.parametrize("module", LIBRARY)
 def test_no_import_of_the_cli(module: str) -> None:
     found = reachable(module)
-    offenders = {m: by for m, by in found.items() if m == FORBIDDEN or m.startswith(FORBIDDEN + ".")}
+    offenders = {m: by for m, by in found.items() if m in FORBIDDEN or m.startswith(tuple(f + "." for f in FORBIDDEN))}
     assert not offenders, f"{module} reaches the CLI: " + ", ".join(f"{by} imports {m}" for m, by in offenders.items())
 
 
 def test_the_check_can_fail() -> None:
     """The CLI itself does reach sqlrs.entrypoints: the scan sees imports."""
     assert "sqlrs.entrypoints.cli.output" in reachable("sqlrs.entrypoints.cli.main")
-    assert "sqlrs.engine_client.jobs" in reachable("sqlrs.client")
+    assert "sqlrs.engine_client.jobs" in reachable("sqlrs.entrypoints.library.client")
+    assert "sqlrs.entrypoints.library.client" in LIBRARY and "sqlrs.entrypoints.pytest.plugin" in LIBRARY
 
 
 def test_importing_the_library_loads_no_cli_module() -> None:
     code = ("import sys, importlib\n"
             f"for name in {LIBRARY!r}: importlib.import_module(name)\n"
-            "print(sorted(m for m in sys.modules if m.startswith('sqlrs.entrypoints')))\n")
+            "print(sorted(m for m in sys.modules if m.startswith(('sqlrs.entrypoints.cli', 'sqlrs.entrypoints.engine'))))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout

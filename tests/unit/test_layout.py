@@ -3,7 +3,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from sqlrs.entrypoints.cli.init_cmd import STORE_ENTRIES
+from sqlrs.entrypoints.engine.store import STORE_ENTRIES
 from sqlrs.services.layout import Layout
 
 

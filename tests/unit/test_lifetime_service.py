@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sqlrs.adapters import procfs
+from sqlrs import procfs
 from sqlrs.domain.model import Instance, InstanceStatus
 from sqlrs.services.lifetime import LifetimeService
 

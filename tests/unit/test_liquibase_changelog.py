@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sqlrs.adapters.liquibase import disk_reader
 from sqlrs.changelogs.liquibase import Project, only_changeset, parse_file, read_project
+from sqlrs.changelogs.liquibase_install import disk_reader
 from sqlrs.domain.errors import UsageError
 from sqlrs.engine_client.errors import ClientError as CliError
 from sqlrs.engine_client.liquibase import parse_lb_args

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlrs.client_types import Instance
+from sqlrs.entrypoints.library.client_types import Instance
 
 
 def instance(**changes: object) -> Instance:
@@ -37,7 +37,7 @@ def test_sqlalchemy_stays_out_until_a_fixture_wants_it(tmp_path: Path) -> None:
         "def test_nothing_imported_sqlalchemy(request):\n"
         "    assert request.config.pluginmanager.has_plugin('sqlrs')\n"
         "    assert not [m for m in sys.modules if m.split('.')[0] == 'sqlalchemy']\n"
-        "    import sqlrs.client, sqlrs.pytest_plugin, sqlrs.pytest_session  # the library too\n"
+        "    import sqlrs.entrypoints.library.client, sqlrs.entrypoints.pytest.session  # the library too\n"
         "    assert not [m for m in sys.modules if m.split('.')[0] == 'sqlalchemy']\n")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              str(tmp_path / "test_x.py")], cwd=tmp_path,

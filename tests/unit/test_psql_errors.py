@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlrs.client_types import OperationFailed
-from sqlrs.pytest_plugin import build_error_message
+from sqlrs.entrypoints.library.client_types import OperationFailed
+from sqlrs.entrypoints.pytest.plugin import build_error_message
 from sqlrs.services.scripts import first_error
 
 # psql -v ON_ERROR_STOP=1 -f broken.sql, where broken.sql is

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeRuntime, Fakes, job_context, make_fakes, prepare
 
-from sqlrs.adapters.config_file import ConfigFile
+from sqlrs.config_file import ConfigFile
 from sqlrs.domain.model import JobStatus
 from sqlrs.entrypoints.engine.bootstrap import Services, bootstrap
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sqlrs.client_types import OperationFailed
 from sqlrs.domain.pgerrors import ErrorReport, ServerError, error_position, from_runner, scan_output
-from sqlrs.pytest_plugin import build_error_message
+from sqlrs.entrypoints.library.client_types import OperationFailed
+from sqlrs.entrypoints.pytest.plugin import build_error_message
 from sqlrs.services.steps.host import PYTHON_ERROR_REPORTER, ToolResult, read_failure
 
 LONG_LEFT = "select " + "1, " * 40 + "nosuch, " + "2, " * 40 + "3"

@@ -19,28 +19,19 @@ from __future__ import annotations
 import os
 import sys
 
+from sqlrs.entrypoints.cli.argv import GLOBAL_OPTIONS, composite_split
+
 TYPE_CHECKING = False  # typing is one of the imports this module exists to avoid
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sqlrs.entrypoints.cli.argv import Spec
     from sqlrs.entrypoints.cli.output import Ctx
 
-    # (parameter name, the constant a flag stores or None for an option taking a value,
-    #  the choices that value must be one of, or an entry point group whose names (and `auto`) they
-    #  are, or None)
-    Spec = tuple[str, object, tuple[str, ...] | str | None]
-
 # -- the option table (checked against the Click commands by tests/unit/test_cli_fast.py) ---------
-# spelling -> Spec
+# spelling -> Spec; the global options are argv.py's
 
 OUTPUT = ("table", "json")
-GLOBAL_OPTIONS: dict[str, Spec] = {
-    "--state-dir": ("state_dir", None, None),
-    "-q": ("quiet", True, None),
-    "--quiet": ("quiet", True, None),
-    "--workspace": ("workspace", None, None),
-    "--timeout": ("timeout", None, None),
-}
 GLOBAL_DEFAULTS: dict[str, object] = {"state_dir": None, "quiet": False, "workspace": None, "timeout": None}
 
 _OUTPUT_OPTIONS: dict[str, Spec] = {"-o": ("output", None, OUTPUT), "--output": ("output", None, OUTPUT)}
@@ -85,38 +76,6 @@ DEFAULTS: dict[str, dict[str, object]] = {
 # positional parameters: a fixed list of names, or one name taking everything left (passthrough)
 ARGUMENTS: dict[str, tuple[str, ...]] = {"status": (), "ls": (), "rm": ("ref",)}
 PASSTHROUGH: dict[str, str] = {"run:psql": "tool_args", "prepare:psql": "psql_args"}
-RUN_COMMANDS = ("run:psql", "run:pgbench")  # `prepare:psql ... run:*` is a composite (prepare_cmd.py)
-RUN_ALIAS_SUFFIX = ".run.s9s.yaml"
-
-
-def composite_split(argv: list[str]) -> int | None:
-    """Where the run stage of a composite `prepare[:KIND] ... run[:KIND] ...` starts; None when
-    argv is no composite. After an alias stage (`prepare REF`, which takes no arguments) the
-    first `run` is the run stage; after a raw one, `run:psql`/`run:pgbench`, or `run REF` when
-    REF names a run alias file (so a command's own argument `run` stays an argument)."""
-    start = 0
-    while start < len(argv) and argv[start].startswith("-"):  # the global options
-        spec = GLOBAL_OPTIONS.get(argv[start])
-        start += 2 if spec is not None and spec[1] is None else 1
-    if start >= len(argv) or not (argv[start] == "prepare" or argv[start].startswith("prepare:")):
-        return None  # `diff ... prepare:psql ... run:psql`, `alias create ...` are no composites
-    for index in range(start + 1, len(argv)):
-        arg = argv[index]
-        if arg in RUN_COMMANDS:
-            return index
-        if arg == "run" and (argv[start] == "prepare" or _names_run_alias(argv[index + 1:])):
-            return index
-    return None
-
-
-def _names_run_alias(rest: list[str]) -> bool:
-    ref = next((arg for arg in rest if not arg.startswith("-")), None)
-    if ref is None:
-        return False
-    path = ref[:-1] if ref.endswith(".") else ref + RUN_ALIAS_SUFFIX
-    return os.path.isfile(path)
-
-
 class Fallback(Exception):
     """This argv is for Click: raised only before anything was sent or printed."""
 

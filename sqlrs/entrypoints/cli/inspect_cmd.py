@@ -132,8 +132,8 @@ def closure(body: dict[str, Any]) -> dict[str, str]:
 
 
 def _changelog_files(params: dict[str, str], cwd: Path) -> dict[str, str]:
-    from sqlrs.adapters import liquibase as install
     from sqlrs.changelogs import liquibase as changelogs
+    from sqlrs.changelogs import liquibase_install as install
 
     root = Path(params["search_path"])
     project = changelogs.read_project(params["changelog"], *install.disk_reader(root))

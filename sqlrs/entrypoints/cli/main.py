@@ -18,9 +18,9 @@ from sqlrs.engine_client.errors import EXIT_USAGE
 from sqlrs.entrypoints.cli import output
 from sqlrs.entrypoints.cli.alias_cmd import alias_group, plan_alias, prepare_alias, run_alias
 from sqlrs.entrypoints.cli.analyze_cmd import add_analyze_commands
+from sqlrs.entrypoints.cli.argv import composite_split
 from sqlrs.entrypoints.cli.config_cmd import config_group, engine_group
 from sqlrs.entrypoints.cli.discover_cmd import discover
-from sqlrs.entrypoints.cli.fast import composite_split
 from sqlrs.entrypoints.cli.init_cmd import init_group
 from sqlrs.entrypoints.cli.inputs import add_input_commands
 from sqlrs.entrypoints.cli.inspect_cmd import cache_group, diff

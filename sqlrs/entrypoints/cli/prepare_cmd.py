@@ -12,7 +12,7 @@ import click
 
 from sqlrs.engine_client.errors import ClientError, usage
 from sqlrs.entrypoints.cli import preparing, running
-from sqlrs.entrypoints.cli.fast import composite_split
+from sqlrs.entrypoints.cli.argv import composite_split
 from sqlrs.entrypoints.cli.options import PASSTHROUGH, instance_options, output_option, prepare_options
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json
 

@@ -4,11 +4,10 @@ openapi.json (made by openapi.py) is its contract."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -20,30 +19,7 @@ from sqlrs.domain.errors import Incompatible, Unauthorized
 from sqlrs.entrypoints.engine.bootstrap import Services, check_runtimes
 from sqlrs.entrypoints.engine.http import EXCEPTION_HANDLERS, error_response
 from sqlrs.entrypoints.engine.routes import ROUTES
-
-
-class EngineState:
-    """What the HTTP layer tracks about itself: activity for the idle timer, identity."""
-
-    def __init__(self, services: Services, token: str, instance_id: str):
-        self.services = services
-        self.token = token
-        self.instance_id = instance_id
-        self.started = time.time()
-        self.last_activity = time.monotonic()
-        self.in_flight = 0
-        self.shutdown = asyncio.Event()
-        # called on a wrong token: the engine writes engine.json again if it no longer names it
-        # (replaced or removed by someone), so the client's rediscovery finds the right token
-        self.republish: Callable[[], None] = lambda: None
-
-    def busy(self) -> bool:
-        # instances with a TTL keep the engine up: nobody else would remove them when they expire
-        lifetime = self.services.lifetime
-        databases = self.services.databases  # shared servers are stopped by this engine once idle
-        return (self.in_flight > 0 or self.services.jobs.active() > 0 or (lifetime is not None and lifetime.pending())
-                or (databases is not None and databases.pending()))
-
+from sqlrs.entrypoints.engine.state import EngineState
 
 # Work across versions, so a CLI can always find and stop an engine of another major version.
 VERSION_EXEMPT = ("/v1/health", "/v1/engine/shutdown")

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from sqlrs import extensions
-from sqlrs.adapters.config_file import ConfigFile
+from sqlrs.config_file import ConfigFile
 from sqlrs.domain.demand import IdlePolicy
 from sqlrs.domain.errors import RuntimeUnavailable, SqlrsError, UsageError
 from sqlrs.domain.model import State
@@ -106,28 +106,6 @@ def _unloadable(name: str, problem: object) -> Runtime:
                              hint="reinstall the package that registers it, or uninstall it")
 
 
-def open_store(config: ConfigFile, layout_state_dir: Path) -> tuple[SnapshotStore, str]:
-    from sqlrs.adapters.snapshots import select_backend
-
-    store_root = Path(config.get("store.path") or layout_state_dir / "store")
-    image = config.get("store.volume.image")
-    if image:
-        from sqlrs.adapters.snapshots.loopvolume import ensure_mounted
-
-        ensure_mounted(Path(image), store_root, config.get("store.volume.fs") or "btrfs")
-    store_root.mkdir(parents=True, exist_ok=True)
-    requested = config.get("snapshot.backend")
-    store, passed_over = select_backend(store_root, requested)
-    note = ""
-    if not store.copy_on_write:
-        why = (f"because snapshot.backend is set to {requested}" if requested == store.backend else
-               f"because {store_root} has no copy-on-write support ({'; '.join(passed_over)})")
-        note = (f"SLOW SNAPSHOTS: the snapshot backend is '{store.backend}' " + why + ": every instance and every "
-                "build step copies the whole data directory (seconds per GB, no disk shared between "
-                "instances). Fix: `sqlrs init local --snapshot btrfs` (or --snapshot reflink) as root")
-    return store, note
-
-
 @attrs.define
 class Adapters:
     """Everything the services need from the outside world; `real_adapters` makes the real ones,
@@ -154,13 +132,15 @@ class Adapters:
 
 def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
     """The production adapters: the configured snapshot store, SQLite metadata, psycopg, /proc."""
-    from sqlrs.adapters import liquibase, procfs
+    from sqlrs import procfs
     from sqlrs.adapters.pgfiles import kill_leftover_server
     from sqlrs.adapters.procmem import ProcServerMemory
     from sqlrs.adapters.psycopg_admin import PsycopgAdmin
     from sqlrs.adapters.psycopg_backup import PsycopgBackup
     from sqlrs.adapters.psycopg_inspector import PsycopgInspector
     from sqlrs.adapters.sqlite.repository import SqliteRepository, create_sqlite_engine, migrate
+    from sqlrs.changelogs import liquibase_install
+    from sqlrs.entrypoints.engine.store import open_store
 
     store, note = open_store(config, state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +160,7 @@ def real_adapters(config: ConfigFile, state_dir: Path) -> Adapters:
                     admin=PsycopgAdmin(), inspector=PsycopgInspector(), backup=PsycopgBackup(), clock=SystemClock(),
                     open_registry=open_registry,
                     layers=_LazyLayers(), pid_alive=procfs.pid_alive, owner_alive=procfs.alive,
-                    kill_leftover_server=kill_leftover_server, liquibase=liquibase,
+                    kill_leftover_server=kill_leftover_server, liquibase=liquibase_install,
                     store_note=note, server_memory=ProcServerMemory())
 
 

@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse, Response
 from sqlrs.domain.errors import Internal, SqlrsError, UsageError, no_space_for
 
 if TYPE_CHECKING:
-    from sqlrs.entrypoints.engine.app import EngineState
     from sqlrs.entrypoints.engine.bootstrap import Services
+    from sqlrs.entrypoints.engine.state import EngineState
 
 log = logging.getLogger("sqlrs.engine")
 

@@ -18,7 +18,7 @@ from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.entrypoints.engine.http import engine_state, flag, respond, services
 
 if TYPE_CHECKING:
-    from sqlrs.entrypoints.engine.app import EngineState
+    from sqlrs.entrypoints.engine.state import EngineState
 
 OPENAPI_PATH = Path(__file__).parent.parent / "openapi.json"
 

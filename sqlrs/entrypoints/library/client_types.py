@@ -1,5 +1,6 @@
 """The Python library's public types: its errors, `State`, `RunResult` and `Instance`
-(imported from `sqlrs` / `sqlrs.client`; see docs/python-api.md)."""
+(imported from `sqlrs`; see docs/python-api.md). An Instance acts through the Client that made it,
+which it knows as an `InstanceOperations` (the Client sits above these types, not beside them)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlrs.engine_client.errors import EXIT_ENGINE, EXIT_NOT_FOUND, EXIT_USAGE, ClientError
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
-
-    from sqlrs.client import Client
 
 StrPath = str | os.PathLike[str]
 Seconds = int | float | timedelta
@@ -108,7 +107,7 @@ def _translated() -> Iterator[None]:
 
 def _owner() -> dict[str, int] | None:
     """This process as the owner of what it creates (the engine removes it once we are gone)."""
-    from sqlrs.adapters.procfs import own_identity
+    from sqlrs.procfs import own_identity
 
     identity = own_identity()
     return None if identity is None else {"pid": identity[0], "started": identity[1]}
@@ -182,10 +181,10 @@ class Instance:
     from_pool: bool = False  # handed out ready-made: a warm server, or a database copied ahead (create_instance)
     kind: str = "server"  # "server": a server of its own; "database": a database in a shared server
     engine_seconds: float | None = None  # how long the engine took to hand it out
-    client: Client | None = field(default=None, repr=False, compare=False)
+    client: InstanceOperations | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], client: Client | None = None) -> Instance:
+    def from_json(cls, data: Mapping[str, Any], client: InstanceOperations | None = None) -> Instance:
         return cls(
             id=str(data["id"]), state_id=str(data["state_id"]), dsn=str(data["dsn"]),
             host=str(data.get("host", "127.0.0.1")), port=int(data.get("port", 0)),
@@ -227,7 +226,7 @@ class Instance:
         return psycopg.connect(self.dsn, **kwargs)
 
     # operations ---------------------------------------------------------------------------------
-    def _client(self) -> Client:
+    def _client(self) -> InstanceOperations:
         if self.client is None:
             raise UsageError("this Instance is not attached to a Client")
         return self.client
@@ -267,3 +266,23 @@ class Instance:
 
 
 OutputCallback = Callable[[str, str], None]  # (stream "stdout"|"stderr", text)
+
+
+class InstanceOperations(Protocol):
+    """What an Instance asks of the Client that made it (sqlrs.Client is one)."""
+
+    def run_psql(self, instance: Instance | str, *args: str, input: str | None = None,
+                 on_output: OutputCallback | None = None) -> RunResult: ...
+
+    def run_pgbench(self, instance: Instance | str, *args: str,
+                    on_output: OutputCallback | None = None) -> RunResult: ...
+
+    def set_ttl(self, instance: Instance | str, ttl: Seconds) -> Instance: ...
+
+    def keep(self, instance: Instance | str) -> Instance: ...
+
+    def get_instance(self, ref: str) -> Instance: ...
+
+    def remove(self, instance: Instance | str) -> bool: ...
+
+    def snapshot(self, instance: Instance | str, name: str | None = None) -> State: ...

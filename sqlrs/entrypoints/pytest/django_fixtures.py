@@ -3,7 +3,7 @@ when pytest-django is active and the ini option `sqlrs_django = true` (it comes 
 so its fixture wins; a `django_db_setup` in a conftest.py still overrides both).
 
 Each pytest process (every xdist worker) points the `default` database at an sqlrs instance of the
-state after the project's last migration (sqlrs.django.databases), instead of creating
+state after the project's last migration (sqlrs.entrypoints.django.databases), instead of creating
 `test_<NAME>_gwN` and running every migration into it. `--reuse-db` keeps the instances after the
 run (named per worker); the next run replaces them with fresh ones. The plugin's options choose
 the engine, runtime and instance kind (`--sqlrs-state-dir`, `--sqlrs-runtime`,
@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from sqlrs.django.databases import TestDatabases, kept_name
+from sqlrs.entrypoints.django.databases import TestDatabases, kept_name
+from sqlrs.entrypoints.pytest.session import SESSION_KEY
 
 
 def _project(config: pytest.Config) -> Path:
@@ -47,8 +48,6 @@ def django_db_setup(request: pytest.FixtureRequest, django_test_environment: Non
                     django_db_keepdb: bool) -> Iterator[None]:
     """Test databases from sqlrs (replaces pytest-django's fixture of the same name)."""
     from django.test.utils import setup_databases, teardown_databases
-
-    from sqlrs.pytest_plugin import SESSION_KEY
 
     session = request.config.stash[SESSION_KEY]
     verbosity = request.config.option.verbose

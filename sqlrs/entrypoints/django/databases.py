@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sqlrs.client import Client, Instance, State
+    from sqlrs.entrypoints.library.client import Client, Instance, State
 
 # where the parallel workers find their clone's connection, by worker number ("1", "2", ...);
 # it travels in the connection's settings, which Django hands to spawned workers as well
@@ -201,7 +201,7 @@ class TestDatabases:
     def _instance(self, state: State, kind: str, name: str | None) -> Instance:
         if name is None:
             return self.client.create_instance(state, kind=kind)  # owned: gone with this process
-        from sqlrs.client import NotFoundError
+        from sqlrs.entrypoints.library.client import NotFoundError
 
         try:
             self.client.remove(self.client.get_instance(name))  # what the last run left in it goes

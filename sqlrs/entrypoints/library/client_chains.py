@@ -6,16 +6,39 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlrs.client_types import State, StrPath, UsageError, _translated
+from sqlrs.entrypoints.library.client_types import State, StrPath, UsageError, _translated
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sqlrs.client import Client
+    from sqlrs.engine_client.psqlargs import Workspace
 
 
-def _psql(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
+@dataclass(frozen=True)
+class ChainOrigin:
+    """Where and how a Client reads a chain: its settings, as the CLI's are its cwd and options."""
+
+    runtime: str | None
+    image: str | None
+    base_dir: Path | None  # None: the current directory when a call is made
+    workspace_root: Path | None
+    allow_outside: bool
+    config: Path  # the state directory's config.json (where Liquibase's launcher may be set)
+
+    @property
+    def cwd(self) -> Path:
+        return self.base_dir or Path.cwd()
+
+    def workspace(self) -> Workspace:
+        """The workspace relative names are read in (psql's rule: nothing outside its root)."""
+        from sqlrs.engine_client.psqlargs import Workspace
+
+        return Workspace(cwd=self.cwd, root=self.workspace_root, allow_outside=self.allow_outside)
+
+
+def _psql(origin: ChainOrigin, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
            variables: Mapping[str, Any] | None, single_transaction: bool,
            psql_args: Sequence[str], from_state: State | str | None = None) -> dict[str, Any]:
     """The request body's steps and options, read exactly as `sqlrs prepare:psql` reads them.
@@ -42,22 +65,22 @@ def _psql(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterable[str]
     if any(arg == "-" for arg in args):
         raise UsageError("stdin (-f -) cannot be a step of a library call", hint="pass sql=[...] instead")
     with _translated():
-        parsed = parse_prepare_args(args, client._workspace())
+        parsed = parse_prepare_args(args, origin.workspace())
     if not parsed.steps and from_state is None:
         raise UsageError("nothing to prepare", hint="give files=[...] or sql=[...]")
-    return {**psql_chain(parsed), "runtime": client.runtime, "image": client.image}
+    return {**psql_chain(parsed), "runtime": origin.runtime, "image": origin.image}
 
 
-def _start_from(client: Client, body: dict[str, Any], from_state: State | str) -> dict[str, Any]:
+def _start_from(origin: ChainOrigin, body: dict[str, Any], from_state: State | str) -> dict[str, Any]:
     """The chain on `from_state` instead of the base: its runtime and image unless the client names them."""
     body = {**body, "from_state": str(from_state)}
     if isinstance(from_state, State):
-        body["runtime"] = client.runtime if client.runtime not in (None, "auto") else from_state.runtime or None
-        body["image"] = from_state.image or client.image
+        body["runtime"] = origin.runtime if origin.runtime not in (None, "auto") else from_state.runtime or None
+        body["image"] = from_state.image or origin.image
     return body
 
 
-def _host(client: Client, host: Mapping[str, Any], psql: bool) -> dict[str, Any] | None:
+def _host(origin: ChainOrigin, host: Mapping[str, Any], psql: bool) -> dict[str, Any] | None:
     """The request body for the other input kinds (`alembic=`, `django=`, `exec=`), None for psql's.
 
     Alembic, Django and commands run in `base_dir` (default: the current directory; Django: the
@@ -79,7 +102,7 @@ def _host(client: Client, host: Mapping[str, Any], psql: bool) -> dict[str, Any]
         raise UsageError("to= goes with alembic= or django=")
     from sqlrs.engine_client.hostinputs import alembic_steps, exec_steps
 
-    cwd = client.base_dir or Path.cwd()
+    cwd = origin.cwd
     with _translated():
         if alembic is not None:
             steps = alembic_steps(os.fspath(alembic), to, cwd)
@@ -90,10 +113,10 @@ def _host(client: Client, host: Mapping[str, Any], psql: bool) -> dict[str, Any]
         else:
             command = [exec] if isinstance(exec, str) else list(exec or [])
             steps = exec_steps(command, [inputs] if isinstance(inputs, str) else list(inputs), cwd)
-    return {"steps": steps, "runtime": client.runtime, "image": client.image}
+    return {"steps": steps, "runtime": origin.runtime, "image": origin.image}
 
 
-def _liquibase(client: Client, liquibase: Sequence[str] | str, other: bool) -> dict[str, Any]:
+def _liquibase(origin: ChainOrigin, liquibase: Sequence[str] | str, other: bool) -> dict[str, Any]:
     """`liquibase="update --changelog-file=master.xml"` (or its argument list): one state per
     changeset, as `sqlrs prepare:lb -- ARGS` in `base_dir` (default: the current directory)."""
     import shlex
@@ -104,12 +127,11 @@ def _liquibase(client: Client, liquibase: Sequence[str] | str, other: bool) -> d
         raise UsageError("give one input kind per chain: files/sql/psql_args, alembic=, exec= or liquibase=")
     args = shlex.split(liquibase) if isinstance(liquibase, str) else list(liquibase)
     with _translated():
-        steps = liquibase_steps(args, client.base_dir or Path.cwd(), client.state_dir / "config.json",
-                                client.allow_outside)
-    return {"steps": steps, "runtime": client.runtime, "image": client.image}
+        steps = liquibase_steps(args, origin.cwd, origin.config, origin.allow_outside)
+    return {"steps": steps, "runtime": origin.runtime, "image": origin.image}
 
 
-def request_body(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
+def request_body(origin: ChainOrigin, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
                  variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
                  host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
     """A prepare job's chain from the library's arguments: psql steps (`files`, `sql`, ...) or one
@@ -118,10 +140,10 @@ def request_body(client: Client, files: Iterable[StrPath] | StrPath, sql: Iterab
     psql = bool(files or sql or psql_args or variables or single_transaction)
     chain: dict[str, Any] | None = None
     if host.get("liquibase") is not None:
-        chain = _liquibase(client, host["liquibase"], psql or any(
+        chain = _liquibase(origin, host["liquibase"], psql or any(
             host.get(k) for k in ("alembic", "django", "to", "exec", "inputs")))
     else:
-        chain = _host(client, host, psql)
+        chain = _host(origin, host, psql)
     if chain is None:
-        chain = _psql(client, files, sql, variables, single_transaction, psql_args, from_state)
-    return chain if from_state is None else _start_from(client, chain, from_state)
+        chain = _psql(origin, files, sql, variables, single_transaction, psql_args, from_state)
+    return chain if from_state is None else _start_from(origin, chain, from_state)

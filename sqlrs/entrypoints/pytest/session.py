@@ -1,4 +1,4 @@
-"""The pytest plugin's per-process session (sqlrs/pytest_plugin.py has the hooks and fixtures):
+"""The pytest plugin's per-process session (sqlrs/entrypoints/pytest/plugin.py has the hooks and fixtures):
 the client, the states built (once per session, failures remembered), the warm pools held, the
 engine session that tells it when this process's run of claims begins and ends, the instances
 handed out and removed, and what was measured for the terminal summary."""
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sqlrs.client import Client, Instance, State
+    from sqlrs.entrypoints.library.client import Client, Instance, State
 
 PREFILL_TIMEOUT = 300.0
 
@@ -139,7 +139,7 @@ class SqlrsSession:
     def client(self) -> Client:
         with self._lock:
             if self._client is None:
-                from sqlrs.client import Client
+                from sqlrs.entrypoints.library.client import Client
 
                 state_dir = self._opt("sqlrs_state_dir", "sqlrs_state_dir") or None
                 self._client = Client(
@@ -229,7 +229,7 @@ class SqlrsSession:
             self.errors.append(f"cannot begin a session on {state.id[:12]}: {exc}")
 
     def _build(self, key: str, spec: Spec) -> State:
-        from sqlrs.client import Client, Error
+        from sqlrs.entrypoints.library.client import Client, Error
 
         client = self.client
         if spec.base_dir != client.base_dir:
@@ -252,7 +252,7 @@ class SqlrsSession:
             instance = self.client.create_instance(state, pool=spec.pool > 0 and kind == "server", ttl=self.ttl,
                                                    kind=kind)
         except Exception as exc:
-            from sqlrs.client import UsageError
+            from sqlrs.entrypoints.library.client import UsageError
 
             if kind != "database" or not isinstance(exc, UsageError) or "holds databases" not in exc.message:
                 raise
@@ -367,3 +367,7 @@ def build_error_message(exc: Exception) -> str:
     """What a test whose state cannot be built reports: sqlrs's one-line error, then the lines
     under it (`LINE n:` and the caret, DETAIL, HINT, the statement of a host step), then the hint."""
     return f"sqlrs: cannot build the test's state: {exc}"
+
+
+# where the plugin keeps the process's session (on pytest's config; the Django fixtures read it too)
+SESSION_KEY = pytest.StashKey[SqlrsSession]()

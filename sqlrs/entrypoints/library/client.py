@@ -14,17 +14,16 @@ digests first, the scripts only when the engine has to build from them. Nothing 
 or the CLI is imported. See docs/python-api.md.
 """
 
+
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlrs.client_chains import request_body
-from sqlrs.client_types import (
+from sqlrs.entrypoints.library.client_questions import Questions
+from sqlrs.entrypoints.library.client_spares import Spares
+from sqlrs.entrypoints.library.client_types import (
     DowngradeReport,
     EngineUnavailable,
     Error,
@@ -42,11 +41,6 @@ from sqlrs.client_types import (
     _translated,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sqlrs.engine_client.connection import EngineClient
-    from sqlrs.engine_client.prefixes import Chain
-    from sqlrs.engine_client.psqlargs import Workspace
-
 __all__ = [
     "Client",
     "DowngradeReport",
@@ -61,8 +55,7 @@ __all__ = [
 ]
 
 
-# -- the client --------------------------------------------------------------------------------------
-class Client:
+class Client(Questions, Spares):
     """A connection to the sqlrs engine serving `state_dir` (spawned on first use when needed).
 
     `runtime` / `image` apply to everything this client prepares. Relative file names are resolved
@@ -76,107 +69,8 @@ class Client:
     Thread-safe: every request uses its own connection.
     """
 
-    def __init__(
-        self,
-        state_dir: StrPath | None = None,
-        *,
-        runtime: str | None = None,
-        image: str | None = None,
-        base_dir: StrPath | None = None,
-        workspace: StrPath | None = None,
-        allow_outside: bool = False,
-        spawn: bool = True,
-        postgres_version: str | int | None = None,
-    ):
-        if runtime is not None:
-            from sqlrs import extensions
-
-            known = ("auto", *extensions.names(extensions.RUNTIMES))
-            if runtime not in known:
-                raise UsageError(f"unknown runtime {runtime!r}", hint="use one of: " + ", ".join(known))
-        if postgres_version is not None:
-            from sqlrs.engine_client.workspace import check_version
-
-            with _translated():
-                postgres_version = check_version(str(postgres_version), "postgres_version")
-        self.postgres_version = postgres_version
-        self._state_dir = Path(state_dir).absolute() if state_dir is not None else None
-        self.runtime = runtime
-        self.image = image
-        self.base_dir = Path(base_dir).absolute() if base_dir is not None else None
-        self.workspace_root = Path(workspace).absolute() if workspace is not None else None
-        self.allow_outside = allow_outside
-        self.spawn = spawn
-        self._engine: EngineClient | None = None
-        self._lock = threading.Lock()
-        self._auto_kind: str | None = None  # what kind="auto" stands for on this engine's store
-        self._server_only: set[str] = set()  # states a database instance cannot copy (several databases)
-
-    # plumbing -----------------------------------------------------------------------------------
-    @property
-    def state_dir(self) -> Path:
-        if self._state_dir is None:
-            from sqlrs.paths import default_state_dir
-
-            self._state_dir = default_state_dir()
-        return self._state_dir
-
-    @property
-    def engine(self) -> EngineClient:
-        """The HTTP client for the engine (sqlrs.engine_client; found or spawned on first use)."""
-        with self._lock:
-            if self._engine is None:
-                from sqlrs.engine_client.connection import connect
-
-                with _translated():
-                    self._engine = connect(self.state_dir, spawn=self.spawn)
-            return self._engine
-
-    def call(self, method: str, path: str, body: Any = None, *, timeout: float | None = 300.0) -> Any:
-        """One JSON request to the engine API (see the OpenAPI document); errors raise Error."""
-        with _translated():
-            return self.engine.call(method, path, body, timeout=timeout)
-
-    def _workspace(self) -> Workspace:
-        from sqlrs.engine_client.psqlargs import Workspace
-
-        cwd = self.base_dir or Path.cwd()
-        return Workspace(cwd=cwd, root=self.workspace_root, allow_outside=self.allow_outside)
-
-    def close(self) -> None:
-        """Forget the engine connection (nothing is held open between requests)."""
-        with self._lock:
-            self._engine = None
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # chains -------------------------------------------------------------------------------------
-    def _body(self, files: Iterable[StrPath] | StrPath, sql: Iterable[str] | str,
-              variables: Mapping[str, Any] | None, single_transaction: bool, psql_args: Sequence[str],
-              host: Mapping[str, Any], from_state: State | str | None = None) -> dict[str, Any]:
-        body = request_body(self, files, sql, variables, single_transaction, psql_args, host, from_state)
-        from sqlrs.engine_client import workspace
-
-        with _translated():
-            settings = workspace.load(str(self.base_dir or Path.cwd()),
-                                      str(self.workspace_root) if self.workspace_root else None)
-            return {**body, **settings.request_fields(body.get("image"), self.postgres_version)}
-
-    def _job(self, body: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-        from sqlrs.engine_client import jobs
-
-        class Forward(jobs.NoProgress):
-            def __call__(self, event: dict[str, Any]) -> None:
-                if on_event is not None:
-                    on_event(event)
-
-        with _translated():
-            return jobs.prepare(self.engine, body, Forward)
-
     def plan(self, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
              variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
              psql_args: Sequence[str] = (), from_state: State | str | None = None,
@@ -379,7 +273,7 @@ class Client:
         from sqlrs.engine_client.runs import run_body, run_items
 
         ref = instance.id if isinstance(instance, Instance) else instance
-        workspace = self._workspace()
+        workspace = self._origin.workspace()
         with _translated():
             parsed = parse_run_args(list(args), workspace, tool)
             script = text_script(workspace, input) if input is not None else None
@@ -400,115 +294,3 @@ class Client:
                     exit_code = int(item["exit_code"])
         return RunResult(exit_code, "".join(stdout), "".join(stderr), error)
 
-    # questions: compare, check, bisect ----------------------------------------------------------
-    def compare(self, a: State | Instance | str, b: State | Instance | str, *, data: str = "content",
-                ignore: Iterable[str] = ()) -> dict[str, Any]:
-        """`sqlrs compare A B`: what B has that A has not (`schema.added`), what A has that B has
-        not (`removed`), what both have differently (`changed`), and per table `rows_a`, `rows_b`,
-        `data_changed`; `equal` when nothing differs. A and B: states (State, id or prefix) or
-        instances (Instance, id, prefix or name). `data`: content (row digests and sequence
-        positions, default), rows (row counts) or none (schema only). `ignore`: tables left out."""
-        from sqlrs.engine_client.prefixes import compare
-
-        def ref(side: State | Instance | str) -> str:
-            return side.id if isinstance(side, State | Instance) else str(side)
-
-        with _translated():
-            return compare(self.engine, ref(a), ref(b), data=data, ignore=list(ignore), image=self.image)
-
-    def _chain(self, body: dict[str, Any], on_progress: Callable[[str], None] | None) -> Chain:
-        from sqlrs.engine_client.prefixes import BuildNotes, Chain
-
-        note = on_progress or (lambda text: None)
-        return Chain(self.engine, body, lambda: BuildNotes(note))
-
-    def check_downgrades(self, alembic: StrPath = "alembic.ini", *, to: str | None = None, data: str = "rows",
-                         on_progress: Callable[[str], None] | None = None) -> DowngradeReport:
-        """`sqlrs check:alembic --downgrades`: for each revision (base to `to`, default every head),
-        its downgrade run by your Alembic on an instance of its state, then compared with the state
-        of its parent (schema; `data`: rows (default), content or none). Alembic runs in `base_dir`
-        (default: the current directory), with this process's Python, as prepare's does."""
-        from sqlrs.engine_client.reversals import AlembicUndo, check_steps
-
-        body = self._body((), (), None, False, (), {"alembic": alembic, "to": to})
-        note = on_progress or (lambda text: None)
-        with _translated(), self._chain(body, on_progress) as chain:
-            return DowngradeReport(check_steps(chain, AlembicUndo(), data=data, note=note))
-
-    def bisect(self, check: StrPath, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
-               variables: Mapping[str, Any] | None = None, single_transaction: bool = False,
-               psql_args: Sequence[str] = (), from_state: State | str | None = None,
-               alembic: StrPath | None = None, to: str | None = None, liquibase: Sequence[str] | str | None = None,
-               on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """`sqlrs bisect:KIND --check FILE`: the first step of the chain after which the psql script
-        `check` fails (ON_ERROR_STOP), searched by halving over the cache. The result: `verdict`
-        (found, fails_on_base, passes_on_last), `first_bad` {index, source, state_id, error} (None
-        when the last state passes), `tested`, `steps`, `probes`. The chain as in `build()`."""
-        from sqlrs.engine_client.bisect import PsqlCheck, bisect, check_args
-        from sqlrs.engine_client.psqlargs import parse_run_args
-
-        body = self._body(files, sql, variables, single_transaction, psql_args,
-                          {"alembic": alembic, "to": to, "liquibase": liquibase}, from_state)
-        with _translated():
-            parsed = parse_run_args(check_args(os.fspath(check)), self._workspace(), "psql")
-            if not body["steps"]:
-                raise UsageError("nothing to bisect: the chain has no steps")
-            with self._chain(body, on_progress) as chain:
-                return bisect(chain, PsqlCheck(self.engine, parsed), note=on_progress or (lambda text: None))
-
-    # warm pools ---------------------------------------------------------------------------------
-    def set_pool(self, state: State | str, size: int, *, holder: str | None = None,
-                 wait_ready: float = 0.0, owned: bool = True) -> dict[str, Any]:
-        """Keep `size` started spares of `state` ready for `create_instance(pool=True)`.
-
-        `holder` names the user of the pool (the pool is drained when its last holder calls
-        `release_pool`, or, when `owned`, once this process is gone); `wait_ready` waits (seconds)
-        until the spares are up.
-        """
-        body: dict[str, Any] = {"size": size, "holder": holder, "wait_ready": wait_ready,
-                                "image": state.image if isinstance(state, State) else self.image}
-        if owned and holder:
-            body["owner"] = _owner()
-        data: dict[str, Any] = self.call("PUT", f"/v1/pools/{state}", body,
-                                         timeout=max(300.0, wait_ready + 60))
-        return data
-
-    def release_pool(self, state: State | str, holder: str | None = None) -> dict[str, Any]:
-        """Leave the pool as `holder` (drained when no holder is left), or drain it. Answers at once:
-        the engine removes the spares in the background."""
-        query = f"?holder={_quote(holder)}" if holder else ""
-        data: dict[str, Any] = self.call("DELETE", f"/v1/pools/{state}{query}")
-        return data
-
-    def pools(self) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = self.call("GET", "/v1/pools")
-        return data
-
-    # sessions -----------------------------------------------------------------------------------
-    def begin_session(self, state: State | str, session: str, *, owned: bool = True) -> dict[str, Any]:
-        """Tell the engine that a run of instances of `state` begins (a test session), named
-        `session`; call it again for every state the run uses. While a session holds a state the
-        engine keeps spares of it (copies made ahead, warm instances) at the run's demand, starting
-        at what its previous run took; `end_session` lets them go within seconds. `owned`: the
-        session ends by itself when this process is gone."""
-        body: dict[str, Any] = {"state_id": str(state)}
-        if owned:
-            body["owner"] = _owner()
-        data: dict[str, Any] = self.call("PUT", f"/v1/sessions/{_quote(session)}", body)
-        return data
-
-    def end_session(self, session: str) -> dict[str, Any]:
-        """The run named `session` is over: the engine keeps only a small idle level of spares for
-        the states it held (for the few most recently used states), nothing for superseded ones."""
-        data: dict[str, Any] = self.call("DELETE", f"/v1/sessions/{_quote(session)}")
-        return data
-
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.call("GET", "/v1/status")
-        return data
-
-
-def _quote(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connections
 from django.test import runner as django_runner
 
-from sqlrs.django.databases import CLONES_KEY, Setup, TestDatabases, kept_name, project_dir
+from sqlrs.entrypoints.django.databases import CLONES_KEY, Setup, TestDatabases, kept_name, project_dir
 
 
 def _init_worker(counter: Any, *args: Any) -> None:
@@ -67,7 +67,7 @@ class DiscoverRunner(django_runner.DiscoverRunner):
     @property
     def databases(self) -> TestDatabases:
         if self._databases is None:
-            from sqlrs.client import Client
+            from sqlrs.entrypoints.library.client import Client
 
             self._databases = TestDatabases(Client(runtime=self.sqlrs_runtime, image=self.sqlrs_image),
                                             project_dir(), self.sqlrs_kind, verbosity=self.verbosity)

@@ -1,4 +1,6 @@
-"""Finding the Liquibase installation and starting it.
+"""Finding the Liquibase installation and starting it: the engine client (keying changesets by
+Liquibase's version) and the engine (the `LiquibaseLauncher` port of `prepare:lb`'s executor) both
+use it; stdlib only.
 
 sqlrs uses a real open-source Liquibase 4.x CLI on the host (scripts/install.sh installs the npm
 package `liquibase`, which carries the whole distribution with the PostgreSQL JDBC driver, under
@@ -92,7 +94,7 @@ def command(launcher: Path, java: str | None = None) -> list[str]:
     """argv that starts Liquibase: java with the jars PostgreSQL needs when the distribution's
     layout is known (much faster to start), else the launcher itself."""
     lib = home(launcher) / "internal" / "lib"
-    java = java or _java()
+    java = java or find_java()
     if java is None or not (lib / "liquibase-core.jar").is_file():
         return [str(launcher)]
     jars = sorted(p for p in lib.glob("*.jar") if p.name not in NOT_NEEDED)
@@ -101,7 +103,7 @@ def command(launcher: Path, java: str | None = None) -> list[str]:
     return [java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-cp", classpath, MAIN_CLASS]
 
 
-def _java() -> str | None:
+def find_java() -> str | None:
     java_home = os.environ.get("JAVA_HOME")
     if java_home and os.access(os.path.join(java_home, "bin", "java"), os.X_OK):
         return os.path.join(java_home, "bin", "java")
