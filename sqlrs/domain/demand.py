@@ -85,7 +85,7 @@ class Use:
 
 
 class Demand:
-    """The uses of the states, and the level each gets. Not thread-safe (services/demand.py locks)."""
+    """The uses of the states, and the level each gets. Not thread-safe (services/instances/demand.py locks)."""
 
     def __init__(self) -> None:
         self.uses: dict[str, Use] = {}

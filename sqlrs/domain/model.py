@@ -18,7 +18,7 @@ class StateKind(enum.StrEnum):
     BASE = "base"
     PSQL = "psql"
     # saved from a running instance (`sqlrs snapshot`): not reproducible from inputs, so it is
-    # never evicted automatically (services/cache.py)
+    # never evicted automatically (services/states/cache.py)
     SNAPSHOT = "snapshot"
     ALEMBIC = "alembic"
     EXEC = "exec"

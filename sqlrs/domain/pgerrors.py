@@ -4,8 +4,8 @@ A failing step is reported alike for every step kind: a one-line headline (`ERRO
 does not exist`) and, under it, what psql prints under an error: `LINE n:` with a caret under
 the position, `DETAIL:`, `HINT:`, `QUERY:`, `CONTEXT:`; host steps add the failing statement
 (`STATEMENT:`), which psql steps have in their file. psql steps take them from psql's output
-(sqlrs.services.scripts); host steps from the fields of the driver's exception, which a runner
-in the user's Python reports (sqlrs.services.steps.host), or, for any command, from its output
+(sqlrs.services.instances.scripts); host steps from the fields of the driver's exception, which a runner
+in the user's Python reports (sqlrs.services.states.steps.host), or, for any command, from its output
 (`scan_output`).
 """
 

@@ -24,6 +24,11 @@ from sqlrs.domain.errors import UsageError
 ENGINE_ROLE = "sqlrs"
 DEFAULT_SUPERUSER = "postgres"
 SUPERUSERS = (DEFAULT_SUPERUSER, ENGINE_ROLE)
+# initdb options that shape the cluster: they enter the base id (for `postgres`; initdb_options adds -U)
+INITDB_OPTIONS = ("-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256",
+                  # 1 MiB WAL segments, not 16: every state and every copy of one carries its current
+                  # segment, mostly empty in a test database
+                  "--wal-segsize=1")
 
 
 def check_superuser(name: str | None) -> str:

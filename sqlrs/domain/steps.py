@@ -37,7 +37,7 @@ DIGEST_LENGTH = 64
 
 StepKind = Literal["file", "command", "alembic", "exec", "liquibase", "django"]
 PSQL_KINDS = frozenset({"file", "command"})
-# kinds applied by a tool on the host (sqlrs/services/steps has one executor per kind)
+# kinds applied by a tool on the host (sqlrs/services/states/steps has one executor per kind)
 HOST_KINDS = frozenset({"alembic", "exec", "liquibase", "django"})
 MAX_KEYED = 100_000
 

@@ -5,7 +5,7 @@ One step per migration, in the order Django's migration executor would apply the
 database (`migrate` with no arguments, or `migrate APP NAME` with `to`). The plan comes from the
 project's own Django: in this process when Django is already set up here with the same settings
 (the test runner, pytest-django), else in a child process of this Python (the CLI). Each step runs
-later, on the engine's side, as `migrate APP NAME` in the user's Python (services/steps/django.py).
+later, on the engine's side, as `migrate APP NAME` in the user's Python (services/states/steps/django.py).
 
 What keys a migration (`migration_facts`): its app label and name, its file's content, and
 Django's feature release (its schema editor turns the same operations into other SQL across

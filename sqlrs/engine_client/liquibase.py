@@ -4,7 +4,7 @@
 
 The changelogs are read here (sqlrs.changelogs.liquibase: no JVM, so a plan is instant and every
 changeset's digest is known before anything runs); the engine applies each step with a real
-Liquibase (sqlrs.services.steps.liquibase). Connection arguments are refused: sqlrs connects
+Liquibase (sqlrs.services.states.steps.liquibase). Connection arguments are refused: sqlrs connects
 Liquibase to the build server itself. Used by `sqlrs prepare:lb` and `Client(...).build(liquibase=...)`.
 """
 

@@ -1,4 +1,6 @@
-"""The metadata repository port: states, instances, names, jobs, tasks and events.
+"""The metadata repository ports, one per concept: the states (kept, and the unkept ones a build
+passed), the instances with their names, and the job log (jobs, their tasks and events). The
+SQLite adapter implements all three (`Repository`); each service depends on the one it uses.
 
 Every method is its own transaction unless noted. Ids may be looked up by unique prefix with
 `find_*`, which returns all matches so the caller can report ambiguity.
@@ -13,8 +15,10 @@ from typing import Any, Protocol
 from sqlrs.domain.model import Event, Instance, Job, NameBinding, State, Task, UnkeptState
 
 
-class Repository(Protocol):
-    # states
+class StateRepository(Protocol):
+    """Kept states (a row per state whose data directory is in the store) and the unkept states
+    recorded with them (domain/checkpoints.py)."""
+
     def add_state(self, state: State, span: Sequence[UnkeptState] = ()) -> None:
         """Insert a committed state with the unkept states its build passed since its parent
         (`span`, in chain order); a second insert of the same id is ignored."""
@@ -40,7 +44,11 @@ class Repository(Protocol):
         """Delete the state's row and the unkept states recorded with it."""
         ...
 
-    # instances
+
+
+class InstanceRepository(Protocol):
+    """Instances of every kind, and the names bound to them."""
+
     def add_instance(self, instance: Instance) -> None: ...
     def get_instance(self, instance_id: str) -> Instance | None: ...
     def find_instances(self, prefix: str) -> list[Instance]: ...
@@ -50,7 +58,6 @@ class Repository(Protocol):
         """Delete the instance and any name bound to it."""
         ...
 
-    # names
     def bind_name(self, binding: NameBinding) -> None:
         """Bind (or rebind) a name to an instance."""
         ...
@@ -58,7 +65,11 @@ class Repository(Protocol):
     def get_name(self, name: str) -> NameBinding | None: ...
     def list_names(self) -> list[NameBinding]: ...
 
-    # jobs, tasks and events
+
+
+class JobLog(Protocol):
+    """Jobs, the tasks of each (the states it plans, builds or pulls) and their events."""
+
     def add_job(self, job: Job) -> None: ...
     def get_job(self, job_id: str) -> Job | None: ...
     def find_jobs(self, prefix: str) -> list[Job]: ...
@@ -79,3 +90,12 @@ class Repository(Protocol):
         ...
 
     def events_after(self, job_id: str, seq: int, limit: int = 1000) -> list[Event]: ...
+
+
+class StatesAndInstances(StateRepository, InstanceRepository, Protocol):
+    """The states and the instances made from them (an instance records its state's use): what the
+    state catalog and the instance services read."""
+
+
+class Repository(StatesAndInstances, JobLog, Protocol):
+    """All of the metadata: what an adapter implements (adapters/sqlite, tests/fakes.py)."""

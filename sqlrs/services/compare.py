@@ -22,10 +22,8 @@ from sqlrs.domain.compare import DataMode, Schema, TableContent
 from sqlrs.domain.errors import Ambiguous, NotFound
 from sqlrs.domain.model import Instance, State
 from sqlrs.ports.inspector import Database, DatabaseInspector
-from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.services.instances import InstanceManager
+from sqlrs.services.instances.kinds import Instances
 from sqlrs.services.inventory import Inventory
-from sqlrs.services.layout import Layout
 from sqlrs.services.requests import ID_RE
 
 log = logging.getLogger("sqlrs.compare")
@@ -38,15 +36,11 @@ R = TypeVar("R")
 
 
 class CompareService:
-    def __init__(self, inventory: Inventory, instances: InstanceManager, layout: Layout, inspector: DatabaseInspector,
-                 resolve: Callable[[State, str | None], tuple[Runtime, RuntimeIdentity]],
-                 image_of: Callable[[State], str | None] = lambda state: None):
+    def __init__(self, inventory: Inventory, instances: Instances, inspector: DatabaseInspector):
         self.inventory = inventory
+        self.catalog = inventory.catalog
         self.instances = instances
-        self.layout = layout
         self.inspector = inspector
-        self.resolve = resolve  # the runtime and identity that start instances of a state
-        self.image_of = image_of  # the image a state was built with, when known
 
     # -- the sides ---------------------------------------------------------------------------------
     def find(self, ref: str) -> Instance | State:
@@ -80,9 +74,9 @@ class CompareService:
             running = self.instances.ensure_running(side)
             yield Database(Path(running.run_path), running.port, running.dbname)
             return
-        if not self.layout.abs(side.data_path).is_dir():
+        if not self.catalog.is_kept(side.id):
             raise NotFound(f"state {side.id[:12]} is not cached (its data is gone)", hint="prepare it again")
-        runtime, identity = self.resolve(side, image or self.image_of(side))
+        runtime, identity = self.instances.resolve(side, image or self.catalog.image_of(side))
         made = self.instances.create(side, runtime, identity, ephemeral=True, ttl_seconds=READER_TTL_SECONDS)
         try:
             yield Database(Path(made.run_path), made.port, made.dbname)

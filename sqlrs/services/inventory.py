@@ -1,46 +1,24 @@
-"""Finding, listing and removing states, instances, names and jobs."""
+"""Finding, listing and removing states, instances, names and jobs (`ls`, `rm`, the API's GETs).
+Instances go through services/instances/kinds.py, states through the catalog (StateCatalog.remove)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from sqlrs.domain.errors import Ambiguous, Conflict, InUse, NotFound
-from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, Job, State, TaskStatus
-from sqlrs.ports.admin import ClientSession
+from sqlrs.domain.errors import Conflict, InUse, NotFound, UsageError
+from sqlrs.domain.model import Instance, InstanceKind, Job, State
 from sqlrs.ports.repository import Repository
-from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.instances import InstanceManager
-from sqlrs.services.layout import Layout
-from sqlrs.services.locks import StateLocks
-from sqlrs.services.requests import NAME_RE, check_id
+from sqlrs.services.instances.kinds import Instances
+from sqlrs.services.requests import NAME_RE, check_id, one_match
 from sqlrs.services.serde import json_converter
-
-log = logging.getLogger("sqlrs.inventory")
-
-
-def _one(matches: list[Any], what: str, ref: str) -> Any:
-    if not matches:
-        raise NotFound(f"no {what} matches {ref!r}", hint=f"list them with: sqlrs ls --{what}s")
-    if len(matches) > 1:
-        raise Ambiguous(
-            f"{ref!r} matches {len(matches)} {what}s", details={"candidates": sorted(m.id for m in matches)},
-            hint="give more characters of the id",
-        )
-    return matches[0]
+from sqlrs.services.states.catalog import StateCatalog
 
 
 class Inventory:
-    def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, instances: InstanceManager,
-                 active_jobs: Callable[[], set[str]], locks: StateLocks | None = None):
-        self.locks = locks or StateLocks()
-        self.repo = repo
-        self.store = store
-        self.layout = layout
+    def __init__(self, repo: Repository, catalog: StateCatalog, instances: Instances):
+        self.repo = repo  # all of it: the listings show states, instances, names and jobs
+        self.catalog = catalog
         self.instances = instances
-        self._active_jobs = active_jobs  # () -> set of running job ids
 
     # -- lookups -----------------------------------------------------------------------------
     def find_instance(self, ref: str) -> tuple[Instance, bool]:
@@ -56,17 +34,33 @@ class Inventory:
                     return instance, True
         if not all(c in "0123456789abcdef" for c in ref):
             raise NotFound(f"no instance or name matches {ref!r}", hint="list them with: sqlrs ls --instances")
-        return _one(self.repo.find_instances(check_id(ref)), "instance", ref), False
+        return one_match(self.repo.find_instances(check_id(ref)), "instance", ref), False
 
     def find_state(self, ref: str) -> State:
         check_id(ref, "state id")
-        exact = self.repo.get_state(ref)
-        return exact if exact is not None else _one(self.repo.find_states(ref), "state", ref)
+        return self.catalog.find(ref)
+
+    def state_of(self, ref: str) -> State:
+        """A state by id (prefix), or the state of an instance (by id or name): what `push` takes."""
+        instance: Instance | None
+        try:
+            instance, _ = self.find_instance(ref)
+        except (NotFound, UsageError):
+            if not all(c in "0123456789abcdef" for c in ref):
+                raise NotFound(f"no state, instance or name matches {ref!r}",
+                               hint="list them with: sqlrs ls --states, sqlrs ls --instances") from None
+            instance = None
+        if instance is not None:
+            state = self.repo.get_state(instance.state_id)
+            if state is None:
+                raise NotFound(f"the state of instance {instance.id} is gone")
+            return state
+        return self.find_state(ref)
 
     def find_job(self, ref: str) -> Job:
         check_id(ref, "job id")
         exact = self.repo.get_job(ref)
-        return exact if exact is not None else _one(self.repo.find_jobs(ref), "job", ref)
+        return exact if exact is not None else one_match(self.repo.find_jobs(ref), "job", ref)
 
     # -- listings ----------------------------------------------------------------------------
     def instance_json(self, instance: Instance, live: bool = True) -> dict[str, Any]:
@@ -123,7 +117,7 @@ class Inventory:
         """
         removed = [{"kind": "instance", "id": instance.id, "name": instance.name}]
         if not force:
-            clients = [session.to_json() for session in self.connected_clients(instance)]
+            clients = [session.to_json() for session in self.instances.connected_clients(instance)]
             if clients and dry_run:
                 return {"dry_run": True, "removed": [], "refused": [{**removed[0], "clients": clients}]}
             if clients:
@@ -134,41 +128,10 @@ class Inventory:
             self.instances.remove(instance)
         return {"dry_run": dry_run, "removed": removed}
 
-    def connected_clients(self, instance: Instance) -> list[ClientSession]:
-        """The client sessions on the instance's server; none when it is not running or does
-        not answer (then nobody can be using it)."""
-        if self.instances.live_status(instance) != InstanceStatus.RUNNING:
-            return []
-        try:
-            return self.instances.admin.client_sessions(
-                Path(instance.run_path), instance.port, timeout=2.0,
-                database=instance.dbname if instance.kind == InstanceKind.DATABASE else None)
-        except Exception as exc:  # a server that does not answer has no usable client
-            log.info("instance %s: cannot list its clients: %s", instance.id, exc)
-            return []
-
-    def _descendants(self, state: State) -> list[State]:
-        """`state` and every state built on it, children before parents."""
-        ordered: list[State] = []
-        for child in self.repo.child_states(state.id):
-            ordered.extend(self._descendants(child))
-        ordered.append(state)
-        return ordered
-
-    def _jobs_using(self, state_ids: set[str]) -> list[str]:
-        users = []
-        for job_id in self._active_jobs():
-            for task in self.repo.list_tasks(job_id):
-                if task.state_id in state_ids and task.status in (TaskStatus.CACHED, TaskStatus.RUNNING,
-                                                                  TaskStatus.DONE, TaskStatus.PENDING):
-                    users.append(job_id)
-                    break
-        return users
-
     def remove_state(self, state: State, *, recurse: bool, force: bool, dry_run: bool) -> dict[str, Any]:
-        states = self._descendants(state)
+        states = self.catalog.descendants(state)
         ids = {s.id for s in states}
-        # warm instances are not the user's: removing the state removes them (standby.discard)
+        # warm instances are not the user's: removing the state removes them (StateCatalog.remove)
         instances = [i for i in self.user_instances() if i.state_id in ids]
         hosts = [i for i in self.repo.list_instances() if i.state_id in ids and i.kind == InstanceKind.HOST]
         children = [s for s in states if s.id != state.id]
@@ -178,7 +141,7 @@ class Inventory:
                 hint="remove them too with --recurse (see what would go with --dry-run)",
                 details={"states": sorted(s.id for s in children), "instances": sorted(i.id for i in instances)},
             )
-        users = self._jobs_using(ids)
+        users = self.catalog.users().jobs_using(ids)
         if users and not force:
             raise Conflict(f"state {state.id[:12]} is in use by running job(s) {', '.join(users)}",
                            hint="wait for them, or use --force")
@@ -188,16 +151,6 @@ class Inventory:
             return {"dry_run": dry_run, "removed": removed}
         for instance in [*instances, *hosts]:  # database instances before the shared server holding them
             self.instances.remove(instance)
-        for doomed in states:
-            lock = self.locks.get(doomed.id)
-            # a job that reached this state holds its lock while it checks or builds on it
-            if not lock.acquire(timeout=0 if not force else 60):
-                raise Conflict(f"state {doomed.id[:12]} is in use by a running job", hint="try again, or --force")
-            try:
-                self.repo.delete_state(doomed.id)  # invisible first, then the data goes
-                if self.instances.standby is not None:
-                    self.instances.standby.discard(doomed.id)
-                self.store.delete(self.layout.abs(doomed.data_path))
-            finally:
-                lock.release()
+        for doomed in states:  # a job that reached a state holds its lock while it checks or builds on it
+            self.catalog.remove(doomed.id, wait=60 if force else 0)
         return {"dry_run": dry_run, "removed": removed}

@@ -13,7 +13,7 @@ from typing import Any
 from sqlrs.domain.errors import Cancelled, Internal, Interrupted, SqlrsError, no_space_for
 from sqlrs.domain.model import Event, Job, JobStatus, Task, TaskStatus
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import JobLog
 
 log = logging.getLogger("sqlrs.jobs")
 
@@ -103,7 +103,7 @@ UNRECORDED_JOBS = 64  # jobs whose end is held in memory at most (the repository
 
 
 class JobRunner:
-    def __init__(self, repo: Repository, clock: Clock, history_max: Callable[[], int]):
+    def __init__(self, repo: JobLog, clock: Clock, history_max: Callable[[], int]):
         self.repo = repo
         self.clock = clock
         self.notifier = Notifier()
@@ -166,6 +166,10 @@ class JobRunner:
     def active_ids(self) -> set[str]:
         with self._lock:
             return {job_id for job_id, thread in self._threads.items() if thread.is_alive()}
+
+    def running_tasks(self) -> dict[str, list[Task]]:
+        """The tasks of every job running now, by job id: the states each uses (StateCatalog.users)."""
+        return {job_id: self.repo.list_tasks(job_id) for job_id in self.active_ids()}
 
     def active(self) -> int:
         with self._lock:

@@ -1,9 +1,14 @@
 """Prepare jobs: plan a chain of states, build what is missing, start an instance.
 
 The plan is the chain of state ids (`sqlrs.domain.keys`) from the base (or a `--from` state)
-through every step, each marked cached or not; the remote cache may mark some as pullable.
-Building what is missing is `services/build.py` (ChainBuilder); then an instance is started, or a
-named one reused or replaced.
+through every step, each marked cached or not (services/states/plan.py); the remote cache may
+mark some as pullable. Building what is missing is services/states/build.py (ChainBuilder); then
+an instance is started, or a named one reused or replaced.
+
+`submit` checks a request before anything is queued (an unknown runtime or `--from` state, a
+name already taken, a step sent without content that must be built: `409 content_required`),
+and the job goes on from what those checks found: its runtime choice and, when they made one,
+its plan (a cache hit sent as digests only is planned once).
 """
 
 from __future__ import annotations
@@ -24,108 +29,87 @@ from sqlrs.domain.errors import (
     RuntimeUnavailable,
     UsageError,
 )
-from sqlrs.domain.model import Instance, State, Task, TaskStatus
-from sqlrs.domain.roles import DEFAULT_SUPERUSER
+from sqlrs.domain.model import Instance, InstanceKind, Job, State, Task, TaskStatus
+from sqlrs.domain.roles import DEFAULT_SUPERUSER, INITDB_OPTIONS
 from sqlrs.domain.steps import PsqlOptions, Step
-from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.ports.snapshots import SnapshotStore
-from sqlrs.services.build import (
-    FROM_KIND,
-    INITDB_OPTIONS,
-    ChainBuilder,
-    PlanItem,
-    mark_plan,
-)
-from sqlrs.services.catalog import StateCatalog
-from sqlrs.services.explain import explain
-from sqlrs.services.instances import InstanceManager
-from sqlrs.services.jobs import JobContext
-from sqlrs.services.layout import Layout
-from sqlrs.services.locks import StateLocks
+from sqlrs.services.instances.identities import Identities
+from sqlrs.services.instances.kinds import Instances
+from sqlrs.services.instances.runtimes import Choice
+from sqlrs.services.jobs import JobContext, JobRunner
 from sqlrs.services.requests import PrepareRequest
-from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.states.build import ChainBuilder
+from sqlrs.services.states.explain import explain
+from sqlrs.services.states.plan import FROM_KIND, PlanItem, mark_plan
 
 if TYPE_CHECKING:  # only for the type: remote_cache needs nothing of prepare at run time
-    from sqlrs.services.remote_cache import RemoteCache
+    from sqlrs.services.transfers.remote_cache import RemoteCache
+
+
+@attrs.define
+class Planned:
+    """A request with what runs it: its runtime (and why), identity, start state, bootstrap
+    superuser and, once made, its plan."""
+
+    request: PrepareRequest
+    choice: Choice
+    identity: RuntimeIdentity
+    start: State | None
+    superuser: str
+    items: list[PlanItem] | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.choice.runtime
 
 
 class PrepareService:
-    def __init__(
-        self,
-        repo: Repository,
-        store: SnapshotStore,
-        layout: Layout,
-        registry: RuntimeRegistry,
-        instances: InstanceManager,
-        admin: ServerAdmin,
-        clock: Clock,
-        default_image: Callable[[], str],
-        before_build: Callable[[JobContext], None] = lambda ctx: None,
-        locks: StateLocks | None = None,
-        after_commit: Callable[[JobContext, State], None] = lambda ctx, state: None,
-        warnings: Callable[[bool], list[str]] = lambda copies: [],
-        remote: RemoteCache | None = None,
-        catalog: StateCatalog | None = None,
-        make_room: Callable[[JobContext, int], object] = lambda ctx, needed: None,
-    ):
-        self.repo = repo
-        self.store = store
-        self.layout = layout
-        self.registry = registry
+    def __init__(self, identities: Identities, builder: ChainBuilder, instances: Instances, jobs: JobRunner,
+                 clock: Clock, remote: RemoteCache | None = None,
+                 warnings: Callable[[bool], list[str]] = lambda copies: []):
+        self.identities = identities
+        self.builder = builder
+        self.catalog = builder.catalog
         self.instances = instances
-        self.admin = admin
+        self.jobs = jobs
         self.clock = clock
-        self.default_image = default_image
-        self.before_build = before_build
-        self.locks = locks or StateLocks()
-        self.after_commit = after_commit  # e.g. evict other states when the cache is over its bounds
-        self.catalog = catalog or StateCatalog(repo, store, layout)
-        self.builder = ChainBuilder(self.catalog, store, layout, instances, admin, clock, self.locks, after_commit,
-                                    make_room=make_room, standby=instances.standby)
+        self.remote = remote  # pulls from the remote cache instead of building
         # shown to the user by a prepare job (the copy backend's): called with whether this job
         # copies a data directory (a build, or an instance cloned from its state)
         self.warnings = warnings
-        self.remote = remote  # pulls from the remote cache instead of building
 
-    # -- planning ----------------------------------------------------------------------------
-    def identity_for(self, runtime: Runtime, image: str | None, major: str | None = None) -> RuntimeIdentity:
-        """What `runtime` runs for a request's image and PostgreSQL major. Without an image, a
-        major picks `postgres:N` unless config dbms.image already is that major."""
-        if not runtime.needs_image:
-            return runtime.resolve(None, major)
-        if image is None and major is not None:
-            default = self.default_image()
-            try:
-                return runtime.resolve(default, major)
-            except RuntimeUnavailable:
-                return runtime.resolve(f"postgres:{major}", major)
-        return runtime.resolve(image or self.default_image(), major)
+    # -- taking a request ------------------------------------------------------------------------
+    def submit(self, request: PrepareRequest, summary: dict[str, Any]) -> Job:
+        """Check the request, then queue its job (`summary`: the request as the job keeps it)."""
+        self.identities.registry.check_name(request.runtime)
+        planned: Planned | None = None
+        if request.from_state is not None:  # a missing or ambiguous state: refused before queueing
+            request = self.with_start(request)
+        if request.name and request.on_name == "error" and not request.plan_only:
+            self.require_name_free(request.name)
+        if not request.plan_only and not all(step.has_content for step in request.steps):
+            planned = self.planned(request)
+            missing = [item.index for item in planned.items or () if not item.cached and item.step is not None
+                       and not item.step.has_content]
+            if missing:
+                raise ContentRequired(f"steps {missing} are not cached: send their content",
+                                      details={"steps": missing})
+        return self.jobs.submit("plan" if request.plan_only else "prepare", summary,
+                                lambda ctx: self.run(ctx, request, planned))
 
-    def image_check(self, image: str | None, major: str | None = None) -> tuple[str, Callable[[Runtime], None]]:
-        """For `auto`: a runtime that cannot serve the request (its image; native: the major's
-        binaries) is not available."""
-        wanted = image or (f"postgres:{major}" if major else self.default_image())
+    def planned(self, request: PrepareRequest, every_row: bool = False) -> Planned:
+        """The request's runtime (chosen now), identity, start state and plan."""
+        choice = self.identities.choose(request.runtime, request.image, request.postgres_version)
+        identity = self.identities.identity_for(choice.runtime, request.image, request.postgres_version)
+        start = self.start_of(request, identity)
+        superuser = self.superuser_for(request, identity, start)
+        planned = Planned(request, choice, identity, start, superuser)
+        planned.items = self.plan(identity, request.steps, request.options, start, every_row, superuser)
+        return planned
 
-        def can_serve(runtime: Runtime) -> None:
-            if runtime.needs_image or major is not None:
-                self.identity_for(runtime, image, major)  # raises RuntimeUnavailable when it cannot
-
-        return f"{wanted} / {major}" if major else wanted, can_serve
-
-    def choose_runtime(self, ctx: JobContext | None, request: PrepareRequest) -> Runtime:
-        choice = self.registry.choose(request.runtime, self.image_check(request.image, request.postgres_version))
-        if ctx is not None:
-            for skipped in choice.skipped:
-                ctx.emit("warning", text=f"runtime auto: skipped {skipped.name}: {skipped.reason}")
-            ctx.emit("runtime", runtime=choice.runtime.name, reason=choice.reason)
-        return choice.runtime
-
-    def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions,
-             start: State | None = None, every_row: bool = False,
-             superuser: str = DEFAULT_SUPERUSER) -> list[PlanItem]:
+    def plan(self, identity: RuntimeIdentity, steps: tuple[Step, ...], options: PsqlOptions, start: State | None = None,
+             every_row: bool = False, superuser: str = DEFAULT_SUPERUSER) -> list[PlanItem]:
         """The chain's rows, base (or --from state) first, each with its state id, whether it is
         cached and whether it is (or will be) kept (`mark_plan`; `every_row`: as plan:* shows)."""
         if start is not None:  # the chain on `start` instead of the base: state_k = H(start, step_k)
@@ -141,17 +125,15 @@ class PrepareService:
         return mark_plan(items, self.catalog, self.builder.policy, every_row)
 
     # -- starting from an existing state (--from) -----------------------------------------------
-
     def find_start(self, ref: str) -> State:
         """The cached state `--from` names, by id or unique prefix."""
-        state = self.repo.get_state(ref)
-        if state is None:
-            matches = self.repo.find_states(ref)
-            if len(matches) > 1:
-                raise Ambiguous(f"--from {ref!r} matches {len(matches)} states",
-                                details={"candidates": sorted(m.id for m in matches)},
-                                hint="give more characters of the state id")
-            state = matches[0] if matches else None
+        try:
+            state = self.catalog.find(ref)
+        except Ambiguous as exc:
+            raise Ambiguous(f"--from {ref!r} matches {len(exc.details['candidates'])} states", details=exc.details,
+                            hint="give more characters of the state id") from None
+        except NotFound:
+            state = None
         if state is None or not self.catalog.is_kept(state.id):
             raise NotFound(f"no state matches --from {ref!r}", hint="list them with: sqlrs ls --states")
         return state
@@ -165,18 +147,9 @@ class PrepareService:
             raise UsageError(f"state {start.id[:12]} belongs to the {start.runtime} runtime, not {request.runtime}",
                              hint=f"drop --runtime, or use --runtime {start.runtime}")
         image = request.image
-        if image is None and self.registry.get(start.runtime).needs_image:
-            image = self.image_of_base(start.base_id)
+        if image is None and self.identities.registry.get(start.runtime).needs_image:
+            image = self.catalog.image_of(start)
         return attrs.evolve(request, from_state=start.id, runtime=start.runtime, image=image)
-
-    def image_of_base(self, base_id: str) -> str | None:
-        """The image of an instance whose state has this base (e.g. the snapshotted instance):
-        states do not record their image, and config dbms.image may be another one."""
-        bases = {state.id: state.base_id for state in self.repo.list_states()}
-        for instance in self.repo.list_instances():
-            if instance.image and bases.get(instance.state_id) == base_id:
-                return instance.image
-        return None
 
     def start_of(self, request: PrepareRequest, identity: RuntimeIdentity) -> State | None:
         """The state a chain starts from (None: the base), checked against what will run it."""
@@ -188,43 +161,32 @@ class PrepareService:
                              hint="pass the --image (and --runtime) the state was prepared with")
         return start
 
-    def superuser_for(self, request: PrepareRequest, identity: RuntimeIdentity, start: State | None) -> str:
+    @staticmethod
+    def superuser_for(request: PrepareRequest, identity: RuntimeIdentity, start: State | None) -> str:
         """The bootstrap superuser the chain's steps run as: the request's, or the start state's."""
         if start is None:
             return roles.check_superuser(request.superuser)
         return roles.superuser_of(identity.identity, INITDB_OPTIONS, start.base_id) or DEFAULT_SUPERUSER
 
     # -- the job -----------------------------------------------------------------------------
-    def run(self, ctx: JobContext, request: PrepareRequest) -> dict[str, Any]:
-        request = self.with_start(request)
-        runtime = self.choose_runtime(ctx, request)
+    def run(self, ctx: JobContext, request: PrepareRequest, planned: Planned | None = None) -> dict[str, Any]:
+        """The job: plan (unless `submit` did), build or pull what is missing, hand out an instance."""
+        if planned is None:
+            request = self.with_start(request)
+            planned = self.planned(request, every_row=request.plan_only)
+        for skipped in planned.choice.skipped:
+            ctx.emit("warning", text=f"runtime auto: skipped {skipped.name}: {skipped.reason}")
+        ctx.emit("runtime", runtime=planned.runtime.name, reason=planned.choice.reason)
         try:
-            return self._run_on(ctx, request, runtime)
+            return self._run(ctx, planned)
         except (RuntimeFailure, RuntimeUnavailable, OSError):
             # the runtime may have gone away (daemon stopped): the next choice asks it again
-            self.registry.forget_probe(runtime.name)
+            self.identities.registry.forget_probe(planned.runtime.name)
             raise
 
-    def require_content_for_builds(self, request: PrepareRequest) -> None:
-        """Raise ContentRequired when a step sent without content would have to be built."""
-        request = self.with_start(request)
-        runtime = self.choose_runtime(None, request)
-        identity = self.identity_for(runtime, request.image, request.postgres_version)
-        start = self.start_of(request, identity)
-        items = self.plan(identity, request.steps, request.options, start,
-                          superuser=self.superuser_for(request, identity, start))
-        missing = [item.index for item in items if not item.cached and item.step is not None
-                   and not item.step.has_content]
-        if missing:
-            raise ContentRequired(f"steps {missing} are not cached: send their content",
-                                  details={"steps": missing})
-
-    def _run_on(self, ctx: JobContext, request: PrepareRequest, runtime: Runtime) -> dict[str, Any]:
-        identity = self.identity_for(runtime, request.image, request.postgres_version)
-        start = self.start_of(request, identity)
-        superuser = self.superuser_for(request, identity, start)
-        items = self.plan(identity, request.steps, request.options, start, every_row=request.plan_only,
-                          superuser=superuser)
+    def _run(self, ctx: JobContext, planned: Planned) -> dict[str, Any]:
+        request, runtime, identity, items = planned.request, planned.runtime, planned.identity, planned.items
+        assert items is not None
         if self.remote is not None:
             self.remote.annotate(ctx, items)
         tasks = [Task(ctx.job.id, item.index, item.kind, item.state_id, item.source,
@@ -241,11 +203,12 @@ class PrepareService:
         if request.plan_only:
             result: dict[str, Any] = {"plan": plan, "runtime": runtime.name, "identity": identity.description}
             if request.explain:
-                result["explain"] = explain(self.repo, identity, items, request, INITDB_OPTIONS, superuser)
+                result["explain"] = explain(self.catalog.repo, self.jobs.repo, identity, items, request,
+                                            planned.superuser)
             return result
         warned = self._warn(ctx, copies=not all(item.cached for item in items))
 
-        named = self.named_instance(request.name)
+        named = self.instances.named(request.name)
         instance_task = tasks[-1]
         if named is not None and request.on_name == "reuse" and named.state_id == items[-1].state_id:
             instance = self.instances.ensure_running(named)
@@ -257,25 +220,21 @@ class PrepareService:
 
         if self.remote is not None and any(item.remote for item in items):
             self.remote.fill(ctx, runtime, identity, items, tasks)
-        if not all(item.cached for item in items):
-            self.before_build(ctx)
-        final = self.builder.build(ctx, runtime, identity, items, tasks, request.options,
+        built = self.builder.build(ctx, runtime, identity, items, tasks, request.options,
                                    instance_next=not request.build_only and request.instance_kind != "database",
-                                   superuser=superuser)
+                                   superuser=planned.superuser)
+        if self.remote is not None and built.published:
+            self.remote.after_commit(ctx, built.published[-1])
+        final = built.final
         if request.build_only:
             return {"state_id": final.id, "instance_id": None, "runtime": runtime.name}
         ctx.check_cancel()
         started = time.monotonic()
         ctx.update_task(instance_task, TaskStatus.RUNNING, started_at=self.clock.now())
-        if request.instance_kind == "database" and self.instances.databases is not None:
-            instance = self.instances.databases.create(final, runtime, identity, name=request.name,
-                                                       ephemeral=request.ephemeral, job_id=ctx.job.id,
-                                                       ttl_seconds=request.ttl_seconds or 0)
-        else:
-            instance = self.instances.create(final, runtime, identity, name=request.name,
-                                             ephemeral=request.ephemeral, job_id=ctx.job.id,
-                                             ttl_seconds=request.ttl_seconds or 0,
-                                             on_copy=None if warned else lambda: self._warn(ctx, copies=True))
+        instance = self.instances.create(final, runtime, identity, kind=InstanceKind(request.instance_kind),
+                                         name=request.name, ephemeral=request.ephemeral, job_id=ctx.job.id,
+                                         ttl_seconds=request.ttl_seconds or 0,
+                                         on_copy=None if warned else lambda: self._warn(ctx, copies=True))
         if named is not None:
             ctx.emit("log", stream="engine", text=f"replacing instance {named.id} ({request.name})")
             self.instances.remove(named)
@@ -295,15 +254,9 @@ class PrepareService:
         return {"instance_id": instance.id, "state_id": instance.state_id, "dsn": instance.dsn,
                 "runtime": runtime.name, "name": instance.name, "port": instance.port, "reused": reused}
 
-    def named_instance(self, name: str | None) -> Instance | None:
-        if not name:
-            return None
-        binding = self.repo.get_name(name)
-        return self.repo.get_instance(binding.instance_id) if binding is not None else None
-
     def require_name_free(self, name: str | None) -> None:
         """Raise Conflict when `name` is bound to an instance (a new instance may not take it)."""
-        named = self.named_instance(name)
+        named = self.instances.named(name)
         if named is not None:
             raise name_taken(name or "", named)
 

@@ -15,25 +15,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlrs.ports.housekeeping import ContainerHousekeeping
-from sqlrs.ports.repository import Repository
-from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.instances.server_instances import ServerInstances
 from sqlrs.services.jobs import JobRunner
-from sqlrs.services.layout import Layout
-from sqlrs.services.runtimes import RuntimeRegistry
-from sqlrs.services.standby import StandbyClones
+from sqlrs.services.states.catalog import StateCatalog
 
 log = logging.getLogger("sqlrs.engine")
 
 
 class Recovery:
-    def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, registry: RuntimeRegistry,
-                 jobs: JobRunner, standby: StandbyClones | None, kill_leftover_server: Callable[[Path], None]):
-        self.repo = repo
-        self.store = store
-        self.layout = layout
-        self.registry = registry
+    def __init__(self, catalog: StateCatalog, servers: ServerInstances, jobs: JobRunner,
+                 kill_leftover_server: Callable[[Path], None]):
+        self.catalog = catalog
+        self.repo = catalog.repo
+        self.store = catalog.store
+        self.layout = catalog.layout
+        self.registry = servers.registry
         self.jobs = jobs
-        self.standby = standby
+        self.standby = servers.standby
         # stops a (native) server a crashed engine left running on a directory about to go
         self.kill_leftover_server = kill_leftover_server
 
@@ -52,15 +50,7 @@ class Recovery:
             self.kill_leftover_server(leftover)
             store.delete(leftover)
             shutil.rmtree(layout.run_dir(leftover.name), ignore_errors=True)
-        known = {state.id: state for state in repo.list_states()}
-        for directory in layout.states_dir.iterdir():
-            if directory.name not in known:
-                log.info("removing uncommitted state directory %s", directory)
-                store.delete(directory)
-        for state in known.values():
-            if not layout.abs(state.data_path).is_dir():
-                log.warning("state %s lost its data directory; forgetting it", state.id)
-                repo.delete_state(state.id)
+        self.catalog.reconcile()
         for directory in orphans:
             log.info("removing orphan instance directory %s", directory)
             self.kill_leftover_server(directory)

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from sqlrs.domain.errors import UsageError
+from sqlrs.domain.errors import Ambiguous, NotFound, UsageError
 from sqlrs.domain.roles import check_superuser
 from sqlrs.domain.steps import PsqlOptions, Step
 
@@ -29,6 +29,19 @@ def check_id(value: str, what: str = "id") -> str:
     if not ID_RE.match(value):
         raise UsageError(f"invalid {what} {value!r}", hint="ids are lowercase hex, or a name")
     return value
+
+
+def one_match(matches: list[Any], what: str, ref: str) -> Any:
+    """The one state, instance or job (`what`) a reference's id prefix matched; NotFound or
+    Ambiguous (with the candidates) otherwise."""
+    if not matches:
+        raise NotFound(f"no {what} matches {ref!r}", hint=f"list them with: sqlrs ls --{what}s")
+    if len(matches) > 1:
+        raise Ambiguous(
+            f"{ref!r} matches {len(matches)} {what}s", details={"candidates": sorted(m.id for m in matches)},
+            hint="give more characters of the id",
+        )
+    return matches[0]
 
 
 @attrs.frozen
@@ -57,7 +70,7 @@ class PrepareRequest:
     postgres_version: str | None = None
     # the cluster's bootstrap superuser: postgres (None) or sqlrs (sqlrs.domain.roles)
     superuser: str | None = None
-    # with plan_only: say for every step why it is cached or not (services/explain.py)
+    # with plan_only: say for every step why it is cached or not (services/states/explain.py)
     explain: bool = False
 
 
@@ -268,3 +281,19 @@ def parse_compare(data: Any) -> CompareRequest:
     if request.data not in ("content", "rows", "none"):
         raise UsageError(f"data must be content, rows or none, not {request.data!r}")
     return request
+
+
+def parse_transfer(body: Any, required: str) -> dict[str, Any]:
+    """A push or pull request body: `required` (a string) and optional runtime, image, target."""
+    if not isinstance(body, dict):
+        raise UsageError("the request body must be a JSON object")
+    allowed = {required, "target", "runtime", "image"}
+    extra = set(body) - allowed
+    if extra:
+        raise UsageError(f"unknown fields: {', '.join(sorted(extra))}", hint=f"fields: {', '.join(sorted(allowed))}")
+    if not isinstance(body.get(required), str) or not body[required]:
+        raise UsageError(f"{required} is required (a string)")
+    for key in ("target", "runtime", "image"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise UsageError(f"{key} must be a string")
+    return body

@@ -8,23 +8,21 @@ import threading
 from collections.abc import Callable
 
 from sqlrs.domain.errors import SqlrsError, UsageError
-from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import OutputSink
-from sqlrs.services.instances import InstanceManager
+from sqlrs.services.instances.kinds import Instances
+from sqlrs.services.instances.scripts import materialize
 from sqlrs.services.inventory import Inventory
 from sqlrs.services.requests import RunRequest
-from sqlrs.services.scripts import materialize
 
 FILE_TOKEN = "@sqlrs-file:"
 
 
 class RunService:
-    def __init__(self, repo: Repository, inventory: Inventory, instances: InstanceManager, clock: Clock):
-        self.repo = repo
+    def __init__(self, inventory: Inventory, instances: Instances):
+        self.repo = inventory.repo
         self.inventory = inventory
         self.instances = instances
-        self.clock = clock
+        self.clock = instances.servers.clock
 
     def run(self, request: RunRequest, on_output: OutputSink, cancel: threading.Event,
             on_warning: Callable[[SqlrsError], None] = lambda error: None) -> int:

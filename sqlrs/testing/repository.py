@@ -1,8 +1,10 @@
-"""The Repository port (sqlrs/ports/repository.py) as a suite another package runs on its adapter.
+"""The repository ports (sqlrs/ports/repository.py) as suites another package runs on its adapter.
 
-Subclass `RepositoryContract` (pytest collects only the subclass) and give it a `repo` fixture:
-an empty repository. sqlrs runs it on its SQLite adapter and on the in-memory fake its service
-tests use (tests/unit/test_repository_contract.py), so the fake cannot drift from the real one::
+One suite per port (`StateRepositoryContract`, `InstanceRepositoryContract`, `JobLogContract`)
+and `RepositoryContract`, all three for an adapter of the whole `Repository`. Subclass one
+(pytest collects only the subclass) and give it a `repo` fixture: an empty repository. sqlrs runs
+`RepositoryContract` on its SQLite adapter and on the in-memory fake its service tests use
+(tests/unit/test_repository_contract.py), so the fake cannot drift from the real one::
 
     class TestMyRepository(RepositoryContract):
         @pytest.fixture
@@ -29,7 +31,7 @@ from sqlrs.domain.model import (
     TaskStatus,
     UnkeptState,
 )
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import JobLog, Repository, StateRepository
 
 T0 = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 
@@ -59,10 +61,10 @@ def unkept(state_id: str, parent: str, kept: str, position: int, minutes: int = 
 
 
 
-class RepositoryContract:
-    """The Repository port's promises."""
+class StateRepositoryContract:
+    """The StateRepository port's promises."""
 
-    def test_unkept_states_live_and_go_with_the_kept_state_recorded_after_them(self, repo: Repository) -> None:
+    def test_unkept_states_live_and_go_with_the_kept_state_recorded_after_them(self, repo: StateRepository) -> None:
         repo.add_state(state("base"))
         span = [unkept("u1", "base", "k3", 0), unkept("u2", "u1", "k3", 1)]
         repo.add_state(state("k3", parent="base", minutes=1), span)
@@ -79,7 +81,7 @@ class RepositoryContract:
         repo.add_state(state("k9", parent="base", minutes=3), [unkept("u7", "base", "k9", 0)])
         assert [u.id for u in repo.span_of("k9")] == ["u1"]
 
-    def test_states_by_id_prefix_parent_and_order(self, repo: Repository) -> None:
+    def test_states_by_id_prefix_parent_and_order(self, repo: StateRepository) -> None:
         repo.add_state(state("bb01", minutes=1))
         repo.add_state(state("aa01", minutes=0))
         repo.add_state(state("bb02", parent="bb01", minutes=2))
@@ -97,6 +99,10 @@ class RepositoryContract:
         assert touched is not None and touched.hits == 1 and touched.last_used_at == later + timedelta(hours=1)
         repo.delete_state("bb02")
         assert repo.get_state("bb02") is None and repo.child_states("bb01") == []
+
+
+class InstanceRepositoryContract:
+    """The InstanceRepository port's promises (on a whole Repository: an instance is of a state)."""
 
     def test_instances_and_their_names(self, repo: Repository) -> None:
         repo.add_state(state("s1"))
@@ -124,7 +130,11 @@ class RepositoryContract:
         repo.delete_instance("i2")
         assert repo.get_instance("i2") is None and repo.get_name("main") is None and repo.list_names() == []
 
-    def test_jobs_tasks_and_events(self, repo: Repository) -> None:
+
+class JobLogContract:
+    """The JobLog port's promises."""
+
+    def test_jobs_tasks_and_events(self, repo: JobLog) -> None:
         repo.add_job(job("ab12"))
         repo.add_job(job("ab34", minutes=1))
         assert sorted(j.id for j in repo.find_jobs("ab")) == ["ab12", "ab34"]
@@ -150,7 +160,7 @@ class RepositoryContract:
         assert repo.events_after("ab12", 1) == [second]
         assert repo.events_after("ab12", 0, limit=1) == [first]
 
-    def test_pruning_keeps_the_newest_finished_jobs_and_every_unfinished_one(self, repo: Repository) -> None:
+    def test_pruning_keeps_the_newest_finished_jobs_and_every_unfinished_one(self, repo: JobLog) -> None:
         for minute in range(5):
             repo.add_job(job(f"done{minute}", minutes=minute, status=JobStatus.SUCCEEDED))
             repo.append_event(f"done{minute}", "status", {}, T0)
@@ -161,3 +171,7 @@ class RepositoryContract:
         assert sorted(j.id for j in repo.list_jobs()) == ["done3", "done4", "running"]
         assert repo.events_after("done0", 0) == [] and repo.list_tasks("done0") == []
         assert repo.prune_jobs(2, finished) == 0
+
+
+class RepositoryContract(StateRepositoryContract, InstanceRepositoryContract, JobLogContract):
+    """The promises of all three, for an adapter of the whole Repository port."""

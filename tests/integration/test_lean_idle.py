@@ -14,7 +14,7 @@ from typing import Any
 from harness import Sqlrs, processes_mentioning, short_tmp, wait_for
 
 import sqlrs
-from sqlrs.services.cache import DEFAULT_CAP_SHARE, DEFAULT_MAX_BYTES
+from sqlrs.services.states.cache import DEFAULT_CAP_SHARE, DEFAULT_MAX_BYTES
 
 MiB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Copies made ahead for database instances follow demand (services/databases.py).
+"""Copies made ahead for database instances follow demand (services/instances/databases.py).
 
 The floor (`databases.spares`) is kept always; claims of the last DEMAND_WINDOW_SECONDS raise the
 target up to `databases.burst_spares`; copies are made by the copier threads and dropped again once
@@ -21,7 +21,7 @@ from fakes import Fakes, prepare, wired
 from sqlrs.domain.demand import QUIET_SECONDS
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
 from sqlrs.entrypoints.engine.bootstrap import Services
-from sqlrs.services.databases import DEMAND_WINDOW_SECONDS, DatabaseInstances
+from sqlrs.services.instances.databases import DEMAND_WINDOW_SECONDS, DatabaseInstances
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -30,7 +30,7 @@ def test_nothing_per_instance_stays_after_its_removal(engine: Wired) -> None:
         assert instance is not None
         services.instances.remove(instance)
     assert fakes.repo.list_instances() == []
-    assert len(services.instances._locks) == 0  # one lock per instance ever made, before
+    assert len(services.servers._locks) == 0  # one lock per instance ever made, before
 
 
 def test_a_state_lock_lives_while_it_is_used() -> None:

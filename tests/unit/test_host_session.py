@@ -1,4 +1,4 @@
-"""A host tool kept for a job's steps (services/steps/host.HostSession, used by Django's steps) and the
+"""A host tool kept for a job's steps (services/states/steps/host.HostSession, used by Django's steps) and the
 job's finish callbacks that end it. Real child processes; the job runs on the fake adapters."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlrs.domain.model import StateKind
 from sqlrs.domain.steps import HostRun, Step
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.requests import PrepareRequest
-from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import HostSession
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.host import HostSession
 
 MARK = "test-done "
 # answers each line: its pid and the request on stdout, a partial line on stderr, then the marks;
@@ -110,7 +110,7 @@ def test_the_build_closes_the_tool_sessions_of_its_steps_however_it_ends(fails: 
             if fails and "two" in (run.step.sql or ""):
                 raise StepFailed(f"{run.label} failed: on purpose")
 
-    with wired() as (services, _), mock.patch("sqlrs.services.build.executor_for", lambda kind: Executor()):
+    with wired() as (services, _), mock.patch("sqlrs.services.states.build.executor_for", lambda kind: Executor()):
         request = PrepareRequest(steps=(command("one"), command("two")), build_only=True)
         if fails:
             with pytest.raises(StepFailed):

@@ -1,6 +1,6 @@
 """Container runtimes offer the housekeeping port the services reach them through.
 
-services/instances.py and services/recovery.py find leftover containers through
+services/instances/server_instances.py and services/recovery.py find leftover containers through
 `isinstance(runtime, ContainerHousekeeping)`: a renamed method would make that silently false and
 leftovers would stay. The native runtime has no containers, so it does not offer it.
 """

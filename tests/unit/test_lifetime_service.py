@@ -9,7 +9,7 @@ import pytest
 
 from sqlrs import procfs
 from sqlrs.domain.model import Instance, InstanceStatus
-from sqlrs.services.lifetime import LifetimeService
+from sqlrs.services.instances.lifetime import LifetimeService
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlrs.services.output import OUTPUT_LINES_KEPT, OutputCollector
+from sqlrs.services.states.steps.output import OUTPUT_LINES_KEPT, OutputCollector
 
 
 def collect() -> tuple[OutputCollector, list[tuple[str, str]]]:

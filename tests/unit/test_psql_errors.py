@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlrs.entrypoints.library.client_types import OperationFailed
 from sqlrs.entrypoints.pytest.plugin import build_error_message
-from sqlrs.services.scripts import first_error
+from sqlrs.services.instances.scripts import first_error
 
 # psql -v ON_ERROR_STOP=1 -f broken.sql, where broken.sql is
 #   1 SELECT 1;
@@ -63,7 +63,7 @@ def test_the_plugin_reports_the_one_line_error_and_psqls_context() -> None:
 def test_a_command_too_long_for_one_argument_goes_in_a_script_sent_as_one_query(tmp_path: Path) -> None:
     """Issue 26.4: `-c SQL` up to ARGUMENT_MAX bytes; beyond, one dollar-quoted literal that psql
     runs with \\gexec (a tag the SQL does not contain), and psql's `file:line:` prefix removed."""
-    from sqlrs.services.scripts import ARGUMENT_MAX, command_args
+    from sqlrs.services.instances.scripts import ARGUMENT_MAX, command_args
 
     short = "select 1; select 2"
     assert command_args(short, tmp_path / "a", str)[0] == ["-c", short]

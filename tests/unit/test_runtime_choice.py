@@ -9,7 +9,7 @@ import pytest
 
 from sqlrs.domain.errors import RuntimeUnavailable
 from sqlrs.ports.runtime import Probe
-from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.instances.runtimes import RuntimeRegistry
 
 
 class Stub:

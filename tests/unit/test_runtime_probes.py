@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from sqlrs.ports.runtime import Probe
-from sqlrs.services.runtimes import RuntimeRegistry
+from sqlrs.services.instances.runtimes import RuntimeRegistry
 
 
 class SlowRuntime:

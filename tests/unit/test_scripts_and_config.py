@@ -10,7 +10,7 @@ from sqlrs.domain.errors import UsageError
 from sqlrs.domain.passwords import scram_verifier
 from sqlrs.domain.sizes import parse_size
 from sqlrs.domain.steps import Include, ScriptFile, Step
-from sqlrs.services.scripts import first_error, materialize
+from sqlrs.services.instances.scripts import first_error, materialize
 
 
 def test_first_error_with_location_and_context() -> None:

@@ -1,4 +1,4 @@
-"""Cache eviction (services/cache.py) wired on fakes: real bytes in a temporary store, the fake
+"""Cache eviction (services/states/cache.py) wired on fakes: real bytes in a temporary store, the fake
 clock for recency, no PostgreSQL."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from fakes import Fakes, job_context, prepare, wired
 
 from sqlrs.domain.errors import NoSpace
 from sqlrs.entrypoints.engine.bootstrap import Services
-from sqlrs.services.cache import DEFAULT_MAX_BYTES, Limits
+from sqlrs.services.states.cache import DEFAULT_MAX_BYTES, Limits
 
 Wired = tuple[Services, Fakes]
 PAD = 400_000
@@ -117,8 +117,8 @@ def test_the_cache_is_checked_after_the_build_s_scratch_is_gone(engine: Wired) -
     """Issue 26: the free-space check after a commit counted the build's own scratch copy."""
     services, _fakes = engine
     seen: list[list[str]] = []
-    check = services.prepare.builder.after_commit
-    services.prepare.builder.after_commit = lambda ctx, state: (
+    check = services.cache.after_commit
+    services.cache.after_commit = lambda ctx, state: (  # type: ignore[method-assign]
         seen.append(sorted(p.name for p in services.layout.scratch_dir.iterdir())), check(ctx, state))[1]
     prepare(services, "create table a()", "create table b()")
     assert seen == [[]]

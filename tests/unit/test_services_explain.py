@@ -1,4 +1,4 @@
-"""`cache explain` on the engine's side (services/explain.py), wired on fakes: the reason each
+"""`cache explain` on the engine's side (services/states/explain.py), wired on fakes: the reason each
 row of a plan is cached or not, from the plan and the job that built the sibling state."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Idle TTLs and owner processes (services/lifetime.py) wired on fakes with real instance
+"""Idle TTLs and owner processes (services/instances/lifetime.py) wired on fakes with real instance
 bookkeeping: expiry removes the server, its data and its row; a connected client keeps it."""
 
 from __future__ import annotations

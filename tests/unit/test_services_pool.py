@@ -1,4 +1,4 @@
-"""Warm instances (services/pool.py) wired on fakes, driven turn by turn (`work_once`) on the
+"""Warm instances (services/instances/pool.py) wired on fakes, driven turn by turn (`work_once`) on the
 fake clock: filling, claiming, idle expiry and the bounds, with real instance bookkeeping."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from fakes import Fakes, prepare, wired
 
 from sqlrs.domain.demand import QUIET_SECONDS
 from sqlrs.entrypoints.engine.bootstrap import Services
-from sqlrs.services.warm_set import HOT_SECONDS
+from sqlrs.services.instances.warm_set import HOT_SECONDS
 
 Wired = tuple[Services, Fakes]
 IDLE = 600

@@ -64,7 +64,7 @@ def test_one_definition_everywhere() -> None:
     from sqlrs.adapters.snapshots import loopvolume
     from sqlrs.domain import config
     from sqlrs.entrypoints.cli import main
-    from sqlrs.services import cache
+    from sqlrs.services.states import cache
 
     assert config.parse_size is parse_size and loopvolume.parse_size is parse_size
     assert main.human_bytes is format_size and cache.format_size is format_size

@@ -11,8 +11,9 @@ from sqlrs.domain import keys
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.eviction import choose_victims, reclaimable_bytes
 from sqlrs.domain.model import State, StateKind
-from sqlrs.services.cache import CacheService, Limits
 from sqlrs.services.requests import parse_prepare, parse_snapshot
+from sqlrs.services.states.cache import CacheService, Limits
+from sqlrs.services.states.catalog import StateCatalog
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -34,8 +35,11 @@ class Repo:
     def list_instances(self, state_id: str | None = None) -> list[Any]:
         return []
 
-    def list_tasks(self, job_id: str) -> list[Any]:
-        return []
+
+
+class NoJobs:
+    def running_tasks(self) -> dict[str, list[Any]]:
+        return {}
 
 
 class Clock:
@@ -44,8 +48,8 @@ class Clock:
 
 
 def cache_of(states: list[State]) -> CacheService:
-    return CacheService(Repo(states), store=None, layout=None, clock=Clock(),  # type: ignore[arg-type]
-                        limits=lambda: Limits(0, 0), active_jobs=set)
+    catalog = StateCatalog(Repo(states), store=None, layout=None, running=NoJobs())  # type: ignore[arg-type]
+    return CacheService(catalog, clock=Clock(), limits=lambda: Limits(0, 0))  # type: ignore[arg-type]
 
 
 def test_snapshot_ids_are_unique_children_of_their_parent() -> None:

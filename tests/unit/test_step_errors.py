@@ -12,7 +12,7 @@ import pytest
 from sqlrs.domain.pgerrors import ErrorReport, ServerError, error_position, from_runner, scan_output
 from sqlrs.entrypoints.library.client_types import OperationFailed
 from sqlrs.entrypoints.pytest.plugin import build_error_message
-from sqlrs.services.steps.host import PYTHON_ERROR_REPORTER, ToolResult, read_failure
+from sqlrs.services.states.steps.host import PYTHON_ERROR_REPORTER, ToolResult, read_failure
 
 LONG_LEFT = "select " + "1, " * 40 + "nosuch, " + "2, " * 40 + "3"
 

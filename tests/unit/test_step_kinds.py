@@ -8,7 +8,7 @@ from sqlrs.domain import keys
 from sqlrs.domain.errors import UsageError
 from sqlrs.domain.model import StateKind
 from sqlrs.domain.steps import HostRun, PsqlOptions, ScriptFile, Step
-from sqlrs.services.steps import executor_for, state_kind
+from sqlrs.services.states.steps import executor_for, state_kind
 
 
 def host_step(kind: str = "exec", keyed: tuple[tuple[str, str], ...] = (("arg", "make"), ("arg", "migrate")),
@@ -73,8 +73,8 @@ def test_malformed_host_steps_are_refused(step: Step) -> None:
         step.validate()
 
 
-def test_every_host_kind_has_an_executor_and_a_state_kind() -> None:
-    assert executor_for("file") is None and executor_for("command") is None
+def test_every_kind_has_an_executor_and_a_state_kind() -> None:
+    assert executor_for("file") is executor_for("command") and executor_for("file").state_kind == StateKind.PSQL
     assert state_kind(None) == StateKind.BASE
     assert state_kind(Step(kind="command", source="-c", sql="")) == StateKind.PSQL
     for kind, expected in (("alembic", StateKind.ALEMBIC), ("exec", StateKind.EXEC), ("django", StateKind.DJANGO),

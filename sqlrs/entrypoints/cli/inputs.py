@@ -2,7 +2,7 @@
 kinds besides psql.
 
 Their steps are read by `hostinputs` (Django's by `engine_client.django`) and applied by the engine's
-executors (services/steps); everything else (jobs, watching, the DSN, composites with run:psql/run:pgbench)
+executors (services/states/steps); everything else (jobs, watching, the DSN, composites with run:psql/run:pgbench)
 is prepare:psql's.
 """
 

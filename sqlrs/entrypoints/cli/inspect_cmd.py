@@ -6,7 +6,7 @@ wrapped command is parsed and read by its own Click command, which hands its job
 `preparing.Composite` instead of submitting it, exactly as the prepare half of a composite does;
 so what is explained or compared is what the command would really send.
 
-- `cache explain`: the job as a plan with `explain` (services/explain.py): per state, cached or
+- `cache explain`: the job as a plan with `explain` (services/states/explain.py): per state, cached or
   not and why (the input that changed against the state built on the same parent, the runtime
   identity, the psql options).
 - `diff`: the files the command reads (its input closure: `-f` files and what they include, the

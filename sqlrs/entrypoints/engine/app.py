@@ -89,8 +89,8 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 await run_in_threadpool(services.databases.close)  # drops the copies made ahead
             if services.lifetime is not None:
                 await run_in_threadpool(services.lifetime.stop)
-            if services.instances.standby is not None:
-                await run_in_threadpool(services.instances.standby.close)
+            if services.servers.standby is not None:
+                await run_in_threadpool(services.servers.standby.close)
 
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.services = services

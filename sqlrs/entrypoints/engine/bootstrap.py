@@ -15,42 +15,43 @@ from sqlrs import extensions
 from sqlrs.config_file import ConfigFile
 from sqlrs.domain.demand import IdlePolicy
 from sqlrs.domain.errors import RuntimeUnavailable, SqlrsError, UsageError
-from sqlrs.domain.model import State
 from sqlrs.domain.remote import RemoteRef
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import OnlineBackup
 from sqlrs.ports.clock import Clock, SystemClock
 from sqlrs.ports.inspector import DatabaseInspector
-from sqlrs.ports.postmaster import pg_major
 from sqlrs.ports.processes import ServerMemory
 from sqlrs.ports.registry import RegistryOpener, StateLayers, StateRegistry
 from sqlrs.ports.repository import Repository
 from sqlrs.ports.runtime import Runtime, RuntimeContext, RuntimePlugin
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.ports.tools import LiquibaseLauncher
-from sqlrs.services.cache import CacheService, Limits
-from sqlrs.services.catalog import StateCatalog
 from sqlrs.services.compare import CompareService
-from sqlrs.services.databases import DatabaseInstances
-from sqlrs.services.demand import DemandService
-from sqlrs.services.footprint import Footprint
-from sqlrs.services.instance_snapshots import InstanceSnapshots
-from sqlrs.services.instances import InstanceManager
+from sqlrs.services.instances.databases import DatabaseInstances
+from sqlrs.services.instances.demand import DemandService
+from sqlrs.services.instances.footprint import Footprint
+from sqlrs.services.instances.identities import Identities
+from sqlrs.services.instances.kinds import Instances
+from sqlrs.services.instances.lifetime import LifetimeService
+from sqlrs.services.instances.pool import PoolService, WarmLimits
+from sqlrs.services.instances.runtimes import RuntimeRegistry
+from sqlrs.services.instances.server_instances import ServerInstances
+from sqlrs.services.instances.standby import StandbyClones
 from sqlrs.services.inventory import Inventory
-from sqlrs.services.jobs import JobContext, JobRunner
+from sqlrs.services.jobs import JobRunner
 from sqlrs.services.layout import Layout
-from sqlrs.services.lifetime import LifetimeService
-from sqlrs.services.locks import StateLocks
-from sqlrs.services.pool import PoolService, WarmLimits, resolve_identity
-from sqlrs.services.prepare import INITDB_OPTIONS, PrepareService
+from sqlrs.services.prepare import PrepareService
 from sqlrs.services.recovery import Recovery
-from sqlrs.services.remote import RemoteService
-from sqlrs.services.remote_cache import RemoteCache
 from sqlrs.services.runs import RunService
-from sqlrs.services.runtimes import RuntimeRegistry
-from sqlrs.services.servers import PortAllocator
-from sqlrs.services.standby import StandbyClones
-from sqlrs.services.steps import use_liquibase
+from sqlrs.services.states.build import ChainBuilder
+from sqlrs.services.states.cache import CacheService, Limits
+from sqlrs.services.states.catalog import StateCatalog
+from sqlrs.services.states.instance_snapshots import InstanceSnapshots
+from sqlrs.services.states.steps import use_liquibase
+from sqlrs.services.transfers.pull import StatePuller
+from sqlrs.services.transfers.push import StatePusher
+from sqlrs.services.transfers.registries import Registries
+from sqlrs.services.transfers.remote_cache import RemoteCache
 
 log = logging.getLogger("sqlrs.engine")
 
@@ -62,9 +63,12 @@ class Services:
     repo: Repository
     store: SnapshotStore
     registry: RuntimeRegistry
+    identities: Identities  # what runs a request or a state
     clock: Clock
-    instances: InstanceManager
+    servers: ServerInstances  # the servers of every kind of instance, and the standby clones
+    instances: Instances  # instances of every kind, as users get them
     jobs: JobRunner
+    catalog: StateCatalog  # which states are kept, in use, published, removed
     prepare: PrepareService
     inventory: Inventory
     runs: RunService
@@ -76,7 +80,8 @@ class Services:
     demand: DemandService  # sessions and claims: what the two above keep started ahead
     footprint: Footprint  # what all of it costs, for status
     snapshots: InstanceSnapshots  # `sqlrs snapshot`
-    remote: RemoteService  # push, pull, the remote cache of prepare
+    pusher: StatePusher  # `sqlrs push`
+    puller: StatePuller  # `sqlrs pull`
     recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
     compare: CompareService  # `sqlrs compare`
     runtime_settings: dict[str, tuple[str, ...]] = attrs.field(factory=dict)  # see Adapters
@@ -200,20 +205,45 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
         return str(effective["value"]), str(effective["source"])
 
     registry = RuntimeRegistry(adapters.runtimes, configured_runtime)
-    ports = PortAllocator(lambda: [instance.port for instance in repo.list_instances()])
+    identities = Identities(registry, layout, default_image=lambda: str(config.get("dbms.image")))
     standby = StandbyClones(store, layout)
-    instances = InstanceManager(repo, store, layout, registry, admin, clock, ports, standby,
-                                pid_alive=adapters.pid_alive)
+    servers = ServerInstances(repo, store, layout, registry, admin, clock, standby, pid_alive=adapters.pid_alive)
     jobs = JobRunner(repo, clock, lambda: int(config.get("jobs.history.max")))
-    locks = StateLocks()
-    catalog = StateCatalog(repo, store, layout)
+
+    # what is kept started ahead: warm instances and shared servers, following one demand
+    def warm_limits() -> WarmLimits:
+        return WarmLimits(enabled=bool(config.get("warm.enabled")), per_state=int(config.get("warm.per_state")),
+                          max_states=int(config.get("warm.max_states")),
+                          max_instances=int(config.get("warm.max_instances")),
+                          idle_seconds=int(config.get("warm.idle_seconds")))
+
+    demand = DemandService(repo, clock, lambda: IdlePolicy(states=int(config.get("warm.idle_states")),
+                                                           seconds=float(config.get("warm.idle_seconds"))))
+    pool = PoolService(repo, servers, identities.of_state, clock, limits=warm_limits,
+                       on_claim=lambda instance: lifetime.noticed(instance),  # (made below: it removes instances)
+                       monotonic=clock.monotonic, demand=demand)
+    databases = DatabaseInstances(repo, servers, admin, clock, spares=lambda: int(config.get("databases.spares")),
+                                  host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")),
+                                  burst_spares=lambda: int(config.get("databases.burst_spares")), demand=demand)
+    demand.on_change += [pool.wake, databases.wake]
+    instances = Instances(servers, databases, pool, identities.of_state)
+
+    def release_hold(state_id: str, holder: str) -> None:  # its owner is gone: a pool hold, or a session
+        pool.release(state_id, holder, wait=False)
+        demand.end(holder, state_id)
+
+    lifetime = LifetimeService(repo, instances, admin, clock, alive=adapters.owner_alive, release_hold=release_hold)
+
+    # the states: a state that goes takes what was kept ahead for it (warm instances first: their
+    # replacements start on its standby clone)
+    catalog = StateCatalog(repo, store, layout, jobs, kept_ahead=(pool.discard, demand.forget, standby.discard))
 
     def cache_limits() -> Limits:
         cap = config.get("cache.capacity.max_bytes")
         reserve = int(config.get("cache.capacity.reserve_bytes"))
         return Limits(0, reserve, default_cap=True) if cap == "auto" else Limits(int(cap), reserve)
 
-    cache = CacheService(repo, store, layout, clock, cache_limits, jobs.active_ids, locks, standby)
+    cache = CacheService(catalog, clock, cache_limits)
     said = [False]
 
     def store_warnings(copies: bool) -> list[str]:
@@ -224,64 +254,22 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
         said[0] = True
         return [note]
 
-    # late binding: prepare (which knows the default image) is made below, with remote in it
-    remote = RemoteService(catalog, registry,
-                           identity_for=lambda runtime, image, major: prepare.identity_for(runtime, image, major),
-                           initdb_options=INITDB_OPTIONS, clock=clock, locks=locks,
-                           open_registry=adapters.open_registry, setting=config.get, layers=adapters.layers)
-    remote.after_pull = cache.after_commit
-    remote_cache = RemoteCache(remote)
-
-    def after_commit(ctx: JobContext, state: State) -> None:
-        cache.after_commit(ctx, state)
-        remote_cache.after_commit(ctx, state)
-
-    prepare = PrepareService(repo, store, layout, registry, instances, admin, clock,
-                             default_image=lambda: str(config.get("dbms.image")), locks=locks,
-                             before_build=cache.before_build, after_commit=after_commit, warnings=store_warnings,
-                             remote=remote_cache, catalog=catalog, make_room=cache.make_room)
-    inventory = Inventory(repo, store, layout, instances, jobs.active_ids, locks)
-    runs = RunService(repo, inventory, instances, clock)
-    lifetime = LifetimeService(repo, instances, admin, clock, alive=adapters.owner_alive)
-
-    def warm_limits() -> WarmLimits:
-        return WarmLimits(enabled=bool(config.get("warm.enabled")), per_state=int(config.get("warm.per_state")),
-                          max_states=int(config.get("warm.max_states")),
-                          max_instances=int(config.get("warm.max_instances")),
-                          idle_seconds=int(config.get("warm.idle_seconds")))
-
-    demand = DemandService(repo, clock, lambda: IdlePolicy(states=int(config.get("warm.idle_states")),
-                                                           seconds=float(config.get("warm.idle_seconds"))))
-    pool = PoolService(
-        repo, instances, lambda state, image: resolve_identity(registry, prepare.identity_for, state, image,
-                                                              INITDB_OPTIONS, pg_major(layout.abs(state.data_path))),
-        clock, limits=warm_limits, on_claim=lifetime.noticed, monotonic=clock.monotonic, demand=demand,
-    )
-    databases = DatabaseInstances(repo, instances, admin, clock, spares=lambda: int(config.get("databases.spares")),
-                                  host_idle_seconds=lambda: int(config.get("databases.host_idle_seconds")),
-                                  burst_spares=lambda: int(config.get("databases.burst_spares")), demand=demand)
-    instances.databases = databases
-    demand.on_change += [pool.wake, databases.wake]
-
-    def release_hold(state_id: str, holder: str) -> None:  # its owner is gone: a pool hold, or a session
-        pool.release(state_id, holder, wait=False)
-        demand.end(holder, state_id)
-
-    lifetime.release_hold = release_hold
-    snapshots = InstanceSnapshots(catalog, instances, admin, adapters.backup, clock, locks,
-                                  after_commit=cache.enforce)
-    # a hit claims a warm instance; removing or evicting a state removes its warm instances
-    instances.warm = pool
-    standby.on_discard += [pool.discard, demand.forget]
-    recovery = Recovery(repo, store, layout, registry, jobs, standby, adapters.kill_leftover_server)
-    compare = CompareService(inventory, instances, layout, adapters.inspector, pool.resolve,
-                             image_of=lambda state: prepare.image_of_base(state.base_id))
+    registries = Registries(adapters.open_registry, adapters.layers, config.get)
+    pusher = StatePusher(catalog, identities, registries)
+    puller = StatePuller(catalog, identities, registries, clock, after_pull=cache.after_commit)
+    prepare = PrepareService(identities, ChainBuilder(catalog, servers, cache), instances, jobs, clock,
+                             remote=RemoteCache(registries, pusher, puller), warnings=store_warnings)
+    inventory = Inventory(repo, catalog, instances)
+    snapshots = InstanceSnapshots(catalog, instances, adapters.backup, after_commit=cache.enforce)
+    recovery = Recovery(catalog, servers, jobs, adapters.kill_leftover_server)
     footprint = Footprint(repo, store, layout, clock, cache.cache_bytes, databases.copies_ready,
                           adapters.server_memory)
-    services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry, clock=clock,
-                        instances=instances, jobs=jobs, prepare=prepare, inventory=inventory, runs=runs,
+    services = Services(layout=layout, config=config, repo=repo, store=store, registry=registry,
+                        identities=identities, clock=clock, servers=servers, instances=instances, jobs=jobs,
+                        catalog=catalog, prepare=prepare, inventory=inventory, runs=RunService(inventory, instances),
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases, demand=demand,
-                        footprint=footprint, snapshots=snapshots, remote=remote, recovery=recovery, compare=compare,
+                        footprint=footprint, snapshots=snapshots, pusher=pusher, puller=puller, recovery=recovery,
+                        compare=CompareService(inventory, instances, adapters.inspector),
                         runtime_settings=adapters.runtime_settings)
     if recover:
         recovery.run()
@@ -317,11 +305,11 @@ def check_runtimes(services: Services) -> None:
     """The engine validates its runtimes when it starts (seed §6): every answer goes to the log,
     and what `auto` would skip (a daemon that answers but cannot get the default image) is known
     before the first request."""
-    for probe in services.registry.validate(services.prepare.image_check(None)):
+    for probe in services.registry.validate(services.identities.image_check(None)):
         log.info("runtime %s: %s%s", probe.name, "available: " if probe.available else "NOT available: ",
                  probe.reason)
     try:
-        choice = services.registry.choose(None, services.prepare.image_check(None))
+        choice = services.registry.choose(None, services.identities.image_check(None))
         log.info("runtime for new states: %s", choice.reason)
     except SqlrsError as exc:
         log.warning("no runtime can serve prepares: %s", exc.message)

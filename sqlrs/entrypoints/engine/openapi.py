@@ -329,7 +329,7 @@ SCHEMAS["ComparedSide"] = {"type": "object", "required": ["ref", "kind", "id", "
     "ref": STRING, "kind": {"enum": ["state", "instance"]}, "id": STRING, "state_id": STRING,
     "name": NULLABLE_STRING, "source": STRING}}
 
-# input kinds besides psql's (sqlrs/services/steps): facts that key a step, and how the engine runs it
+# input kinds besides psql's (sqlrs/services/states/steps): facts that key a step, and how the engine runs it
 PAIRS = {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}}
 SCHEMAS["HostRun"] = {"type": "object", "required": ["cwd"], "properties": {
     "cwd": {"type": "string", "description": "absolute working directory (the CLI's cwd)"},

@@ -47,7 +47,7 @@ def status_report(svc: Services, state: EngineState, with_cache: bool) -> dict[s
     probes = svc.registry.probe_all(wait=False)  # stale answers are refreshed in the background
     warnings: list[str] = []
     try:
-        choice = svc.registry.choose(None, svc.prepare.image_check(None), wait=False)
+        choice = svc.registry.choose(None, svc.identities.image_check(None), wait=False)
         runtime: dict[str, str | None] = {"name": choice.runtime.name, "reason": choice.reason}
     except SqlrsError as exc:
         runtime = {"name": None, "reason": exc.message}

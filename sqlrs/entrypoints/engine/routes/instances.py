@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from sqlrs.domain.errors import NotFound, UsageError
-from sqlrs.domain.model import Instance
+from sqlrs.domain.model import Instance, InstanceKind
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.entrypoints.engine.http import created, flag, listing, read_json, respond, services
 from sqlrs.services.requests import check_name, parse_instance
@@ -66,20 +66,10 @@ async def create_instance(request: Request) -> Response:
         ttl = wanted.ttl_seconds if wanted.ttl_seconds is not None else default_ttl(svc)
         if wanted.name:
             svc.prepare.require_name_free(wanted.name)
+        made, ahead = svc.instances.hand_out(state, InstanceKind(wanted.kind), wanted.image, name=wanted.name,
+                                             ttl_seconds=ttl)
         owner = (wanted.owner.pid, wanted.owner.started) if wanted.owner is not None else None
-        if wanted.kind == "database":
-            runtime, identity = svc.pool.resolve(state, wanted.image)
-            made, ahead = svc.databases.hand_out(state, runtime, identity, name=wanted.name, ttl_seconds=ttl)
-            return svc.lifetime.adopt(made, owner) if owner else made, ahead
-        # a warm instance when one is ready (`pool` is implied: every state used lately has some)
-        # (the state's id pins the image content: no need to resolve the image for that)
-        claimed = svc.pool.claim(state.id, ttl, wanted.name)
-        if claimed is not None:
-            svc.pool.used(state, claimed.runtime, claimed.image)
-            return svc.lifetime.adopt(claimed, owner) if owner else claimed, True
-        runtime, identity = svc.pool.resolve(state, wanted.image)
-        made = svc.instances.create(state, runtime, identity, name=wanted.name, ttl_seconds=ttl, claim=False)
-        return svc.lifetime.adopt(made, owner) if owner else made, False
+        return svc.lifetime.adopt(made, owner) if owner else made, ahead
 
     instance, from_pool = await run_in_threadpool(create)
     svc.lifetime.noticed(instance)

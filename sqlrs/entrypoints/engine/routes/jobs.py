@@ -17,7 +17,7 @@ from sqlrs.domain.scripts import step_inputs
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.entrypoints.engine.http import NDJSON, created, flag, listing, ndjson_line, read_json, respond, services
 from sqlrs.entrypoints.engine.routes.instances import default_ttl
-from sqlrs.services.requests import parse_prepare
+from sqlrs.services.requests import parse_prepare, parse_transfer
 from sqlrs.services.serde import json_converter
 
 HEARTBEAT_SECONDS = 5.0
@@ -49,20 +49,11 @@ async def create_job(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request)
     prepare_request = await run_in_threadpool(parse_prepare, body)
-    svc.registry.check_name(prepare_request.runtime)
-    if prepare_request.from_state is not None:  # a missing or ambiguous state: refused before queueing
-        prepare_request = await run_in_threadpool(svc.prepare.with_start, prepare_request)
     if prepare_request.ttl_seconds is None and not prepare_request.plan_only:
         prepare_request = attrs.evolve(prepare_request,
                                        ttl_seconds=default_ttl(svc, ephemeral=prepare_request.ephemeral))
-    if prepare_request.name and prepare_request.on_name == "error" and not prepare_request.plan_only:
-        await run_in_threadpool(svc.prepare.require_name_free, prepare_request.name)  # before queueing anything
-    if not prepare_request.plan_only and not all(step.has_content for step in prepare_request.steps):
-        await run_in_threadpool(svc.prepare.require_content_for_builds, prepare_request)
-    job = svc.jobs.submit(
-        "plan" if prepare_request.plan_only else "prepare", summarize_request(body, prepare_request),
-        lambda ctx: svc.prepare.run(ctx, prepare_request),
-    )
+    # checked (and planned when a step came without content) before anything is queued
+    job = await run_in_threadpool(svc.prepare.submit, prepare_request, summarize_request(body, prepare_request))
     if not flag(request, "watch"):
         return _job_created(job)
     # the job id, then its events as /events would stream them: one round trip less
@@ -132,33 +123,25 @@ async def stream_events(svc: Services, job_id: str, after: int, follow: bool) ->
 # -- push and pull: jobs whose events and status live with the prepare jobs' ----------------------
 
 async def create_push_job(request: Request) -> Response:
-    from sqlrs.services.remote import parse_transfer
-
     svc = services(request)
     body = parse_transfer(await read_json(request), "state")
     svc.registry.check_name(body.get("runtime"))
-
-    def resolve() -> Any:
-        return svc.remote.resolve_state(body["state"], svc.inventory.find_instance, svc.inventory.find_state)
-
-    state = await run_in_threadpool(resolve)
+    state = await run_in_threadpool(svc.inventory.state_of, body["state"])
     target = body.get("target")
     if target:  # a malformed reference is the caller's mistake, not a failed job
         from sqlrs.domain.remote import parse_ref
 
         parse_ref(target)
     job = svc.jobs.submit("push", {**body, "state": state.id},
-                          lambda ctx: svc.remote.push(ctx, state, target, image=body.get("image")))
+                          lambda ctx: svc.pusher.push(ctx, state, target, image=body.get("image")))
     return _job_created(job)
 
 
 async def create_pull_job(request: Request) -> Response:
-    from sqlrs.services.remote import parse_transfer
-
     svc = services(request)
     body = parse_transfer(await read_json(request), "ref")
     svc.registry.check_name(body.get("runtime"))
-    job = svc.jobs.submit("pull", body, lambda ctx: svc.remote.pull(ctx, body["ref"], body.get("runtime"),
+    job = svc.jobs.submit("pull", body, lambda ctx: svc.puller.pull(ctx, body["ref"], body.get("runtime"),
                                                                     body.get("image")))
     return _job_created(job)
 

@@ -30,7 +30,7 @@ instances: listings leave them out, `status` shows them. Nothing leaks: an engin
 them, one that starts removes those a killed engine left (`recover`), removing or evicting a state
 removes its own (`discard`), and a warm instance that is found dead is dropped.
 
-The entries and the bounds are bookkeeping in `services/warm_set.py`; this module starts, hands
+The entries and the bounds are bookkeeping in `services/instances/warm_set.py`; this module starts, hands
 out and removes the instances.
 """
 
@@ -42,16 +42,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlrs.domain import roles
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, UsageError
 from sqlrs.domain.model import Instance, InstanceStatus, NameBinding, State
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import StatesAndInstances
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.services.demand import DemandService
-from sqlrs.services.instances import InstanceManager
-from sqlrs.services.runtimes import RuntimeRegistry
-from sqlrs.services.warm_set import HOT_SECONDS, Pool, WarmLimits, WarmSet
+from sqlrs.services.instances.demand import DemandService
+from sqlrs.services.instances.server_instances import ServerInstances
+from sqlrs.services.instances.warm_set import HOT_SECONDS, Pool, WarmLimits, WarmSet
 
 log = logging.getLogger("sqlrs.pool")
 
@@ -62,29 +60,13 @@ WORKERS = 1
 LIMITS_TTL = 1.0  # seconds the warm.* configuration is cached
 
 
-def resolve_identity(registry: RuntimeRegistry,
-                     identity_for: Callable[[Runtime, str | None, str | None], RuntimeIdentity],
-                     state: State, image: str | None, initdb_options: tuple[str, ...],
-                     major: str | None = None) -> tuple[Runtime, RuntimeIdentity]:
-    """The runtime and identity that start instances of `state` (whose data is PostgreSQL
-    `major`), checked against its base id (made for either bootstrap superuser)."""
-    runtime = registry.get(state.runtime)
-    identity = identity_for(runtime, image, major)
-    if roles.superuser_of(identity.identity, initdb_options, state.base_id) is None:
-        raise UsageError(
-            f"state {state.id[:12]} was not built by {identity.description}",
-            hint="pass the image (and runtime) the state was prepared with",
-        )
-    return runtime, identity
-
-
 class PoolService:
     """The warm instances of the engine (automatic and pools); see the module docstring."""
 
     def __init__(
         self,
-        repo: Repository,
-        instances: InstanceManager,
+        repo: StatesAndInstances,
+        instances: ServerInstances,
         resolve: Callable[[State, str | None], tuple[Runtime, RuntimeIdentity]],
         clock: Clock,
         limits: Callable[[], WarmLimits] = WarmLimits,

@@ -14,8 +14,8 @@ import json
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
-from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import (
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.host import (
     PYTHON_ERROR_REPORTER,
     HostSession,
     Login,

@@ -6,10 +6,11 @@ from typing import Protocol
 
 import attrs
 
-from sqlrs.domain.steps import Step
+from sqlrs.domain.roles import DEFAULT_SUPERUSER
+from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
+from sqlrs.services.instances.servers import Server
 from sqlrs.services.jobs import JobContext
-from sqlrs.services.servers import Server
 
 
 class ToolSession(Protocol):
@@ -33,6 +34,8 @@ class StepRun:
     step: Step
     admin: ServerAdmin
     sessions: dict[str, ToolSession] = attrs.field(factory=dict)
+    options: PsqlOptions = attrs.field(factory=PsqlOptions)  # psql's -v and -1 (they enter psql steps' keys)
+    superuser: str = DEFAULT_SUPERUSER  # the chain's bootstrap superuser: psql steps run as it
 
     def log(self, stream: str, text: str) -> None:
         """One line of the tool's output, as a job event (what `sqlrs watch` shows)."""

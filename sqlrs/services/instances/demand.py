@@ -1,5 +1,5 @@
-"""Demand, shared by what the engine keeps started ahead: the warm instances (services/pool.py) and
-the shared servers with their copies made ahead (services/databases.py). The policy is
+"""Demand, shared by what the engine keeps started ahead: the warm instances (services/instances/pool.py) and
+the shared servers with their copies made ahead (services/instances/databases.py). The policy is
 `sqlrs.domain.demand`; this service locks it, feeds it claims and sessions, knows each state's
 shape (for supersession) and wakes the keepers when a session ends, so that what the session's
 states held falls back to the idle level within seconds, not after a window of minutes.
@@ -7,7 +7,7 @@ states held falls back to the idle level within seconds, not after a window of m
 Sessions: `PUT /v1/sessions/{id}` (the pytest plugin, once per process and state; the library's
 `Client.begin_session`) says a run of claims on a state begins; `DELETE /v1/sessions/{id}` that it
 ended. A session may belong to a process (pid + start time): once that process is gone, the
-lifetime service ends the session (`services/lifetime.py`, like a pool hold).
+lifetime service ends the session (`services/instances/lifetime.py`, like a pool hold).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from sqlrs.domain.demand import Demand, IdlePolicy, Level, Need
 from sqlrs.domain.errors import UsageError
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import StateRepository
 
 log = logging.getLogger("sqlrs.demand")
 
@@ -29,7 +29,7 @@ POLICY_TTL = 1.0  # seconds the policy (configuration) is cached: a claim asks f
 
 
 class DemandService:
-    def __init__(self, repo: Repository, clock: Clock, policy: Callable[[], IdlePolicy] = IdlePolicy):
+    def __init__(self, repo: StateRepository, clock: Clock, policy: Callable[[], IdlePolicy] = IdlePolicy):
         self.repo = repo
         self.clock = clock
         self._read_policy = policy

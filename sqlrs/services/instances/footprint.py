@@ -22,7 +22,7 @@ from typing import Any
 from sqlrs.domain.model import Instance, InstanceKind
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.processes import ServerMemory, ServerRef
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import StatesAndInstances
 from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.layout import Layout
 
@@ -33,7 +33,7 @@ DISK_MAX_AGE = 60.0
 
 
 class Footprint:
-    def __init__(self, repo: Repository, store: SnapshotStore, layout: Layout, clock: Clock,
+    def __init__(self, repo: StatesAndInstances, store: SnapshotStore, layout: Layout, clock: Clock,
                  states_bytes: Callable[[], int], copies_ready: Callable[[], int],
                  memory: ServerMemory | None = None):
         self.repo = repo

@@ -1,6 +1,6 @@
 """The remote cache as prepare sees it (config `cache.remote`): which states of a plan the
 registry has, pulling them instead of building, and pushing what prepare built
-(`cache.remote_push`). The transfers themselves are RemoteService's (services/remote.py).
+(`cache.remote_push`). The transfers themselves are push.py's and pull.py's.
 """
 
 from __future__ import annotations
@@ -11,27 +11,31 @@ from sqlrs.domain.errors import SqlrsError
 from sqlrs.domain.model import State, Task, TaskStatus
 from sqlrs.domain.remote import Incompatible, RegistryError, read_manifest, state_tag
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.services.build import PlanItem, mark_cached
 from sqlrs.services.jobs import JobContext
-from sqlrs.services.remote import RemoteService
+from sqlrs.services.states.plan import PlanItem, mark_cached
+from sqlrs.services.transfers.pull import StatePuller
+from sqlrs.services.transfers.push import StatePusher
+from sqlrs.services.transfers.registries import Registries, check_compatible
 
 
 class RemoteCache:
     """Prepare's hooks into the remote cache; items are prepare's PlanItems."""
 
-    def __init__(self, remote: RemoteService):
-        self.remote = remote
+    def __init__(self, registries: Registries, pusher: StatePusher, puller: StatePuller):
+        self.registries = registries
+        self.pusher = pusher
+        self.puller = puller
 
     def annotate(self, ctx: JobContext, items: list[PlanItem]) -> None:
         """Mark the plan items (PlanItem) not cached here but in the remote cache: `remote`."""
         try:
-            cache = self.remote.cache_ref()
+            cache = self.registries.cache_ref()
         except SqlrsError as exc:
             ctx.emit("warning", text=f"remote cache ignored: {exc.message}")
             return
         if cache is None:
             return
-        registry = self.remote.registry(cache)
+        registry = self.registries.registry(cache)
         try:
             for item in items:
                 item.remote = False
@@ -58,28 +62,28 @@ class RemoteCache:
             self._fill(ctx, runtime, identity, items, tasks)
         except (RegistryError, Incompatible) as exc:
             ctx.emit("warning", text=f"could not pull from the remote cache ({exc.message}): building instead")
-            mark_cached(items, self.remote.catalog)
+            mark_cached(items, self.puller.catalog)
 
     def _fill(self, ctx: JobContext, runtime: Runtime, identity: RuntimeIdentity, items: list[PlanItem],
               tasks: list[Task]) -> None:
         wanted = [item for item in items if item.remote and not item.cached]
-        cache = self.remote.cache_ref()
+        cache = self.registries.cache_ref()
         if not wanted or cache is None:
             return
         deepest = wanted[-1]
         ref = cache.with_tag(state_tag(deepest.state_id))
-        registry = self.remote.registry(ref)
+        registry = self.registries.registry(ref)
         found = registry.manifest(ref.reference)
         if found is None:
             ctx.emit("warning", text=f"{ref} vanished from the remote cache: building instead")
             return
         chain, notes = read_manifest(found[0], str(ref))
-        self.remote.check_compatible(str(ref), chain, notes, identity)
+        check_compatible(str(ref), chain, notes, identity)
         ctx.emit("log", stream="engine", text=f"pulling {len(wanted)} state(s) from {cache.host}/{cache.repository} "
                                                 f"instead of building them")
         by_state = {task.state_id: task for task in tasks}
         started = time.monotonic()
-        self.remote.materialize(ctx, registry, chain, runtime, identity)
+        self.puller.materialize(ctx, registry, chain, runtime, identity)
         for item in items[: deepest.index + 1]:
             if not item.cached:
                 item.cached = True
@@ -89,13 +93,13 @@ class RemoteCache:
 
     def after_commit(self, ctx: JobContext, state: State) -> None:
         """With cache.remote_push: push a state prepare just built (a failure only warns)."""
-        if not self.remote.setting("cache.remote_push") or ctx.job.kind != "prepare":
+        if not self.registries.push_built or ctx.job.kind != "prepare":
             return
         try:
-            if self.remote.cache_ref() is None:
+            if self.registries.cache_ref() is None:
                 ctx.emit("warning", text="cache.remote_push is set but cache.remote is not: nothing pushed")
                 return
-            result = self.remote.push(ctx, state, image=(ctx.job.request or {}).get("image"))
+            result = self.pusher.push(ctx, state, image=(ctx.job.request or {}).get("image"))
             ctx.emit("push", state_id=state.id, reference=result["reference"], uploaded=len(result["uploaded"]))
         except SqlrsError as exc:
             ctx.emit("warning", text=f"could not push state {state.id[:12]} to the remote cache: {exc.message}")

@@ -22,8 +22,8 @@ from sqlrs.changelogs import liquibase as changelogs
 from sqlrs.domain.errors import StepFailed, UsageError
 from sqlrs.domain.model import StateKind
 from sqlrs.ports.tools import LiquibaseLauncher
-from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import host_login, run_host_command, tool_environment
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.host import host_login, run_host_command, tool_environment
 
 
 def liquibase_error(output: str) -> str:

@@ -12,13 +12,13 @@ against the reserve. When either is short, unreferenced leaf states go, least va
 (`sqlrs.domain.eviction`). When eviction cannot make enough room, the job fails with `NoSpace`
 (code `no_space`) and nothing is evicted in vain.
 
-A state is referenced when an instance was cloned from it, a running job lists it in its tasks
-(the job uses it as a cached prefix or is building on it), or it has child states. Snapshot states
+A state is referenced when it is in use (StateCatalog.users: an instance was cloned from it, or
+a running job lists it in its tasks, as a cached prefix or one it builds on) or has child states. Snapshot states
 (`sqlrs snapshot`, kind `snapshot`) are never evicted: they hold what clients did to an instance
 and cannot be rebuilt at any price; only `sqlrs rm` removes them (and with them, their ancestors
 stay, as ancestors of any kept state do). References are
-checked again right before each delete, holding the state's lock (`StateLocks`, shared with
-builds and `sqlrs rm`); one lock serializes evictions, so two jobs never evict concurrently.
+checked again right before each delete, holding the state's lock (StateCatalog.remove, shared
+with builds and `sqlrs rm`); one lock serializes evictions, so two jobs never evict concurrently.
 """
 
 from __future__ import annotations
@@ -30,17 +30,13 @@ from typing import Any
 
 import attrs
 
-from sqlrs.domain.errors import NoSpace, SqlrsError
+from sqlrs.domain.errors import Conflict, NoSpace
 from sqlrs.domain.eviction import Entry, choose_victims, reclaimable_bytes
 from sqlrs.domain.model import State, StateKind
 from sqlrs.domain.sizes import format_size
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
-from sqlrs.ports.snapshots import SnapshotStore
 from sqlrs.services.jobs import JobContext
-from sqlrs.services.layout import Layout
-from sqlrs.services.locks import StateLocks
-from sqlrs.services.standby import StandbyClones
+from sqlrs.services.states.catalog import StateCatalog
 
 log = logging.getLogger("sqlrs.cache")
 
@@ -87,25 +83,13 @@ class Measure:
 
 
 class CacheService:
-    def __init__(
-        self,
-        repo: Repository,
-        store: SnapshotStore,
-        layout: Layout,
-        clock: Clock,
-        limits: Callable[[], Limits],
-        active_jobs: Callable[[], set[str]],
-        locks: StateLocks | None = None,
-        standby: StandbyClones | None = None,
-    ):
-        self.standby = standby
-        self.repo = repo
-        self.store = store
-        self.layout = layout
+    def __init__(self, catalog: StateCatalog, clock: Clock, limits: Callable[[], Limits]):
+        self.catalog = catalog
+        self.repo = catalog.repo
+        self.store = catalog.store
+        self.layout = catalog.layout
         self.clock = clock
         self._limits = limits
-        self._active_jobs = active_jobs
-        self.locks = locks or StateLocks()
         self._lock = threading.Lock()
         self.evicted_states = 0
         self.evicted_bytes = 0
@@ -149,17 +133,9 @@ class CacheService:
         free = self.store.free_bytes() if limits.reserve_bytes > 0 else 0
         return Measure(cache, free, limits)
 
-    def pinned(self) -> set[str]:
-        """States an instance or a running job uses."""
-        # warm instances do not pin a state: evicting it removes them (standby.discard)
-        used = {instance.state_id for instance in self.repo.list_instances() if not instance.pooled}
-        for job_id in self._active_jobs():
-            used.update(task.state_id for task in self.repo.list_tasks(job_id) if task.state_id)
-        return used
-
     def entries(self, states: list[State] | None = None) -> list[Entry]:
         states = self.repo.list_states() if states is None else states
-        pinned = self.pinned()
+        pinned = self.catalog.users().ids()
         # a snapshot cannot be rebuilt: its value is unbounded, so it counts as pinned
         return [Entry(id=s.id, parent_id=s.parent_id, size_bytes=s.size_bytes, build_seconds=s.build_seconds,
                       last_used_at=s.last_used_at, hits=s.hits,
@@ -242,24 +218,12 @@ class CacheService:
         return evicted
 
     def _evict(self, victim: Entry, ctx: JobContext | None) -> bool:
-        lock = self.locks.get(victim.id)
-        if not lock.acquire(blocking=False):
-            return False  # a job is checking or building on it right now
         try:
-            state = self.repo.get_state(victim.id)
-            if state is None:
-                return False
-            if victim.id in self.pinned() or self.repo.child_states(victim.id):
-                return False  # became referenced since the victims were chosen
-            self.repo.delete_state(state.id)  # invisible first, then the data goes
-            if self.standby is not None:
-                self.standby.discard(state.id)
-            try:
-                self.store.delete(self.layout.abs(state.data_path))
-            except SqlrsError as exc:  # Recovery removes the orphan directory at the next start
-                log.warning("evicted state %s but could not delete its data: %s", state.id, exc.message)
-        finally:
-            lock.release()
+            state = self.catalog.remove(victim.id, unless_used=True)
+        except Conflict:
+            return False  # a job is checking or building on it right now
+        if state is None:
+            return False  # became referenced since the victims were chosen
         self.evicted_states += 1
         self.evicted_bytes += max(0, state.size_bytes)
         text = (f"evicted state {state.id[:12]} ({state.source}, {format_size(state.size_bytes)}, "

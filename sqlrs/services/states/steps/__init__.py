@@ -1,9 +1,9 @@
-"""Executors of step kinds other than psql's: one module per kind.
+"""Executors of the step kinds: one module per kind (psql's `file` and `command` in psql.py).
 
-`ChainBuilder._run_step` (services/build.py) applies psql steps itself and hands every other kind to the
-executor registered here for it. An executor gets the running build server (a scratch server
-on the parent state) and must leave the step's effect in it, or raise `StepFailed` naming the
-step; the service stops the server and commits the state afterwards, as for psql.
+`ChainBuilder` (services/states/build.py) hands every step to the executor registered here for its
+kind. An executor gets the running build server (a scratch server on the parent state) and must
+leave the step's effect in it, or raise `StepFailed` naming the step; the builder keeps the
+state afterwards (or not: domain/checkpoints.py).
 
 Host kinds (alembic, exec, liquibase, django) run a tool on the engine's machine that connects
 over TCP: `host.host_login` gives the build server's `sqlrs` role a random password for the
@@ -21,11 +21,12 @@ from typing import Protocol
 from sqlrs.domain.model import StateKind
 from sqlrs.domain.steps import Step
 from sqlrs.ports.tools import LiquibaseLauncher
-from sqlrs.services.steps.alembic import AlembicExecutor
-from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.command import ExecExecutor
-from sqlrs.services.steps.django import DjangoExecutor
-from sqlrs.services.steps.liquibase import LiquibaseExecutor
+from sqlrs.services.states.steps.alembic import AlembicExecutor
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.command import ExecExecutor
+from sqlrs.services.states.steps.django import DjangoExecutor
+from sqlrs.services.states.steps.liquibase import LiquibaseExecutor
+from sqlrs.services.states.steps.psql import PsqlExecutor
 
 __all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
 
@@ -42,8 +43,10 @@ class StepExecutor(Protocol):
 
 
 _LIQUIBASE = LiquibaseExecutor()
-EXECUTORS: dict[str, StepExecutor] = {executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor(),
-                                                                                _LIQUIBASE, DjangoExecutor())}
+_PSQL = PsqlExecutor()
+EXECUTORS: dict[str, StepExecutor] = {
+    **{executor.kind: executor for executor in (AlembicExecutor(), ExecExecutor(), _LIQUIBASE, DjangoExecutor())},
+    **dict.fromkeys(_PSQL.kinds, _PSQL)}
 
 
 def use_liquibase(launcher: LiquibaseLauncher) -> None:
@@ -51,14 +54,13 @@ def use_liquibase(launcher: LiquibaseLauncher) -> None:
     _LIQUIBASE.install = launcher
 
 
-def executor_for(kind: str) -> StepExecutor | None:
-    """The executor of `kind`, or None for the kinds prepare applies itself (psql's)."""
-    return EXECUTORS.get(kind)
+def executor_for(kind: str) -> StepExecutor:
+    """The executor of `kind` (a kind sqlrs.domain.steps knows)."""
+    return EXECUTORS[kind]
 
 
 def state_kind(step: Step | None) -> StateKind:
     """What `ls --states` shows as a state's kind."""
     if step is None:
         return StateKind.BASE
-    executor = EXECUTORS.get(step.kind)
-    return executor.state_kind if executor is not None else StateKind.PSQL
+    return EXECUTORS[step.kind].state_kind

@@ -1,4 +1,9 @@
-"""Instances: clone a state, start a server on it, hand out a DSN; restart and remove."""
+"""Server instances: clone a state, start a server on it, hand out a DSN; restart and remove.
+
+The servers of every kind of instance are made here: a server instance of its own, a warm one
+made ahead (`pooled`, services/instances/pool.py), a state's shared server for database instances
+(kind `host`, services/instances/databases.py). Which kind a request gets, and a warm instance
+claimed first, is services/instances/kinds.py's."""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from sqlrs.domain.errors import NotFound, RuntimeFailure
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
@@ -19,31 +23,17 @@ from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
 from sqlrs.ports.housekeeping import ContainerHousekeeping
 from sqlrs.ports.postmaster import pg_major, read_postmaster_pid
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import StatesAndInstances
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
 from sqlrs.ports.snapshots import SnapshotStore
+from sqlrs.services.instances.runtimes import RuntimeRegistry
+from sqlrs.services.instances.servers import PortAllocator, Server
+from sqlrs.services.instances.standby import StandbyClones
 from sqlrs.services.layout import Layout
-from sqlrs.services.runtimes import RuntimeRegistry
-from sqlrs.services.servers import PortAllocator, Server
-from sqlrs.services.standby import StandbyClones
-
-if TYPE_CHECKING:
-    from sqlrs.services.databases import DatabaseInstances
 
 INSTANCE_USER = ENGINE_ROLE  # the role clients log in as (sqlrs.domain.roles)
 INSTANCE_DB = "postgres"
 log = logging.getLogger("sqlrs.engine")
-
-
-class WarmInstances(Protocol):
-    """Started instances kept ready (services/pool.py): a hit claims one instead of starting one."""
-
-    def claim(self, state_id: str, ttl_seconds: int, name: str | None = None, *, ephemeral: bool = False,
-              job_id: str | None = None, runtime: str | None = None) -> Instance | None:
-        """A ready warm instance of the state, handed out with these settings; None when none is ready."""
-
-    def used(self, state: State, runtime: str, image: str | None) -> None:
-        """An instance of the state was made: keep warm instances of it ready."""
 
 
 def new_instance_id() -> str:
@@ -68,36 +58,31 @@ def _port_clash(error: RuntimeFailure) -> bool:
     return "could not bind" in log or "Address already in use" in log or "port is already allocated" in log
 
 
-class InstanceManager:
+class ServerInstances:
     def __init__(
         self,
-        repo: Repository,
+        repo: StatesAndInstances,
         store: SnapshotStore,
         layout: Layout,
         registry: RuntimeRegistry,
         admin: ServerAdmin,
         clock: Clock,
-        ports: PortAllocator,
         standby: StandbyClones | None = None,
         *,
         pid_alive: Callable[[int], bool],
     ):
         self.pid_alive = pid_alive  # is a postmaster's pid a live process (a zombie is not)
         self.standby = standby
-        self.warm: WarmInstances | None = None  # set by the composition root (it needs this manager)
         self.repo = repo
         self.store = store
         self.layout = layout
         self.registry = registry
         self.admin = admin
         self.clock = clock
-        self.ports = ports
+        self.ports = PortAllocator(lambda: [instance.port for instance in repo.list_instances()])
         # a lock lives while someone holds or waits for it: one per instance ever made would pile up
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._locks_guard = threading.Lock()
-        # database instances live in a shared server per state (services/databases.py); wired by
-        # the composition root, as that service builds on this one
-        self.databases: DatabaseInstances | None = None
 
     def _lock(self, instance_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -156,42 +141,12 @@ class InstanceManager:
             server.runtime.discard(server.spec, ref)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def create(
-        self,
-        state: State,
-        runtime: Runtime,
-        identity: RuntimeIdentity,
-        *,
-        name: str | None = None,
-        ephemeral: bool = False,
-        job_id: str | None = None,
-        ttl_seconds: int = 0,
-        pooled: bool = False,
-        kind: InstanceKind = InstanceKind.SERVER,
-        claim: bool = True,
-        on_copy: Callable[[], object] | None = None,
-    ) -> Instance:
-        """An instance of `state`: a warm one when one is ready (unless `claim` is False), else one
-        cloned and started now. `pooled`: a warm instance itself (made by the warm workers).
-        `kind` HOST: a state's shared server for database instances (never a warm one).
-        `on_copy` is called before the state's data directory is cloned by the store."""
-        if not pooled and self.warm is not None and kind == InstanceKind.SERVER:
-            if claim:
-                claimed = self.warm.claim(state.id, ttl_seconds, name, ephemeral=ephemeral, job_id=job_id,
-                                          runtime=runtime.name)
-                if claimed is not None:
-                    self.warm.used(state, runtime.name, identity.image)
-                    return claimed
-            instance = self._create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
-                                    ttl_seconds=ttl_seconds, pooled=False, on_copy=on_copy)
-            self.warm.used(state, runtime.name, identity.image)  # after ours: its start does not slow this one
-            return instance
-        return self._create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
-                            ttl_seconds=ttl_seconds, pooled=pooled, kind=kind, on_copy=on_copy)
-
-    def _create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None,
-                ephemeral: bool, job_id: str | None, ttl_seconds: int, pooled: bool,
-                kind: InstanceKind = InstanceKind.SERVER, on_copy: Callable[[], object] | None = None) -> Instance:
+    def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
+               ephemeral: bool = False, job_id: str | None = None, ttl_seconds: int = 0, pooled: bool = False,
+               kind: InstanceKind = InstanceKind.SERVER, on_copy: Callable[[], object] | None = None) -> Instance:
+        """A server on a clone of `state` (its standby clone when there is one), started now.
+        `pooled`: a warm instance made ahead. `kind` HOST: a state's shared server for database
+        instances. `on_copy` is called before the state's data directory is cloned by the store."""
         instance_id = new_instance_id()
         rel = self.layout.instance_rel(instance_id)
         target = self.layout.abs(rel)
@@ -242,9 +197,7 @@ class InstanceManager:
         return InstanceStatus.MISSING
 
     def ensure_running(self, instance: Instance) -> Instance:
-        """Restart an instance whose server vanished but whose data directory exists."""
-        if instance.kind == InstanceKind.DATABASE and self.databases is not None:
-            return self.databases.ensure_running(instance)
+        """Restart a server (or host) instance whose server vanished but whose data directory exists."""
         with self._lock(instance.id):
             current = self.repo.get_instance(instance.id)
             if current is None:
@@ -274,15 +227,6 @@ class InstanceManager:
             return current
 
     def remove(self, instance: Instance) -> None:
-        """Remove an instance of any kind and forget it. Idempotent."""
-        if self.databases is not None and instance.kind == InstanceKind.DATABASE:
-            self.databases.remove(instance)
-        elif self.databases is not None and instance.kind == InstanceKind.HOST:
-            self.databases.remove_host(instance)
-        else:
-            self.remove_server(instance)
-
-    def remove_server(self, instance: Instance) -> None:
         """Stop the server, delete its data and run directories, forget it. Idempotent."""
         with self._lock(instance.id):
             try:

@@ -1,4 +1,4 @@
-"""The bookkeeping of warm instances (see services/pool.py): one entry per state, and the bounds
+"""The bookkeeping of warm instances (see services/instances/pool.py): one entry per state, and the bounds
 (`warm.*`) applied to all of them. Pure bookkeeping: it starts and removes nothing itself, it says
 which instances are surplus and which state wants one next. Not thread-safe: PoolService calls
 it under its condition's lock, and `changed` is that condition's notify_all.
@@ -105,7 +105,7 @@ class WarmSet:
     def __init__(self, monotonic: Callable[[], float], changed: Callable[[], None],
                  need: Callable[[str], Need] = lambda state_id: BUSY):
         self.monotonic = monotonic
-        self.need = need  # the demand's level of a state (services/demand.py)
+        self.need = need  # the demand's level of a state (services/instances/demand.py)
         self.changed = changed  # wakes whoever waits for an entry (called with the lock held)
         self.pools: dict[str, Pool] = {}
 

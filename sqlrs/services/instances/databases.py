@@ -44,10 +44,10 @@ from sqlrs.domain.errors import NotFound, RuntimeFailure, UsageError
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus, NameBinding, State
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import StatesAndInstances
 from sqlrs.ports.runtime import Runtime, RuntimeIdentity
-from sqlrs.services.demand import DemandService
-from sqlrs.services.instances import InstanceManager, new_instance_id
+from sqlrs.services.instances.demand import DemandService
+from sqlrs.services.instances.server_instances import ServerInstances, new_instance_id
 
 log = logging.getLogger("sqlrs.databases")
 
@@ -69,7 +69,7 @@ def _quote(identifier: str) -> str:
 
 
 class DatabaseInstances:
-    def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
+    def __init__(self, repo: StatesAndInstances, instances: ServerInstances, admin: ServerAdmin, clock: Clock,
                  spares: Callable[[], int], host_idle_seconds: Callable[[], int],
                  burst_spares: Callable[[], int] = lambda: 16, demand: DemandService | None = None):
         self.demand = demand
@@ -208,7 +208,7 @@ class DatabaseInstances:
             self._ready.pop(host.id, None)
             self._idle_since.pop(host.id, None)
             self._claims.pop(host.id, None)
-        self.instances.remove_server(host)
+        self.instances.remove(host)
 
     def ensure_running(self, instance: Instance) -> Instance:
         """A database instance runs when its host does: restart the host, follow its port."""

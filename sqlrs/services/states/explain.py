@@ -21,10 +21,10 @@ from typing import Any
 from sqlrs.domain.model import JobStatus, State, StateKind, TaskStatus
 from sqlrs.domain.scripts import step_inputs
 from sqlrs.domain.steps import Step
-from sqlrs.ports.repository import Repository
+from sqlrs.ports.repository import JobLog, StateRepository
 from sqlrs.ports.runtime import RuntimeIdentity
-from sqlrs.services.build import FROM_KIND, PlanItem
 from sqlrs.services.requests import PrepareRequest
+from sqlrs.services.states.plan import FROM_KIND, PlanItem
 
 
 def inputs_of(step: Step) -> list[tuple[str, str]]:
@@ -33,14 +33,14 @@ def inputs_of(step: Step) -> list[tuple[str, str]]:
                         "files": [{"path": f.path, "content": f.content} for f in step.files] if step.files else None})
 
 
-def _built_by(repo: Repository) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+def _built_by(log: JobLog) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """state id -> (the summarized step that built it, that job's request), from the job history."""
     found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    for job in sorted(repo.list_jobs(), key=lambda j: j.created_at):
+    for job in sorted(log.list_jobs(), key=lambda j: j.created_at):
         if job.kind != "prepare" or job.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             continue
         steps = job.request.get("steps") or []
-        for task in repo.list_tasks(job.id):
+        for task in log.list_tasks(job.id):
             if task.status == TaskStatus.DONE and task.state_id and 0 < task.index <= len(steps):
                 found[task.state_id] = (steps[task.index - 1], job.request)
     return found
@@ -56,10 +56,11 @@ def _short(digest: str) -> str:
     return digest[:12]
 
 
-def explain(repo: Repository, identity: RuntimeIdentity, items: Sequence[PlanItem], request: PrepareRequest,
-            initdb_options: Sequence[str], superuser: str) -> list[dict[str, Any]]:
-    """One entry per plan row: `cached`, a `code` and a `reason` for people, and what changed."""
-    built_by = _built_by(repo)
+def explain(repo: StateRepository, log: JobLog, identity: RuntimeIdentity, items: Sequence[PlanItem],
+            request: PrepareRequest, superuser: str) -> list[dict[str, Any]]:
+    """One entry per plan row: `cached`, a `code` and a `reason` for people, and what changed
+    (`log`: the job history, where the inputs of the jobs that built the other states are kept)."""
+    built_by = _built_by(log)
     states = repo.list_states()
     out: list[dict[str, Any]] = []
     for position, item in enumerate(items):
@@ -92,7 +93,7 @@ def _base(identity: RuntimeIdentity, superuser: str, states: list[State]) -> dic
             "cached_bases": bases}
 
 
-def _step(repo: Repository, item: PlanItem, request: PrepareRequest,
+def _step(repo: StateRepository, item: PlanItem, request: PrepareRequest,
           built_by: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
     assert item.step is not None and item.parent_id is not None
     siblings = [s for s in repo.child_states(item.parent_id) if s.kind != StateKind.SNAPSHOT]

@@ -8,9 +8,9 @@ clone costs a few hundred KB; on `copy` it would double the disk of every hot st
 warm pool's spares: those are started instances; a standby clone is only a data directory.)
 
 Standby clones are disposable: nothing records them, the engine deletes any it finds when it starts,
-and removing or evicting a state discards its standby clone (also one still being made). Whatever
-else is kept ahead for a state registers with `on_discard` and goes then too (the warm instances of
-services/pool.py: a warm instance's replacement starts on a standby clone).
+and removing or evicting a state discards its standby clone (also one still being made), after the
+warm instances kept for it (StateCatalog.remove: a warm instance's replacement starts on a standby
+clone).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from sqlrs.ports.snapshots import SnapshotStore
@@ -40,7 +39,6 @@ class StandbyClones:
         self._making: dict[str, concurrent.futures.Future[None]] = {}
         self._generation: dict[str, int] = {}  # bumped by discard: a clone made before is stale
         self._lock = threading.Lock()
-        self.on_discard: list[Callable[[str], None]] = []  # also called with the state id by discard
         self._maker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlrs-standby")
 
     def take(self, state_id: str, target: Path) -> bool:
@@ -87,13 +85,7 @@ class StandbyClones:
                 return
 
     def discard(self, state_id: str) -> None:
-        """Forget and delete the state's standby clone, waiting for one being made (the state goes);
-        what registered with `on_discard` lets go of the state too."""
-        for listener in self.on_discard:
-            try:
-                listener(state_id)
-            except Exception:  # the state goes anyway; the next engine start removes what is left
-                log.exception("cannot discard what was kept ahead for state %s", state_id[:12])
+        """Forget and delete the state's standby clone, waiting for one being made (the state goes)."""
         with self._lock:
             self._generation[state_id] = self._generation.get(state_id, 0) + 1
             clone = self._ready.pop(state_id, None)

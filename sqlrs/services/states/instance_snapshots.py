@@ -36,14 +36,12 @@ from pathlib import Path
 from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, StoreFailure
 from sqlrs.domain.model import Instance, InstanceKind, State, StateKind
-from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.backup import BackupResult, OnlineBackup
-from sqlrs.ports.clock import Clock
-from sqlrs.services.catalog import Finished, StateCatalog
-from sqlrs.services.databases import database_name
-from sqlrs.services.instances import INSTANCE_USER, InstanceManager
-from sqlrs.services.locks import StateLocks
-from sqlrs.services.servers import Server
+from sqlrs.services.instances.databases import database_name
+from sqlrs.services.instances.kinds import Instances
+from sqlrs.services.instances.server_instances import INSTANCE_USER
+from sqlrs.services.instances.servers import Server
+from sqlrs.services.states.catalog import Finished, StateCatalog
 
 log = logging.getLogger("sqlrs.engine")
 
@@ -61,26 +59,18 @@ def snapshot_source(instance: Instance, name: str | None) -> str:
 
 
 class InstanceSnapshots:
-    def __init__(
-        self,
-        catalog: StateCatalog,
-        instances: InstanceManager,
-        admin: ServerAdmin,
-        backup: OnlineBackup,
-        clock: Clock,
-        locks: StateLocks,
-        after_commit: Callable[[], object] | None = None,  # keep the cache within its bounds
-    ):
+    def __init__(self, catalog: StateCatalog, instances: Instances, backup: OnlineBackup,
+                 after_commit: Callable[[], object] | None = None):
         self.catalog = catalog
         self.repo = catalog.repo
         self.store = catalog.store
         self.layout = catalog.layout
+        self.locks = catalog.locks
         self.instances = instances
-        self.admin = admin
+        self.admin = instances.servers.admin
+        self.clock = instances.servers.clock
         self.backup = backup
-        self.clock = clock
-        self.locks = locks
-        self.after_commit = after_commit
+        self.after_commit = after_commit  # keep the cache within its bounds
 
     def snapshot(self, instance: Instance, name: str | None = None) -> State:
         """Save `instance`'s current data as a new state, child of its state; it keeps running."""
@@ -102,7 +92,7 @@ class InstanceSnapshots:
                                         lambda: self._clone_live(live.spec.data_dir, clone))
             self._complete(live.spec.data_dir, clone, result)
             # recovery replays the WAL up to a consistent point; a fast shutdown then checkpoints
-            server = self.instances.start_server(live.runtime, live.spec.identity, key, rel)
+            server = self.instances.servers.start_server(live.runtime, live.spec.identity, key, rel)
             if instance.kind == InstanceKind.DATABASE:
                 self._keep_only_its_database(server, instance)
             self.admin.execute(server.spec.run_dir, server.spec.port,

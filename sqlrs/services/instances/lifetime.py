@@ -36,8 +36,8 @@ from typing import Any
 from sqlrs.domain.model import Instance, InstanceKind, InstanceStatus
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.ports.clock import Clock
-from sqlrs.ports.repository import Repository
-from sqlrs.services.instances import InstanceManager
+from sqlrs.ports.repository import InstanceRepository
+from sqlrs.services.instances.kinds import Instances
 
 log = logging.getLogger("sqlrs.lifetime")
 
@@ -50,8 +50,9 @@ def probe_interval(ttl_seconds: int) -> float:
 
 
 class LifetimeService:
-    def __init__(self, repo: Repository, instances: InstanceManager, admin: ServerAdmin, clock: Clock,
-                 tick: float = TICK_SECONDS, *, alive: Callable[[int, int], bool]):
+    def __init__(self, repo: InstanceRepository, instances: Instances, admin: ServerAdmin, clock: Clock,
+                 tick: float = TICK_SECONDS, *, alive: Callable[[int, int], bool],
+                 release_hold: Callable[[str, str], object] = lambda state_id, holder: None):
         self.repo = repo
         self.instances = instances
         self.admin = admin
@@ -69,8 +70,9 @@ class LifetimeService:
         self.alive = alive  # (pid, start time) -> is that process still there
         self._holds: dict[tuple[str, str], tuple[int, int]] = {}  # (state id, holder) -> owner
         self._owned = 0
-        # leaves a pool as a holder whose owner is gone (bootstrap: PoolService.release, not waiting)
-        self.release_hold: Callable[[str, str], object] = lambda state_id, holder: None
+        # leaves a pool (or ends a session) as a holder whose owner is gone (bootstrap: PoolService.release,
+        # not waiting, and DemandService.end)
+        self.release_hold = release_hold
 
     # -- what the API asks -----------------------------------------------------------------------
     def touch(self, instance_id: str) -> None:

@@ -27,9 +27,9 @@ import attrs
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.passwords import new_password, scram_verifier
 from sqlrs.domain.pgerrors import ErrorReport, from_runner, scan_output
-from sqlrs.services.instances import INSTANCE_DB, INSTANCE_USER
-from sqlrs.services.output import OutputCollector
-from sqlrs.services.steps.base import StepRun
+from sqlrs.services.instances.server_instances import INSTANCE_DB, INSTANCE_USER
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.output import OutputCollector
 
 # the connection a host tool gets; any other PG* variable of the caller would only mislead libpq
 CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
-from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import host_login, read_failure, run_host_command, tool_environment
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.host import host_login, read_failure, run_host_command, tool_environment
 
 
 class ExecExecutor:

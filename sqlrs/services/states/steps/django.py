@@ -19,8 +19,8 @@ import json
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
-from sqlrs.services.steps.base import StepRun
-from sqlrs.services.steps.host import HostSession, Login, host_login, tool_environment
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.host import HostSession, Login, host_login, tool_environment
 
 ERROR_MARK = "sqlrs-django-error: "
 DONE_MARK = "sqlrs-django-done "

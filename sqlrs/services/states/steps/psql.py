@@ -1,0 +1,59 @@
+"""psql steps (`-f FILE`, `-c SQL`): real psql, run where the build server runs, with `-X`, the
+request's `-v` variables, `ON_ERROR_STOP=1` and `-1` when asked, as the chain's bootstrap
+superuser. The scripts are written where psql can read them (services/instances/scripts.py); its
+error comes back as psql printed it, with the user's paths in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlrs.domain.errors import StepFailed
+from sqlrs.domain.model import StateKind
+from sqlrs.services.instances.scripts import command_args, first_error, materialize
+from sqlrs.services.states.steps.base import StepRun
+from sqlrs.services.states.steps.output import OutputCollector
+
+
+class PsqlExecutor:
+    kinds = ("file", "command")  # sqlrs.domain.steps.PSQL_KINDS
+    kind = "file"
+    state_kind = StateKind.PSQL
+
+    def apply(self, run: StepRun) -> None:
+        server, step, options = run.server, run.step, run.options
+        args = ["-X"]
+        for name, value in options.variables:
+            args += ["-v", f"{name}={value}"]
+        args += ["-v", "ON_ERROR_STOP=1"]
+        if options.single_transaction:
+            args.append("-1")
+        humanize: Callable[[str], str] = lambda text: text  # noqa: E731
+        if step.kind == "file":
+            directory = server.spec.scripts_dir / f"step{run.index}"
+            materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))
+            humanize = materialized.humanize
+            args += ["-f", materialized.entry]
+        else:  # -c, or a script that sends the SQL as -c does when it is too long for an argument
+            command, humanize = command_args(step.sql or "", server.spec.scripts_dir / f"step{run.index}",
+                                             lambda path: server.runtime.tool_path(server.spec, path))
+            args += command
+        collected = OutputCollector(lambda stream, text: run.log(stream, humanize(text)))
+        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, run.ctx.cancel,
+                                        env={"PGUSER": run.superuser})
+        collected.flush()
+        run.ctx.check_cancel()
+        if code != 0:
+            output = humanize(collected.text())
+            error = first_error(output)
+            where = ""
+            if error is not None and error.file:
+                where = f" at {error.file}:{error.line}"
+            message = error.message.splitlines()[0] if error else f"psql exited with {code}"
+            raise StepFailed(
+                f"{run.label} failed{where}: {message}",
+                details={"step": run.index, "source": step.source, "file": error.file if error else None,
+                         "line": error.line if error else None, "exit_code": code,
+                         "psql_error": error.message if error else None,
+                         "context": error.message.splitlines()[1:] if error else [], "output": output[-8000:]},
+            )
