@@ -58,4 +58,8 @@ def test_library_sql_steps_beyond_one_argument_are_built_as_psql_c_would(sqlrs_n
             client.build(sql=["SELECT nosuch" + " " * padding])
         except sqlrs.OperationFailed as exc:
             short, long = (str(exc), long) if padding == 0 else (short, str(exc))
-    assert short == long == "step 1 (-c) failed: ERROR:  column \"nosuch\" does not exist", (short, long)
+    reason = "step 1 (-c) failed: ERROR:  column \"nosuch\" does not exist"
+    # the error in full, as psql prints it; for the padded query psql cuts the LINE text with "..."
+    assert short == f"{reason}\nLINE 1: SELECT nosuch\n               ^", short
+    assert long is not None and long.splitlines()[0] == reason and long.splitlines()[1].startswith(
+        "LINE 1: SELECT nosuch ") and long.splitlines()[1].endswith("..."), long

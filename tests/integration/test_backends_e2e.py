@@ -393,8 +393,8 @@ def test_eviction_keeps_the_free_space_reserve(sqlrs_cow: CowSqlrs) -> None:
 
 
 def test_checkpoints_rebuild_what_the_files_say(sqlrs_cow: CowSqlrs, workspace: Path) -> None:
-    """A chain with unkept steps, edited in the middle and at the end (test_checkpoints.py)."""
-    from test_checkpoints import STEPS, check
+    """A chain with unkept steps, edited in the middle and at the end (test_build_checkpoints.py)."""
+    from test_build_checkpoints import STEPS, check
 
     check(sqlrs_cow, workspace, {})
     check(sqlrs_cow, workspace, {7: "v2"})

@@ -18,9 +18,14 @@ HEAVY = ("click", "attrs", "cattrs", "sqlalchemy", "starlette", "docker", "podma
 
 
 def normalize(text: str) -> str:
-    """What differs between two runs a moment apart: the engine's uptime and the disk's free space."""
+    """What differs between two runs a moment apart: uptime, free space, memory and disk use."""
     text = re.sub(r"up [0-9.]+s", "up Ns", text)
     text = re.sub(r"\([0-9.]+ [KMGT]?i?B free\)", "(N free)", text)
+    # the servers' memory and the disk measured moments apart differ by a page or two
+    text = re.sub(r"(PSS|RSS|states|instances|databases|disk:) +[0-9.]+ [KMGT]?i?B", r"\1 N", text)
+    text = re.sub(r"in [0-9]+ processes", "in N processes", text)
+    text = re.sub(r"measured [0-9.]+s ago", "measured Ns ago", text)
+    text = re.sub(r'"(pss_bytes|rss_bytes|processes|[a-z]+_bytes|measured_seconds_ago)": [0-9.]+', r'"\1": N', text)
     text = re.sub(r'"(uptime_seconds|free_bytes)": [0-9.]+', r'"\1": N', text)
     return re.sub(r"^ *[0-9]+\.[0-9]s ", "N.Ns ", text, flags=re.M)  # progress lines' timestamps
 

@@ -40,7 +40,7 @@ def test_the_spares_of_a_superseded_state_stop(sqlrs_runtime: Sqlrs) -> None:
     assert client.begin_session(old, "suite-1")["expected"] == 0
     for _ in range(4):
         assert client.remove(client.create_instance(old, kind="database"))
-    assert client.remove(client.create_instance(old))  # a server instance: a warm one of the state follows
+    assert client.remove(client.create_instance(old, kind="server"))  # a warm one of the state follows
     wait_for(lambda: kept_for(client.status(), old.id)["warm"] >= 1, what="a warm instance of the old state")
     wait_for(lambda: kept_for(client.status(), old.id)["copies"] >= 4, what="copies ahead of the old state")
     [old_host] = [h["id"] for h in client.status()["shared_servers"]]
@@ -140,7 +140,9 @@ def test_the_pytest_plugin_begins_and_ends_its_session(sqlrs_native: Sqlrs, work
     (workspace / "schema.sql").write_text("CREATE TABLE item (id int);\n")
     (workspace / "test_session.py").write_text(SESSION_TESTS)
     (workspace / "pytest.ini").write_text("[pytest]\nsqlrs_files = schema.sql\nsqlrs_runtime = native\n")
-    env = {**os.environ, "SQLRS_STATE_DIR": str(sqlrs_native.state_dir)}
+    # the inner run is no xdist worker, even when this test runs in one
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+    env["SQLRS_STATE_DIR"] = str(sqlrs_native.state_dir)
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"], cwd=workspace,
                             env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
