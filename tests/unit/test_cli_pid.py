@@ -8,7 +8,7 @@ import time
 
 
 def test_the_cli_pid_check_agrees_with_the_adapters() -> None:
-    """One pid check (adapters/procfs.py, stdlib only) serves the CLI and the adapters; a zombie is dead."""
+    """One pid check (sqlrs/procfs.py, stdlib only) serves the CLI and the adapters; a zombie is dead."""
     from sqlrs.adapters.pgfiles import pid_alive as adapters
     from sqlrs.entrypoints.cli.client import pid_alive as cli
 
