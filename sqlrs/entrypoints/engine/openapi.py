@@ -1,4 +1,5 @@
-"""The engine API's OpenAPI document, written as data.
+"""The engine API's OpenAPI document, written as data: the paths here, the schemas in
+`openapi_schemas.py`.
 
 `python -m sqlrs.entrypoints.engine.openapi > sqlrs/entrypoints/engine/openapi.json` refreshes
 the committed copy; tests check that the app's routes and answers agree with it.
@@ -9,11 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlrs import __version__, extensions
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+from sqlrs import __version__
+from sqlrs.entrypoints.engine.openapi_schemas import BOOLEAN, INTEGER, SCHEMAS, STRING, ref
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -22,15 +20,15 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _list(name: str) -> dict[str, Any]:
     return {"description": "A JSON array, or NDJSON with Accept: application/x-ndjson",
-            "content": {"application/json": {"schema": {"type": "array", "items": _ref(name)}},
-                        "application/x-ndjson": {"schema": _ref(name)}}}
+            "content": {"application/json": {"schema": {"type": "array", "items": ref(name)}},
+                        "application/x-ndjson": {"schema": ref(name)}}}
 
 
 ERRORS = {
-    "400": _json(_ref("Error"), "Invalid request"),
-    "401": _json(_ref("Error"), "Missing or wrong bearer token"),
-    "404": _json(_ref("Error"), "Not found"),
-    "409": _json(_ref("Error"), "Conflict, ambiguous id, or incompatible CLI version"),
+    "400": _json(ref("Error"), "Invalid request"),
+    "401": _json(ref("Error"), "Missing or wrong bearer token"),
+    "404": _json(ref("Error"), "Not found"),
+    "409": _json(ref("Error"), "Conflict, ambiguous id, or incompatible CLI version"),
 }
 
 
@@ -40,7 +38,7 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]]
     if params:
         op["parameters"] = params
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
     if not auth:
         op["security"] = []
     return op
@@ -55,295 +53,6 @@ def _flag(name: str, description: str) -> dict[str, Any]:
             "description": description}
 
 
-STRING = {"type": "string"}
-NULLABLE_STRING = {"type": ["string", "null"]}
-# runtimes are plugins (entry point group sqlrs.runtimes): the engine checks a name against its own
-RUNTIME = {"type": ["string", "null"], "examples": ["auto", *extensions.names(extensions.RUNTIMES, own=True)],
-           "description": "auto (null: config container.runtime), or the name of a runtime registered in the entry "
-                          "point group sqlrs.runtimes (GET /v1/status lists this engine's); another name is a 400"}
-INTEGER = {"type": "integer"}
-NUMBER = {"type": "number"}
-BOOLEAN = {"type": "boolean"}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["code", "message", "details"],
-              "properties": {"code": STRING, "message": STRING, "details": {"type": "object"}}},
-    "Health": {"type": "object", "required": ["status", "version", "instance_id", "pid"],
-               "properties": {"status": STRING, "version": STRING, "instance_id": STRING, "pid": INTEGER}},
-    "ScriptFile": {"type": "object", "required": ["path", "content"],
-                   "properties": {"path": STRING, "content": STRING,
-                                  "includes": {"type": "array", "items": {
-                                      "type": "object", "required": ["line", "file"],
-                                      "properties": {"line": INTEGER, "file": INTEGER}}}}},
-    "Step": {"type": "object", "required": ["kind", "source"],
-             "properties": {"kind": {"enum": ["file", "command"]}, "source": STRING,
-                            "files": {"type": "array", "items": _ref("ScriptFile")}, "sql": NULLABLE_STRING,
-                            "digest": {"type": ["string", "null"], "description":
-                                       "sha256 of the normalized content; alone it stands for the content"}}},
-    "PrepareRequest": {"type": "object", "required": ["steps"], "additionalProperties": False, "properties": {
-        "steps": {"type": "array", "items": _ref("Step")},
-        "options": {"type": "object", "properties": {
-            "variables": {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}},
-            "single_transaction": BOOLEAN}},
-        "runtime": RUNTIME, "image": NULLABLE_STRING,
-        "name": NULLABLE_STRING, "plan_only": BOOLEAN, "ephemeral": BOOLEAN,
-        "on_name": {"enum": ["error", "reuse", "fresh"]},
-        "ttl_seconds": {"type": ["integer", "null"], "minimum": 0,
-                        "description": "Idle TTL of the new instance (0: none; null: config instance.ttl_seconds)"},
-        "build_only": {"type": "boolean", "description": "Build the chain, start no instance; the job's "
-                                                         "result carries state_id (and instance_id null)"},
-        "from_state": {"type": ["string", "null"], "description":
-                       "Start the chain from this cached state (id or unique prefix, e.g. a snapshot) instead of "
-                       "the base: state_k = H(from_state, step_k); steps may then be empty (an instance of it). "
-                       "Runs on the state's runtime; another runtime or image is refused"},
-        "instance_kind": {"enum": ["server", "database"], "description":
-                          "server (default): a PostgreSQL server of its own; database: a database of its own in "
-                          "the state's shared server (database-level isolation)"},
-        "postgres_version": {"type": ["string", "null"], "pattern": "^[0-9]+$", "description":
-                             "PostgreSQL major to run, e.g. \"16\": native binaries of that major "
-                             "(/usr/lib/postgresql/N/bin, else the embedded build), docker/podman postgres:N unless "
-                             "the image (or config dbms.image) is that major; part of the base state's identity. "
-                             "null: the runtime's default"},
-        "superuser": {"enum": [None, "postgres", "sqlrs"], "description":
-                      "The cluster's bootstrap superuser (initdb -U): postgres (default) or sqlrs; psql steps run "
-                      "as it; a sqlrs base has another id (docs/decisions/0011-bootstrap-superuser.md)"},
-        "explain": {"type": "boolean", "description":
-                    "With plan_only: the result's `explain` says per row why it is cached or not (code, reason, "
-                    "the inputs that changed against the state built on the same parent)"}}},
-    "SnapshotRequest": {"type": "object", "required": ["instance"], "additionalProperties": False, "properties": {
-        "instance": {"type": "string", "description": "Instance id, unique prefix, or name"},
-        "name": {"type": ["string", "null"], "description": "Kept in the state's source: 'snapshot of ID (NAME)'"}}},
-    "PushRequest": {"type": "object", "required": ["state"], "additionalProperties": False, "properties": {
-        "state": {"type": "string", "description": "state id (prefix), instance id or name"},
-        "target": {"type": ["string", "null"], "description": "HOST[:PORT]/REPO[:TAG]; default: cache.remote, "
-                                                              "tagged with the state id"},
-        "runtime": NULLABLE_STRING, "image": NULLABLE_STRING}},
-    "PullRequest": {"type": "object", "required": ["ref"], "additionalProperties": False, "properties": {
-        "ref": {"type": "string", "description": "HOST[:PORT]/REPO:TAG|@DIGEST, or a state id of cache.remote"},
-        "runtime": RUNTIME,
-        "image": NULLABLE_STRING, "target": NULLABLE_STRING}},
-    "JobCreated": {"type": "object", "required": ["job_id", "status", "status_url", "events_url"],
-                   "properties": {"job_id": STRING, "status": STRING, "status_url": STRING, "events_url": STRING}},
-    "Job": {"type": "object", "required": ["id", "kind", "status", "created_at", "finished_at", "error"],
-            "properties": {"id": STRING, "kind": STRING,
-                           "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
-                           "created_at": STRING, "started_at": NULLABLE_STRING, "finished_at": NULLABLE_STRING,
-                           "error": {"type": ["object", "null"]}, "result": {"type": ["object", "null"]},
-                           "tasks": {"type": "array"}}},
-    "Event": {"type": "object", "required": ["type"],
-              "properties": {"job_id": STRING, "seq": INTEGER, "ts": STRING, "type": STRING,
-                             "data": {"type": "object"}}},
-    "RunRequest": {"type": "object", "required": ["instance", "tool"], "additionalProperties": False, "properties": {
-        "instance": STRING, "tool": {"enum": ["psql", "pgbench"]}, "args": {"type": "array", "items": STRING},
-        "files": {"type": "array", "items": _ref("Step")}}},
-    "RunOutput": {"type": "object",
-                  "description": "One NDJSON line: output, a warning (what failed after the tool ran; its exit code "
-                                 "stands), an error, or the exit code (last).",
-                  "properties": {"stream": {"enum": ["stdout", "stderr"]}, "data": STRING,
-                                 "exit_code": INTEGER, "error": _ref("Error"), "warning": _ref("Error")}},
-    "State": {"type": "object", "required": ["id", "parent_id", "size_bytes", "build_seconds", "created_at",
-                                             "last_used_at", "instances"],
-              "properties": {"id": STRING, "parent_id": NULLABLE_STRING, "base_id": STRING,
-                             "step_hash": NULLABLE_STRING, "kind": STRING, "runtime": STRING, "source": STRING,
-                             "size_bytes": INTEGER, "build_seconds": NUMBER, "created_at": STRING,
-                             "last_used_at": STRING, "hits": INTEGER, "instances": INTEGER}},
-    "Instance": {"type": "object", "required": ["id", "state_id", "name", "dsn", "runtime", "status", "created_at"],
-                 "properties": {"id": STRING, "state_id": STRING, "name": NULLABLE_STRING, "dsn": STRING,
-                                "runtime": STRING, "status": STRING, "host": STRING, "port": INTEGER,
-                                "user": STRING, "password": STRING, "dbname": STRING, "image": NULLABLE_STRING,
-                                "ephemeral": BOOLEAN, "job_id": NULLABLE_STRING, "created_at": STRING,
-                                "last_used_at": STRING,
-                                "ttl_seconds": {"type": "integer", "description": "Idle TTL; 0: none"},
-                                "expires_in_seconds": {
-                                    "type": ["number", "null"],
-                                    "description": "Seconds left before an unused instance is removed; null: no "
-                                                   "TTL. Stays at ttl_seconds while clients are connected"},
-                                "connections": {"type": ["integer", "null"],
-                                                "description": "Client connections seen by the last probe"},
-                                "pooled": {"type": "boolean",
-                                           "description": "A warm instance, not handed out yet (only with ?warm)"},
-                                "from_pool": {"type": "boolean",
-                                              "description": "POST /v1/instances only: handed out ready-made: "
-                                                             "a warm server instance was claimed, or (kind "
-                                                             "database) a database copied ahead"},
-                                "seconds": {"type": "number",
-                                            "description": "POST /v1/instances only: time the engine took"}}},
-    "InstanceRequest": {
-        "type": "object", "required": ["state_id"], "additionalProperties": False,
-        "description": "An instance of a cached state (a prepare job with build_only gives a chain's state id). "
-                       "A ready warm instance of the state is claimed (milliseconds; `pool` is implied); when "
-                       "none is ready the engine waits for one being started, else starts an instance itself.",
-        "properties": {"state_id": STRING, "image": NULLABLE_STRING, "pool": BOOLEAN,
-                       "ttl_seconds": {"type": ["integer", "null"], "minimum": 0},
-                       "name": NULLABLE_STRING,
-                       "kind": {"enum": ["server", "database"],
-                                "description": "server (default), or database: a database of its own in the "
-                                               "state's shared server (template copies made ahead; no warm claim)"},
-                       "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
-                                 "description": "Remove the instance once this process is gone (the library "
-                                                "and the pytest plugin send their own; the CLI none)"}}},
-    "InstancePatch": {"type": "object", "required": ["ttl_seconds"], "additionalProperties": False,
-                      "properties": {"ttl_seconds": {"type": "integer", "minimum": 0},
-                                     "owner": {"type": "null",
-                                               "description": "null: disown the instance (it outlives its "
-                                                              "owner process)"}}},
-    "Owner": {"type": "object", "required": ["pid", "started"], "additionalProperties": False,
-              "description": "The client process a resource belongs to: its pid and start time (field 22 of "
-                             "/proc/PID/stat, clock ticks since boot, so a reused pid is not mistaken for it). "
-                             "The engine (on the same machine) removes what the owner held within seconds of "
-                             "that process being gone.",
-              "properties": {"pid": {"type": "integer", "minimum": 1}, "started": {"type": "integer", "minimum": 0}}},
-    "PoolRequest": {
-        "type": "object", "required": ["size"], "additionalProperties": False,
-        "description": "Keep `size` warm instances of the state ready (all warm instances together: at "
-                       "most warm.max_instances). A holder renews the pool; DELETE ?holder= leaves it, and the "
-                       "last holder leaving ends it. A pool not used for warm.idle_seconds ends.",
-        "properties": {"size": {"type": "integer", "minimum": 0}, "image": NULLABLE_STRING,
-                       "holder": NULLABLE_STRING,
-                       "wait_ready": {"type": "number", "minimum": 0, "maximum": 600,
-                                      "description": "Answer once `size` spares are ready, or after this long"},
-                       "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
-                                 "description": "Release the holder's hold once this process is gone"}}},
-    "Pool": {"type": "object", "required": ["state_id", "size", "ready", "starting", "hits", "misses"],
-             "properties": {"state_id": STRING, "size": INTEGER, "ready": INTEGER, "starting": INTEGER,
-                            "runtime": STRING, "image": NULLABLE_STRING, "holders": INTEGER, "hits": INTEGER,
-                            "misses": INTEGER, "created": INTEGER, "error": NULLABLE_STRING,
-                            "drains_in_seconds": {"type": ["number", "null"]}}},
-    "Warm": {"type": "object", "description": "Warm instances: started ahead for recently used states and pools",
-             "required": ["enabled", "instances", "starting", "states"],
-             "properties": {"enabled": BOOLEAN, "per_state": INTEGER, "max_states": INTEGER,
-                            "max_instances": INTEGER, "idle_seconds": INTEGER, "instances": INTEGER,
-                            "starting": INTEGER,
-                            "states": {"type": "array", "items": {
-                                "type": "object", "required": ["state_id", "ready", "starting", "instance_ids"],
-                                "properties": {"state_id": STRING, "runtime": STRING, "image": NULLABLE_STRING,
-                                               "ready": INTEGER, "starting": INTEGER, "target": INTEGER,
-                                               "automatic": BOOLEAN, "hot": BOOLEAN, "pool_size": INTEGER,
-                                               "holders": INTEGER, "hits": INTEGER, "misses": INTEGER,
-                                               "instance_ids": {"type": "array", "items": STRING},
-                                               "error": NULLABLE_STRING, "idle_seconds": NUMBER}}}}},
-    "SessionRequest": {
-        "type": "object", "required": ["state_id"], "additionalProperties": False,
-        "description": "A run of claims on the state begins (a test session; PUT again for each state it uses). "
-                       "While a session holds a state the engine keeps its spares (copies made ahead, warm "
-                       "instances) at the run's demand, starting at its previous run's; once the session ends, "
-                       "within seconds only the warm.idle_states most recently used states keep a small idle "
-                       "level, and a superseded state (a newer version of its chain was used) keeps nothing.",
-        "properties": {"state_id": STRING,
-                       "owner": {"anyOf": [_ref("Owner"), {"type": "null"}],
-                                 "description": "End the session once this process is gone"}}},
-    "Session": {"type": "object", "required": ["session", "state_id", "expected"],
-                "properties": {"session": STRING, "state_id": STRING,
-                               "expected": {"type": "integer", "minimum": 0,
-                                            "description": "claims of the state's previous run, kept ahead now"}}},
-    "SessionEnd": {"type": "object", "required": ["session", "ended", "state_ids"],
-                   "properties": {"session": STRING, "ended": BOOLEAN,
-                                  "state_ids": {"type": "array", "items": STRING}}},
-    "SessionListed": {"type": "object", "required": ["session", "state_ids"],
-                      "properties": {"session": STRING, "state_ids": {"type": "array", "items": STRING}}},
-    "Footprint": {
-        "type": "object", "required": ["servers", "memory", "database_instances", "copies_ready", "disk"],
-        "description": "What the engine costs the machine now. memory: every process of every server (RSS sums "
-                       "shared memory once per process, PSS shares it out; null when /proc cannot tell). disk: "
-                       "allocated bytes; instances and shared servers count what they add to the states (on "
-                       "copy-on-write stores, extents shared with a state count once); measured at most every "
-                       "few seconds (measured_seconds_ago).",
-        "properties": {
-            "servers": {"type": "object", "required": ["warm", "shared", "user", "total"],
-                        "properties": {"warm": INTEGER, "shared": INTEGER, "user": INTEGER, "total": INTEGER}},
-            "memory": {"type": ["object", "null"],
-                       "properties": {"processes": INTEGER, "rss_bytes": INTEGER,
-                                      "pss_bytes": {"type": ["integer", "null"]}}},
-            "database_instances": INTEGER, "copies_ready": INTEGER,
-            "disk": {"type": ["object", "null"],
-                     "properties": {"states_bytes": INTEGER, "instances_bytes": INTEGER, "shared_bytes": INTEGER,
-                                    "total_bytes": INTEGER, "measured_seconds_ago": NUMBER}}}},
-    "Demand": {"type": "object", "required": ["sessions", "idle_states", "busy", "idle"],
-               "description": "States by level: busy (a session holds it, or claims came in the last seconds) and "
-                              "idle (kept at the idle level); other states keep nothing started ahead",
-               "properties": {"sessions": INTEGER, "idle_states": INTEGER,
-                              "busy": {"type": "array", "items": STRING},
-                              "idle": {"type": "array", "items": STRING}}},
-    "PoolRelease": {"type": "object", "required": ["state_id", "drained", "holders"],
-                    "properties": {"state_id": STRING, "drained": BOOLEAN, "holders": INTEGER,
-                                   "not_found": BOOLEAN}},
-    "Name": {"type": "object", "required": ["name", "instance_id", "created_at"],
-             "properties": {"name": STRING, "instance_id": STRING, "created_at": STRING}},
-    "Removal": {"type": "object", "required": ["dry_run", "removed"],
-                "properties": {"dry_run": BOOLEAN, "not_found": BOOLEAN,
-                               "removed": {"type": "array", "items": {"type": "object", "required": ["kind", "id"]}},
-                               "refused": {"type": "array", "items": {
-                                   "type": "object", "required": ["kind", "id", "clients"],
-                                   "properties": {"clients": {"type": "array", "items": _ref("ClientSession")}}}}}},
-    "ClientSession": {"type": "object",
-                      "required": ["pid", "user", "application_name", "client_addr", "backend_start"],
-                      "properties": {"pid": INTEGER, "user": NULLABLE_STRING, "application_name": NULLABLE_STRING,
-                                     "client_addr": NULLABLE_STRING, "backend_start": NULLABLE_STRING}},
-    "Config": {"type": "object", "additionalProperties": {
-        "type": "object", "required": ["value", "source"], "properties": {"value": {}, "source": STRING}}},
-    "Status": {"type": "object", "required": ["engine", "runtime", "runtimes", "snapshot", "cache", "instances",
-                                              "warnings"],
-               "properties": {"engine": {"type": "object"}, "runtime": {"type": "object"},
-                              "runtimes": {"type": "array"}, "snapshot": {"type": "object", "properties": {
-                                  "backend": STRING, "copy_on_write": BOOLEAN, "root": STRING}},
-                              "cache": {"type": "object"}, "instances": INTEGER,
-                              "pools": {"type": "array", "items": _ref("Pool")},
-                              "warm": _ref("Warm"),
-                              "demand": _ref("Demand"),
-                              "footprint": _ref("Footprint"),
-                              "remote": {"type": ["object", "null"],
-                                         "description": "cache.remote, cache.remote_push, cache.remote_insecure; "
-                                                        "null when no remote cache is configured",
-                                         "properties": {"repository": STRING, "push": {"type": "boolean"},
-                                                        "insecure": {"type": "boolean"}}},
-                              "warnings": {"type": "array", "items": STRING}}},
-}
-
-STRINGS = {"type": "array", "items": STRING}
-SCHEMAS["CompareRequest"] = {"type": "object", "required": ["a", "b"], "additionalProperties": False, "properties": {
-    "a": {"type": "string", "description": "a state (id or unique prefix), an instance (id, prefix) or a name"},
-    "b": {"type": "string", "description": "the other side; `added` is what B has and A has not"},
-    "data": {"enum": ["content", "rows", "none"], "description":
-             "content (default): row counts, row digests and sequence positions; rows: row counts; none: schema"},
-    "ignore": {**STRINGS, "description": "relations left out with all that belongs to them (qualified or bare "
-                                         "names), e.g. a migration tool's version table"},
-    "image": {"type": ["string", "null"], "description": "the image states were built with (container runtimes)"}}}
-SCHEMAS["Comparison"] = {"type": "object", "required": ["equal", "schema", "tables", "sequences", "data", "a", "b"],
-                         "properties": {
-    "equal": BOOLEAN,
-    "schema": {"type": "object", "required": ["added", "removed", "changed"],
-               "properties": {"added": STRINGS, "removed": STRINGS, "changed": STRINGS}},
-    "tables": {"type": "array", "items": {
-        "type": "object", "required": ["name", "rows_a", "rows_b", "data_changed"],
-        "properties": {"name": STRING, "rows_a": {"type": ["integer", "null"]}, "rows_b": {"type": ["integer", "null"]},
-                       "data_changed": BOOLEAN}}},
-    "sequences": {"type": "array", "description": "sequences whose position differs (data content only)", "items": {
-        "type": "object", "required": ["name", "value_a", "value_b"],
-        "properties": {"name": STRING, "value_a": {"type": ["integer", "null"]},
-                       "value_b": {"type": ["integer", "null"]}}}},
-    "data": {"enum": ["content", "rows", "none"]},
-    "a": _ref("ComparedSide"), "b": _ref("ComparedSide"), "seconds": NUMBER,
-    "timings": {"type": "object", "additionalProperties": NUMBER,
-                "description": "seconds per phase: open (instances for states), describe, data, close"}}}
-SCHEMAS["ComparedSide"] = {"type": "object", "required": ["ref", "kind", "id", "state_id"], "properties": {
-    "ref": STRING, "kind": {"enum": ["state", "instance"]}, "id": STRING, "state_id": STRING,
-    "name": NULLABLE_STRING, "source": STRING}}
-
-# input kinds besides psql's (sqlrs/services/states/steps): facts that key a step, and how the engine runs it
-PAIRS = {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2}}
-SCHEMAS["HostRun"] = {"type": "object", "required": ["cwd"], "properties": {
-    "cwd": {"type": "string", "description": "absolute working directory (the CLI's cwd)"},
-    "argv": {"type": "array", "items": STRING,
-             "description": "exec: the command; alembic, django: [the user's python]"},
-    "env": {**PAIRS, "description": "the caller's environment as [name, value]"},
-    "params": {**PAIRS, "description": "kind-specific: alembic [config, revision, file]; django [settings, app, "
-                                 "migration, file]"}}}
-SCHEMAS["Step"]["properties"]["kind"] = {"enum": ["file", "command", "alembic", "exec", "liquibase", "django"]}
-SCHEMAS["Step"]["properties"]["keyed"] = {
-    **PAIRS, "description": "host kinds (alembic, exec, liquibase, django): the [name, value] facts that decide "
-                            "the result, e.g. a revision file's sha256; their digest is the step's content digest"}
-SCHEMAS["Step"]["properties"]["run"] = {"oneOf": [{"type": "null"}, _ref("HostRun")],
-                                        "description": "host kinds: how the engine runs the step; never keyed"}
 
 
 def document() -> dict[str, Any]:
@@ -352,23 +61,23 @@ def document() -> dict[str, Any]:
     instance_id = _path_param("instance_id", "Instance id, unique prefix, or name (307 to the id URL)")
     session = _path_param("session", "The client's name for its session (1 to 200 characters, no /)")
     paths: dict[str, Any] = {
-        "/v1/health": {"get": _op("Liveness; no token needed", {"200": _json(_ref("Health"))}, auth=False)},
+        "/v1/health": {"get": _op("Liveness; no token needed", {"200": _json(ref("Health"))}, auth=False)},
         "/v1/prepare-jobs": {
             "post": _op("Start a prepare (or plan_only) job; with ?watch=true the answer is an NDJSON stream: "
                         "a `created` line (the JobCreated fields), then the job's events",
                         {"201": {"description": "Created", "content": {
-                            "application/json": {"schema": _ref("JobCreated")},
-                            "application/x-ndjson": {"schema": _ref("Event")}}},
-                         "409": _json(_ref("Error"), "content_required: send the steps' content, or a conflict")},
+                            "application/json": {"schema": ref("JobCreated")},
+                            "application/x-ndjson": {"schema": ref("Event")}}},
+                         "409": _json(ref("Error"), "content_required: send the steps' content, or a conflict")},
                         body="PrepareRequest",
                         params=[_flag("watch", "stream the job's events in the answer")]),
             "get": _op("List jobs", {"200": _list("Job")}),
         },
-        "/v1/prepare-jobs/{job_id}": {"get": _op("A job with its tasks", {"200": _json(_ref("Job"))},
+        "/v1/prepare-jobs/{job_id}": {"get": _op("A job with its tasks", {"200": _json(ref("Job"))},
                                                  params=[job_id])},
         "/v1/prepare-jobs/{job_id}/events": {"get": _op(
             "Job events as NDJSON, resumable with ?after=SEQ; heartbeat lines while nothing happens",
-            {"200": {"description": "NDJSON stream", "content": {"application/x-ndjson": {"schema": _ref("Event")}}}},
+            {"200": {"description": "NDJSON stream", "content": {"application/x-ndjson": {"schema": ref("Event")}}}},
             params=[job_id, {"name": "after", "in": "query", "schema": INTEGER},
                     {"name": "follow", "in": "query", "schema": BOOLEAN}])},
         "/v1/prepare-jobs/{job_id}/cancel": {"post": _op("Ask a running job to stop",
@@ -378,18 +87,18 @@ def document() -> dict[str, Any]:
         "/v1/push-jobs": {"post": _op(
             "Push a state with its chain to an OCI registry (a job: follow it at events_url; its result has "
             "reference, digest, uploaded and reused layer digests)",
-            {"201": _json(_ref("JobCreated"), "Created")}, body="PushRequest")},
+            {"201": _json(ref("JobCreated"), "Created")}, body="PushRequest")},
         "/v1/pull-jobs": {"post": _op(
             "Pull a state with its chain from an OCI registry (a job; its result has state_id and the ids pulled)",
-            {"201": _json(_ref("JobCreated"), "Created")}, body="PullRequest")},
+            {"201": _json(ref("JobCreated"), "Created")}, body="PullRequest")},
         "/v1/runs": {"post": _op("Run psql or pgbench against an instance; output streams as NDJSON",
                                  {"200": {"description": "NDJSON stream",
-                                          "content": {"application/x-ndjson": {"schema": _ref("RunOutput")}}}},
+                                          "content": {"application/x-ndjson": {"schema": ref("RunOutput")}}}},
                                  body="RunRequest")},
         "/v1/states": {"get": _op("List states", {"200": _list("State")})},
         "/v1/states/{state_id}": {
-            "get": _op("One state", {"200": _json(_ref("State"))}, params=[state_id]),
-            "delete": _op("Remove a state (idempotent)", {"200": _json(_ref("Removal"))},
+            "get": _op("One state", {"200": _json(ref("State"))}, params=[state_id]),
+            "delete": _op("Remove a state (idempotent)", {"200": _json(ref("Removal"))},
                           params=[state_id, _flag("recurse", "also dependent states and instances"),
                                   _flag("force", "even when a running job uses it"),
                                   _flag("dry_run", "only say what would go")]),
@@ -398,63 +107,63 @@ def document() -> dict[str, Any]:
             "get": _op("List instances (not the engine's warm instances unless ?warm)", {"200": _list("Instance")},
                        params=[_flag("warm", "also the warm instances (started ahead, not handed out yet)")]),
             "post": _op("Start an instance of a cached state, or claim one of its warm instances",
-                        {"201": _json(_ref("Instance"), "Created")}, body="InstanceRequest"),
+                        {"201": _json(ref("Instance"), "Created")}, body="InstanceRequest"),
         },
         "/v1/instances/{instance_id}": {
-            "get": _op("One instance", {"200": _json(_ref("Instance")),
+            "get": _op("One instance", {"200": _json(ref("Instance")),
                                         "307": {"description": "Resolved by name or prefix"}},
                        params=[instance_id]),
             "patch": _op("Change the instance's idle TTL (0: keep it until removed)",
-                         {"200": _json(_ref("Instance"))}, params=[instance_id], body="InstancePatch"),
+                         {"200": _json(ref("Instance"))}, params=[instance_id], body="InstancePatch"),
             "delete": _op("Remove an instance (idempotent). While clients are connected: 409 `in_use` with "
                           "details.clients (pid, user, application_name, client_addr, backend_start), "
                           "unless ?force=true; a dry run lists them under `refused` instead",
-                          {"200": _json(_ref("Removal"))},
+                          {"200": _json(ref("Removal"))},
                           params=[instance_id, _flag("dry_run", "only say what would go"),
                                   _flag("force", "remove even with clients connected")]),
         },
         "/v1/pools": {"get": _op("List warm pools", {"200": _list("Pool")})},
         "/v1/pools/{state_id}": {
-            "get": _op("One warm pool", {"200": _json(_ref("Pool"))}, params=[state_id]),
+            "get": _op("One warm pool", {"200": _json(ref("Pool"))}, params=[state_id]),
             "put": _op("Create or resize the state's warm pool (and join it as a holder)",
-                       {"200": _json(_ref("Pool"))}, params=[state_id], body="PoolRequest"),
+                       {"200": _json(ref("Pool"))}, params=[state_id], body="PoolRequest"),
             "delete": _op("Leave the pool as ?holder=, or drain it (idempotent; answers at once, the engine "
                           "removes the spares in the background)",
-                          {"200": _json(_ref("PoolRelease"))},
+                          {"200": _json(ref("PoolRelease"))},
                           params=[state_id, {"name": "holder", "in": "query", "required": False,
                                              "schema": STRING,
                                              "description": "drain only when no other holder is left"}]),
         },
         "/v1/sessions": {"get": _op("List open sessions", {"200": _list("SessionListed")})},
         "/v1/sessions/{session}": {
-            "put": _op("Begin a session on a state (or add a state to it)", {"200": _json(_ref("Session"))},
+            "put": _op("Begin a session on a state (or add a state to it)", {"200": _json(ref("Session"))},
                        params=[session], body="SessionRequest"),
             "delete": _op("End the session (idempotent): its states' spares fall back within seconds",
-                          {"200": _json(_ref("SessionEnd"))}, params=[session]),
+                          {"200": _json(ref("SessionEnd"))}, params=[session]),
         },
         "/v1/snapshots": {"post": _op(
             "Save a running instance's current data as a new state (kind snapshot, child of the instance's "
             "state, never evicted automatically). Online: the instance keeps running and its clients stay "
-            "connected", {"201": _json(_ref("State"), "Created")}, body="SnapshotRequest")},
+            "connected", {"201": _json(ref("State"), "Created")}, body="SnapshotRequest")},
         "/v1/cache/{key}": {"get": _op("Look up a cache key: a state id, full or unique prefix (404 not_found)",
-                                       {"200": _json(_ref("State"))},
+                                       {"200": _json(ref("State"))},
                                        params=[_path_param("key", "State id or unique prefix")])},
         "/v1/compare": {"post": _op(
             "Compare two states or instances: schema objects added, removed or changed from A to B, and per "
             "table the row counts and whether the rows differ (digests computed in each server). A state is "
             "read through an instance made for it and removed afterwards",
-            {"200": _json(_ref("Comparison"))}, body="CompareRequest")},
+            {"200": _json(ref("Comparison"))}, body="CompareRequest")},
         "/v1/names": {"get": _op("List names", {"200": _list("Name")})},
-        "/v1/names/{name}": {"get": _op("One name", {"200": _json(_ref("Name"))},
+        "/v1/names/{name}": {"get": _op("One name", {"200": _json(ref("Name"))},
                                         params=[_path_param("name", "Name")])},
         "/v1/config": {
-            "get": _op("Effective configuration with sources", {"200": _json(_ref("Config"))}),
-            "patch": _op("Set keys (null unsets)", {"200": _json(_ref("Config"))},
+            "get": _op("Effective configuration with sources", {"200": _json(ref("Config"))}),
+            "patch": _op("Set keys (null unsets)", {"200": _json(ref("Config"))},
                          body=None),
         },
         "/v1/config/schema": {"get": _op("JSON Schema of the configuration", {"200": _json({"type": "object"})})},
         "/v1/status": {"get": _op("Engine, runtime, snapshot backend, cache",
-                                  {"200": _json(_ref("Status"))}, params=[_flag("cache", "per-state details")])},
+                                  {"200": _json(ref("Status"))}, params=[_flag("cache", "per-state details")])},
         "/v1/engine/shutdown": {"post": _op("Stop the engine", {"202": _json({"type": "object"}, "Accepted")})},
         "/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
     }
