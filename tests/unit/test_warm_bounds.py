@@ -16,7 +16,8 @@ import pytest
 from sqlrs.domain.errors import Conflict, UsageError
 from sqlrs.domain.model import Instance, InstanceStatus, State, StateKind
 from sqlrs.ports.runtime import RuntimeIdentity
-from sqlrs.services.instances.pool import PoolService, WarmLimits
+from sqlrs.services.instances.pool import PoolService
+from sqlrs.services.instances.warm_set import WarmLimits
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

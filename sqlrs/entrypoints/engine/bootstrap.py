@@ -33,10 +33,11 @@ from sqlrs.services.instances.footprint import Footprint
 from sqlrs.services.instances.identities import Identities
 from sqlrs.services.instances.kinds import Instances
 from sqlrs.services.instances.lifetime import LifetimeService
-from sqlrs.services.instances.pool import PoolService, WarmLimits
+from sqlrs.services.instances.pool import PoolService
 from sqlrs.services.instances.runtimes import RuntimeRegistry
 from sqlrs.services.instances.server_instances import ServerInstances
 from sqlrs.services.instances.standby import StandbyClones
+from sqlrs.services.instances.warm_set import WarmLimits
 from sqlrs.services.inventory import Inventory
 from sqlrs.services.jobs import JobRunner
 from sqlrs.services.layout import Layout
