@@ -37,7 +37,7 @@ from sqlrs.domain import keys
 from sqlrs.domain.errors import Conflict, NotFound, SqlrsError, StoreFailure
 from sqlrs.domain.model import Instance, InstanceKind, State, StateKind
 from sqlrs.ports.backup import BackupResult, OnlineBackup
-from sqlrs.services.instances.databases import database_name
+from sqlrs.services.instances.database_hosts import database_name
 from sqlrs.services.instances.kinds import Instances
 from sqlrs.services.instances.server_instances import INSTANCE_USER
 from sqlrs.services.instances.servers import Server
