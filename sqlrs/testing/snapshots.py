@@ -19,15 +19,17 @@ Real files, real clones: volumes shaped like PostgreSQL data directories (nested
 8 KiB pages, a symlink, a hard link, files of other owners), 64 MiB of random data for the space
 accounting. Run as root (files of other users are made; bind mounts are tried). What a store
 declares is held to: `copy_on_write` stores must share a clone's data with its source.
+
+The suite is put together from `snapshot_hooks.py` (what a subclass may override),
+`snapshot_space.py` (deletes and space accounting) and the creates and clones here; the files it
+writes come from `snapshot_files.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -36,132 +38,31 @@ import pytest
 
 from sqlrs.domain.errors import StoreFailure
 from sqlrs.ports.snapshots import EarlierClone, SnapshotStore
+from sqlrs.testing.snapshot_files import (
+    OWNER,
+    PG_OWNER,
+    MiB,
+    content,
+    make_pgdata_like,
+    sha,
+    tree,
+    walk_entries,
+    write_file,
+    write_like_postgres,
+    write_random,
+)
+from sqlrs.testing.snapshot_hooks import SnapshotStoreHooks
+from sqlrs.testing.snapshot_space import DeleteAndSpaceContract
 
-MiB = 1 << 20
-OWNER = (54321, 54322)  # made-up ids: ownership must survive clones whoever owns the files
-PG_OWNER = (101, 104)
-
-
-def walk_entries(path: Path) -> list[tuple[str, os.stat_result]]:
-    """(path, lstat) of `path` and everything below it, symlinks not followed."""
-    found = [(str(path), os.lstat(path))]
-    for dirpath, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            full = os.path.join(dirpath, name)
-            found.append((full, os.lstat(full)))
-    return found
-
-
-def write_file(path: Path, data: bytes, mode: int = 0o600, owner: tuple[int, int] = OWNER) -> None:
-    path.write_bytes(data)
-    os.chown(path, *owner)
-    os.chmod(path, mode)
-
-
-def write_random(path: Path, size: int) -> None:
-    with open(path, "wb") as handle:
-        for _ in range(size // MiB):
-            handle.write(os.urandom(MiB))
-        handle.write(os.urandom(size % MiB))
-        handle.flush()
-        os.fsync(handle.fileno())
+# the suite, and the file helpers a subclass's hooks write and compare volumes with
+__all__ = [
+    "OWNER", "PG_OWNER", "MiB", "SnapshotStoreContract", "SnapshotStoreHooks", "content", "make_pgdata_like",
+    "sha", "tree", "walk_entries", "write_file", "write_like_postgres", "write_random",
+]
 
 
-def make_pgdata_like(store: SnapshotStore, path: Path) -> None:
-    """A volume shaped like PGDATA: 0700 root owned by an unprivileged uid, nested dirs, 8 KiB
-    pages, an empty file, a symlink, a hard link, a file owned by another user."""
-    store.create(path)
-    for sub in ("base/1", "base/5", "global", "pg_wal/archive_status", "pg_tblspc"):
-        (path / sub).mkdir(parents=True)
-    write_file(path / "PG_VERSION", b"15\n")
-    write_file(path / "postgresql.conf", b"shared_buffers = 16MB\n" * 50, mode=0o640)
-    write_file(path / "base/1/1259", os.urandom(8192 * 12))
-    write_file(path / "base/5/16384", os.urandom(8192 * 3))
-    write_file(path / "base/5/16384_fsm", b"")
-    write_file(path / "global/pg_control", os.urandom(8192))
-    write_file(path / "pg_wal/000000010000000000000001", os.urandom(MiB))
-    write_file(path / "pg_wal/archive_status/keep", b"x", mode=0o400, owner=PG_OWNER)
-    os.symlink("../base/5", path / "pg_tblspc/16390")
-    os.lchown(path / "pg_tblspc/16390", *OWNER)
-    os.link(path / "PG_VERSION", path / "global/PG_VERSION.hardlink")
-    for dirpath, _dirs, _files in os.walk(path):
-        os.chown(dirpath, *OWNER)
-        os.chmod(dirpath, 0o700)
-    os.chmod(path / "pg_wal", 0o750)
-
-
-def write_like_postgres(volume: Path) -> None:
-    """Change a volume made by `make_pgdata_like` as a server would: a page written in place, a
-    relation dropped, another one created."""
-    with open(volume / "base/1/1259", "r+b") as handle:
-        handle.seek(8192 * 5)
-        handle.write(b"\xff" * 8192)
-    (volume / "base/5/16384").unlink()
-    write_file(volume / "base/5/new", b"new")
-
-
-def tree(path: Path) -> dict[str, tuple[object, ...]]:
-    """Everything a clone must preserve, by relative path (the root itself is "")."""
-    result: dict[str, tuple[object, ...]] = {}
-    for entry, st in walk_entries(path):
-        rel = os.path.relpath(entry, path) if entry != str(path) else ""
-        kind = stat.S_IFMT(st.st_mode)
-        common = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-        if stat.S_ISREG(st.st_mode):
-            digest = hashlib.sha256(Path(entry).read_bytes()).hexdigest()
-            result[rel] = (*common, st.st_size, digest, st.st_mtime_ns, st.st_nlink)
-        elif stat.S_ISLNK(st.st_mode):
-            result[rel] = (*common, os.readlink(entry))
-        else:
-            result[rel] = common
-    return result
-
-
-def content(path: Path) -> dict[str, tuple[object, ...]]:
-    """A tree without link counts."""
-    return {rel: entry[:-1] if entry[0] == stat.S_IFREG else entry for rel, entry in tree(path).items()}
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class SnapshotStoreContract:
+class SnapshotStoreContract(DeleteAndSpaceContract):
     """The SnapshotStore port's promises, on a real filesystem."""
-
-    def settle(self, store: SnapshotStore) -> None:
-        """Flush, so that allocation and free space are what the filesystem will keep."""
-        os.sync()
-        store.settle()
-
-    # hooks: what a subclass knows of its store beyond the port
-    def check_shared_with_earlier(self, store: SnapshotStore, earlier: Path, clone: Path) -> None:
-        """After `clone` was made like `earlier` (unchanged since: PG_VERSION, base/5/16384_fsm,
-        global/pg_control, postgresql.conf; changed: base/1/1259): what the store shares."""
-
-    def add_crash_leftovers(self, store: SnapshotStore, volume: Path, directory: Path) -> None:
-        """Make the store's own kind of leftovers inside a half-made volume and directory."""
-
-    def check_crash_leftovers_gone(self, store: SnapshotStore) -> None:
-        """After the half-made volume and directory were deleted: nothing of them is left."""
-
-    def check_clone_space(self, store: SnapshotStore, source: Path, clone: Path, single: int, both: int) -> None:
-        """A 64 MiB volume `source` took `single` bytes, with its `clone` `both`."""
-        if store.copy_on_write:
-            self.assert_shares_until_written(store, source, clone, single, both)
-
-    def assert_shares_until_written(self, store: SnapshotStore, source: Path, clone: Path, single: int,
-                                    both: int) -> None:
-        """A clone shares its source's data, and writing 16 MiB of it costs about that much more."""
-        assert both < 1.2 * single, (single, both)
-        with open(clone / "data", "r+b") as handle:  # copy-on-write of 16 MiB
-            handle.seek(16 * MiB)
-            handle.write(os.urandom(16 * MiB))
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.settle(store)
-        grown = store.allocated_bytes([source, clone])
-        assert 14 * MiB <= grown - both <= 20 * MiB, (both, grown)
 
     # --- create / clone --------------------------------------------------------------------------
 
@@ -348,149 +249,3 @@ class SnapshotStoreContract:
             assert not (outside / "clone").exists()
         finally:
             shutil.rmtree(outside)
-
-
-    # --- delete ----------------------------------------------------------------------------------
-
-    @pytest.mark.parametrize("first", ["source", "clone"])
-    def test_deleting_either_side_leaves_the_other_intact(self, store: SnapshotStore, first: str) -> None:
-        source, clone = store.root / "source", store.root / "clone"
-        make_pgdata_like(store, source)
-        expected = tree(source)
-        store.clone(source, clone)
-        gone, kept = (source, clone) if first == "source" else (clone, source)
-        store.delete(gone)
-        assert not os.path.lexists(gone)
-        assert tree(kept) == expected
-
-    def test_chains_of_clones_survive_deleting_the_middle(self, store: SnapshotStore) -> None:
-        a, b, c = store.root / "a", store.root / "b", store.root / "c"
-        make_pgdata_like(store, a)
-        expected = tree(a)
-        store.clone(a, b)
-        write_file(b / "only-in-b-and-c", b"bc")
-        store.clone(b, c)
-        store.delete(b)
-        assert tree(a) == expected
-        assert (c / "only-in-b-and-c").read_bytes() == b"bc"
-        store.delete(a)
-        assert (c / "base/1/1259").stat().st_size == 8192 * 12
-
-    def test_delete_is_idempotent(self, store: SnapshotStore) -> None:
-        volume = store.root / "v"
-        store.delete(volume)  # never existed
-        make_pgdata_like(store, volume)
-        store.delete(volume)
-        assert not os.path.lexists(volume)
-        store.delete(volume)
-
-    def test_delete_removes_nested_and_read_only_directories(self, store: SnapshotStore) -> None:
-        volume = store.root / "v"
-        store.create(volume)
-        deep = volume / "a" / "b" / "c" / "d"
-        deep.mkdir(parents=True)
-        write_file(deep / "f", b"x", mode=0o400)
-        for path in (deep, deep.parent, volume / "a"):
-            os.chmod(path, 0o500)
-        store.delete(volume)
-        assert not os.path.lexists(volume)
-
-    def test_crash_leftovers_are_deleted(self, store: SnapshotStore) -> None:
-        """A half-made clone left behind by a crash (a volume or a bare directory) is removable,
-        and the name can be used again."""
-        source = store.root / "source"
-        make_pgdata_like(store, source)
-        leftover_volume, leftover_dir = store.root / "tmp-volume", store.root / "tmp-dir"
-        store.create(leftover_volume)
-        shutil.copytree(source / "base", leftover_volume / "base", symlinks=True)
-        leftover_dir.mkdir()
-        (leftover_dir / "global").mkdir()
-        write_file(leftover_dir / "global/pg_control", b"partial")
-        self.add_crash_leftovers(store, leftover_volume, leftover_dir)
-        for leftover in (leftover_volume, leftover_dir):
-            store.delete(leftover)
-            assert not os.path.lexists(leftover)
-            store.clone(source, leftover)
-            assert tree(leftover) == tree(source)
-        self.check_crash_leftovers_gone(store)
-
-    def test_delete_refuses_a_volume_with_a_mount_inside(self, store: SnapshotStore) -> None:
-        if os.geteuid() != 0:
-            pytest.skip("bind mounts need root")
-        volume = store.root / "v"
-        store.create(volume)
-        (volume / "mnt").mkdir()
-        elsewhere = Path(tempfile.mkdtemp(prefix="bind-", dir="/tmp"))
-        (elsewhere / "precious").write_bytes(b"x")
-        subprocess.run(["mount", "--bind", str(elsewhere), str(volume / "mnt")], check=True)
-        try:
-            with pytest.raises(StoreFailure, match="mounted"):
-                store.delete(volume)
-            assert (elsewhere / "precious").exists()
-        finally:
-            subprocess.run(["umount", str(volume / "mnt")], check=True)
-            shutil.rmtree(elsewhere)
-        store.delete(volume)
-
-
-    # --- space accounting ------------------------------------------------------------------------
-
-    def test_allocated_bytes_of_a_64_mib_volume(self, store: SnapshotStore) -> None:
-        volume = store.root / "v"
-        store.create(volume)
-        write_random(volume / "data", 64 * MiB)
-        self.settle(store)
-        allocated = store.allocated_bytes([volume])
-        assert 64 * MiB <= allocated <= 64 * MiB * 1.05 + MiB, allocated
-
-    def test_allocated_bytes_counts_shared_extents_once(self, store: SnapshotStore) -> None:
-        source, clone = store.root / "source", store.root / "clone"
-        store.create(source)
-        write_random(source / "data", 64 * MiB)
-        self.settle(store)
-        single = store.allocated_bytes([source])
-        store.clone(source, clone)
-        self.settle(store)
-        both = store.allocated_bytes([source, clone])
-        assert store.allocated_bytes([clone]) >= 64 * MiB  # a clone alone still holds its data
-        assert store.allocated_bytes([source, source]) == single  # a path twice counts once
-        assert both <= 2.1 * single, (single, both)  # never more than two copies
-        self.check_clone_space(store, source, clone, single, both)
-
-    def test_free_bytes_drops_after_writing(self, store: SnapshotStore) -> None:
-        volume = store.root / "v"
-        store.create(volume)
-        drops = []
-        for attempt in range(3):  # a plain directory shares its filesystem with other busy processes
-            self.settle(store)
-            before = store.free_bytes()
-            assert before > 0
-            write_random(volume / f"data{attempt}", 64 * MiB)
-            self.settle(store)
-            drops.append(before - store.free_bytes())
-            if drops[-1] >= 48 * MiB:
-                break
-        assert drops[-1] >= 48 * MiB, drops
-
-    def test_free_bytes_recovers_after_delete_and_settle(self, store: SnapshotStore) -> None:
-        """`settle()` makes deletes show in `free_bytes()`, which eviction relies on; btrfs frees
-        deleted subvolumes asynchronously. `total_bytes()` bounds both."""
-        settle_store = store.settle
-        assert store.total_bytes() > store.free_bytes() > 0
-        gains = []
-        for attempt in range(3):  # a plain directory shares its filesystem with other busy processes
-            source, clone = store.root / f"source{attempt}", store.root / f"clone{attempt}"
-            store.create(source)
-            write_random(source / "data", 64 * MiB)
-            store.clone(source, clone)
-            settle_store()
-            before = store.free_bytes()
-            store.delete(source)
-            store.delete(clone)
-            settle_store()
-            gains.append(store.free_bytes() - before)
-            if gains[-1] >= 48 * MiB:
-                break
-        assert gains[-1] >= 48 * MiB, gains
-
-
