@@ -1,5 +1,6 @@
 """The house has no circles: sqlrs' modules, with every import as an arrow (function-level imports
 included), form no cycle, and no module of the engine client or the CLI reaches into the adapters.
+No room is too big either: a module over MAX_LINES lines holds more than one concept (issue 20).
 
 Run as a script to print the graph's cycles: `python tests/unit/test_import_graph.py`."""
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "sqlrs"
+MAX_LINES = 400
 
 
 def modules() -> dict[str, Path]:
@@ -97,6 +99,12 @@ def test_the_engine_client_and_the_cli_do_not_reach_into_the_adapters() -> None:
                       if name.startswith(("sqlrs.engine_client", "sqlrs.entrypoints.cli"))
                       for target in targets if target.startswith("sqlrs.adapters"))
     assert reaching == []
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    too_long = sorted(f"{path.relative_to(ROOT.parent)}: {lines} lines" for path in modules().values()
+                      if (lines := len(path.read_text().splitlines())) > MAX_LINES)
+    assert too_long == [], f"split these by concept (at most {MAX_LINES} lines each)"
 
 
 if __name__ == "__main__":
