@@ -18,10 +18,8 @@ from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.host import (
     PYTHON_ERROR_REPORTER,
     HostSession,
-    Login,
     host_login,
     read_failure,
-    tool_environment,
 )
 
 # argv: config file, answer mark. stdin: one request per line, JSON {"revision", "url"}: upgrade
@@ -98,7 +96,7 @@ class AlembicExecutor:
         if not config or not revision:
             raise StepFailed(f"{run.label}: an alembic step names its config and revision")
         with host_login(run) as login:
-            session = self._session(run, config, login)
+            session = HostSession.kept(run, "alembic", config, [RUNNER, config, DONE_MARK], login, DONE_MARK)
             result = session.request(run, json.dumps({"revision": revision, "url": login.url}))
         if result.exit_code == 0:
             return
@@ -112,18 +110,3 @@ class AlembicExecutor:
                      "exit_code": result.exit_code, **report.details(), "output": result.output[-8000:]},
         )
 
-    @staticmethod
-    def _session(run: StepRun, config: str, login: Login) -> HostSession:
-        """The build's runner for this project: started with its first revision, reused while the
-        next ones run the same way (Python, directory, config, environment); the build closes it."""
-        host = run.step.run
-        assert host is not None
-        key = json.dumps(["alembic", host.argv[0], host.cwd, config, sorted(host.env)])
-        session = run.sessions.get(key)
-        if isinstance(session, HostSession) and session.alive:
-            return session
-        if session is not None:
-            session.close()
-        session = run.sessions[key] = HostSession(run, [host.argv[0], "-u", "-c", RUNNER, config, DONE_MARK],
-                                                  host.cwd, tool_environment(host.env, login), DONE_MARK)
-        return session

@@ -20,7 +20,7 @@ import json
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.states.steps.base import StepRun
-from sqlrs.services.states.steps.host import HostSession, Login, host_login, tool_environment
+from sqlrs.services.states.steps.host import HostSession, host_login
 
 ERROR_MARK = "sqlrs-django-error: "
 DONE_MARK = "sqlrs-django-done "
@@ -99,7 +99,8 @@ class DjangoExecutor:
         if not settings or not app or not name:
             raise StepFailed(f"{run.label}: a django step names its settings, app and migration")
         with host_login(run) as login:
-            session = self._session(run, settings, login)
+            session = HostSession.kept(run, "django", settings, [RUNNER, settings, ERROR_MARK, DONE_MARK], login,
+                                       DONE_MARK)
             result = session.request(run, json.dumps({"app": app, "name": name, "connection": login.env()}))
         if result.exit_code == 0:
             return
@@ -112,19 +113,3 @@ class DjangoExecutor:
                      "exit_code": result.exit_code, "error": error, "output": result.output[-8000:]},
         )
 
-    @staticmethod
-    def _session(run: StepRun, settings: str, login: Login) -> HostSession:
-        """The build's runner: started with its first migration, reused while the next ones run the
-        same way (same Python, directory, settings and environment); the build closes it."""
-        host = run.step.run
-        assert host is not None
-        key = json.dumps(["django", host.argv[0], host.cwd, settings, sorted(host.env)])
-        session = run.sessions.get(key)
-        if isinstance(session, HostSession) and session.alive:
-            return session
-        if session is not None:
-            session.close()
-        session = run.sessions[key] = HostSession(
-            run, [host.argv[0], "-u", "-c", RUNNER, settings, ERROR_MARK, DONE_MARK], host.cwd,
-            tool_environment(host.env, login), DONE_MARK)
-        return session

@@ -263,6 +263,25 @@ class HostSession:
             raise StepFailed(f"{run.label} failed: {argv[0]}: {reason}",
                              details={"step": run.index, "source": run.step.source, "exit_code": None}) from None
 
+    @classmethod
+    def kept(cls, run: StepRun, kind: str, setting: str, runner: Sequence[str], login: Login,
+             mark: str) -> HostSession:
+        """The build's runner of `kind` for this project (`python -u -c *runner`): started with the
+        first step that needs it, reused while the next ones run the same way (same Python,
+        directory, `setting` — a config file, a settings module — and environment); the build
+        closes it."""
+        host = run.step.run
+        assert host is not None
+        key = json.dumps([kind, host.argv[0], host.cwd, setting, sorted(host.env)])
+        session = run.sessions.get(key)
+        if isinstance(session, cls) and session.alive:
+            return session
+        if session is not None:
+            session.close()
+        session = run.sessions[key] = cls(run, [host.argv[0], "-u", "-c", *runner], host.cwd,
+                                          tool_environment(host.env, login), mark)
+        return session
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
