@@ -25,7 +25,17 @@ def runtime_available(name: str) -> tuple[bool, str]:
     return container_runtime_available(name)
 
 
-@pytest.fixture(scope="module", params=RUNTIME_NAMES)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`sqlrs_runtime` runs a test once per runtime: all three, or those its module names in
+    `SQLRS_RUNTIMES` (where the runtime matters only through instances, native and one container
+    runtime say as much as all three; test_runtimes_e2e.py and the contract suites take every one)."""
+    if "sqlrs_runtime" in metafunc.fixturenames:
+        names = getattr(metafunc.module, "SQLRS_RUNTIMES", RUNTIME_NAMES)
+        assert set(names) <= set(RUNTIME_NAMES), names
+        metafunc.parametrize("sqlrs_runtime", names, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
 def sqlrs_runtime(request: pytest.FixtureRequest) -> Iterator[Sqlrs]:
     """A state directory driven with `--runtime <param>` (docker/podman: the local test image).
 

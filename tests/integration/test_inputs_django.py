@@ -19,6 +19,7 @@ import pytest
 from harness import REPO, Sqlrs, psql, write
 
 pytestmark = pytest.mark.timeout(1200)
+SQLRS_RUNTIMES = ("native", "podman")  # Django reaches a container's server over TCP as a native one (conftest.py)
 
 EXAMPLE = REPO / "examples" / "django-polls"
 # the project's own migrations; contenttypes (2) and auth (12) come first in Django's plan

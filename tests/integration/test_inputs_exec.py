@@ -14,6 +14,7 @@ import pytest
 from harness import REPO, Sqlrs, api, processes_mentioning, psql, step_failure, wait_for, write
 
 pytestmark = pytest.mark.timeout(900)
+SQLRS_RUNTIMES = ("native", "podman")  # a command reaches a container's server over TCP as a native one (conftest.py)
 
 EXAMPLE = REPO / "examples" / "exec-migrations"
 MIGRATE = ["--input", "migrate.py", "--input", "migrations/*.sql", "--", sys.executable, "migrate.py"]

@@ -16,6 +16,8 @@ from harness import Sqlrs, processes_mentioning, short_tmp, wait_for
 import sqlrs
 from sqlrs.services.states.cache import DEFAULT_CAP_SHARE, DEFAULT_MAX_BYTES
 
+SQLRS_RUNTIMES = ("native", "docker")  # what is kept ahead: the same bookkeeping on every runtime
+
 MiB = 1024 * 1024
 
 

@@ -23,6 +23,7 @@ from harness import REPO, Sqlrs, psql, write
 import sqlrs
 
 pytestmark = pytest.mark.timeout(900)
+SQLRS_RUNTIMES = ("native", "docker")  # the questions meet the runtime only through instances
 
 EXAMPLE = REPO / "examples" / "alembic-shop"
 

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from _require import require
 from fixtures import native_available, native_harness
@@ -65,10 +66,14 @@ def test_the_installed_runtime_is_listed_and_serves_prepares(sq: Sqlrs) -> None:
     assert psql(dsn, "select v from t") == "1"
     (instance,) = sq.instances()
     assert instance["runtime"] == "native-limits"
-    backend = int(psql(dsn, "select pg_backend_pid()"))
-    stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+    with psycopg.connect(dsn) as conn:  # the backend lives as long as its connection: read it meanwhile
+        row = conn.execute("select pg_backend_pid()").fetchone()
+        assert row is not None
+        backend = int(row[0])
+        stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        limits = Path(f"/proc/{backend}/limits").read_text()
     assert int(stat[16]) == 10  # its server runs under nice 10, and so does the backend it forked
-    assert "Max address space         4294967296" in Path(f"/proc/{backend}/limits").read_text()
+    assert "Max address space         4294967296" in limits
 
 
 def test_an_unknown_runtime_is_refused_with_the_registered_names(sq: Sqlrs) -> None:

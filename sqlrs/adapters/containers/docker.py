@@ -6,9 +6,10 @@ The daemon is found like the docker CLI does without contexts: `DOCKER_HOST` (an
 
 from __future__ import annotations
 
+import struct
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, BinaryIO, cast
 
 import docker
 import docker.errors
@@ -22,6 +23,23 @@ from sqlrs.adapters.containers.runtime import ContainerRuntime
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 API_TIMEOUT = 120
+
+
+def demultiplexed(reader: BinaryIO, close: Callable[[], object]) -> Frames:
+    """(stdout, stderr) chunks of a non-tty exec stream: 8-byte frame headers (stream, length)."""
+    try:
+        while True:
+            header = reader.read(8)
+            if len(header) < 8:
+                return
+            stream, length = struct.unpack(">BxxxL", header)
+            data = reader.read(length) if length else b""
+            if data:
+                yield (None, data) if stream == 2 else (data, None)
+            if len(data) < length:  # the stream ended mid-frame
+                return
+    finally:
+        close()
 
 
 class DockerBackend:
@@ -154,8 +172,17 @@ class DockerBackend:
             workdir=workdir,
         )
         exec_id = str(created["Id"])
-        frames = self._api.exec_start(exec_id, stream=True, demux=True)
-        return exec_id, cast(Frames, frames)
+        # exec_start(stream=True) as the SDK does it, but read through the response's buffered
+        # reader: the SDK reads the raw socket under it and loses what that reader took in with the
+        # response headers, now and then a quick command's whole output (docker/docker-py#3332)
+        api: Any = self._api
+        response = api._post_json(api._url("/exec/{0}/start", exec_id), stream=True,
+                                  headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+                                  data={"Tty": False, "Detach": False})
+        api._raise_for_status(response)
+        reader = response.raw._fp.fp
+        api._disable_socket_timeout(reader.raw)  # a tool may print nothing for longer than API_TIMEOUT
+        return exec_id, demultiplexed(reader, response.close)
 
     def exec_result(self, exec_id: str) -> tuple[bool, int | None]:
         info = self._api.exec_inspect(exec_id)
