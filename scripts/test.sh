@@ -19,7 +19,8 @@ fi
 # leftovers labelled with it), so they run in parallel workers: they mostly wait on servers,
 # daemons and JVMs, which is why more workers than the 2 cores still pay (on 2 cores: 22 min with
 # 4 workers, 29 with 3). A module stays on one worker (--dist loadfile: module-scoped engines are
-# shared by its tests). Tests marked `serial` touch what every test shares (they stop dockerd and the podman service) and run alone after.
+# shared by its tests). Tests marked `serial` touch what every test shares (they stop dockerd and
+# the podman service) and run alone after.
 # SQLRS_TEST_WORKERS=0 runs everything in this process, one test at a time.
 workers=${SQLRS_TEST_WORKERS:-4}
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider)
