@@ -6,6 +6,8 @@ history, in one run:
 
 - replay     the baseline: CREATE DATABASE in one running server (Debian's PostgreSQL, fsync off),
              then every migration applied in order (one `psql -f ... -f ...`; `alembic upgrade head`)
+- per file   the same with one `psql -f FILE` per migration, as a migration runner or a shell loop
+             applies them (psql histories only; issue 19's baseline)
 - cold       `sqlrs prepare` of the whole chain in a fresh state dir (engine running, base state
              cached: the base is shared by every chain of a runtime), to a usable DSN
 - hit        the same prepare again (all cached)
@@ -198,6 +200,18 @@ class Replay:
         usable(dsn)
         return time.perf_counter() - started
 
+    def per_file(self, history: History) -> float:
+        """One psql per migration file: what a loop over the files costs."""
+        self.count += 1
+        dbname = f"replay_{self.count}"
+        started = time.perf_counter()
+        self.server.sql(f'CREATE DATABASE "{dbname}"')
+        dsn = self.server.dsn(dbname)
+        for name in history.files:
+            run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", name], cwd=history.folder)
+        usable(dsn)
+        return time.perf_counter() - started
+
     def close(self) -> None:
         self.server.stop()
 
@@ -208,6 +222,7 @@ class Row:
     store: str
     history: str
     replay: float = 0.0
+    per_file: float = 0.0  # 0: not measured (alembic)
     cold: float = 0.0
     hit: float = 0.0
     edit_mid: float = 0.0
@@ -247,6 +262,9 @@ def bench(store: str, history: History, replay: Replay, args: argparse.Namespace
         tool.remove_instances()
         row.replay = statistics.median(replay(history) for _ in range(args.replays))
         say(f"{store:8s} {history.name:13s} replay    {row.replay:7.2f} s")
+        if history.kind == "psql":
+            row.per_file = statistics.median(replay.per_file(history) for _ in range(args.replays))
+            say(f"{store:8s} {history.name:13s} per file  {row.per_file:7.2f} s")
         row.cold = timed_prepare(tool, history)
         say(f"{store:8s} {history.name:13s} cold      {row.cold:7.2f} s  {row.cold / row.replay:5.2f}x")
         row.disk_total, row.disk_largest = tool.disk()
@@ -267,14 +285,16 @@ def bench(store: str, history: History, replay: Replay, args: argparse.Namespace
 
 def report(rows: list[Row], histories: list[History]) -> str:
     lines = ["| store | history | replay | cold | ÷ replay | edit mid | ÷ replay | edit last | ÷ replay | hit "
-             "| states kept / steps | disk ÷ largest state |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| states kept / steps | disk ÷ largest state | psql per file | cold, edit mid ÷ it |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         r = row.ratios()
         lines.append(f"| {row.store} | {row.history} | {row.replay:.2f} s | {row.cold:.2f} s | {r['cold']:.2f}x "
                      f"| {row.edit_mid:.2f} s | {r['edit_mid']:.2f}x | {row.edit_last:.2f} s | {r['edit_last']:.2f}x "
                      f"| {row.hit * 1000:.0f} ms | {row.kept} / {row.steps} | {r['disk']:.1f}x "
-                     f"({row.disk_total / 2**20:.0f} / {row.disk_largest / 2**20:.0f} MiB) |")
+                     f"({row.disk_total / 2**20:.0f} / {row.disk_largest / 2**20:.0f} MiB) | "
+                     + (f"{row.per_file:.2f} s | {row.cold / row.per_file:.2f}x, {row.edit_mid / row.per_file:.2f}x |"
+                        if row.per_file else "— | — |"))
     lines.append("")
     lines += [f"- {h.name}: {h.note}" for h in histories]
     return "\n".join(lines)
