@@ -77,6 +77,9 @@ def main() -> int:
     args = parser.parse_args()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SQLRS_")}
     sqlrs_python = venv(SQLRS_VENV, ["pytest", "pytest-xdist", "anyio", str(REPO)])
+    # this checkout as it is now, not the one the venv was made from (its code and its entry points)
+    subprocess.run([str(sqlrs_python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--force-reinstall", str(REPO)], check=True)
     pg_python = venv(PG_VENV, PG_PACKAGES)
     state_dir = Path(tempfile.mkdtemp(prefix="sqshop", dir="/tmp"))
     rows = []

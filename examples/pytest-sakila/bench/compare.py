@@ -88,6 +88,9 @@ def ensure_sqlrs_venv() -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         "pytest", "pytest-xdist", "-e", str(REPO), "--config-settings", "editable_mode=compat"],
                        check=True)
+    # the entry points (pytest11, runtimes, stores) as this checkout declares them now
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "-e", str(REPO), "--config-settings", "editable_mode=compat"], check=True)
     return python
 
 
