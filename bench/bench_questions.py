@@ -26,6 +26,7 @@ Every ratio is against a baseline measured in the same run. Prints a Markdown ta
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -184,7 +185,7 @@ def history(args: argparse.Namespace, work: Path, report: Report) -> None:
         for n in sample:
             keep(n)
             keep(n + 1)
-            elapsed, result = timed(lambda n=n: cli(sq, "compare", ids[n], ids[n + 1], "-o", "json"))
+            elapsed, result = timed(functools.partial(cli, sq, "compare", ids[n], ids[n + 1], "-o", "json"))
             seconds.append(elapsed)
             data = json.loads(result.stdout)
             engine.append(data["seconds"])

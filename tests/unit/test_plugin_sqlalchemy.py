@@ -14,7 +14,7 @@ def instance(**changes: object) -> Instance:
     fields: dict = {"id": "i1", "state_id": "s1", "dsn": "postgresql://sqlrs:pw@127.0.0.1:5433/postgres",
                     "host": "127.0.0.1", "port": 5433, "user": "sqlrs", "password": "pw", "dbname": "postgres",
                     "runtime": "native"}
-    return Instance(**{**fields, **changes})  # type: ignore[arg-type]
+    return Instance(**{**fields, **changes})
 
 
 def test_url_names_the_driver() -> None:

@@ -115,4 +115,4 @@ def test_rebuild_keeps_the_working_adapter_when_the_new_settings_fail(tmp_path: 
 def test_without_any_registered_runtime_the_answer_says_to_reinstall() -> None:
     with pytest.raises(RuntimeUnavailable, match="no runtime is registered") as caught:
         registry().choose(None)
-    assert "pip install" in caught.value.hint
+    assert caught.value.hint is not None and "pip install" in caught.value.hint

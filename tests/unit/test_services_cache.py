@@ -4,6 +4,7 @@ clock for recency, no PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fakes import Fakes, job_context, prepare, wired
@@ -44,7 +45,7 @@ def test_over_the_cap_the_least_recently_used_unreferenced_leaf_goes(engine: Wir
     old = prepare(services, f"PAD {PAD} old", build_only=True)["state_id"]
     fakes.clock.advance(DAY)
     new = prepare(services, f"PAD {PAD} new", build_only=True)["state_id"]
-    base = fakes.repo.get_state(new).parent_id  # type: ignore[union-attr]
+    base = fakes.repo.get_state(new).parent_id
     cap(services, services.cache.cache_bytes() - PAD // 2)
     assert services.cache.enforce() == [old]
     assert {state.id for state in fakes.repo.list_states()} == {base, new}
@@ -118,8 +119,11 @@ def test_the_cache_is_checked_after_the_build_s_scratch_is_gone(engine: Wired) -
     services, _fakes = engine
     seen: list[list[str]] = []
     check = services.cache.after_commit
-    services.cache.after_commit = lambda ctx, state: (  # type: ignore[method-assign]
-        seen.append(sorted(p.name for p in services.layout.scratch_dir.iterdir())), check(ctx, state))[1]
+    def after_commit(ctx: Any, state: Any) -> Any:
+        seen.append(sorted(p.name for p in services.layout.scratch_dir.iterdir()))
+        return check(ctx, state)
+
+    services.cache.after_commit = after_commit  # type: ignore[method-assign]
     prepare(services, "create table a()", "create table b()")
     assert seen == [[]]
 

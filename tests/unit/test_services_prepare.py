@@ -81,7 +81,7 @@ def test_a_hit_builds_nothing_and_only_starts_the_instance(engine: Wired) -> Non
     assert second["state_id"] == first["state_id"] and second["instance_id"] != first["instance_id"]
     assert len(fakes.runtime.started) == started + 1
     assert len(fakes.repo.list_states()) == 3
-    assert fakes.repo.get_state(first["state_id"]).hits >= 1  # type: ignore[union-attr]
+    assert fakes.repo.get_state(first["state_id"]).hits >= 1
 
 
 def test_a_changed_step_rebuilds_from_the_last_cached_state(engine: Wired) -> None:

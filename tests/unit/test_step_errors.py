@@ -140,6 +140,7 @@ def test_the_reporter_reads_a_wrapped_driver_error(tmp_path: Path) -> None:
                                     'HINT:  Perhaps you meant to reference the column "a.nosuchco".',
                                     "STATEMENT:  select 1,", "              nosuchcol", "            from a"]
     lines = (tmp_path / "step.py").read_text().splitlines()
+    assert report.line is not None
     assert lines[report.line - 1].strip() == "raise error"  # in upgrade(), in the step's file
 
 
