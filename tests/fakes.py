@@ -110,6 +110,14 @@ class FakeRepository:
                     found.setdefault(unkept.id, attrs.evolve(unkept))
         return found
 
+    def find_unkept(self, prefix: str) -> list[UnkeptState]:
+        found: dict[str, UnkeptState] = {}
+        with self._lock:
+            for unkept in sorted((u for span in self.spans.values() for u in span), key=lambda u: u.created_at):
+                if unkept.id.startswith(prefix):
+                    found.setdefault(unkept.id, attrs.evolve(unkept))
+        return list(found.values())
+
     def span_of(self, state_id: str) -> list[UnkeptState]:
         with self._lock:
             return [attrs.evolve(unkept) for unkept in self.spans.get(state_id, [])]

@@ -55,13 +55,18 @@ class CompareService:
         except NotFound:
             pass
         state: State | None = None
+        unkept: NotFound | None = None
         if ID_RE.match(ref):
-            with contextlib.suppress(NotFound):
+            try:
                 state = self.inventory.find_state(ref)
+            except NotFound as exc:
+                unkept = exc if exc.details.get("kept_id") else None
         if instance is not None and state is not None:
             raise Ambiguous(f"{ref!r} matches instance {instance.id} and state {state.id[:12]}",
                             details={"candidates": [instance.id, state.id]}, hint="give more characters of the id")
         found = instance or state
+        if found is None and unkept is not None:
+            raise unkept
         if found is None:
             raise NotFound(f"no state, instance or name matches {ref!r}",
                            hint="list them with: sqlrs ls --states, sqlrs ls --instances")

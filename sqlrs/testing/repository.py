@@ -81,6 +81,15 @@ class StateRepositoryContract:
         repo.add_state(state("k9", parent="base", minutes=3), [unkept("u7", "base", "k9", 0)])
         assert [u.id for u in repo.span_of("k9")] == ["u1"]
 
+    def test_unkept_states_by_id_prefix(self, repo: StateRepository) -> None:
+        repo.add_state(state("base"))
+        repo.add_state(state("k3", parent="base", minutes=1),
+                       [unkept("ua1", "base", "k3", 0), unkept("ua2", "ua1", "k3", 1)])
+        repo.add_state(state("k9", parent="base", minutes=2), [unkept("ua1", "base", "k9", 0, minutes=5)])
+        assert sorted((u.id, u.kept_id) for u in repo.find_unkept("ua")) == [("ua1", "k3"), ("ua2", "k3")]
+        assert [u.id for u in repo.find_unkept("ua2")] == ["ua2"]
+        assert repo.find_unkept("k3") == [] and repo.find_unkept("u%") == []  # kept ones are not; % is no wildcard
+
     def test_states_by_id_prefix_parent_and_order(self, repo: StateRepository) -> None:
         repo.add_state(state("bb01", minutes=1))
         repo.add_state(state("aa01", minutes=0))

@@ -10,6 +10,7 @@ import pytest
 from fakes import Fakes, command, job_context, wired
 
 from sqlrs.domain.checkpoints import PAYBACK, CheckpointPolicy, Reason, branch_point
+from sqlrs.domain.errors import NotFound
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.services.requests import PrepareRequest
 
@@ -101,3 +102,18 @@ def test_an_edit_in_the_middle_keeps_the_state_before_it_and_replays_from_a_kept
     assert final is not None
     applied = (services.layout.abs(final.data_path) / "applied.sql").read_text().splitlines()
     assert applied == edited
+
+
+def test_an_unkept_state_is_named_as_such_when_asked_for(engine: Wired) -> None:
+    services, fakes = engine
+    fakes.store.clone_seconds = 1.0
+    plan = build(services, *[f"step {i} TAKES 0.1" for i in range(1, 6)])
+    middle = str(plan[2]["state_id"])
+    assert plan[2]["cached"] and not plan[2]["checkpoint"]
+    for find in (services.inventory.find_state, services.compare.find):
+        with pytest.raises(NotFound, match=f"state {middle[:12]} is not kept") as caught:
+            find(middle[:12])
+        assert caught.value.hint is not None and "prepare the steps up to it" in caught.value.hint
+    with pytest.raises(NotFound, match="no state matches"):
+        services.inventory.find_state("feedc0ffee00")
+    assert services.inventory.find_state(str(plan[-1]["state_id"])[:12]).id == plan[-1]["state_id"]

@@ -120,6 +120,8 @@ class _Q:
     add_state = insert(t.states)
     add_unkept = insert(t.unkept_states)
     unkept = select(t.unkept_states).where(t.unkept_states.c.id.in_(_IDS)).order_by(t.unkept_states.c.created_at)
+    unkept_prefix = select(t.unkept_states).where(t.unkept_states.c.id.like(_PREFIX, escape="\\")).order_by(
+        t.unkept_states.c.created_at)
     span = select(t.unkept_states).where(t.unkept_states.c.kept_id == _ID).order_by(t.unkept_states.c.position)
     delete_span = delete(t.unkept_states).where(t.unkept_states.c.kept_id == _ID)
     add_instance = insert(t.instances)
@@ -200,6 +202,12 @@ class SqliteRepository:
             for unkept in self._rows(self._all(_Q.unkept, b_ids=list(state_ids[chunk:chunk + 500])), UnkeptState):
                 found.setdefault(unkept.id, unkept)
         return found
+
+    def find_unkept(self, prefix: str) -> list[UnkeptState]:
+        found: dict[str, UnkeptState] = {}
+        for unkept in self._rows(self._all(_Q.unkept_prefix, b_prefix=_like_prefix(prefix)), UnkeptState):
+            found.setdefault(unkept.id, unkept)
+        return list(found.values())
 
     def span_of(self, state_id: str) -> list[UnkeptState]:
         return self._rows(self._all(_Q.span, b_id=state_id), UnkeptState)

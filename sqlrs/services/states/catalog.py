@@ -19,7 +19,7 @@ from typing import Protocol
 
 import attrs
 
-from sqlrs.domain.errors import Conflict, SqlrsError
+from sqlrs.domain.errors import Conflict, NotFound, SqlrsError
 from sqlrs.domain.model import State, Task, TaskStatus, UnkeptState
 from sqlrs.ports.repository import StatesAndInstances
 from sqlrs.ports.snapshots import SnapshotStore
@@ -91,7 +91,16 @@ class StateCatalog:
     def find(self, ref: str) -> State:
         """A state by id or unique id prefix (its row; `kept` tells whether its data is here)."""
         exact = self.repo.get_state(ref)
-        return exact if exact is not None else one_match(self.repo.find_states(ref), "state", ref)
+        if exact is not None:
+            return exact
+        matches = self.repo.find_states(ref)
+        if not matches:
+            passed = self.repo.find_unkept(ref)
+            if len(passed) == 1:  # a build went through it without keeping it: say so, not "no such state"
+                raise NotFound(f"state {passed[0].id[:12]} is not kept: a build passed it between two checkpoints",
+                               details={"state_id": passed[0].id, "kept_id": passed[0].kept_id},
+                               hint="prepare the steps up to it (a chain's last state is always kept), then use it")
+        return one_match(matches, "state", ref)
 
     def image_of(self, state: State) -> str | None:
         """The image of an instance whose state has the same base (e.g. the snapshotted instance):
