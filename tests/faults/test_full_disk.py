@@ -123,3 +123,24 @@ def test_every_command_on_a_full_state_dir_fails_in_one_clear_line() -> None:
             problems = sq.close()
             assert wait_until(lambda: not processes_mentioning(str(mount)), 30), processes_mentioning(str(mount))
         assert not problems, problems
+
+
+def test_a_small_filesystem_takes_three_small_prepares() -> None:
+    """Issue 26.1's repro: on a 300 MB state dir the third small prepare failed "no space" after its
+    state was saved (the check counted the build's scratch, removed right after). Each one gives
+    its DSN now."""
+    available, reason = native_available()
+    require("native", available, reason)
+    with small_filesystem("300M") as mount:
+        sq = Sqlrs(mount / "sd", runtime="native", cwd=mount)
+        sq.env["SQLRS_WARM"] = "false"
+        try:
+            for sql in ("create table t(i int)", "create table u(i int)", "select 42"):
+                result = sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", sql, timeout=300)
+                assert result.returncode == 0, result.stderr
+                assert result.stdout.startswith("postgresql://"), result.stdout
+            assert len(json.loads(sq.run("ls", "--instances", "-o", "json").stdout)) == 3
+        finally:
+            problems = sq.close()
+            assert wait_until(lambda: not processes_mentioning(str(mount)), 30), processes_mentioning(str(mount))
+        assert not problems, problems
