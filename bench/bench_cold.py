@@ -173,6 +173,9 @@ def usable(dsn: str) -> None:
     run(["psql", "-X", "-At", "-d", dsn, "-c", "SELECT 1"])
 
 
+PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+
+
 class Replay:
     """The baseline: the migrations applied in order into a fresh database of one running server."""
 
@@ -183,32 +186,29 @@ class Replay:
         self.count = 0
 
     def __call__(self, history: History) -> float:
-        self.count += 1
-        dbname = f"replay_{self.count}"
-        started = time.perf_counter()
-        self.server.sql(f'CREATE DATABASE "{dbname}"')
-        dsn = self.server.dsn(dbname)
+        """All the migrations in one process: one psql with every file, or `alembic upgrade head`."""
         if history.kind == "alembic":
             code = ("import sys; from alembic.config import Config; from alembic import command; "
                     "c = Config('alembic.ini'); c.set_main_option('sqlalchemy.url', sys.argv[1]); "
                     "command.upgrade(c, 'head')")
-            run([sys.executable, "-c", code, dsn.replace("postgresql://", "postgresql+psycopg://")],
-                cwd=history.folder)
-        else:
-            run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn,
-                 *[arg for name in history.files for arg in ("-f", name)]], cwd=history.folder)
-        usable(dsn)
-        return time.perf_counter() - started
+            return self._timed(history, lambda dsn: [
+                [sys.executable, "-c", code, dsn.replace("postgresql://", "postgresql+psycopg://")]])
+        return self._timed(history, lambda dsn: [
+            [*PSQL, "-d", dsn, *[arg for name in history.files for arg in ("-f", name)]]])
 
     def per_file(self, history: History) -> float:
         """One psql per migration file: what a loop over the files costs."""
+        return self._timed(history, lambda dsn: [[*PSQL, "-d", dsn, "-f", name] for name in history.files])
+
+    def _timed(self, history: History, commands: Callable[[str], list[list[str]]]) -> float:
+        """Seconds to a usable fresh database with `commands(dsn)` run in it, in order."""
         self.count += 1
         dbname = f"replay_{self.count}"
         started = time.perf_counter()
         self.server.sql(f'CREATE DATABASE "{dbname}"')
         dsn = self.server.dsn(dbname)
-        for name in history.files:
-            run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", name], cwd=history.folder)
+        for command in commands(dsn):
+            run(command, cwd=history.folder)
         usable(dsn)
         return time.perf_counter() - started
 
