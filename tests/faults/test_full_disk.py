@@ -57,6 +57,25 @@ def fill(mount: Path) -> Path:
     return filler
 
 
+@contextlib.contextmanager
+def native_on_a_small_filesystem() -> Iterator[tuple[Sqlrs, Path]]:
+    """A native sqlrs whose state dir is on a fresh 300 MB filesystem, warm instances off (their
+    copies would take the room); afterwards nothing of it runs and nothing was left behind."""
+    available, reason = native_available()
+    require("native", available, reason)
+    with small_filesystem("300M") as mount:
+        sq = Sqlrs(mount / "sd", runtime="native", cwd=mount)
+        sq.env["SQLRS_WARM"] = "false"
+        try:
+            yield sq, mount
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                (mount / "filler").unlink()
+            problems = sq.close()
+            assert wait_until(lambda: not processes_mentioning(str(mount)), 30), processes_mentioning(str(mount))
+        assert not problems, problems
+
+
 def one_clear_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
     assert result.returncode == 1, (result.returncode, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.startswith("sqlrs: error:")]
@@ -85,62 +104,42 @@ def test_sqlite_says_no_space_when_the_filesystem_is_full() -> None:
 
 
 def test_every_command_on_a_full_state_dir_fails_in_one_clear_line() -> None:
-    available, reason = native_available()
-    require("native", available, reason)
-    with small_filesystem("300M") as mount:
-        sq = Sqlrs(mount / "sd", runtime="native", cwd=mount)
-        sq.env["SQLRS_WARM"] = "false"
-        try:
-            sq.prepare("-c", "CREATE TABLE t (i int); INSERT INTO t VALUES (1)", name="full")
-            assert sq.run("run:psql", "--instance", "full", "--", "-c", "SELECT 1").returncode == 0
-            filler = fill(mount)
+    with native_on_a_small_filesystem() as (sq, mount):
+        sq.prepare("-c", "CREATE TABLE t (i int); INSERT INTO t VALUES (1)", name="full")
+        assert sq.run("run:psql", "--instance", "full", "--", "-c", "SELECT 1").returncode == 0
+        filler = fill(mount)
 
-            # the engine runs: the prepare is refused in one line (the store's free space or the
-            # metadata that cannot be written), never an internal error
-            one_clear_error(sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", "SELECT 42", timeout=120),
-                            "full", "free")
-            # run:psql keeps psql's own exit code, whatever the engine can or cannot record after it
-            counted = sq.run("run:psql", "--instance", "full", "--", "-At", "-c", "SELECT count(*) FROM t")
-            assert counted.returncode == 0 and counted.stdout == "1\n", counted.stderr
-            assert "sqlite" not in counted.stderr and "internal" not in counted.stderr
-            failing = sq.run("run:psql", "--instance", "full", "--", "-c", "SELECT * FROM nope")
-            assert failing.returncode == 1 and 'relation "nope" does not exist' in failing.stderr
-            assert sq.run("ls").returncode == 0 and sq.run("status").returncode == 0
+        # the engine runs: the prepare is refused in one line (the store's free space or the
+        # metadata that cannot be written), never an internal error
+        one_clear_error(sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", "SELECT 42", timeout=120),
+                        "full", "free")
+        # run:psql keeps psql's own exit code, whatever the engine can or cannot record after it
+        counted = sq.run("run:psql", "--instance", "full", "--", "-At", "-c", "SELECT count(*) FROM t")
+        assert counted.returncode == 0 and counted.stdout == "1\n", counted.stderr
+        assert "sqlite" not in counted.stderr and "internal" not in counted.stderr
+        failing = sq.run("run:psql", "--instance", "full", "--", "-c", "SELECT * FROM nope")
+        assert failing.returncode == 1 and 'relation "nope" does not exist' in failing.stderr
+        assert sq.run("ls").returncode == 0 and sq.run("status").returncode == 0
 
-            # an engine cannot start on it (it cannot even write why): the CLI says what is wrong
-            assert sq.run("engine", "stop").returncode == 0
-            error = one_clear_error(sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", "SELECT 42"), "full")
-            assert error == f"sqlrs: error: the state directory's filesystem is full ({sq.state_dir})"
+        # an engine cannot start on it (it cannot even write why): the CLI says what is wrong
+        assert sq.run("engine", "stop").returncode == 0
+        error = one_clear_error(sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", "SELECT 42"), "full")
+        assert error == f"sqlrs: error: the state directory's filesystem is full ({sq.state_dir})"
 
-            # room again: everything works, nothing was lost
-            filler.unlink()
-            assert json.loads(sq.run("ls", "-o", "json").stdout)[0]["name"] == "full"
-            dsn = sq.prepare("-c", "SELECT 42")
-            assert dsn.startswith("postgresql://")
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                (mount / "filler").unlink()
-            problems = sq.close()
-            assert wait_until(lambda: not processes_mentioning(str(mount)), 30), processes_mentioning(str(mount))
-        assert not problems, problems
+        # room again: everything works, nothing was lost
+        filler.unlink()
+        assert json.loads(sq.run("ls", "-o", "json").stdout)[0]["name"] == "full"
+        dsn = sq.prepare("-c", "SELECT 42")
+        assert dsn.startswith("postgresql://")
 
 
 def test_a_small_filesystem_takes_three_small_prepares() -> None:
     """Issue 26.1's repro: on a 300 MB state dir the third small prepare failed "no space" after its
     state was saved (the check counted the build's scratch, removed right after). Each one gives
     its DSN now."""
-    available, reason = native_available()
-    require("native", available, reason)
-    with small_filesystem("300M") as mount:
-        sq = Sqlrs(mount / "sd", runtime="native", cwd=mount)
-        sq.env["SQLRS_WARM"] = "false"
-        try:
-            for sql in ("create table t(i int)", "create table u(i int)", "select 42"):
-                result = sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", sql, timeout=300)
-                assert result.returncode == 0, result.stderr
-                assert result.stdout.startswith("postgresql://"), result.stdout
-            assert len(json.loads(sq.run("ls", "--instances", "-o", "json").stdout)) == 3
-        finally:
-            problems = sq.close()
-            assert wait_until(lambda: not processes_mentioning(str(mount)), 30), processes_mentioning(str(mount))
-        assert not problems, problems
+    with native_on_a_small_filesystem() as (sq, _):
+        for sql in ("create table t(i int)", "create table u(i int)", "select 42"):
+            result = sq.run("prepare:psql", *sq.runtime_flags(), "--", "-c", sql, timeout=300)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("postgresql://"), result.stdout
+        assert len(json.loads(sq.run("ls", "--instances", "-o", "json").stdout)) == 3
