@@ -16,6 +16,7 @@ from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.host import (
+    HOST_SERVE_LOOP,
     PYTHON_ERROR_REPORTER,
     HostSession,
     host_login,
@@ -29,7 +30,7 @@ from sqlrs.services.states.steps.host import (
 # alembic.ini names (e.g. postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first
 # driver installed. A failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret,
 # HINT, and the line of the revision's file it failed at: the runner asks Alembic where it lives).
-RUNNER = PYTHON_ERROR_REPORTER + r'''
+RUNNER = PYTHON_ERROR_REPORTER + HOST_SERVE_LOOP + r'''
 import json, os, sys
 def revision_file(config, revision):
     try:
@@ -66,20 +67,8 @@ def serve(config_file, mark):
         configured = config.get_main_option("sqlalchemy.url") or ""
     except Exception:
         configured = ""
-    for line in sys.stdin:
-        request = json.loads(line)
-        code = 0
-        try:
-            upgrade(config, configured, request)
-        except BaseException as exc:
-            sqlrs_report_failure(exc, revision_file(config, request["revision"]))
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        print(mark + str(code), flush=True)
-        print(mark + str(code), file=sys.stderr, flush=True)
-        if code:
-            break
+    sqlrs_serve(lambda request: upgrade(config, configured, request),
+                lambda exc, request: sqlrs_report_failure(exc, revision_file(config, request["revision"])), mark)
 serve(sys.argv[1], sys.argv[2])
 '''
 DONE_MARK = "sqlrs-alembic-done "

@@ -20,13 +20,13 @@ import json
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.states.steps.base import StepRun
-from sqlrs.services.states.steps.host import HostSession, host_login
+from sqlrs.services.states.steps.host import HOST_SERVE_LOOP, HostSession, host_login
 
 ERROR_MARK = "sqlrs-django-error: "
 DONE_MARK = "sqlrs-django-done "
 
 # argv: the settings module. stdin: one request per line, JSON {"app", "name", "connection": {PG* variables}}.
-RUNNER = r'''
+RUNNER = HOST_SERVE_LOOP + r'''
 import json, os, sys, traceback
 ERROR_MARK, DONE_MARK = sys.argv[2], sys.argv[3]
 def point_default_database(connection_env):
@@ -64,26 +64,17 @@ def migrate(app, name):
         call_command("migrate", app, name, interactive=False, verbosity=1)
     finally:
         connections.close_all()  # the server stops after the step
+def apply(request):
+    point_default_database(request["connection"])
+    migrate(request["app"], request["name"])
+def fail(exc, request):
+    traceback.print_exc()
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
+    text = (str(exc).strip().splitlines() or [""])[0]
+    print(ERROR_MARK + name + (": " + text if text else ""), file=sys.stderr)
 os.environ["DJANGO_SETTINGS_MODULE"] = sys.argv[1]
-for line in sys.stdin:
-    request = json.loads(line)
-    code = 0
-    try:
-        point_default_database(request["connection"])
-        migrate(request["app"], request["name"])
-    except BaseException as exc:
-        traceback.print_exc()
-        kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else kind.__module__ + "." + kind.__qualname__
-        text = (str(exc).strip().splitlines() or [""])[0]
-        print(ERROR_MARK + name + (": " + text if text else ""), file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    print(DONE_MARK + str(code), flush=True)
-    print(DONE_MARK + str(code), file=sys.stderr, flush=True)
-    if code:
-        break
+sqlrs_serve(apply, fail, DONE_MARK)
 '''
 
 
