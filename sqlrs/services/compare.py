@@ -82,7 +82,10 @@ class CompareService:
         if not self.catalog.is_kept(side.id):
             raise NotFound(f"state {side.id[:12]} is not cached (its data is gone)", hint="prepare it again")
         runtime, identity = self.instances.resolve(side, image or self.catalog.image_of(side))
-        made = self.instances.create(side, runtime, identity, ephemeral=True, ttl_seconds=READER_TTL_SECONDS)
+        # a comparison reads a state once: no warm instances of it for later (check:alembic would
+        # otherwise keep servers of every revision it walked started for the idle time)
+        made = self.instances.create(side, runtime, identity, ephemeral=True, ttl_seconds=READER_TTL_SECONDS,
+                                     demand=False)
         try:
             yield Database(Path(made.run_path), made.port, made.dbname)
         finally:

@@ -158,3 +158,16 @@ def test_unknown_and_ambiguous_references(engine: Wired) -> None:
     assert services.compare.find(state[:12]).id == twin.id  # an exact instance id wins
     assert services.compare.find(state[:13]).id == state
     assert fakes.inspector.reads == []
+
+
+def test_a_comparison_asks_for_no_warm_instances_of_what_it_read() -> None:
+    """check:alembic compares every revision's state once: keeping warm servers of each of them
+    for the idle time (what a user's instance asks for) would fill the machine with servers."""
+    with wired() as (services, fakes):
+        state = prepare(services, USERS, USERS_ID, build_only=True)["state_id"]
+        assert services.compare.compare(state, state)["equal"] is True
+        assert services.pool.status()["states"] == [] and fakes.repo.list_instances() == []
+        kept = services.catalog.find(state)
+        made = services.instances.create(kept, *services.identities.of_state(kept, None))
+        services.instances.remove(made)  # a user's server instance: a warm one of the state follows
+        assert [entry["state_id"] for entry in services.pool.status()["states"]] == [state]

@@ -46,10 +46,11 @@ class Instances:
     def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *,
                kind: InstanceKind = InstanceKind.SERVER, name: str | None = None, ephemeral: bool = False,
                job_id: str | None = None, ttl_seconds: int = 0,
-               on_copy: Callable[[], object] | None = None) -> Instance:
+               on_copy: Callable[[], object] | None = None, demand: bool = True) -> Instance:
         """An instance of `state` for a user: a database in its shared server, or a server (a warm
         one when one is ready, else one cloned and started now). `on_copy` is called before the
-        state's data directory is cloned by the store."""
+        state's data directory is cloned by the store. `demand` False: the engine's own one-off
+        reader (a comparison) takes a warm server if one is ready but asks for none to follow."""
         if kind == InstanceKind.DATABASE:
             return self.databases.create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
                                          ttl_seconds=ttl_seconds)
@@ -58,7 +59,8 @@ class Instances:
         if claimed is None:
             claimed = self.servers.create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
                                           ttl_seconds=ttl_seconds, on_copy=on_copy)
-        self.warm.used(state, runtime.name, identity.image)  # after ours: its start does not slow this one
+        if demand:
+            self.warm.used(state, runtime.name, identity.image)  # after ours: its start does not slow this one
         return claimed
 
     def hand_out(self, state: State, kind: InstanceKind, image: str | None, *, name: str | None,
