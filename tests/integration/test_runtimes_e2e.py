@@ -328,16 +328,19 @@ def test_engine_crash_mid_build_leaves_no_server(sqlrs_runtime: Sqlrs, workspace
     scratch = sq.state_dir / "store" / "scratch"
 
     def scratch_servers() -> list[str]:
-        if sq.runtime == "native":
-            return [f"pid {pid}" for pid, _ in processes_mentioning(str(scratch))]
+        if sq.runtime == "native":  # the server, not the clone or initdb that also name the scratch dir
+            return [f"pid {pid}" for pid, cmd in processes_mentioning(f"-D {scratch}") if "postgres" in cmd]
         return [c for c in containers(sq.state_dir, "sqlrs.role=server", tools=(sq.runtime,))
                 if c not in servers_of(sq, survivor_id)]
 
+    def slow_step_running() -> bool:  # psql runs the slow step: the build's server is up and in use
+        return any("psql" in cmd and " -f " in cmd for _, cmd in processes_mentioning("ON_ERROR_STOP=1"))
+
     deadline = time.monotonic() + 120
-    while not scratch_servers() and time.monotonic() < deadline:
+    while not (scratch_servers() and slow_step_running()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert scratch_servers(), "the build's scratch server did not start"
-    time.sleep(1.0)  # psql is running the slow step now
+    assert slow_step_running(), "the build's psql did not start the slow step"
     pid = sq.engine_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
