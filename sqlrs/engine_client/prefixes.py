@@ -6,7 +6,9 @@ is cached comes straight from `POST /v1/instances` (a warm instance or a clone: 
 other, or one the engine turns out not to hold, from a prepare job of the first k steps, so the
 engine's prepare decides how to make it (a build of what is missing from the nearest cached
 state) — this module never relies on a state of the chain being on disk. Instances have a short
-idle TTL (the engine removes them should this process die) and are removed once done with.
+idle TTL (the engine removes them should this process die) and are removed once done with. They
+are one-offs (`spares: false`): the engine keeps no warm instance or copy ahead of a prefix's state
+for them, so checking a 250-step history does not leave a server per step behind.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class Chain:
         """An instance of state k for the block (`id`, `dsn`, `state_id`), removed afterwards."""
         made = self._cached_instance(k)
         if made is None:
-            result = self._prefix(k, ephemeral=True, ttl_seconds=INSTANCE_TTL_SECONDS)
+            result = self._prefix(k, ephemeral=True, ttl_seconds=INSTANCE_TTL_SECONDS, spares=False)
             made = {"id": result["instance_id"], "dsn": result["dsn"], "state_id": result["state_id"]}
         try:
             yield made
@@ -120,7 +122,8 @@ class Chain:
         # data directory of its own (SPEC 5): a prepare job replays it
         if (not row.get("cached") or row.get("checkpoint") is False) and k > 0:
             return None
-        body = {"state_id": row["state_id"], "ttl_seconds": INSTANCE_TTL_SECONDS, "image": self.body.get("image")}
+        body = {"state_id": row["state_id"], "ttl_seconds": INSTANCE_TTL_SECONDS, "image": self.body.get("image"),
+                "spares": False}
         try:
             made: dict[str, Any] = self.client.call("POST", "/v1/instances", body)
         except ClientError as error:

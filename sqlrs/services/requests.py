@@ -62,6 +62,8 @@ class PrepareRequest:
     build_only: bool = False
     # "server": a server of its own; "database": a database in the state's shared server
     instance_kind: str = "server"
+    # False: a one-off instance (check:*, bisect:*): no warm instance or copy ahead of its state follows
+    spares: bool = True
     # start the chain from this existing state (id or unique prefix; e.g. a snapshot) instead of
     # the base: state_k = H(from_state, step_k); no steps: an instance of that state
     from_state: str | None = None
@@ -184,6 +186,7 @@ class InstanceRequest:
     # "server": a server of its own; "database": a database in the state's shared server
     kind: str = "server"
     owner: Owner | None = None  # the instance is removed when this process is gone
+    spares: bool = True  # False: a one-off instance; no warm instance or copy ahead of its state follows
 
 
 @attrs.frozen

@@ -187,3 +187,73 @@ def test_the_host_of_a_superseded_state_stops(engine: tuple[Services, Fakes]) ->
     services.databases._tick()
     assert set(hosts(services)) == {new["state_id"]}
     assert fakes.runtime.running() and len(fakes.runtime.running()) == 1
+
+
+# -- one-off instances (check:*, bisect:*): no spares follow them ---------------------------------
+def test_a_one_off_instance_asks_for_no_spares(engine: tuple[Services, Fakes]) -> None:
+    """check:alembic and bisect make an instance of every revision's state once: warm servers or
+    copies ahead of each of them would fill the machine with servers while the suite runs."""
+    services, _ = engine
+    server = prepare(services, "create table a()", spares=False)
+    database = prepare(services, "create table b()", instance_kind="database", spares=False)
+    assert services.pool.status()["states"] == []  # no warm server was asked for
+    host = hosts(services)[database["state_id"]]
+    assert services.databases.wanted(host) == 0  # nor copies ahead
+    state = services.catalog.find(server["state_id"])
+    made, _ = services.instances.hand_out(state, InstanceKind.SERVER, None, name=None, ttl_seconds=0, demand=False)
+    assert services.pool.status()["states"] == []
+    services.instances.remove(made)
+    made, _ = services.instances.hand_out(state, InstanceKind.SERVER, None, name=None, ttl_seconds=0)
+    assert [entry["state_id"] for entry in services.pool.status()["states"]] == [state.id]  # a user's instance
+
+
+def test_a_database_is_never_handed_out_of_a_host_being_stopped(engine: tuple[Services, Fakes]) -> None:
+    """The idle check decides to stop a host whose state nobody needs; a hand-out of that state
+    that comes at that moment waits, and gets a running host (this one, or a new one)."""
+    services, fakes = engine
+    first = prepare(services, "create table a()", instance_kind="database", spares=False)
+    instance = services.repo.get_instance(first["instance_id"])
+    assert instance is not None
+    services.instances.remove(instance)
+    host = hosts(services)[first["state_id"]]
+    state = services.catalog.find(first["state_id"])
+    runtime, identity = services.identities.of_state(state, None)
+    # a hand-out under way holds the host: the idle check leaves it running
+    with services.databases._handing_out(state, runtime, identity) as held:
+        assert held.id == host.id
+        stopper = threading.Thread(target=services.databases._tick)
+        stopper.start()
+        stopper.join(timeout=60)
+        assert hosts(services)[state.id].id == host.id
+    services.databases._tick()  # now nothing holds it, and its state is in no demand
+    assert state.id not in hosts(services)
+    # a hand-out while the idle check stops the host gets one that runs
+    stopping = threading.Event()
+    release = threading.Event()
+    remove_host = services.databases.remove_host
+    again = prepare(services, "create table a()", instance_kind="database", spares=False)  # a host again
+    services.instances.remove(services.repo.get_instance(again["instance_id"]))  # type: ignore[arg-type]
+
+    def slow_remove(host: Instance) -> None:
+        stopping.set()
+        release.wait(60)
+        remove_host(host)
+
+    services.databases.remove_host = slow_remove  # type: ignore[method-assign]
+    stopper = threading.Thread(target=services.databases._tick)
+    stopper.start()
+    assert stopping.wait(60)
+    handed: list[Instance] = []
+    hand_out = threading.Thread(target=lambda: handed.append(
+        services.databases.hand_out(state, runtime, identity, demand=False)[0]))
+    hand_out.start()
+    hand_out.join(0.5)  # it waits for the stop to end (before the fix it took the host being stopped)
+    release.set()
+    stopper.join(60)
+    hand_out.join(60)
+    services.databases.remove_host = remove_host  # type: ignore[method-assign]
+    [database] = handed
+    assert services.repo.get_instance(database.id) is not None
+    running_host = services.repo.get_instance(database.host_id or "")
+    assert running_host is not None and services.instances.servers.live_status(running_host) == InstanceStatus.RUNNING
+    assert len(fakes.runtime.running()) == 1

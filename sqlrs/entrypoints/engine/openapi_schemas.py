@@ -24,6 +24,8 @@ RUNTIME = {"type": ["string", "null"], "examples": ["auto", *extensions.names(ex
 INTEGER = {"type": "integer"}
 NUMBER = {"type": "number"}
 BOOLEAN = {"type": "boolean"}
+SPARES = {"type": "boolean", "description": "false: a one-off instance (what check:* and bisect:* make): the "
+          "engine starts no warm instance or copy ahead of its state for it (default true)"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["code", "message", "details"],
@@ -56,6 +58,7 @@ SCHEMAS: dict[str, Any] = {
                        "Start the chain from this cached state (id or unique prefix, e.g. a snapshot) instead of "
                        "the base: state_k = H(from_state, step_k); steps may then be empty (an instance of it). "
                        "Runs on the state's runtime; another runtime or image is refused"},
+        "spares": SPARES,
         "instance_kind": {"enum": ["server", "database"], "description":
                           "server (default): a PostgreSQL server of its own; database: a database of its own in "
                           "the state's shared server (database-level isolation)"},
@@ -135,7 +138,7 @@ SCHEMAS: dict[str, Any] = {
                        "none is ready the engine waits for one being started, else starts an instance itself.",
         "properties": {"state_id": STRING, "image": NULLABLE_STRING, "pool": BOOLEAN,
                        "ttl_seconds": {"type": ["integer", "null"], "minimum": 0},
-                       "name": NULLABLE_STRING,
+                       "name": NULLABLE_STRING, "spares": SPARES,
                        "kind": {"enum": ["server", "database"],
                                 "description": "server (default), or database: a database of its own in the "
                                                "state's shared server (template copies made ahead; no warm claim)"},

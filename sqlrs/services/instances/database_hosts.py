@@ -7,10 +7,11 @@ starts, follows and stops the hosts and holds the bookkeeping both share.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class DatabaseHosts:
         self._ready: dict[str, list[str]] = {}  # host id -> instance ids whose databases exist already
         self._making: dict[str, int] = {}  # host id -> copies being made
         self._idle_since: dict[str, float] = {}
+        self._handing: dict[str, int] = {}  # host id -> database instances being handed out of it now
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,34 +73,62 @@ class DatabaseHosts:
         hosts = [i for i in self.repo.list_instances(state_id) if i.kind == InstanceKind.HOST]
         return hosts[0] if hosts else None
 
-    def _host(self, state: State, runtime: Runtime, identity: RuntimeIdentity) -> Instance:
-        """The state's shared server, started (and its template made) when it has none."""
+    @contextlib.contextmanager
+    def _handing_out(self, state: State, runtime: Runtime, identity: RuntimeIdentity) -> Iterator[Instance]:
+        """The state's shared server for the block, which hands out a database instance of it: the
+        idle check (`_stop_unused`, under the same state lock) leaves a host alone while a hand-out
+        is under way, so a database is never handed out of a server that is being stopped."""
         with self._state_lock(state.id):
-            host = self.host_of(state.id)
-            if host is not None:
-                running = self.instances.ensure_running(host)
-                if running.port != host.port or running.runtime_ref != host.runtime_ref:
-                    self._follow(running)
-                return running
-            host = self.instances.create(state, runtime, identity, kind=InstanceKind.HOST)
-            try:
-                run_dir, port = Path(host.run_path), host.port
-                others = self.admin.query(run_dir, port, "SELECT datname FROM pg_database WHERE datname NOT IN "
-                                                         "('postgres', 'template0', 'template1') ORDER BY 1")
-                if others:
-                    names = ", ".join(str(row[0]) for row in others)
-                    raise UsageError(
-                        f"state {state.id[:12]} holds databases besides postgres ({names}): a database "
-                        "instance copies only postgres",
-                        hint="use a server instance (kind server) for this state")
-                self.admin.execute(run_dir, port, [f"CREATE DATABASE {TEMPLATE_DB} TEMPLATE postgres"],
-                                   dbname="template1")
-            except BaseException:
-                self.instances.remove(host)
-                raise
-            log.info("state %s: shared server %s on port %d for database instances", state.id[:12], host.id,
-                     host.port)
-            return host
+            host = self._host(state, runtime, identity)
+            with self._lock:
+                self._handing[host.id] = self._handing.get(host.id, 0) + 1
+        try:
+            yield host
+        finally:
+            with self._lock:
+                left = self._handing.pop(host.id) - 1
+                if left:
+                    self._handing[host.id] = left
+
+    def _stop_unused(self, host: Instance, why: str) -> bool:
+        """Stop the host unless a database instance of it is held or being handed out; whether it stopped."""
+        with self._state_lock(host.state_id):
+            with self._lock:
+                handing = host.id in self._handing
+            if handing or self._databases_of(host.id):
+                return False
+            log.info("host %s of state %s: %s; stopping it", host.id, host.state_id[:12], why)
+            self.remove_host(host)
+            return True
+
+    def _host(self, state: State, runtime: Runtime, identity: RuntimeIdentity) -> Instance:
+        """The state's shared server, started (and its template made) when it has none. The caller
+        holds the state's lock."""
+        host = self.host_of(state.id)
+        if host is not None:
+            running = self.instances.ensure_running(host)
+            if running.port != host.port or running.runtime_ref != host.runtime_ref:
+                self._follow(running)
+            return running
+        host = self.instances.create(state, runtime, identity, kind=InstanceKind.HOST)
+        try:
+            run_dir, port = Path(host.run_path), host.port
+            others = self.admin.query(run_dir, port, "SELECT datname FROM pg_database WHERE datname NOT IN "
+                                                     "('postgres', 'template0', 'template1') ORDER BY 1")
+            if others:
+                names = ", ".join(str(row[0]) for row in others)
+                raise UsageError(
+                    f"state {state.id[:12]} holds databases besides postgres ({names}): a database "
+                    "instance copies only postgres",
+                    hint="use a server instance (kind server) for this state")
+            self.admin.execute(run_dir, port, [f"CREATE DATABASE {TEMPLATE_DB} TEMPLATE postgres"],
+                               dbname="template1")
+        except BaseException:
+            self.instances.remove(host)
+            raise
+        log.info("state %s: shared server %s on port %d for database instances", state.id[:12], host.id,
+                 host.port)
+        return host
 
     def _follow(self, host: Instance) -> None:
         """The host was restarted (maybe on another port): its database instances follow it."""

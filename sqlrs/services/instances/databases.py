@@ -62,41 +62,45 @@ class DatabaseInstances(DatabaseHosts):
 
     # -- database instances ---------------------------------------------------------------------
     def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
-               ttl_seconds: int = 0, job_id: str | None = None, ephemeral: bool = False) -> Instance:
+               ttl_seconds: int = 0, job_id: str | None = None, ephemeral: bool = False,
+               demand: bool = True) -> Instance:
         return self.hand_out(state, runtime, identity, name=name, ttl_seconds=ttl_seconds, job_id=job_id,
-                             ephemeral=ephemeral)[0]
+                             ephemeral=ephemeral, demand=demand)[0]
 
     def hand_out(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
                  ttl_seconds: int = 0, job_id: str | None = None,
-                 ephemeral: bool = False) -> tuple[Instance, bool]:
-        """A database instance, and whether its database was copied ahead (else copied now)."""
-        if self.demand is not None:
+                 ephemeral: bool = False, demand: bool = True) -> tuple[Instance, bool]:
+        """A database instance, and whether its database was copied ahead (else copied now).
+        `demand` False: a one-off instance; it takes a copy made ahead if one is ready, and asks
+        for no copies to follow."""
+        if demand and self.demand is not None:
             self.demand.claimed(state.id)  # before the host is looked up: a busy state's host stays
-        host = self._host(state, runtime, identity)
-        with self._lock:
-            ready = self._ready.setdefault(host.id, [])
-            instance_id = ready.pop(0) if ready else None
-        self.note_claim(host.id)  # wakes the loop to make the next copies ahead
-        made_ahead = instance_id is not None
-        if instance_id is None:
-            instance_id = new_instance_id()
-            self._copy(host, instance_id)
-        now = self.clock.now()
-        instance = Instance(
-            id=instance_id, state_id=state.id, runtime=host.runtime, runtime_ref=host.runtime_ref,
-            image=host.image, host=host.host, port=host.port, user=host.user, password=host.password,
-            dbname=database_name(instance_id), data_path=host.data_path, run_path=host.run_path,
-            status=InstanceStatus.RUNNING, created_at=now, last_used_at=now, ephemeral=ephemeral, job_id=job_id,
-            ttl_seconds=ttl_seconds, kind=InstanceKind.DATABASE, host_id=host.id,
-        )
-        try:
-            self.repo.add_instance(instance)
-            if name:
-                self.repo.bind_name(NameBinding(name=name, instance_id=instance_id, created_at=now))
-                instance.name = name
-        except BaseException:
-            self._drop(host, database_name(instance_id))
-            raise
+        with self._handing_out(state, runtime, identity) as host:
+            with self._lock:
+                ready = self._ready.setdefault(host.id, [])
+                instance_id = ready.pop(0) if ready else None
+            if demand:
+                self.note_claim(host.id)  # wakes the loop to make the next copies ahead
+            made_ahead = instance_id is not None
+            if instance_id is None:
+                instance_id = new_instance_id()
+                self._copy(host, instance_id)
+            now = self.clock.now()
+            instance = Instance(
+                id=instance_id, state_id=state.id, runtime=host.runtime, runtime_ref=host.runtime_ref,
+                image=host.image, host=host.host, port=host.port, user=host.user, password=host.password,
+                dbname=database_name(instance_id), data_path=host.data_path, run_path=host.run_path,
+                status=InstanceStatus.RUNNING, created_at=now, last_used_at=now, ephemeral=ephemeral,
+                job_id=job_id, ttl_seconds=ttl_seconds, kind=InstanceKind.DATABASE, host_id=host.id,
+            )
+            try:
+                self.repo.add_instance(instance)
+                if name:
+                    self.repo.bind_name(NameBinding(name=name, instance_id=instance_id, created_at=now))
+                    instance.name = name
+            except BaseException:
+                self._drop(host, database_name(instance_id))
+                raise
         self.repo.touch_state(state.id, now, hit=False)
         with self._lock:
             self._idle_since.pop(host.id, None)
@@ -233,15 +237,12 @@ class DatabaseInstances(DatabaseHosts):
                 with self._lock:
                     since = self._idle_since.setdefault(host.id, time.monotonic())
                 idle_for = time.monotonic() - since
-                if self._need(host).level is Level.NONE:
-                    log.info("host %s of state %s: no database instance, and its state is neither in use nor "
-                             "one of the recently used ones; stopping it", host.id, host.state_id[:12])
-                    self.remove_host(host)
+                if self._need(host).level is Level.NONE and self._stop_unused(
+                        host, "no database instance, and its state is neither in use nor one of the recently "
+                              "used ones"):
                     continue
-                if idle_limit >= 0 and idle_for >= idle_limit:
-                    log.info("host %s of state %s: no database instance for %.0fs; stopping it", host.id,
-                             host.state_id[:12], idle_for)
-                    self.remove_host(host)
+                if idle_limit >= 0 and idle_for >= idle_limit and self._stop_unused(
+                        host, f"no database instance for {idle_for:.0f}s"):
                     continue
             self._refill(host)
 

@@ -49,11 +49,12 @@ class Instances:
                on_copy: Callable[[], object] | None = None, demand: bool = True) -> Instance:
         """An instance of `state` for a user: a database in its shared server, or a server (a warm
         one when one is ready, else one cloned and started now). `on_copy` is called before the
-        state's data directory is cloned by the store. `demand` False: the engine's own one-off
-        reader (a comparison) takes a warm server if one is ready but asks for none to follow."""
+        state's data directory is cloned by the store. `demand` False: a one-off instance (a
+        comparison's reader, a prefix of check:* or bisect:*) takes a warm server or a copy made
+        ahead if one is ready but asks for none to follow."""
         if kind == InstanceKind.DATABASE:
             return self.databases.create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
-                                         ttl_seconds=ttl_seconds)
+                                         ttl_seconds=ttl_seconds, demand=demand)
         claimed = self.warm.claim(state.id, ttl_seconds, name, ephemeral=ephemeral, job_id=job_id,
                                   runtime=runtime.name)
         if claimed is None:
@@ -64,21 +65,24 @@ class Instances:
         return claimed
 
     def hand_out(self, state: State, kind: InstanceKind, image: str | None, *, name: str | None,
-                 ttl_seconds: int) -> tuple[Instance, bool]:
+                 ttl_seconds: int, demand: bool = True) -> tuple[Instance, bool]:
         """`POST /v1/instances`: an instance of `state`, and whether it was made ahead (a warm
         server, or a database copied ahead). A warm server is claimed before the state's runtime
         and image are even resolved: the state's id pins its content, and a claim must stay a few
         milliseconds."""
         if kind == InstanceKind.DATABASE:
             runtime, identity = self.resolve(state, image)
-            return self.databases.hand_out(state, runtime, identity, name=name, ttl_seconds=ttl_seconds)
+            return self.databases.hand_out(state, runtime, identity, name=name, ttl_seconds=ttl_seconds,
+                                           demand=demand)
         claimed = self.warm.claim(state.id, ttl_seconds, name)
         if claimed is not None:
-            self.warm.used(state, claimed.runtime, claimed.image)
+            if demand:
+                self.warm.used(state, claimed.runtime, claimed.image)
             return claimed, True
         runtime, identity = self.resolve(state, image)
         made = self.servers.create(state, runtime, identity, name=name, ttl_seconds=ttl_seconds)
-        self.warm.used(state, runtime.name, identity.image)
+        if demand:
+            self.warm.used(state, runtime.name, identity.image)
         return made, False
 
     def ensure_running(self, instance: Instance) -> Instance:
