@@ -33,7 +33,15 @@ import attrs
 from sqlrs.adapters.pgbuilds import PgBuild, candidate_bin_dirs, inspect_build, missing_major
 from sqlrs.adapters.pgfiles import is_postgres, pid_alive, read_postmaster_pid, tail, wait_stopped
 from sqlrs.domain.errors import RuntimeFailure, RuntimeUnavailable
-from sqlrs.ports.runtime import InstanceSpec, OutputSink, Probe, RuntimeContext, RuntimeIdentity, RuntimePlugin
+from sqlrs.ports.runtime import (
+    InstanceSpec,
+    OutputSink,
+    Probe,
+    RuntimeContext,
+    RuntimeIdentity,
+    RuntimePlugin,
+    ToolCommand,
+)
 
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")  # util-linux: run as another user
 
@@ -277,16 +285,6 @@ class NativeRuntime:
         cancel: threading.Event | None = None,
         env: Mapping[str, str] | None = None,
     ) -> int:
-        tool_env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(spec.scripts_dir),
-            "LANG": "C.UTF-8",
-            "PGHOST": str(spec.run_dir),
-            "PGPORT": str(spec.port),
-            "PGUSER": "postgres",
-            "PGDATABASE": "postgres",
-            **(env or {}),
-        }
         argv, user_kwargs = self._as_server_user([self._bin(tool, spec.identity), *args])
         try:
             child = subprocess.Popen(
@@ -295,7 +293,7 @@ class NativeRuntime:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=str(spec.scripts_dir),
-                env=tool_env,
+                env=_tool_env(spec, env),
                 start_new_session=True,
                 **user_kwargs,
             )
@@ -303,8 +301,29 @@ class NativeRuntime:
             raise RuntimeFailure(f"cannot run {tool}: {exc}") from exc
         return pump(child, on_output, cancel)
 
+    def tool_command(self, spec: InstanceSpec, tool: Literal["psql"], args: Sequence[str],
+                     env: Mapping[str, str] | None = None) -> ToolCommand | None:
+        argv, user_kwargs = self._as_server_user([self._bin(tool, spec.identity), *args])
+        if user_kwargs:  # no setpriv: the user changes only through Popen's arguments, which callers do not pass
+            return None
+        return ToolCommand(argv=tuple(argv), env=_tool_env(spec, env), cwd=str(spec.scripts_dir))
+
     def tool_path(self, spec: InstanceSpec, host_path: Path) -> str:
         return str(host_path)
+
+
+def _tool_env(spec: InstanceSpec, env: Mapping[str, str] | None) -> dict[str, str]:
+    """A client tool's environment: libpq reaches the instance by its Unix socket."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(spec.scripts_dir),
+        "LANG": "C.UTF-8",
+        "PGHOST": str(spec.run_dir),
+        "PGPORT": str(spec.port),
+        "PGUSER": "postgres",
+        "PGDATABASE": "postgres",
+        **(env or {}),
+    }
 
 
 NATIVE_SETTINGS = ("runtime.native.pg_bin", "runtime.native.user")

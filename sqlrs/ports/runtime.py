@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -175,6 +175,29 @@ class Runtime(Protocol):
     def tool_path(self, spec: InstanceSpec, host_path: Path) -> str:
         """The path under which a file in `spec.scripts_dir` (or a subdirectory of it) is visible
         to the tools, e.g. for `psql -f` or `\\i`."""
+        ...
+
+
+@attrs.frozen
+class ToolCommand:
+    """A client tool as a process of this host: what `subprocess.Popen` needs to start it."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+
+
+@runtime_checkable
+class HostTools(Protocol):
+    """Optional for a runtime: its tools are processes of this host (the native runtime), so a
+    build can keep one psql open across its steps (reading them from its stdin) instead of starting
+    one per step. A runtime without it runs every step through `exec_tool`."""
+
+    def tool_command(self, spec: InstanceSpec, tool: Literal["psql"], args: Sequence[str],
+                     env: Mapping[str, str] | None = None) -> ToolCommand | None:
+        """How to start `tool args` against the instance as `exec_tool` would (same environment,
+        user and working directory), its stdin left to the caller; None when it cannot be started
+        as a plain process (then the caller uses `exec_tool`)."""
         ...
 
 

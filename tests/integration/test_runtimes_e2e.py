@@ -334,7 +334,7 @@ def test_engine_crash_mid_build_leaves_no_server(sqlrs_runtime: Sqlrs, workspace
                 if c not in servers_of(sq, survivor_id)]
 
     def slow_step_running() -> bool:  # psql runs the slow step: the build's server is up and in use
-        return any("psql" in cmd and " -f " in cmd for _, cmd in processes_mentioning("ON_ERROR_STOP=1"))
+        return any("psql" in cmd for _, cmd in processes_mentioning("ON_ERROR_STOP=1"))
 
     deadline = time.monotonic() + 120
     while not (scratch_servers() and slow_step_running()) and time.monotonic() < deadline:

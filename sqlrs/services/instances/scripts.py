@@ -28,7 +28,8 @@ class Materialized:
         return text
 
 
-def _quote(path: str) -> str:
+def psql_quote(path: str) -> str:
+    """A path as a quoted argument of a psql meta-command (`\\i`)."""
     return "'" + path.replace("'", "''") + "'"
 
 
@@ -44,7 +45,7 @@ def materialize(step: Step, directory: Path, visible: Callable[[Path], str]) -> 
     for index, script in enumerate(step.files):
         lines = script.lines()
         for include in script.includes:
-            lines[include.line] = "\\i " + _quote(visible(paths[include.file]))
+            lines[include.line] = "\\i " + psql_quote(visible(paths[include.file]))
         paths[index].write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
         os.chmod(paths[index], 0o644)
         originals[visible(paths[index])] = script.path

@@ -20,7 +20,7 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -310,13 +310,14 @@ class HostSession:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def request(self, run: StepRun, line: str) -> ToolResult:
-        """Send one request; its output goes to the job's events. Cancelling the job ends the tool."""
+    def request(self, run: StepRun, line: str, log: Callable[[str, str], None] | None = None) -> ToolResult:
+        """Send one request; its output goes to the job's events (through `log` when given).
+        Cancelling the job ends the tool."""
         process = self.process
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         if process.stdout.closed:  # closed before: nobody to ask
             return ToolResult(process.returncode or 1, "")
-        collected = OutputCollector(run.log)
+        collected = OutputCollector(log or run.log)
         answers: dict[str, int | None] = {"stdout": None, "stderr": None}
         try:
             process.stdin.write(line.encode() + b"\n")

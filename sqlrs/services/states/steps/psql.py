@@ -13,6 +13,7 @@ from sqlrs.domain.model import StateKind
 from sqlrs.services.instances.scripts import command_args, first_error, materialize
 from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.output import OutputCollector
+from sqlrs.services.states.steps.psql_session import PsqlSession, session_safe
 
 
 class PsqlExecutor:
@@ -28,7 +29,9 @@ class PsqlExecutor:
         args += ["-v", "ON_ERROR_STOP=1"]
         if options.single_transaction:
             args.append("-1")
+        env = {"PGUSER": run.superuser}
         humanize: Callable[[str], str] = lambda text: text  # noqa: E731
+        session = PsqlSession.kept(run, args, env) if session_safe(step, options) else None
         if step.kind == "file":
             directory = server.spec.scripts_dir / f"step{run.index}"
             materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))
@@ -38,13 +41,18 @@ class PsqlExecutor:
             command, humanize = command_args(step.sql or "", server.spec.scripts_dir / f"step{run.index}",
                                              lambda path: server.runtime.tool_path(server.spec, path))
             args += command
-        collected = OutputCollector(lambda stream, text: run.log(stream, humanize(text)))
-        code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, run.ctx.cancel,
-                                        env={"PGUSER": run.superuser})
-        collected.flush()
+        if session is not None:  # the build's psql: `\i` of the same file
+            result = session.apply(run, materialized.entry, lambda stream, text: run.log(stream, humanize(text)))
+            code, text = result.exit_code, result.output
+        else:
+            collected = OutputCollector(lambda stream, text: run.log(stream, humanize(text)))
+            code = server.runtime.exec_tool(server.spec, server.ref, "psql", args, collected.feed, run.ctx.cancel,
+                                            env=env)
+            collected.flush()
+            text = collected.text()
         run.ctx.check_cancel()
         if code != 0:
-            output = humanize(collected.text())
+            output = humanize(text)
             error = first_error(output)
             where = ""
             if error is not None and error.file:
