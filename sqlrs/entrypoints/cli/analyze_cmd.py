@@ -5,6 +5,7 @@ bisect); this module parses, reports progress on stderr and prints the results o
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import click
 from sqlrs.engine_client.errors import EXIT_FAILED
 from sqlrs.entrypoints.cli.options import (
     PASSTHROUGH,
+    Decorator,
     alembic_options,
     django_options,
     output_option,
@@ -160,14 +162,21 @@ def _check_undos(ctx: Ctx, body: dict[str, Any], undo: Undo, data: str, output: 
     sys.exit(0 if restores else EXIT_FAILED)
 
 
+def _check_options(inputs: Decorator) -> Decorator:
+    """The options of a check:KIND command after its flag: the chain's (`inputs`), --data, the
+    runtime's, -o."""
+    data = click.option("--data", type=DATA_CHOICE, default="rows", show_default=True,
+                        help="What of the data must be restored: rows (counts), content (rows and sequences), none.")
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        return inputs(data(runtime_options(output_option(click.pass_obj(func)))))
+
+    return wrap
+
+
 @click.command("check:alembic", help=CHECK_ALEMBIC_HELP)
 @click.option("--downgrades", is_flag=True, help="Check that each downgrade restores its parent's state.")
-@alembic_options
-@click.option("--data", type=DATA_CHOICE, default="rows", show_default=True,
-              help="What of the data must be restored: rows (counts), content (rows and sequences), none.")
-@runtime_options
-@output_option
-@click.pass_obj
+@_check_options(alembic_options)
 def check_alembic(ctx: Ctx, downgrades: bool, config: str, to: str | None, data: str, image: str | None,
                   runtime: str | None, output: str) -> None:
     from sqlrs.engine_client.errors import usage
@@ -207,12 +216,7 @@ Examples:
 
 @click.command("check:django", help=CHECK_DJANGO_HELP)
 @click.option("--backwards", is_flag=True, help="Check that unapplying each migration restores its parent's state.")
-@django_options
-@click.option("--data", type=DATA_CHOICE, default="rows", show_default=True,
-              help="What of the data must be restored: rows (counts), content (rows and sequences), none.")
-@runtime_options
-@output_option
-@click.pass_obj
+@_check_options(django_options)
 def check_django(ctx: Ctx, backwards: bool, settings: str | None, manage: str | None, to: str | None, data: str,
                  image: str | None, runtime: str | None, output: str) -> None:
     from sqlrs.engine_client import jobs
