@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,16 @@ class Sqlrs:
 
 
 SLACK = 60.0  # "promptly" is a few seconds; this holds on a machine many times slower
+
+
+def collected_tests(root: Path, *paths: str) -> int:
+    """How many tests pytest collects in the project at `root` (under `paths`, default everywhere),
+    with the project's own configuration."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths],
+                            cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    found = re.search(r"^(\d+) tests? collected", result.stdout, re.M)
+    assert found, result.stdout[-2000:]
+    return int(found.group(1))
 
 
 def wait_until(condition: Callable[[], object], timeout: float = SLACK, interval: float = 0.2) -> bool:

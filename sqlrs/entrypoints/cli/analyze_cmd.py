@@ -1,21 +1,30 @@
 """Questions only cached states answer cheaply: `sqlrs compare`, `check:alembic --downgrades`,
-`bisect:KIND`. The work is sqlrs.engine_client's (prefixes, reversals, bisect); this module parses,
-reports progress on stderr and prints the results on stdout."""
+`check:django --backwards`, `bisect:KIND`. The work is sqlrs.engine_client's (prefixes, reversals,
+bisect); this module parses, reports progress on stderr and prints the results on stdout."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from sqlrs.engine_client.errors import EXIT_FAILED
-from sqlrs.entrypoints.cli.options import PASSTHROUGH, alembic_options, output_option, runtime_options
+from sqlrs.entrypoints.cli.options import (
+    PASSTHROUGH,
+    Decorator,
+    alembic_options,
+    django_options,
+    output_option,
+    runtime_options,
+)
 from sqlrs.entrypoints.cli.output import Ctx, echo, emit_json, short
 
 if TYPE_CHECKING:
     from sqlrs.engine_client.prefixes import Chain
+    from sqlrs.engine_client.reversals import Undo
 
 DATA_CHOICE = click.Choice(["content", "rows", "none"])
 
@@ -132,36 +141,94 @@ def _alembic_body(config: str, to: str | None, image: str | None, runtime: str |
     return jobs.job_body({"steps": alembic_steps(config, to, Path.cwd())}, runtime=runtime, image=image)
 
 
-@click.command("check:alembic", help=CHECK_ALEMBIC_HELP)
-@click.option("--downgrades", is_flag=True, help="Check that each downgrade restores its parent's state.")
-@alembic_options
-@click.option("--data", type=DATA_CHOICE, default="rows", show_default=True,
-              help="What of the data must be restored: rows (counts), content (rows and sequences), none.")
-@runtime_options
-@output_option
-@click.pass_obj
-def check_alembic(ctx: Ctx, downgrades: bool, config: str, to: str | None, data: str, image: str | None,
-                  runtime: str | None, output: str) -> None:
-    from sqlrs.engine_client.errors import usage
-    from sqlrs.engine_client.reversals import AlembicUndo, check_steps, result_line
-
-    if not downgrades:
-        raise usage("check:alembic checks downgrades: give --downgrades", hint="sqlrs check:alembic --downgrades")
+def _check_undos(ctx: Ctx, body: dict[str, Any], undo: Undo, data: str, output: str, verdict: str) -> None:
+    """Check every step's undo, one line each as it comes (or JSON at the end); exit 1 when any
+    does not restore."""
+    from sqlrs.engine_client.reversals import check_steps, result_line, step_name
 
     def show(result: dict[str, Any]) -> None:
         if output != "json":
             echo(result_line(result))
 
-    with _chain(ctx, _alembic_body(config, to, image, runtime)) as chain:
-        results = check_steps(chain, AlembicUndo(), data=data, note=ctx.note, on_result=show)
+    with _chain(ctx, body) as chain:
+        results = check_steps(chain, undo, data=data, note=ctx.note, on_result=show)
     restores = all(result["restores"] for result in results)
     if output == "json":
-        emit_json({"revisions": results, "restores": restores})
-    failed = [result["revision"] for result in results if not result["restores"]]
+        emit_json({f"{undo.noun}s": results, "restores": restores})
+    failed = [step_name(result) for result in results if not result["restores"]]
     verb = "does" if len(failed) == 1 else "do"
-    ctx.note(f"{len(results)} revisions: " + (f"{len(failed)} {verb} not restore ({', '.join(failed)})" if failed
-                                              else "every downgrade restores"))
+    ctx.note(f"{len(results)} {undo.noun}s: " + (f"{len(failed)} {verb} not restore ({', '.join(failed)})"
+                                                 if failed else verdict))
     sys.exit(0 if restores else EXIT_FAILED)
+
+
+def _check_options(inputs: Decorator) -> Decorator:
+    """The options of a check:KIND command after its flag: the chain's (`inputs`), --data, the
+    runtime's, -o."""
+    data = click.option("--data", type=DATA_CHOICE, default="rows", show_default=True,
+                        help="What of the data must be restored: rows (counts), content (rows and sequences), none.")
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        return inputs(data(runtime_options(output_option(click.pass_obj(func)))))
+
+    return wrap
+
+
+@click.command("check:alembic", help=CHECK_ALEMBIC_HELP)
+@click.option("--downgrades", is_flag=True, help="Check that each downgrade restores its parent's state.")
+@_check_options(alembic_options)
+def check_alembic(ctx: Ctx, downgrades: bool, config: str, to: str | None, data: str, image: str | None,
+                  runtime: str | None, output: str) -> None:
+    from sqlrs.engine_client.errors import usage
+    from sqlrs.engine_client.reversals import AlembicUndo
+
+    if not downgrades:
+        raise usage("check:alembic checks downgrades: give --downgrades", hint="sqlrs check:alembic --downgrades")
+    _check_undos(ctx, _alembic_body(config, to, image, runtime), AlembicUndo(), data, output,
+                 "every downgrade restores")
+
+
+# -- check:django --backwards ----------------------------------------------------------------------
+CHECK_DJANGO_HELP = """Check that unapplying each Django migration restores the database it migrated.
+
+\b
+For each migration, in the order `manage.py migrate` applies them to an empty
+database (or up to --to APP.MIGRATION): an instance of the migration's cached
+state (the state before it, migrated), your Django's `migrate APP PREVIOUS`
+(`migrate APP zero` for an app's first migration) against it, which unapplies
+exactly that migration, then a comparison with the state before it: schema
+(tables, columns, types, defaults, indexes, constraints, functions, triggers,
+views, sequences, extensions, enums...) and, with --data rows (the default),
+each table's row count; --data content compares the rows themselves and
+sequence positions too. django_migrations is left out; the content types and
+permissions Django keeps for the models a migration removes are deleted first,
+as remove_stale_contenttypes would.
+One line per migration on stdout; exit 1 when one does not restore.
+-o json: `migrations` [{migration, parent, restores, differences}], `restores`.
+
+\b
+Examples:
+  sqlrs check:django --backwards
+  sqlrs check:django --backwards --settings mysite.settings_ci --to polls.0003
+  sqlrs check:django --backwards --manage src/manage.py -o json
+"""
+
+
+@click.command("check:django", help=CHECK_DJANGO_HELP)
+@click.option("--backwards", is_flag=True, help="Check that unapplying each migration restores its parent's state.")
+@_check_options(django_options)
+def check_django(ctx: Ctx, backwards: bool, settings: str | None, manage: str | None, to: str | None, data: str,
+                 image: str | None, runtime: str | None, output: str) -> None:
+    from sqlrs.engine_client import jobs
+    from sqlrs.engine_client.django import django_steps
+    from sqlrs.engine_client.errors import usage
+    from sqlrs.engine_client.reversals import DjangoUndo
+
+    if not backwards:
+        raise usage("check:django checks unapplying migrations: give --backwards",
+                    hint="sqlrs check:django --backwards")
+    body = jobs.job_body({"steps": django_steps(manage, settings, to, Path.cwd())}, runtime=runtime, image=image)
+    _check_undos(ctx, body, DjangoUndo(), data, output, "every migration restores when unapplied")
 
 
 # -- bisect:KIND --check FILE ----------------------------------------------------------------------
@@ -263,5 +330,5 @@ def bisect_lb(ctx: Ctx, check: str, image: str | None, runtime: str | None, allo
 
 def add_analyze_commands(group: click.Group) -> None:
     """Register compare, check:* and bisect:* on the `sqlrs` group."""
-    for command in (compare_command, check_alembic, bisect_psql, bisect_alembic, bisect_lb):
+    for command in (compare_command, check_alembic, check_django, bisect_psql, bisect_alembic, bisect_lb):
         group.add_command(command)

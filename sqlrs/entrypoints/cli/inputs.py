@@ -20,6 +20,7 @@ from sqlrs.entrypoints.cli import preparing
 from sqlrs.entrypoints.cli.options import (
     PASSTHROUGH,
     alembic_options,
+    django_options,
     from_option,
     instance_options,
     kind_option,
@@ -28,20 +29,6 @@ from sqlrs.entrypoints.cli.options import (
     stage_options,
 )
 from sqlrs.entrypoints.cli.output import Ctx
-
-
-def _django_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decorator in reversed([
-        click.option("--settings", "settings", metavar="MODULE",
-                     help="The settings module (default: DJANGO_SETTINGS_MODULE, else the one manage.py sets)."),
-        click.option("--manage", "manage", metavar="PATH",
-                     help="The project's manage.py (default: ./manage.py); migrations run in its directory."),
-        click.option("--to", "to", metavar="APP.MIGRATION",
-                     help="Stop there, as `manage.py migrate APP MIGRATION` would on an empty database "
-                          "(a unique prefix of the name will do; default: every app's latest)."),
-    ]):
-        func = decorator(func)
-    return func
 
 
 def _exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,10 +144,10 @@ def add_input_commands(group: click.Group) -> None:
         runtime_options(from_option(stage_options(output(base_dir_option(alembic_options(_plan("alembic"))))))))
     group.command("prepare:django", help=DJANGO_HELP.format(python=python))(
         runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
-            _django_options(_prepare("django")))))))))
+            django_options(_prepare("django")))))))))
     group.command("plan:django", help="Show the migrations prepare:django would apply: one row per migration, in "
                   "Django's plan order, state id, cached or to build. Builds nothing.")(
-        runtime_options(from_option(stage_options(output(base_dir_option(_django_options(_plan("django"))))))))
+        runtime_options(from_option(stage_options(output(base_dir_option(django_options(_plan("django"))))))))
     group.command("prepare:exec", context_settings=PASSTHROUGH, help=EXEC_HELP)(
         runtime_options(kind_option(from_option(stage_options(instance_options(base_dir_option(
             _exec_options(_prepare("exec")))))))))

@@ -109,5 +109,16 @@ alembic_options = _apply([
     click.option("--to", "to", metavar="REV", help="Last revision of the chain (default: every head)."),
 ])
 
+# prepare:django / plan:django, check:django: the project's migrations in Django's plan order
+django_options = _apply([
+    click.option("--settings", "settings", metavar="MODULE",
+                 help="The settings module (default: DJANGO_SETTINGS_MODULE, else the one manage.py sets)."),
+    click.option("--manage", "manage", metavar="PATH",
+                 help="The project's manage.py (default: ./manage.py); migrations run in its directory."),
+    click.option("--to", "to", metavar="APP.MIGRATION",
+                 help="Stop there, as `manage.py migrate APP MIGRATION` would on an empty database "
+                      "(a unique prefix of the name will do; default: every app's latest)."),
+])
+
 output_option = click.option("-o", "--output", "output", type=click.Choice(["table", "json"]), default="table")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Same as -o json.")

@@ -1,5 +1,6 @@
-"""The questions a Client asks over a chain's states: `compare`, `check_downgrades`, `bisect`
-(sqlrs.engine_client.prefixes, reversals, bisect; `sqlrs compare`, `check:KIND`, `bisect:KIND`)."""
+"""The questions a Client asks over a chain's states: `compare`, `check_downgrades`,
+`check_backwards`, `bisect` (sqlrs.engine_client.prefixes, reversals, bisect; `sqlrs compare`,
+`check:KIND`, `bisect:KIND`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlrs.entrypoints.library.client_types import DowngradeReport, Instance, St
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlrs.engine_client.prefixes import Chain
+    from sqlrs.engine_client.reversals import Undo
 
 
 class Questions(ClientBase):
@@ -42,12 +44,31 @@ class Questions(ClientBase):
         its downgrade run by your Alembic on an instance of its state, then compared with the state
         of its parent (schema; `data`: rows (default), content or none). Alembic runs in `base_dir`
         (default: the current directory), with this process's Python, as prepare's does."""
-        from sqlrs.engine_client.reversals import AlembicUndo, check_steps
+        from sqlrs.engine_client.reversals import AlembicUndo
 
-        body = self._body((), (), None, False, (), {"alembic": alembic, "to": to})
+        return self._check_undos({"alembic": alembic, "to": to}, AlembicUndo(), data, on_progress)
+
+    def check_backwards(self, django: StrPath = "manage.py", *, to: str | None = None, data: str = "rows",
+                        on_progress: Callable[[str], None] | None = None) -> DowngradeReport:
+        """`sqlrs check:django --backwards`: for each migration, in Django's plan order (up to `to`,
+        APP.MIGRATION; default every app's latest), `migrate APP PREVIOUS` (`zero` for an app's first)
+        run by your Django on an instance of its state, then compared with the state before it
+        (schema; `data`: rows (default), content or none). `django`: manage.py, or the directory
+        holding it; the settings module is DJANGO_SETTINGS_MODULE's, else the one manage.py sets.
+        Django runs with this process's Python, as `build(django=...)` does. The entries of the
+        report are named `migration` (APP.NAME)."""
+        from sqlrs.engine_client.reversals import DjangoUndo
+
+        return self._check_undos({"django": django, "to": to}, DjangoUndo(), data, on_progress)
+
+    def _check_undos(self, host: dict[str, Any], undo: Undo, data: str,
+                     on_progress: Callable[[str], None] | None) -> DowngradeReport:
+        from sqlrs.engine_client.reversals import check_steps
+
+        body = self._body((), (), None, False, (), host)
         note = on_progress or (lambda text: None)
         with _translated(), self._chain(body, on_progress) as chain:
-            return DowngradeReport(check_steps(chain, AlembicUndo(), data=data, note=note))
+            return DowngradeReport(check_steps(chain, undo, data=data, note=note), undo.noun)
 
     def bisect(self, check: StrPath, files: Iterable[StrPath] | StrPath = (), *, sql: Iterable[str] | str = (),
                variables: Mapping[str, Any] | None = None, single_transaction: bool = False,

@@ -71,14 +71,22 @@ class OperationFailed(Error):
 
 @dataclass(frozen=True)
 class DowngradeReport:
-    """What `Client.check_downgrades` found: one entry per revision, base to head, with
-    `revision`, `parent` (None: the base), `restores` and `differences` (one line each)."""
+    """What `Client.check_downgrades` (Alembic) or `Client.check_backwards` (Django) found: one
+    entry per step of the chain, in its order, with its name (`revision`: an Alembic revision id;
+    `migration`: APP.NAME), `parent` (the step before it; None: the base), `restores` and
+    `differences` (one line each)."""
 
     revisions: list[dict[str, Any]]
+    noun: str = "revision"  # the entries' key for a step's name: "revision" or "migration"
+
+    @property
+    def migrations(self) -> list[dict[str, Any]]:
+        """The entries, as Django calls them (the same list as `revisions`)."""
+        return self.revisions
 
     @property
     def restores(self) -> bool:
-        """True when every downgrade restored its parent's state."""
+        """True when every undo restored its parent's state."""
         return all(revision["restores"] for revision in self.revisions)
 
     @property

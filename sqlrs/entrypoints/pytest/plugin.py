@@ -58,9 +58,10 @@ A state that fails to build fails every test that needs it with the step's one-l
 what PostgreSQL said under it (`LINE n:` and the caret, DETAIL, HINT, a host step's statement),
 built once per session (per xdist worker): later tests get the same error without another build.
 
-Checks (`sqlrs check:alembic --downgrades` in a test): `assert_downgrades_restore(sqlrs_client,
-"alembic.ini")` fails the test, naming each revision whose downgrade does not restore its parent's
-state and what differs.
+Checks (`sqlrs check:alembic --downgrades`, `check:django --backwards` in a test):
+`assert_downgrades_restore(sqlrs_client, "alembic.ini")` and `assert_backwards_restore(sqlrs_client,
+"manage.py")` fail the test, naming each revision (migration) whose undo does not restore its
+parent's state and what differs.
 
 `--sqlrs-keep-failed` keeps a failing test's instance (no TTL) and prints its DSN. Other
 instances get an idle TTL (`sqlrs_ttl`, default 600 s) so a killed test run leaves nothing
@@ -88,7 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from sqlrs.entrypoints.library.client import Client, DowngradeReport, Instance, State
 
-__all__ = ["PREFILL_TIMEOUT", "Spec", "SqlrsSession", "assert_downgrades_restore",
+__all__ = ["PREFILL_TIMEOUT", "Spec", "SqlrsSession", "assert_backwards_restore", "assert_downgrades_restore",
            "build_error_message"]  # and the hooks and fixtures
 
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -332,12 +333,33 @@ def assert_downgrades_restore(client: Client, alembic: str | os.PathLike[str] = 
     (`sqlrs check:alembic --downgrades`; `data`: rows, content or none). Alembic runs in the
     directory of its config file (relative paths: the current directory's), with this process's
     Python. Returns the report when everything restores."""
+    config = Path(alembic).absolute()
+    return _assert_restores(_client_in(client, config.parent).check_downgrades(config, to=to, data=data),
+                            "downgrades that do not restore their parent's state")
+
+
+def assert_backwards_restore(client: Client, django: str | os.PathLike[str] = "manage.py", *,
+                             to: str | None = None, data: str = "rows") -> DowngradeReport:
+    """Fail the calling test unless unapplying each Django migration restores its parent's state
+    (`sqlrs check:django --backwards`; `django`: manage.py or the directory holding it; `to`:
+    APP.MIGRATION; `data`: rows, content or none). Django runs in the directory of manage.py with
+    this process's Python and settings module (DJANGO_SETTINGS_MODULE, as pytest-django sets it,
+    else the one manage.py sets). Returns the report when everything restores."""
+    project = Path(django).absolute()
+    base = project if project.is_dir() else project.parent
+    return _assert_restores(_client_in(client, base).check_backwards(project, to=to, data=data),
+                            "migrations that do not restore their parent's state when unapplied")
+
+
+def _client_in(client: Client, base_dir: Path) -> Client:
+    """`client`'s engine, runtime and image, for a project in `base_dir`."""
     from sqlrs.entrypoints.library.client import Client as ClientClass
 
-    config = Path(alembic).absolute()
-    here = ClientClass(client.state_dir, runtime=client.runtime, image=client.image, base_dir=config.parent)
-    report = here.check_downgrades(config, to=to, data=data)
+    return ClientClass(client.state_dir, runtime=client.runtime, image=client.image, base_dir=base_dir)
+
+
+def _assert_restores(report: DowngradeReport, headline: str) -> DowngradeReport:
     if not report.restores:
-        failed = ", ".join(revision["revision"] for revision in report.failures)
-        raise AssertionError(f"downgrades that do not restore their parent's state: {failed}\n{report}")
+        failed = ", ".join(entry[report.noun] for entry in report.failures)
+        raise AssertionError(f"{headline}: {failed}\n{report}")
     return report

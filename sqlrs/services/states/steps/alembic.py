@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 
+from sqlrs.changelogs.serve_loop import HOST_SERVE_LOOP
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
 from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.host import (
-    HOST_SERVE_LOOP,
     PYTHON_ERROR_REPORTER,
     HostSession,
     host_login,

@@ -240,38 +240,15 @@ def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
 
 
-# Python source for a runner's side of HostSession's protocol: `sqlrs_serve(apply, fail, mark)`
-# reads one JSON request a line from stdin and calls `apply(request)`; when that raises, `fail(exc,
-# request)` reports it (inside the except block: the traceback is at hand); then it answers `mark`
-# and the exit code on stdout and on stderr, and stops after a failure.
-HOST_SERVE_LOOP = r'''
-import json, sys
-def sqlrs_serve(apply, fail, mark):
-    for line in sys.stdin:
-        request = json.loads(line)
-        code = 0
-        try:
-            apply(request)
-        except BaseException as exc:
-            fail(exc, request)
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        print(mark + str(code), flush=True)
-        print(mark + str(code), file=sys.stderr, flush=True)
-        if code:
-            break
-'''
-
-
 class HostSession:
     """A host tool that applies several steps of one job: started once, then asked once per step
     (a line on its stdin), so what it loads (an interpreter, a framework, the user's project) is
     loaded once per job instead of once per step.
 
     The tool answers each request with its output, then `<mark><exit code>` ending a line on stdout
-    and again on stderr (the streams are separate pipes: the answer is complete when
-    both carry the mark). A tool that exits instead answers with its exit code.
+    and again on stderr (the streams are separate pipes: the answer is complete when both carry the
+    mark; a Python runner answers through sqlrs.changelogs.serve_loop). A tool that exits instead
+    answers with its exit code.
     """
 
     def __init__(self, run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str], mark: str):
