@@ -85,7 +85,7 @@ class CompareService:
         # a comparison reads a state once: no warm instances of it for later (check:alembic would
         # otherwise keep servers of every revision it walked started for the idle time)
         made = self.instances.create(side, runtime, identity, ephemeral=True, ttl_seconds=READER_TTL_SECONDS,
-                                     demand=False)
+                                     spares=False)
         try:
             yield Database(Path(made.run_path), made.port, made.dbname)
         finally:

@@ -233,7 +233,7 @@ class PrepareService:
         ctx.update_task(instance_task, TaskStatus.RUNNING, started_at=self.clock.now())
         instance = self.instances.create(final, runtime, identity, kind=InstanceKind(request.instance_kind),
                                          name=request.name, ephemeral=request.ephemeral, job_id=ctx.job.id,
-                                         ttl_seconds=request.ttl_seconds or 0, demand=request.spares,
+                                         ttl_seconds=request.ttl_seconds or 0, spares=request.spares,
                                          on_copy=None if warned else lambda: self._warn(ctx, copies=True))
         if named is not None:
             ctx.emit("log", stream="engine", text=f"replacing instance {named.id} ({request.name})")

@@ -200,7 +200,7 @@ def test_a_one_off_instance_asks_for_no_spares(engine: tuple[Services, Fakes]) -
     host = hosts(services)[database["state_id"]]
     assert services.databases.wanted(host) == 0  # nor copies ahead
     state = services.catalog.find(server["state_id"])
-    made, _ = services.instances.hand_out(state, InstanceKind.SERVER, None, name=None, ttl_seconds=0, demand=False)
+    made, _ = services.instances.hand_out(state, InstanceKind.SERVER, None, name=None, ttl_seconds=0, spares=False)
     assert services.pool.status()["states"] == []
     services.instances.remove(made)
     made, _ = services.instances.hand_out(state, InstanceKind.SERVER, None, name=None, ttl_seconds=0)
@@ -245,7 +245,7 @@ def test_a_database_is_never_handed_out_of_a_host_being_stopped(engine: tuple[Se
     assert stopping.wait(60)
     handed: list[Instance] = []
     hand_out = threading.Thread(target=lambda: handed.append(
-        services.databases.hand_out(state, runtime, identity, demand=False)[0]))
+        services.databases.hand_out(state, runtime, identity, spares=False)[0]))
     hand_out.start()
     hand_out.join(0.5)  # it waits for the stop to end (before the fix it took the host being stopped)
     release.set()

@@ -63,23 +63,23 @@ class DatabaseInstances(DatabaseHosts):
     # -- database instances ---------------------------------------------------------------------
     def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
                ttl_seconds: int = 0, job_id: str | None = None, ephemeral: bool = False,
-               demand: bool = True) -> Instance:
+               spares: bool = True) -> Instance:
         return self.hand_out(state, runtime, identity, name=name, ttl_seconds=ttl_seconds, job_id=job_id,
-                             ephemeral=ephemeral, demand=demand)[0]
+                             ephemeral=ephemeral, spares=spares)[0]
 
     def hand_out(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *, name: str | None = None,
                  ttl_seconds: int = 0, job_id: str | None = None,
-                 ephemeral: bool = False, demand: bool = True) -> tuple[Instance, bool]:
+                 ephemeral: bool = False, spares: bool = True) -> tuple[Instance, bool]:
         """A database instance, and whether its database was copied ahead (else copied now).
-        `demand` False: a one-off instance; it takes a copy made ahead if one is ready, and asks
+        `spares` False: a one-off instance; it takes a copy made ahead if one is ready, and asks
         for no copies to follow."""
-        if demand and self.demand is not None:
+        if spares and self.demand is not None:
             self.demand.claimed(state.id)  # before the host is looked up: a busy state's host stays
         with self._handing_out(state, runtime, identity) as host:
             with self._lock:
                 ready = self._ready.setdefault(host.id, [])
                 instance_id = ready.pop(0) if ready else None
-            if demand:
+            if spares:
                 self.note_claim(host.id)  # wakes the loop to make the next copies ahead
             made_ahead = instance_id is not None
             if instance_id is None:

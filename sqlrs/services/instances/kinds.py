@@ -46,26 +46,26 @@ class Instances:
     def create(self, state: State, runtime: Runtime, identity: RuntimeIdentity, *,
                kind: InstanceKind = InstanceKind.SERVER, name: str | None = None, ephemeral: bool = False,
                job_id: str | None = None, ttl_seconds: int = 0,
-               on_copy: Callable[[], object] | None = None, demand: bool = True) -> Instance:
+               on_copy: Callable[[], object] | None = None, spares: bool = True) -> Instance:
         """An instance of `state` for a user: a database in its shared server, or a server (a warm
         one when one is ready, else one cloned and started now). `on_copy` is called before the
-        state's data directory is cloned by the store. `demand` False: a one-off instance (a
+        state's data directory is cloned by the store. `spares` False: a one-off instance (a
         comparison's reader, a prefix of check:* or bisect:*) takes a warm server or a copy made
         ahead if one is ready but asks for none to follow."""
         if kind == InstanceKind.DATABASE:
             return self.databases.create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
-                                         ttl_seconds=ttl_seconds, demand=demand)
+                                         ttl_seconds=ttl_seconds, spares=spares)
         claimed = self.warm.claim(state.id, ttl_seconds, name, ephemeral=ephemeral, job_id=job_id,
                                   runtime=runtime.name)
         if claimed is None:
             claimed = self.servers.create(state, runtime, identity, name=name, ephemeral=ephemeral, job_id=job_id,
                                           ttl_seconds=ttl_seconds, on_copy=on_copy)
-        if demand:
+        if spares:
             self.warm.used(state, runtime.name, identity.image)  # after ours: its start does not slow this one
         return claimed
 
     def hand_out(self, state: State, kind: InstanceKind, image: str | None, *, name: str | None,
-                 ttl_seconds: int, demand: bool = True) -> tuple[Instance, bool]:
+                 ttl_seconds: int, spares: bool = True) -> tuple[Instance, bool]:
         """`POST /v1/instances`: an instance of `state`, and whether it was made ahead (a warm
         server, or a database copied ahead). A warm server is claimed before the state's runtime
         and image are even resolved: the state's id pins its content, and a claim must stay a few
@@ -73,15 +73,15 @@ class Instances:
         if kind == InstanceKind.DATABASE:
             runtime, identity = self.resolve(state, image)
             return self.databases.hand_out(state, runtime, identity, name=name, ttl_seconds=ttl_seconds,
-                                           demand=demand)
+                                           spares=spares)
         claimed = self.warm.claim(state.id, ttl_seconds, name)
         if claimed is not None:
-            if demand:
+            if spares:
                 self.warm.used(state, claimed.runtime, claimed.image)
             return claimed, True
         runtime, identity = self.resolve(state, image)
         made = self.servers.create(state, runtime, identity, name=name, ttl_seconds=ttl_seconds)
-        if demand:
+        if spares:
             self.warm.used(state, runtime.name, identity.image)
         return made, False
 

@@ -67,7 +67,7 @@ async def create_instance(request: Request) -> Response:
         if wanted.name:
             svc.prepare.require_name_free(wanted.name)
         made, ahead = svc.instances.hand_out(state, InstanceKind(wanted.kind), wanted.image, name=wanted.name,
-                                             ttl_seconds=ttl, demand=wanted.spares)
+                                             ttl_seconds=ttl, spares=wanted.spares)
         owner = (wanted.owner.pid, wanted.owner.started) if wanted.owner is not None else None
         return svc.lifetime.adopt(made, owner) if owner else made, ahead
 
