@@ -72,11 +72,15 @@ def load(group: str, kind: type) -> list[tuple[str, object]]:
 
 
 # -- the CLI's fast path -------------------------------------------------------------------------
-def _cache_file() -> str:
+def _cache_file(key: list[list[object]]) -> str:
+    """One file per interpreter and set of metadata folders: two environments of one interpreter
+    (another PYTHONPATH, a plugin on it) each keep theirs instead of rewriting one file in turn,
+    which made every command of both read the entry points again."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     import binascii
 
-    return os.path.join(base, "sqlrs", f"entry-points-{binascii.crc32(sys.prefix.encode()):08x}.json")
+    folders = "\0".join([sys.prefix, *(str(folder) for folder, _ in key)])
+    return os.path.join(base, "sqlrs", f"entry-points-{binascii.crc32(folders.encode()):08x}.json")
 
 
 def _fingerprint() -> list[list[object]]:
@@ -99,7 +103,8 @@ def _fingerprint() -> list[list[object]]:
 def cached_names(group: str) -> tuple[str, ...]:
     """`names(group)`, read from a cache file when the distributions on sys.path are those it was
     written for."""
-    path, key = _cache_file(), _fingerprint()
+    key = _fingerprint()
+    path = _cache_file(key)
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)

@@ -71,10 +71,36 @@ def test_the_fast_path_reads_names_from_a_cache_until_something_is_installed(tmp
     assert names_in_child(cache_home, site)["scanned"] is False
 
     # a distribution installed into a directory on sys.path: its metadata appears there
+    add_plugin(site)
     dist = site / "sqlrs_demo_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sqlrs-demo-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[sqlrs.runtimes]\ndemo = sqlrs_demo_plugin:PLUGIN\n")
     third = names_in_child(cache_home, site)
     assert third["scanned"] is True and "demo" in third["names"]  # type: ignore[operator]
-    assert json.loads(cache_file.read_text())["names"]["sqlrs.runtimes"] == third["names"]
+    (written,) = set((cache_home / "sqlrs").iterdir()) - {cache_file}  # site now holds metadata: a file of its own
+    assert json.loads(written.read_text())["names"]["sqlrs.runtimes"] == third["names"]
+    assert names_in_child(cache_home, site) == {"names": third["names"], "scanned": False}
+
+    # an upgrade in place: the same folder, a fresh metadata directory
+    os.utime(dist, ns=(1, 1))
+    assert names_in_child(cache_home, site)["scanned"] is True
+
+
+def add_plugin(site: Path) -> None:
+    dist = site / "sqlrs_demo_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sqlrs-demo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[sqlrs.runtimes]\ndemo = sqlrs_demo_plugin:PLUGIN\n")
+
+
+def test_two_environments_of_one_interpreter_keep_a_cache_each(tmp_path: Path) -> None:
+    """One interpreter run with and without a plugin's folder on PYTHONPATH (a test suite beside a
+    shell): each reads its own cache, neither rewrites the other's."""
+    cache_home, plain, with_plugin = tmp_path / "cache", tmp_path / "plain", tmp_path / "plugin"
+    plain.mkdir()
+    add_plugin(with_plugin)
+    assert names_in_child(cache_home, plain)["scanned"] is True
+    assert names_in_child(cache_home, with_plugin)["scanned"] is True
+    for _ in range(2):
+        without = names_in_child(cache_home, plain)
+        assert without["scanned"] is False and "demo" not in without["names"]  # type: ignore[operator]
+        inside = names_in_child(cache_home, with_plugin)
+        assert inside["scanned"] is False and "demo" in inside["names"]  # type: ignore[operator]
