@@ -257,7 +257,10 @@ class FakeRepository:
         with self._lock:
             return [attrs.evolve(t) for t in sorted(self.tasks.get(job_id, []), key=lambda t: t.index)]
 
-    def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime) -> Event:
+    def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime,
+                     task: Task | None = None) -> Event:
+        if task is not None:
+            self.update_task(task)  # (one lock: the fake has no transaction to share)
         with self._lock:
             events = self.events.setdefault(job_id, [])
             event = Event(job_id=job_id, seq=len(events) + 1, ts=when, type=type_, data=dict(data))

@@ -89,8 +89,11 @@ class JobLog(Protocol):
 
     def update_task(self, task: Task) -> None: ...
     def list_tasks(self, job_id: str) -> list[Task]: ...
-    def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime) -> Event:
-        """Append an event with the next sequence number of the job (starting at 1)."""
+    def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime,
+                     task: Task | None = None) -> Event:
+        """Append an event with the next sequence number of the job (starting at 1); with `task`,
+        record the task's new fields in the same transaction (a step's progress and its event:
+        one write, not two, per change of a build's hundreds of steps)."""
         ...
 
     def events_after(self, job_id: str, seq: int, limit: int = 1000) -> list[Event]: ...

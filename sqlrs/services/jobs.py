@@ -90,9 +90,9 @@ class JobContext:
         task.status = status
         for key, value in fields.items():
             setattr(task, key, value)
-        self._runner.repo.update_task(task)
-        self.emit("task", index=task.index, kind=task.kind, state_id=task.state_id, source=task.source,
-                  status=status.value, seconds=task.seconds)
+        self._runner.emit(self.job.id, "task", {"index": task.index, "kind": task.kind, "state_id": task.state_id,
+                                                "source": task.source, "status": status.value,
+                                                "seconds": task.seconds}, task=task)
 
 
 Handler = Callable[[JobContext], dict[str, Any]]
@@ -116,11 +116,15 @@ class JobRunner:
         self._seq: dict[str, int] = {}  # running jobs: the last event's seq
         self._unrecorded: dict[str, tuple[Job | None, list[Event]]] = {}
 
-    def emit(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+    def emit(self, job_id: str, type_: str, data: dict[str, Any], task: Task | None = None) -> None:
+        """Record an event (with `task`'s new fields) and wake its followers. An event the
+        repository cannot take is held in memory; a task's change it cannot take fails the job."""
         when = self.clock.now()
         try:
-            event = self.repo.append_event(job_id, type_, data, when)
+            event = self.repo.append_event(job_id, type_, data, when, task=task)
         except SqlrsError as exc:
+            if task is not None:
+                raise
             log.warning("job %s: cannot record its %s event: %s", job_id, type_, exc.message)
             with self._lock:
                 held = self._hold(job_id)[1]

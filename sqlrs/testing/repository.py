@@ -168,6 +168,11 @@ class JobLogContract:
         assert repo.events_after("ab12", 0) == [first, second]
         assert repo.events_after("ab12", 1) == [second]
         assert repo.events_after("ab12", 0, limit=1) == [first]
+        # a task's change and its event, together
+        tasks[0].status, tasks[0].seconds = TaskStatus.DONE, 0.25
+        third = repo.append_event("ab12", "task", {"index": 0, "status": "done"}, T0, task=tasks[0])
+        assert third.seq == 3 and repo.events_after("ab12", 2) == [third]
+        assert repo.list_tasks("ab12") == tasks[:1] and repo.list_tasks("ab12")[0].seconds == 0.25
 
     def test_pruning_keeps_the_newest_finished_jobs_and_every_unfinished_one(self, repo: JobLog) -> None:
         for minute in range(5):

@@ -1,4 +1,4 @@
-"""A step's output as job events: whole lines, one event per read, the first lines only."""
+"""A step's output as job events: whole lines, one event per read (or per window), the first lines only."""
 
 from __future__ import annotations
 
@@ -29,3 +29,24 @@ def test_output_beyond_the_limit_is_kept_for_errors_but_not_forwarded() -> None:
     assert len(forwarded) == OUTPUT_LINES_KEPT and forwarded[-1] == "last shown"
     assert [e for e in events if e[0] == "note"] == [("note", "(more output not shown)")]
     assert collector.text().endswith("first hidden\nlater")
+
+
+def test_with_a_window_the_lines_of_several_reads_share_an_event_until_the_oldest_waited_for_it() -> None:
+    now = [0.0]
+    events: list[tuple[str, str]] = []
+    collector = OutputCollector(lambda stream, text: events.append((stream, text)), window=0.1, clock=lambda: now[0])
+    collector.feed("stdout", b"CREATE TABLE\n")
+    now[0] = 0.05
+    collector.feed("stdout", b"CREATE INDEX\n")
+    collector.feed("stderr", b"NOTICE: x\n")
+    collector.feed("stdout", b"ALTER TABLE\n")
+    collector.tick()
+    assert events == []  # the oldest line waited 0.05 s
+    now[0] = 0.1
+    collector.tick()  # the tool is quiet: what waited for the window goes, in the order it came
+    assert events == [("stdout", "CREATE TABLE\nCREATE INDEX"), ("stderr", "NOTICE: x"), ("stdout", "ALTER TABLE")]
+    collector.feed("stdout", b"COMMIT\n")
+    collector.tick()
+    assert len(events) == 3  # a new window starts with the next line
+    collector.flush()  # the step's end forwards the rest
+    assert events[3:] == [("stdout", "COMMIT")]

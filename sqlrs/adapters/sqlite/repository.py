@@ -312,10 +312,14 @@ class SqliteRepository:
                 conn.execute(_Q.add_task, rows)
 
     def update_task(self, task: Task) -> None:
+        self._run(_Q.update_task, self._task_values(task))
+
+    @staticmethod
+    def _task_values(task: Task) -> dict[str, Any]:
         values = _converter.unstructure(task)
         values["b_index"] = values.pop("index")
         values["b_id"] = values.pop("job_id")
-        self._run(_Q.update_task, values)
+        return values
 
     def list_tasks(self, job_id: str) -> list[Task]:
         result = []
@@ -325,8 +329,11 @@ class SqliteRepository:
             result.append(_converter.structure(values, Task))
         return result
 
-    def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime) -> Event:
+    def append_event(self, job_id: str, type_: str, data: dict[str, Any], when: datetime,
+                     task: Task | None = None) -> Event:
         with self._begin() as conn:
+            if task is not None:
+                conn.execute(_Q.update_task, self._task_values(task))
             seq = int(conn.execute(_Q.last_seq, {"b_id": job_id}).scalar() or 0) + 1
             conn.execute(_Q.add_event, {"job_id": job_id, "seq": seq, "ts": when, "type": type_, "data": data})
         return Event(job_id=job_id, seq=seq, ts=when, type=type_, data=data)

@@ -29,7 +29,7 @@ from sqlrs.domain.passwords import new_password, scram_verifier
 from sqlrs.domain.pgerrors import ErrorReport, from_runner, scan_output
 from sqlrs.services.instances.server_instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.states.steps.base import StepRun
-from sqlrs.services.states.steps.output import OutputCollector
+from sqlrs.services.states.steps.output import WINDOW, OutputCollector
 
 # the connection a host tool gets; any other PG* variable of the caller would only mislead libpq
 CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
@@ -182,7 +182,7 @@ def run_host_command(run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[s
     if not os.path.isdir(cwd):
         raise StepFailed(f"{run.label} failed: its working directory {cwd} does not exist",
                          details={"step": run.index, "source": run.step.source})
-    collected = OutputCollector(run.log)
+    collected = OutputCollector(run.log, WINDOW)
     try:
         process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -220,6 +220,7 @@ def _pump(run: StepRun, process: subprocess.Popen[bytes], collected: OutputColle
                     collected.feed(key.data, data)
                 else:
                     selector.unregister(key.fileobj)
+            collected.tick()
             if process.poll() is not None:
                 exited_at = exited_at or time.monotonic()
                 if time.monotonic() - exited_at > DRAIN_SECONDS:
@@ -294,7 +295,7 @@ class HostSession:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         if process.stdout.closed:  # closed before: nobody to ask
             return ToolResult(process.returncode or 1, "")
-        collected = OutputCollector(log or run.log)
+        collected = OutputCollector(log or run.log, WINDOW)
         answers: dict[str, int | None] = {"stdout": None, "stderr": None}
         try:
             process.stdin.write(line.encode() + b"\n")
@@ -316,12 +317,16 @@ class HostSession:
                         selector.unregister(key.fileobj)
                         continue
                     *lines, partial[stream] = (partial[stream] + data).split(b"\n")
+                    said = bytearray()  # the lines of one read: one event (OutputCollector)
                     for text in lines:
                         before, marked, code = text.partition(self.mark)  # after a partial line, too
                         if before or not marked:
-                            collected.feed(stream, before + b"\n")
+                            said += before + b"\n"
                         if marked:
                             answers[stream] = int(code.strip() or b"1")
+                    if said:
+                        collected.feed(stream, bytes(said))
+                collected.tick()
         for stream, rest in partial.items():
             collected.feed(stream, rest)
         collected.flush()
