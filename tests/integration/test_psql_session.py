@@ -1,6 +1,7 @@
 """A build's psql steps run in one psql (services/states/steps/psql_session.py) on the native
 runtime, yet each step sees what a `psql -f FILE` of its own would: a new server session (no SET,
-temporary table, prepared statement or open transaction of an earlier step), psql's variables as
+role, temporary table, prepared statement or open transaction of an earlier step; the database's
+settings as a new connection reads them), psql's variables as
 the command line sets them, errors with the user's `file:line`. Real PostgreSQL, native runtime."""
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ STEPS = {
     "01-setup.sql": "CREATE TABLE seen (step int, search_path text, temp_tables int, note text);\n"
                     "SET search_path = nowhere, public;\n"
                     "CREATE TEMP TABLE scratch (i int);\n"
-                    "PREPARE twice AS SELECT 1;\n",
-    # a fresh session: the default search_path, no temporary table; PREPARE of the same name works
+                    "PREPARE twice AS SELECT 1;\n"
+                    "CREATE ROLE sqlrs_probe;\n"
+                    "SET ROLE sqlrs_probe;\n",
+    # a fresh session: the default search_path, no temporary table, the session's own role (the
+    # probe role could not insert into seen); PREPARE of the same name works
     "02-looks.sql": "INSERT INTO public.seen SELECT 2, current_setting('search_path'),\n"
                     "  (SELECT count(*) FROM pg_class WHERE relpersistence = 't'), 'fresh';\n"
                     "PREPARE twice AS SELECT 2;\n"
+                    "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = %L', current_database(), '3MB');\n"
+                    "END $$;\n"
                     "BEGIN;\n"
                     "INSERT INTO seen VALUES (99, '', 0, 'left uncommitted');\n",
+    # ... and what a new session of this database starts with, as its own psql would see it
     "03-looks.sql": "INSERT INTO seen SELECT 3, current_setting('search_path'),\n"
-                    "  (SELECT count(*) FROM pg_class WHERE relpersistence = 't'), 'fresh';\n",
+                    "  (SELECT count(*) FROM pg_class WHERE relpersistence = 't'), current_setting('work_mem');\n",
     # a meta-command that changes psql itself: this step runs as a psql of its own
     "04-sets.sql": "\\set answer 42\n"
                    "INSERT INTO seen VALUES (:answer, '', 0, 'psql variable');\n",
@@ -42,7 +49,7 @@ def test_each_step_runs_in_a_session_of_its_own(sqlrs_native: Sqlrs, workspace: 
     dsn = sq.prepare(*args(list(STEPS)), cwd=workspace)
     rows = psql(dsn, "SELECT string_agg(concat_ws('|', step, search_path, temp_tables, note), ';' ORDER BY step) "
                      "FROM seen")
-    assert rows == ('2|"$user", public|0|fresh;3|"$user", public|0|fresh;'
+    assert rows == ('2|"$user", public|0|fresh;3|"$user", public|0|3MB;'
                     "5||0|false;6||0|1;42||0|psql variable")
 
 

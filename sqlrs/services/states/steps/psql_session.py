@@ -3,10 +3,14 @@
 A step is its own `psql -f FILE` (SPEC §5): a session of its own, psql's variables as the command
 line sets them. Starting psql costs 15-40 ms, more than most migrations of a real history take, so
 a build keeps one psql open (reading its stdin, `HostTools.tool_command`) and gives it each step
-as `\\i FILE`, with a `\\connect` before every step but the first: a new server session, so no
-SET, temporary table, prepared statement or open transaction of one step is seen by the next
-(the closed connection rolls an open one back, as psql's exit does). psql's errors, `file:line`
-and exit code (3 with ON_ERROR_STOP) are those of `-f`.
+as `\\i FILE`. Before every step but the first, the server session is made new again: an open
+transaction is rolled back (as psql's exit does) and `DISCARD ALL` drops what a session keeps
+(SET and SET ROLE, temporary tables, prepared statements, cursors, advisory locks, LISTEN), so no
+step sees those of the one before. That costs a round trip where a `\\connect` costs a new
+backend (~4 ms each, a third of a plain replay of lemmy's 247 migrations). Only after a step that
+changes what a *new* session starts with (`ALTER DATABASE|ROLE|USER ... SET`, which DISCARD's
+RESET ALL does not apply) does the next step get a `\\connect`. psql's errors, `file:line` and
+exit code (3 with ON_ERROR_STOP) are those of `-f`.
 
 What a session cannot give is a fresh set of psql variables and settings per step, so a step
 runs in it only when every meta-command in its files is one that leaves psql as it was
@@ -33,6 +37,13 @@ SESSION_SAFE = frozenset({"i", "ir", "include", "include_relative", "echo", "qec
                           "g", "gx", "gexec"})
 META_COMMAND = re.compile(r"\\([A-Za-z_]+)")
 SESSION_KEY = "psql"
+# what a new session starts with, set for the database or a role: the next step needs a new connection
+SESSION_DEFAULTS = re.compile(r"\bALTER\s+(DATABASE|ROLE|USER)\b", re.IGNORECASE)
+# the server session made new without a new connection. QUIET: no command tags (psql -f prints no
+# such lines); client_min_messages: no WARNING for a ROLLBACK outside a transaction (DISCARD's
+# RESET ALL puts it back)
+RENEW = "\\set QUIET on\nSET client_min_messages = error;\nROLLBACK;\nDISCARD ALL;\n\\set QUIET off\n"
+RECONNECT = "\\set QUIET on\n\\connect\n\\set QUIET off\n"
 
 
 def session_safe(step: Step, options: PsqlOptions) -> bool:
@@ -52,6 +63,7 @@ class PsqlSession:
         self.key = key  # the server and psql's arguments it was started for
         self.mark = mark
         self.steps = 0
+        self.reconnect = False  # the step before set what a new session starts with
 
     @classmethod
     def kept(cls, run: StepRun, args: Sequence[str], env: dict[str, str]) -> PsqlSession | None:
@@ -78,9 +90,9 @@ class PsqlSession:
     def apply(self, run: StepRun, entry: str, log: Callable[[str, str], None]) -> ToolResult:
         """Run the file `entry` (as psql sees it) as the next step; psql's exit code when it
         stopped on an error, else 0."""
-        # QUIET: \connect says nothing (psql -f prints no such line either)
-        reset = "\\set QUIET on\n\\connect\n\\set QUIET off\n" if self.steps else ""
+        reset = "" if not self.steps else RECONNECT if self.reconnect else RENEW
         self.steps += 1
+        self.reconnect = any(SESSION_DEFAULTS.search(script.content) for script in run.step.files)
         return self.host.request(run, f"{reset}\\i {psql_quote(entry)}\n\\echo {self.mark}0\n\\warn {self.mark}0",
                                  log)
 
