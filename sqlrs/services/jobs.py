@@ -167,6 +167,11 @@ class JobRunner:
             self._unrecorded.pop(next(iter(self._unrecorded)))
         return held
 
+    def running(self, job_id: str) -> bool:
+        """Whether the job runs in this engine now (queued or running: its end is still to come)."""
+        with self._lock:
+            return job_id in self._contexts
+
     def active_ids(self) -> set[str]:
         with self._lock:
             return {job_id for job_id, thread in self._threads.items() if thread.is_alive()}

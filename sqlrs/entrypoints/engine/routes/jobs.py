@@ -12,15 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sqlrs.domain.errors import UsageError
-from sqlrs.domain.model import Job
+from sqlrs.domain.model import Job, JobStatus
 from sqlrs.domain.scripts import step_inputs
 from sqlrs.entrypoints.engine.bootstrap import Services
 from sqlrs.entrypoints.engine.http import NDJSON, created, flag, listing, ndjson_line, read_json, respond, services
 from sqlrs.entrypoints.engine.routes.instances import default_ttl
+from sqlrs.services.jobs import EVENTS_PAGE
 from sqlrs.services.requests import parse_prepare, parse_transfer
 from sqlrs.services.serde import json_converter
 
 HEARTBEAT_SECONDS = 5.0
+TERMINAL = frozenset(status.value for status in JobStatus if status.terminal)
 
 
 def job_urls(job_id: str) -> dict[str, str]:
@@ -105,15 +107,25 @@ async def stream_events(svc: Services, job_id: str, after: int, follow: bool) ->
     while True:
         version = notifier.version(job_id)
         events = await run_in_threadpool(jobs.events_after, job_id, after)
+        ended = False
         for event in events:
             after = event.seq
             yield ndjson_line(json_converter.unstructure(event))
             last_beat = time.monotonic()
-        if events:
-            continue
-        job = await run_in_threadpool(jobs.get_job, job_id)
-        if job is None or job.status.terminal or not follow:
+            ended = ended or (event.type == "status" and event.data.get("status") in TERMINAL)
+        if ended:  # its last event
             return
+        if len(events) >= EVENTS_PAGE or (events and not follow):
+            continue
+        # a job running here says so from memory: a build's hundreds of events each woke this
+        # loop, and reading the job's record (its plan, as JSON) each time took the GIL from it;
+        # an event that came meanwhile moved the version, so the wait below returns at once
+        if not follow or not jobs.running(job_id):
+            if events:
+                continue
+            job = await run_in_threadpool(jobs.get_job, job_id)
+            if job is None or job.status.terminal or not follow:
+                return
         await notifier.wait(job_id, version, max(0.05, HEARTBEAT_SECONDS - (time.monotonic() - last_beat)))
         if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
             yield ndjson_line({"type": "heartbeat", "seq": after})
