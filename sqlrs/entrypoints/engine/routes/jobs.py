@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,8 @@ from sqlrs.services.requests import parse_prepare, parse_transfer
 from sqlrs.services.serde import json_converter
 
 HEARTBEAT_SECONDS = 5.0
+COALESCE_AFTER = 0.5  # seconds a stream is open before it reads its job's events in batches
+COALESCE_SECONDS = 0.05  # ... at most this much later than they came
 TERMINAL = frozenset(status.value for status in JobStatus if status.terminal)
 
 
@@ -103,7 +106,7 @@ async def stream_events(svc: Services, job_id: str, after: int, follow: bool) ->
     """A job's events after `after`, then (follow) new ones as they come, with a heartbeat line
     when nothing happened for HEARTBEAT_SECONDS; ends once the job is finished."""
     jobs, notifier = svc.jobs, svc.jobs.notifier
-    last_beat = time.monotonic()
+    last_beat = opened = time.monotonic()
     while True:
         version = notifier.version(job_id)
         events = await run_in_threadpool(jobs.events_after, job_id, after)
@@ -126,6 +129,10 @@ async def stream_events(svc: Services, job_id: str, after: int, follow: bool) ->
             job = await run_in_threadpool(jobs.get_job, job_id)
             if job is None or job.status.terminal or not follow:
                 return
+        if events and time.monotonic() - opened >= COALESCE_AFTER:
+            # a long job's steps come by the hundred: read them a few times a second, not once
+            # each (every read competes with the build for the GIL); a hit ends before this
+            await asyncio.sleep(COALESCE_SECONDS)
         await notifier.wait(job_id, version, max(0.05, HEARTBEAT_SECONDS - (time.monotonic() - last_beat)))
         if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
             yield ndjson_line({"type": "heartbeat", "seq": after})
