@@ -17,7 +17,7 @@ from sqlrs.domain.steps import HostRun, Step
 from sqlrs.services.jobs import JobContext
 from sqlrs.services.requests import PrepareRequest
 from sqlrs.services.states.steps.base import StepRun
-from sqlrs.services.states.steps.host import HostSession
+from sqlrs.services.states.steps.host import HostSession, Login
 
 MARK = "test-done "
 # answers each line: its pid and the request on stdout, a partial line on stderr, then the marks;
@@ -98,6 +98,9 @@ def test_the_build_closes_the_tool_sessions_of_its_steps_however_it_ends(fails: 
     closed: list[str] = []
 
     class Session:
+        reusable = False
+        alive = True
+
         def close(self) -> None:
             closed.append("closed")
 
@@ -118,3 +121,43 @@ def test_the_build_closes_the_tool_sessions_of_its_steps_however_it_ends(fails: 
         else:
             services.prepare.run(job_context(services), request)
     assert closed == ["closed"]  # one session for both steps, closed once
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_reusable_runner_waits_for_the_next_build_of_its_project(fails: bool) -> None:
+    """A runner whose requests carry their own connection (Alembic's) outlives a build that
+    succeeded: the next build of the same project takes the same process (no second start of
+    Python and the project). After a failed build, or when the engine stops, it is stopped."""
+    pids: list[str] = []
+    sessions: list[HostSession] = []
+
+    class Executor:
+        kind = "command"
+        state_kind = StateKind.PSQL
+
+        def apply(self, run: StepRun) -> None:
+            with_host = StepRun(run.ctx, run.server, run.index, step_run(run.ctx).step, run.admin, run.sessions,
+                                run.options, run.superuser, run.runners)
+            login = Login("127.0.0.1", 5432, "sqlrs", "secret", "postgres")
+            session = HostSession.kept(with_host, "tool", "config", [TOOL], login, MARK, reusable=True)
+            sessions.append(session)
+            pids.append(session.request(with_host, "step").output.split()[1])
+            if fails and "two" in (run.step.sql or ""):
+                raise StepFailed(f"{run.label} failed: on purpose")
+
+    with wired() as (services, _), mock.patch("sqlrs.services.states.build.executor_for", lambda kind: Executor()):
+        def build(*sql: str) -> None:
+            request = PrepareRequest(steps=tuple(command(text) for text in sql), build_only=True)
+            if fails:
+                with pytest.raises(StepFailed):
+                    services.prepare.run(job_context(services), request)
+            else:
+                services.prepare.run(job_context(services), request)
+
+        build("one", "two")
+        assert len(set(pids)) == 1  # one runner for the build's steps
+        assert sessions[0].alive is (not fails) and len(services.runners) == (0 if fails else 1)
+        build("three", "two")  # another chain, the same project
+        assert (len(set(pids)) == 1) is (not fails)  # the runner the first build left, or a new one
+        services.runners.close()
+        assert not any(session.alive for session in sessions)

@@ -91,6 +91,7 @@ def create_app(services: Services, token: str, instance_id: str) -> tuple[Starle
                 await run_in_threadpool(services.lifetime.stop)
             if services.servers.standby is not None:
                 await run_in_threadpool(services.servers.standby.close)
+            await run_in_threadpool(services.runners.close)
 
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.services = services

@@ -49,6 +49,7 @@ from sqlrs.services.states.cache import CacheService, Limits
 from sqlrs.services.states.catalog import StateCatalog
 from sqlrs.services.states.instance_snapshots import InstanceSnapshots
 from sqlrs.services.states.steps import use_liquibase
+from sqlrs.services.states.steps.idle_runners import IdleRunners
 from sqlrs.services.transfers.pull import StatePuller
 from sqlrs.services.transfers.push import StatePusher
 from sqlrs.services.transfers.registries import Registries
@@ -85,6 +86,7 @@ class Services:
     puller: StatePuller  # `sqlrs pull`
     recovery: Recovery  # crash recovery, run by `bootstrap` unless told not to
     compare: CompareService  # `sqlrs compare`
+    runners: IdleRunners  # host runners kept between builds (stopped by the app's lifespan)
     runtime_settings: dict[str, tuple[str, ...]] = attrs.field(factory=dict)  # see Adapters
 
 
@@ -258,8 +260,9 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
     registries = Registries(adapters.open_registry, adapters.layers, config.get)
     pusher = StatePusher(catalog, identities, registries)
     puller = StatePuller(catalog, identities, registries, clock, after_pull=cache.after_commit)
-    prepare = PrepareService(identities, ChainBuilder(catalog, servers, cache), instances, jobs, clock,
-                             remote=RemoteCache(registries, pusher, puller), warnings=store_warnings)
+    runners = IdleRunners()
+    prepare = PrepareService(identities, ChainBuilder(catalog, servers, cache, runners=runners), instances, jobs,
+                             clock, remote=RemoteCache(registries, pusher, puller), warnings=store_warnings)
     inventory = Inventory(repo, catalog, instances)
     snapshots = InstanceSnapshots(catalog, instances, adapters.backup, after_commit=cache.enforce)
     recovery = Recovery(catalog, servers, jobs, adapters.kill_leftover_server)
@@ -270,6 +273,7 @@ def bootstrap(state_dir: Path, adapters: Adapters | None = None, *, config: Conf
                         catalog=catalog, prepare=prepare, inventory=inventory, runs=RunService(inventory, instances),
                         store_note=note, cache=cache, lifetime=lifetime, pool=pool, databases=databases, demand=demand,
                         footprint=footprint, snapshots=snapshots, pusher=pusher, puller=puller, recovery=recovery,
+                        runners=runners,
                         compare=CompareService(inventory, instances, adapters.inspector),
                         runtime_settings=adapters.runtime_settings)
     if recover:

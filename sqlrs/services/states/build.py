@@ -39,6 +39,7 @@ from sqlrs.services.states.catalog import StateCatalog
 from sqlrs.services.states.keeping import BuildRun, Scratch, StateKeeper
 from sqlrs.services.states.plan import FROM_KIND, PlanItem
 from sqlrs.services.states.steps import StepRun, executor_for
+from sqlrs.services.states.steps.idle_runners import IdleRunners
 
 
 @attrs.frozen
@@ -60,7 +61,7 @@ class ChainBuilder:
     """Builds the missing states of a plan; see the module docstring."""
 
     def __init__(self, catalog: StateCatalog, servers: ServerInstances, cache: CacheService,
-                 policy: CheckpointPolicy | None = None):
+                 policy: CheckpointPolicy | None = None, runners: IdleRunners | None = None):
         self.catalog = catalog
         self.repo = catalog.repo
         self.store = catalog.store
@@ -72,6 +73,7 @@ class ChainBuilder:
         self.cache = cache  # keeps the cache within its bounds before a build and after it
         self.policy = policy or CheckpointPolicy()
         self.keeper = StateKeeper(catalog, servers, cache)
+        self.runners = runners  # host runners a build leaves to the next one (steps/idle_runners.py)
 
     # -- locks ---------------------------------------------------------------------------------
     def _acquire(self, run: BuildRun, item: PlanItem) -> bool:
@@ -115,8 +117,11 @@ class ChainBuilder:
                     run.scratch = None
             built = True
         finally:
-            for session in run.sessions.values():
-                session.close()
+            for key, session in run.sessions.items():
+                if built and self.runners is not None and session.reusable:
+                    self.runners.put(key, session)  # (a dead one is stopped there)
+                else:
+                    session.close()
             try:
                 self.keeper.publish(run)
             finally:
@@ -265,4 +270,4 @@ class ChainBuilder:
             raise ContentRequired(f"step {item.index} ({step.source}) is no longer cached: send its content",
                                   details={"steps": [item.index]})
         executor_for(step.kind).apply(StepRun(run.ctx, server, item.index, step, self.admin, run.sessions,
-                                              run.options, run.superuser))
+                                              run.options, run.superuser, self.runners))

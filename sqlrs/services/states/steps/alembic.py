@@ -23,13 +23,15 @@ from sqlrs.services.states.steps.host import (
     read_failure,
 )
 
-# argv: config file, answer mark. stdin: one request per line, JSON {"revision", "url"}: upgrade
-# the database at `url` (the step's build server) to `revision`, then answer the mark and an exit
-# code on stdout and stderr (host.HostSession); one process applies a build's consecutive revisions
-# (Python, SQLAlchemy, Alembic and the project import once). Keeps the driver the project's
-# alembic.ini names (e.g. postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets the first
-# driver installed. A failure is reported by host.PYTHON_ERROR_REPORTER (the statement, LINE/caret,
-# HINT, and the line of the revision's file it failed at: the runner asks Alembic where it lives).
+# argv: config file, answer mark. stdin: one request per line, JSON {"revision", "url", "env"}:
+# upgrade the database at `url` (the step's build server; `env` its PG* variables) to `revision`,
+# then answer the mark and an exit code on stdout and stderr (host.HostSession). One process
+# applies a build's consecutive revisions (Python, SQLAlchemy, Alembic and the project import
+# once) and waits for the project's next build (steps/idle_runners.py). Keeps the driver the
+# project's alembic.ini names (e.g. postgresql+asyncpg, postgresql+psycopg); a placeholder URL gets
+# the first driver installed. A failure is reported by host.PYTHON_ERROR_REPORTER (the statement,
+# LINE/caret, HINT, and the line of the revision's file it failed at: the runner asks Alembic where
+# it lives).
 RUNNER = PYTHON_ERROR_REPORTER + HOST_SERVE_LOOP + r'''
 import json, os, sys
 def revision_file(config, revision):
@@ -55,7 +57,12 @@ def driver(configured):
 def upgrade(config, configured, request):
     from alembic import command
     from sqlalchemy.engine import make_url
-    os.environ["DATABASE_URL"] = request["url"]  # for env.py files that read it themselves
+    # this step's server (the runner may have served another build before): for env.py files that
+    # read DATABASE_URL or PG* themselves
+    for name in [name for name in os.environ if name.startswith("PG")]:
+        del os.environ[name]
+    os.environ.update(request.get("env") or {})
+    os.environ["DATABASE_URL"] = request["url"]
     url = make_url(request["url"]).set(drivername=driver(configured))
     # the option goes through ConfigParser interpolation: a literal % must be doubled
     config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
@@ -85,8 +92,10 @@ class AlembicExecutor:
         if not config or not revision:
             raise StepFailed(f"{run.label}: an alembic step names its config and revision")
         with host_login(run) as login:
-            session = HostSession.kept(run, "alembic", config, [RUNNER, config, DONE_MARK], login, DONE_MARK)
-            result = session.request(run, json.dumps({"revision": revision, "url": login.url}))
+            session = HostSession.kept(run, "alembic", config, [RUNNER, config, DONE_MARK], login, DONE_MARK,
+                                       reusable=True)
+            result = session.request(run, json.dumps({"revision": revision, "url": login.url,
+                                                      "env": login.env()}))
         if result.exit_code == 0:
             return
         session.close()  # it stops after a failed step

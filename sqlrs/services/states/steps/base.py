@@ -11,11 +11,19 @@ from sqlrs.domain.steps import PsqlOptions, Step
 from sqlrs.ports.admin import ServerAdmin
 from sqlrs.services.instances.servers import Server
 from sqlrs.services.jobs import JobContext
+from sqlrs.services.states.steps.idle_runners import IdleRunners
 
 
 class ToolSession(Protocol):
     """A tool kept running across the steps of one build (e.g. one Python process applying
     revision after revision), instead of one start per step."""
+
+    reusable: bool  # whether a later build may take it over (steps/idle_runners.py)
+
+    @property
+    def alive(self) -> bool:
+        """Whether it still runs."""
+        ...
 
     def close(self) -> None:
         """Stop it and everything it started; idempotent."""
@@ -36,6 +44,7 @@ class StepRun:
     sessions: dict[str, ToolSession] = attrs.field(factory=dict)
     options: PsqlOptions = attrs.field(factory=PsqlOptions)  # psql's -v and -1 (they enter psql steps' keys)
     superuser: str = DEFAULT_SUPERUSER  # the chain's bootstrap superuser: psql steps run as it
+    runners: IdleRunners | None = None  # runners an earlier build left for this one (idle_runners.py)
 
     def log(self, stream: str, text: str) -> None:
         """One line of the tool's output, as a job event (what `sqlrs watch` shows)."""

@@ -31,6 +31,9 @@ from sqlrs.services.instances.server_instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.output import WINDOW, OutputCollector
 
+# what differs from one call to the next of the same caller, and no runner reads: a runner started
+# for one test of a suite serves the next
+VOLATILE = frozenset({"PYTEST_CURRENT_TEST"})
 # the connection a host tool gets; any other PG* variable of the caller would only mislead libpq
 CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
 # how long output may keep coming after the tool exited (a child it left holds the pipes)
@@ -252,7 +255,9 @@ class HostSession:
     answers with its exit code.
     """
 
-    def __init__(self, run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str], mark: str):
+    def __init__(self, run: StepRun, argv: Sequence[str], cwd: str, env: Mapping[str, str], mark: str,
+                 reusable: bool = False):
+        self.reusable = reusable  # it may serve a later build of the same project (idle_runners.py)
         if not os.path.isdir(cwd):
             raise StepFailed(f"{run.label} failed: its working directory {cwd} does not exist",
                              details={"step": run.index, "source": run.step.source})
@@ -267,21 +272,27 @@ class HostSession:
 
     @classmethod
     def kept(cls, run: StepRun, kind: str, setting: str, runner: Sequence[str], login: Login,
-             mark: str) -> HostSession:
+             mark: str, reusable: bool = False) -> HostSession:
         """The build's runner of `kind` for this project (`python -u -c *runner`): started with the
         first step that needs it, reused while the next ones run the same way (same Python,
         directory, `setting` — a config file, a settings module — and environment); the build
-        closes it."""
+        closes it, or (`reusable`: its requests carry the step's connection) leaves it to the next
+        build of the project (`run.runners`), which takes it instead of starting one."""
         host = run.step.run
         assert host is not None
-        key = json.dumps([kind, host.argv[0], host.cwd, setting, sorted(host.env)])
+        key = json.dumps([kind, host.argv[0], host.cwd, setting, runner,
+                          sorted(pair for pair in host.env if pair[0] not in VOLATILE)])
         session = run.sessions.get(key)
         if isinstance(session, cls) and session.alive:
             return session
         if session is not None:
             session.close()
+        waiting = run.runners.take(key) if reusable and run.runners is not None else None
+        if isinstance(waiting, cls):
+            run.sessions[key] = waiting
+            return waiting
         session = run.sessions[key] = cls(run, [host.argv[0], "-u", "-c", *runner], host.cwd,
-                                          tool_environment(host.env, login), mark)
+                                          tool_environment(host.env, login), mark, reusable)
         return session
 
     @property

@@ -58,6 +58,8 @@ class PsqlSession:
     """The build's psql (see the module docstring); started with the first step that can use it,
     started again when the build server changed (a restart after a checkpoint)."""
 
+    reusable = False  # its server is this build's
+
     def __init__(self, host: HostSession, key: str, mark: str):
         self.host = host
         self.key = key  # the server and psql's arguments it was started for
@@ -95,6 +97,10 @@ class PsqlSession:
         self.reconnect = any(SESSION_DEFAULTS.search(script.content) for script in run.step.files)
         return self.host.request(run, f"{reset}\\i {psql_quote(entry)}\n\\echo {self.mark}0\n\\warn {self.mark}0",
                                  log)
+
+    @property
+    def alive(self) -> bool:
+        return self.host.alive
 
     def close(self) -> None:
         self.host.close()
