@@ -31,9 +31,9 @@ from sqlrs.services.instances.server_instances import INSTANCE_DB, INSTANCE_USER
 from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.output import WINDOW, OutputCollector
 
-# what differs from one call to the next of the same caller, and no runner reads: a runner started
-# for one test of a suite serves the next
-VOLATILE = frozenset({"PYTEST_CURRENT_TEST"})
+# what differs between the calls of one test suite (its tests, its xdist workers) and no runner
+# needs (the step's connection comes with each request): a runner started for one test serves the next
+VOLATILE = frozenset({"PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER"})
 # the connection a host tool gets; any other PG* variable of the caller would only mislead libpq
 CONNECTION_VARIABLES = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
 # how long output may keep coming after the tool exited (a child it left holds the pipes)
