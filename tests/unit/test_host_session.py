@@ -161,3 +161,33 @@ def test_a_reusable_runner_waits_for_the_next_build_of_its_project(fails: bool) 
         assert (len(set(pids)) == 1) is (not fails)  # the runner the first build left, or a new one
         services.runners.close()
         assert not any(session.alive for session in sessions)
+
+
+def test_the_first_steps_runner_starts_before_its_build_server() -> None:
+    """An executor that prestarts (Alembic's) starts its runner before the build's first server is
+    made, without a connection; the step then finds that runner running and uses it."""
+    seen: list[object] = []
+
+    class Executor:
+        kind = "command"
+        state_kind = StateKind.PSQL
+
+        def with_host(self, run: StepRun) -> StepRun:
+            return StepRun(run.ctx, run.server, run.index, step_run(run.ctx).step, run.admin, run.sessions,
+                           run.options, run.superuser, run.runners)
+
+        def prestart(self, run: StepRun) -> None:
+            seen.append(("prestart", run.index, run.server))
+            HostSession.kept(self.with_host(run), "tool", "config", [TOOL], None, MARK, reusable=True)
+
+        def apply(self, run: StepRun) -> None:
+            started = dict(run.sessions)
+            login = Login("127.0.0.1", 5432, "sqlrs", "secret", "postgres")
+            session = HostSession.kept(self.with_host(run), "tool", "config", [TOOL], login, MARK, reusable=True)
+            seen.append(("apply", run.index, list(started.values()) == [session]))
+
+    with wired() as (services, _), mock.patch("sqlrs.services.states.build.executor_for", lambda kind: Executor()):
+        request = PrepareRequest(steps=(command("one"), command("two")), build_only=True)
+        services.prepare.run(job_context(services), request)
+        services.runners.close()
+    assert seen == [("prestart", 1, None), ("apply", 1, True), ("apply", 2, True)]

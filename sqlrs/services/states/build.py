@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import time
+from typing import cast
 
 import attrs
 
@@ -38,7 +39,7 @@ from sqlrs.services.states.cache import CacheService
 from sqlrs.services.states.catalog import StateCatalog
 from sqlrs.services.states.keeping import BuildRun, Scratch, StateKeeper
 from sqlrs.services.states.plan import FROM_KIND, PlanItem
-from sqlrs.services.states.steps import StepRun, executor_for
+from sqlrs.services.states.steps import Prestarting, StepRun, executor_for
 from sqlrs.services.states.steps.idle_runners import IdleRunners
 
 
@@ -156,6 +157,7 @@ class ChainBuilder:
         kept = [item.kept for item in items]
         branch = branch_point(known, kept)
         last = len(items) - 1
+        self._prestart(run, items[index:])
         while index < len(items):
             item, task = items[index], tasks[index]
             ctx.check_cancel()
@@ -209,6 +211,17 @@ class ChainBuilder:
                 if item.step is None or self.clock.monotonic() - run.published_at >= PUBLISH_EVERY_SECONDS:
                     self.keeper.publish(run)
             index += 1
+
+    def _prestart(self, run: BuildRun, items: list[PlanItem]) -> None:
+        """Let the first step's tool start loading while its server is made (steps.Prestarting)."""
+        first = next((item for item in items if item.step is not None), None)
+        if first is None or first.step is None:
+            return
+        executor = executor_for(first.step.kind)
+        if isinstance(executor, Prestarting):
+            # no server yet: a prestart only starts the tool (its requests bring the connection)
+            executor.prestart(StepRun(run.ctx, cast(Server, None), first.index, first.step, self.admin, run.sessions,
+                                      run.options, run.superuser, self.runners))
 
     def _skip(self, ctx: JobContext, items: list[PlanItem], tasks: list[Task], upto: int) -> None:
         """Rows before `upto` need no work: a kept state at or after them covers them."""

@@ -16,7 +16,7 @@ To add a kind: a module with an executor (`kind`, `state_kind`, `apply`), an ent
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sqlrs.domain.model import StateKind
 from sqlrs.domain.steps import Step
@@ -28,7 +28,7 @@ from sqlrs.services.states.steps.django import DjangoExecutor
 from sqlrs.services.states.steps.liquibase import LiquibaseExecutor
 from sqlrs.services.states.steps.psql import PsqlExecutor
 
-__all__ = ["EXECUTORS", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
+__all__ = ["EXECUTORS", "Prestarting", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
 
 
 class StepExecutor(Protocol):
@@ -39,6 +39,17 @@ class StepExecutor(Protocol):
 
     def apply(self, run: StepRun) -> None:
         """Apply `run.step` to `run.server`; raise StepFailed (naming the step) when it fails."""
+        ...
+
+
+@runtime_checkable
+class Prestarting(Protocol):
+    """An executor whose tool is worth starting before the build server is up."""
+
+    def prestart(self, run: StepRun) -> None:
+        """Start the tool of the build's first step to build while the build server is made
+        (`run.server` is not set yet): what it loads overlaps the clone and the start. Raises
+        nothing: the step itself reports what is wrong."""
         ...
 
 

@@ -138,14 +138,16 @@ def host_login(run: StepRun, password: str | None = None) -> Iterator[Login]:
             run.admin.execute(spec.run_dir, spec.port, [f"ALTER ROLE {INSTANCE_USER} PASSWORD NULL"])
 
 
-def tool_environment(caller_env: Sequence[tuple[str, str]], login: Login) -> dict[str, str]:
+def tool_environment(caller_env: Sequence[tuple[str, str]], login: Login | None) -> dict[str, str]:
     """The caller's environment (the engine's, if the caller sent none) with the build server's
-    connection instead of whatever PG* settings it had."""
+    connection instead of whatever PG* settings it had (none: a runner started before its server,
+    whose requests bring the connection)."""
     env = dict(caller_env) if caller_env else dict(os.environ)
     for name in list(env):
         if name.startswith("PG") or name == "DATABASE_URL":
             del env[name]
-    env.update(login.env())
+    if login is not None:
+        env.update(login.env())
     return env
 
 
@@ -271,7 +273,7 @@ class HostSession:
                              details={"step": run.index, "source": run.step.source, "exit_code": None}) from None
 
     @classmethod
-    def kept(cls, run: StepRun, kind: str, setting: str, runner: Sequence[str], login: Login,
+    def kept(cls, run: StepRun, kind: str, setting: str, runner: Sequence[str], login: Login | None,
              mark: str, reusable: bool = False) -> HostSession:
         """The build's runner of `kind` for this project (`python -u -c *runner`): started with the
         first step that needs it, reused while the next ones run the same way (same Python,
