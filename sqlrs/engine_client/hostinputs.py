@@ -13,11 +13,12 @@ from __future__ import annotations
 import configparser
 import glob
 import hashlib
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlrs.engine_client.errors import ClientError, usage
 
@@ -109,6 +110,94 @@ def alembic_steps(config: str, to: str | None, cwd: Path, python: str | None = N
     if not ini.is_file():
         raise usage(f"{config}: no such Alembic config",
                     hint="run in the project directory or give -c path/to/alembic.ini")
+    listed = _alembic_revisions(ini, to, cwd)
+    if not listed.revisions:
+        raise usage(f"no Alembic revisions in {listed.script_dir}", hint="create one with: alembic revision -m '...'")
+    env_py = Path(listed.env_py)
+    env_digest = python_file_key(env_py) if env_py.is_file() else ""
+    ini_key = ini_digest(ini)
+    steps = []
+    for revision, file in listed.revisions:
+        path = Path(file)
+        shown = _display(path, cwd)
+        keyed = [("revision", revision), ("revision_file", python_file_key(path)),
+                 ("env.py", env_digest), ("alembic.ini", ini_key)]
+        steps.append(host_step("alembic", f"{revision} {shown}", keyed, cwd, [python or sys.executable],
+                               [("config", str(ini)), ("revision", revision), ("file", shown)]))
+    return steps
+
+
+class AlembicRevisions(NamedTuple):
+    revisions: list[tuple[str, str]]  # (revision id, its file), from base to the target, in Alembic's order
+    env_py: str
+    script_dir: str
+
+
+def _alembic_revisions(ini: Path, to: str | None, cwd: Path) -> AlembicRevisions:
+    """The revisions as Alembic orders them: from a cache file while no file of the project's
+    Alembic directory (nor alembic.ini, nor `to`) changed, else read by Alembic itself. Importing
+    Alembic and reading the revisions costs every `prepare:alembic` and test session ~0.8 s;
+    the cache a few milliseconds, the files' hash included."""
+    fingerprint = _alembic_fingerprint(ini, to, cwd)
+    cache = _alembic_cache_file(ini, cwd)
+    if fingerprint is not None:
+        try:
+            with open(cache, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if data["fingerprint"] == fingerprint:
+                return AlembicRevisions([(str(r), str(f)) for r, f in data["revisions"]], data["env_py"],
+                                        data["script_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    listed = _read_alembic_revisions(ini, to, cwd)
+    if fingerprint is not None:
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            partial = f"{cache}.{os.getpid()}"
+            with open(partial, "w", encoding="utf-8") as handle:
+                json.dump({"fingerprint": fingerprint, **listed._asdict()}, handle)
+            os.replace(partial, cache)
+        except OSError:
+            pass  # a read-only home: Alembic reads them again next time
+    return listed
+
+
+def _alembic_fingerprint(ini: Path, to: str | None, cwd: Path) -> str | None:
+    """A hash of everything the revision order depends on, or None when that is not only the
+    script directory's files (a package resource, version_locations elsewhere, interpolation)."""
+    parser = configparser.RawConfigParser()
+    try:
+        text = ini.read_bytes()
+        parser.read_string(text.decode("utf-8"), source=str(ini))
+        options = dict(parser.items(ALEMBIC_SECTION))
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return None
+    location = (options.get("script_location") or "").replace("%(here)s", str(ini.parent))
+    if not location or ":" in location or "%(" in location or options.get("version_locations") \
+            or options.get("recursive_version_locations"):
+        return None
+    directory = Path(location) if Path(location).is_absolute() else cwd / location
+    digest = hashlib.sha256()
+    for part in (text, str(to).encode(), str(cwd).encode(), str(directory).encode()):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    try:
+        files = sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
+        for path in files:
+            for part in (str(path.relative_to(directory)).encode(), path.read_bytes()):
+                digest.update(len(part).to_bytes(8, "big") + part)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _alembic_cache_file(ini: Path, cwd: Path) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    project = hashlib.sha256(f"{ini.resolve()}\0{cwd}".encode()).hexdigest()[:16]
+    return os.path.join(base, "sqlrs", f"alembic-{project}.json")
+
+
+def _read_alembic_revisions(ini: Path, to: str | None, cwd: Path) -> AlembicRevisions:
+    """What Alembic says (imports it: it must be installed where sqlrs is)."""
     try:
         from alembic.config import Config
         from alembic.script import ScriptDirectory
@@ -119,7 +208,7 @@ def alembic_steps(config: str, to: str | None, cwd: Path, python: str | None = N
     cfg = Config(str(ini))
     location = cfg.get_main_option("script_location")
     if not location:
-        raise usage(f"{config}: no script_location in the [{cfg.config_ini_section}] section")
+        raise usage(f"{ini}: no script_location in the [{cfg.config_ini_section}] section")
     if ":" not in location and not Path(location).is_absolute():
         # Alembic resolves it against the cwd: the cwd of this step, not of this process
         cfg.set_main_option("script_location", str(cwd / location))
@@ -131,17 +220,5 @@ def alembic_steps(config: str, to: str | None, cwd: Path, python: str | None = N
     except Exception as exc:  # a revision file that does not import, say
         raise ClientError(f"alembic could not read the revisions: {type(exc).__name__}: {exc}") from None
     revisions.reverse()  # walk_revisions goes from the heads down
-    if not revisions:
-        raise usage(f"no Alembic revisions in {script.dir}", hint="create one with: alembic revision -m '...'")
-    env_py = Path(script.env_py_location)
-    env_digest = python_file_key(env_py) if env_py.is_file() else ""
-    ini_key = ini_digest(ini)
-    steps = []
-    for revision in revisions:
-        path = Path(revision.path)
-        shown = _display(path, cwd)
-        keyed = [("revision", revision.revision), ("revision_file", python_file_key(path)),
-                 ("env.py", env_digest), ("alembic.ini", ini_key)]
-        steps.append(host_step("alembic", f"{revision.revision} {shown}", keyed, cwd, [python or sys.executable],
-                               [("config", str(ini)), ("revision", revision.revision), ("file", shown)]))
-    return steps
+    return AlembicRevisions([(revision.revision, revision.path) for revision in revisions],
+                            script.env_py_location, str(script.dir))

@@ -23,6 +23,12 @@ keys = root
 """
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Alembic revisions cache of these tests is theirs, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 def as_step(data: dict) -> Step:
     run = data["run"]
     return Step(kind=data["kind"], source=data["source"], digest=data["digest"],
@@ -113,3 +119,48 @@ def test_alembic_steps_follow_alembics_order_and_keys(tmp_path: Path) -> None:
     alembic_step = as_step(steps[0])
     assert keys.step_hash(alembic_step, PsqlOptions.create([("x", "1")], True)) == keys.step_hash(
         alembic_step, PsqlOptions())
+
+
+def test_alembic_revisions_come_from_a_cache_until_a_file_of_the_project_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing Alembic to list the revisions costs ~0.8 s per command or test session: the list is
+    cached, keyed by the content of every Python file of the script directory, alembic.ini and
+    the target, and read by Alembic again whenever one of them differs."""
+    from sqlrs.engine_client import hostinputs
+
+    reads: list[str | None] = []
+    read = hostinputs._read_alembic_revisions
+
+    def counted(ini: Path, to: str | None, cwd: Path) -> hostinputs.AlembicRevisions:
+        reads.append(to)
+        return read(ini, to, cwd)
+
+    monkeypatch.setattr(hostinputs, "_read_alembic_revisions", counted)
+    (tmp_path / "alembic.ini").write_text(INI)
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text("# env\n")
+
+    def revision(name: str, down: str | None, body: str = "pass") -> None:
+        (versions / f"{name}.py").write_text(f"revision = {name!r}\ndown_revision = {down!r}\n"
+                                             f"def upgrade():\n    {body}\n")
+
+    def order(to: str | None = None) -> list[str]:
+        return [step["run"]["params"][1][1] for step in alembic_steps("alembic.ini", to, tmp_path)]
+
+    revision("a1", None)
+    revision("b2", "a1")
+    assert order() == ["a1", "b2"] and len(reads) == 1
+    first = alembic_steps("alembic.ini", None, tmp_path)
+    assert order() == ["a1", "b2"] and len(reads) == 1  # from the cache
+    assert [s["digest"] for s in alembic_steps("alembic.ini", None, tmp_path)] == [s["digest"] for s in first]
+    assert order("a1") == ["a1"] and len(reads) == 2  # another target
+    revision("c3", "b2")
+    assert order() == ["a1", "b2", "c3"] and len(reads) == 3  # a new revision
+    revision("c3", "a1")  # its parent changed, not its size: two heads now
+    assert sorted(order()[1:]) == ["b2", "c3"] and len(reads) == 4
+    located = INI.replace("[alembic]", "[alembic]\npath_separator = os\nversion_locations = %(here)s/migrations/versions")
+    (tmp_path / "alembic.ini").write_text(located)
+    order()
+    order()
+    assert len(reads) == 6  # revisions elsewhere than the script directory: Alembic reads them each time
