@@ -186,8 +186,11 @@ def test_the_first_steps_runner_starts_before_its_build_server() -> None:
             session = HostSession.kept(self.with_host(run), "tool", "config", [TOOL], login, MARK, reusable=True)
             seen.append(("apply", run.index, list(started.values()) == [session]))
 
-    with wired() as (services, _), mock.patch("sqlrs.services.states.build.executor_for", lambda kind: Executor()):
-        request = PrepareRequest(steps=(command("one"), command("two")), build_only=True)
-        services.prepare.run(job_context(services), request)
-        services.runners.close()
+    with wired() as (services, _):
+        # the base first: a build that makes it (initdb) starts no tool ahead
+        services.prepare.run(job_context(services), PrepareRequest(steps=(command("warm"),), build_only=True))
+        with mock.patch("sqlrs.services.states.build.executor_for", lambda kind: Executor()):
+            request = PrepareRequest(steps=(command("one"), command("two")), build_only=True)
+            services.prepare.run(job_context(services), request)
+            services.runners.close()
     assert seen == [("prestart", 1, None), ("apply", 1, True), ("apply", 2, True)]

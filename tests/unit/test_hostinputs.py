@@ -159,7 +159,8 @@ def test_alembic_revisions_come_from_a_cache_until_a_file_of_the_project_changes
     assert order() == ["a1", "b2", "c3"] and len(reads) == 3  # a new revision
     revision("c3", "a1")  # its parent changed, not its size: two heads now
     assert sorted(order()[1:]) == ["b2", "c3"] and len(reads) == 4
-    located = INI.replace("[alembic]", "[alembic]\npath_separator = os\nversion_locations = %(here)s/migrations/versions")
+    located = INI.replace("[alembic]",
+                          "[alembic]\npath_separator = os\nversion_locations = %(here)s/migrations/versions")
     (tmp_path / "alembic.ini").write_text(located)
     order()
     order()

@@ -80,6 +80,8 @@ class ChainBuilder:
     def _acquire(self, run: BuildRun, item: PlanItem) -> bool:
         """Hold the state's lock for the rest of the build; True when another job held it."""
         lock = self.locks.get(item.state_id)
+        if any(held is lock for held in run.held):  # taken by _prestart
+            return False
         waited = False
         if not lock.acquire(blocking=False):
             waited = True
@@ -157,7 +159,7 @@ class ChainBuilder:
         kept = [item.kept for item in items]
         branch = branch_point(known, kept)
         last = len(items) - 1
-        self._prestart(run, items[index:])
+        self._prestart(run, items[index])
         while index < len(items):
             item, task = items[index], tasks[index]
             ctx.check_cancel()
@@ -212,13 +214,20 @@ class ChainBuilder:
                     self.keeper.publish(run)
             index += 1
 
-    def _prestart(self, run: BuildRun, items: list[PlanItem]) -> None:
-        """Let the first step's tool start loading while its server is made (steps.Prestarting)."""
-        first = next((item for item in items if item.step is not None), None)
-        if first is None or first.step is None:
+    def _prestart(self, run: BuildRun, first: PlanItem) -> None:
+        """Let the first step's tool start loading while its server is made (steps.Prestarting).
+        Not when another job builds that step: this one waits for it, its tool would only take
+        the CPU from that build. Its lock is then held from here on, as `_acquire` holds it; it is
+        the first the build takes, so the chain order of the locks stays (initdb comes first:
+        no prestart then)."""
+        if first.step is None:
             return
         executor = executor_for(first.step.kind)
         if isinstance(executor, Prestarting):
+            lock = self.locks.get(first.state_id)
+            if not lock.acquire(blocking=False):
+                return
+            run.held.append(lock)
             # no server yet: a prestart only starts the tool (its requests bring the connection)
             executor.prestart(StepRun(run.ctx, cast(Server, None), first.index, first.step, self.admin, run.sessions,
                                       run.options, run.superuser, self.runners))
