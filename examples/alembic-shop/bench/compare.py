@@ -101,8 +101,12 @@ def main() -> int:
             rows.append(run_suite("sqlrs, cached", sqlrs, sqlrs_env))
             rows.append(run_suite("pytest-postgresql, again", pg, pg_env, user="postgres"))
     finally:
-        subprocess.run([str(VENV_PYTHON), "-m", "sqlrs", "--state-dir", str(state_dir), "engine", "stop"],
-                       capture_output=True, check=False)
+        cli = [str(VENV_PYTHON), "-m", "sqlrs", "--state-dir", str(state_dir)]
+        # instances outlive their engine: a server left on a removed state dir would run on
+        listed = subprocess.run([*cli, "ls", "--instances", "-o", "json"], capture_output=True, text=True, check=False)
+        for instance in json.loads(listed.stdout or "[]") if listed.returncode == 0 else []:
+            subprocess.run([*cli, "rm", "--force", instance["id"]], capture_output=True, check=False)
+        subprocess.run([*cli, "engine", "stop"], capture_output=True, check=False)
         if args.snapshot:
             subprocess.run(["umount", str(state_dir / "store")], capture_output=True, check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
