@@ -69,3 +69,22 @@ def test_a_failing_step_is_reported_at_its_file_and_line_and_what_came_before_is
     write(fixed, "INSERT INTO t VALUES (2);\n")
     dsn = sq.prepare(*args(names), cwd=workspace)
     assert psql(dsn, "SELECT string_agg(i::text, ',' ORDER BY i) FROM t") == "1,2"
+
+
+def test_a_step_sent_ahead_that_fails_is_reported_as_itself(sqlrs_native: Sqlrs, workspace: Path) -> None:
+    """A step the build's psql is given before the one before it is recorded (not the last two:
+    those are kept) fails as its own step: its file and line, the output of its neighbours not
+    mixed in, nothing after it run."""
+    sq = sqlrs_native
+    names = [f"0{i}-step.sql" for i in range(1, 7)]
+    for i, name in enumerate(names, 1):
+        write(workspace / name, f"CREATE TABLE t{i} (i int);\nINSERT INTO t{i} VALUES ({i});\n")
+    write(workspace / names[2], "CREATE TABLE t3 (i int);\nSELECT 1/0;\n")
+    failed = sq.run("prepare:psql", *sq.runtime_flags(), "--", *args(names), cwd=workspace)
+    assert failed.returncode == 1
+    assert "step 3 (" in failed.stderr and "03-step.sql:2" in failed.stderr, failed.stderr
+    assert "division by zero" in failed.stderr
+    write(workspace / names[2], "CREATE TABLE t3 (i int);\nINSERT INTO t3 VALUES (3);\n")
+    dsn = sq.prepare(*args(names), cwd=workspace)
+    assert psql(dsn, "SELECT string_agg(i::text, ',') FROM (SELECT i FROM t1 UNION ALL SELECT i FROM t2 UNION ALL "
+                     "SELECT i FROM t3 UNION ALL SELECT i FROM t6) AS x") == "1,2,3,6"

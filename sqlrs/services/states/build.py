@@ -39,7 +39,7 @@ from sqlrs.services.states.cache import CacheService
 from sqlrs.services.states.catalog import StateCatalog
 from sqlrs.services.states.keeping import BuildRun, Scratch, StateKeeper
 from sqlrs.services.states.plan import FROM_KIND, PlanItem
-from sqlrs.services.states.steps import Prestarting, StepRun, executor_for
+from sqlrs.services.states.steps import Prestarting, SendsAhead, StepRun, executor_for
 from sqlrs.services.states.steps.idle_runners import IdleRunners
 
 
@@ -197,6 +197,8 @@ class ChainBuilder:
                     self.keeper.keep(run, item, final=item.index == last)
                 else:
                     run.span.append(self.keeper.span_entry(run, item, seconds))
+                    if index + 1 < len(items):
+                        self._send_ahead(run, items[index + 1])
             except BaseException:
                 ctx.update_task(task, TaskStatus.FAILED, finished_at=self.clock.now(),
                                 seconds=round(self.clock.monotonic() - started, 3))
@@ -231,6 +233,24 @@ class ChainBuilder:
             # no server yet: a prestart only starts the tool (its requests bring the connection)
             executor.prestart(StepRun(run.ctx, cast(Server, None), first.index, first.step, self.admin, run.sessions,
                                       run.options, run.superuser, self.runners))
+
+    def _send_ahead(self, run: BuildRun, item: PlanItem) -> None:
+        """Start the next step on the build server (not kept: it is where that step begins) before
+        this one's task row and events are written (steps.SendsAhead); with its lock taken, as
+        `_acquire` takes it. Not when another job builds it: the loop then waits for that job."""
+        scratch = run.scratch
+        if item.step is None or scratch is None or scratch.server is None:
+            return
+        executor = executor_for(item.step.kind)
+        if not isinstance(executor, SendsAhead):
+            return
+        lock = self.locks.get(item.state_id)
+        if not any(held is lock for held in run.held):
+            if not lock.acquire(blocking=False):
+                return
+            run.held.append(lock)
+        executor.send_ahead(StepRun(run.ctx, scratch.server, item.index, item.step, self.admin, run.sessions,
+                                    run.options, run.superuser, self.runners))
 
     def _skip(self, ctx: JobContext, items: list[PlanItem], tasks: list[Task], upto: int) -> None:
         """Rows before `upto` need no work: a kept state at or after them covers them."""

@@ -28,7 +28,8 @@ from sqlrs.services.states.steps.django import DjangoExecutor
 from sqlrs.services.states.steps.liquibase import LiquibaseExecutor
 from sqlrs.services.states.steps.psql import PsqlExecutor
 
-__all__ = ["EXECUTORS", "Prestarting", "StepExecutor", "StepRun", "executor_for", "state_kind", "use_liquibase"]
+__all__ = ["EXECUTORS", "Prestarting", "SendsAhead", "StepExecutor", "StepRun", "executor_for", "state_kind",
+           "use_liquibase"]
 
 
 class StepExecutor(Protocol):
@@ -50,6 +51,17 @@ class Prestarting(Protocol):
         """Start the tool of the build's first step to build while the build server is made
         (`run.server` is not set yet): what it loads overlaps the clone and the start. Raises
         nothing: the step itself reports what is wrong."""
+        ...
+
+
+@runtime_checkable
+class SendsAhead(Protocol):
+    """An executor whose tool can be given the next step before the build has recorded this one."""
+
+    def send_ahead(self, run: StepRun) -> bool:
+        """Start `run.step` on `run.server` (where the step before it just finished) without
+        waiting for it; True when started (`apply` then waits for it), False when `apply` should
+        run it as usual."""
         ...
 
 

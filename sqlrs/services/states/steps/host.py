@@ -304,17 +304,30 @@ class HostSession:
     def request(self, run: StepRun, line: str, log: Callable[[str, str], None] | None = None) -> ToolResult:
         """Send one request; its output goes to the job's events (through `log` when given).
         Cancelling the job ends the tool."""
+        self.send(line)
+        return self.receive(run, log)
+
+    def send(self, line: str) -> None:
+        """Send a request without waiting for its answer (`receive` reads it)."""
+        process = self.process
+        assert process.stdin is not None and process.stdout is not None
+        if process.stdout.closed:
+            return
+        try:
+            process.stdin.write(line.encode() + b"\n")
+            process.stdin.flush()
+        except OSError:  # it is gone: what it said last is all there is
+            pass
+
+    def receive(self, run: StepRun, log: Callable[[str, str], None] | None = None) -> ToolResult:
+        """The answer to the request sent last; its output goes to the job's events (through
+        `log` when given). Cancelling the job ends the tool."""
         process = self.process
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         if process.stdout.closed:  # closed before: nobody to ask
             return ToolResult(process.returncode or 1, "")
         collected = OutputCollector(log or run.log, WINDOW)
         answers: dict[str, int | None] = {"stdout": None, "stderr": None}
-        try:
-            process.stdin.write(line.encode() + b"\n")
-            process.stdin.flush()
-        except OSError:  # it is gone: what it said last is all there is
-            pass
         partial = {"stdout": b"", "stderr": b""}
         with selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ, "stdout")

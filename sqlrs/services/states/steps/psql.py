@@ -21,17 +21,43 @@ class PsqlExecutor:
     kind = "file"
     state_kind = StateKind.PSQL
 
-    def apply(self, run: StepRun) -> None:
-        server, step, options = run.server, run.step, run.options
+    @staticmethod
+    def _psql(run: StepRun) -> tuple[list[str], dict[str, str]]:
+        """psql's arguments (before the script's) and environment for the step."""
         args = ["-X"]
-        for name, value in options.variables:
+        for name, value in run.options.variables:
             args += ["-v", f"{name}={value}"]
         args += ["-v", "ON_ERROR_STOP=1"]
-        if options.single_transaction:
+        if run.options.single_transaction:
             args.append("-1")
-        env = {"PGUSER": run.superuser}
+        return args, {"PGUSER": run.superuser}
+
+    def send_ahead(self, run: StepRun) -> bool:
+        """Give the build's psql this step now, while the build records the one before (its task
+        row, its event): psql starts it without waiting for those. Only a step the session runs,
+        once the session runs; True when sent (`apply` then only waits for it)."""
+        if run.step.kind != "file" or not session_safe(run.step, run.options):
+            return False
+        session = PsqlSession.existing(run, *self._psql(run))
+        if session is None or session.sent is not None:
+            return False
+        server = run.server
+        materialized = materialize(run.step, server.spec.scripts_dir / f"step{run.index}",
+                                   lambda path: server.runtime.tool_path(server.spec, path))
+        session.send(run, materialized.entry)
+        session.sent_humanize = materialized.humanize
+        return True
+
+    def apply(self, run: StepRun) -> None:
+        server, step, options = run.server, run.step, run.options
+        args, env = self._psql(run)
         humanize: Callable[[str], str] = lambda text: text  # noqa: E731
         session = PsqlSession.kept(run, args, env) if session_safe(step, options) else None
+        if session is not None and session.sent == run.index and session.sent_humanize is not None:
+            humanize = session.sent_humanize  # sent ahead: its answer is all there is to wait for
+            result = session.receive(run, lambda stream, text: run.log(stream, humanize(text)))
+            self._check(run, result.exit_code, result.output, humanize)
+            return
         if step.kind == "file":
             directory = server.spec.scripts_dir / f"step{run.index}"
             materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))
@@ -50,6 +76,12 @@ class PsqlExecutor:
                                             env=env)
             collected.flush()
             text = collected.text()
+        self._check(run, code, text, humanize)
+
+    @staticmethod
+    def _check(run: StepRun, code: int, text: str, humanize: Callable[[str], str]) -> None:
+        """Raise StepFailed (psql's error, at the user's file and line) unless psql exited with 0."""
+        step = run.step
         run.ctx.check_cancel()
         if code != 0:
             output = humanize(text)

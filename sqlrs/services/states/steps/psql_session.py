@@ -66,6 +66,20 @@ class PsqlSession:
         self.mark = mark
         self.steps = 0
         self.reconnect = False  # the step before set what a new session starts with
+        self.sent: int | None = None  # the step sent and not yet answered (PsqlExecutor.send_ahead)
+        self.sent_humanize: Callable[[str], str] | None = None  # its output with the user's paths
+
+    @classmethod
+    def existing(cls, run: StepRun, args: Sequence[str], env: dict[str, str]) -> PsqlSession | None:
+        """The build's running session for `args` against the step's server, if there is one."""
+        session = run.sessions.get(SESSION_KEY)
+        if isinstance(session, cls) and session.key == cls._key(run, args, env) and session.host.alive:
+            return session
+        return None
+
+    @staticmethod
+    def _key(run: StepRun, args: Sequence[str], env: dict[str, str]) -> str:
+        return json.dumps([run.server.spec.port, run.server.ref, list(args), sorted(env.items())])
 
     @classmethod
     def kept(cls, run: StepRun, args: Sequence[str], env: dict[str, str]) -> PsqlSession | None:
@@ -74,13 +88,13 @@ class PsqlSession:
         runtime = run.server.runtime
         if not isinstance(runtime, HostTools):
             return None
-        key = json.dumps([run.server.spec.port, run.server.ref, list(args), sorted(env.items())])
-        session = run.sessions.get(SESSION_KEY)
-        if isinstance(session, cls) and session.key == key and session.host.alive:
-            return session
-        if session is not None:
-            session.close()
-            del run.sessions[SESSION_KEY]
+        key = cls._key(run, args, env)
+        running = cls.existing(run, args, env)
+        if running is not None:
+            return running
+        other = run.sessions.pop(SESSION_KEY, None)
+        if other is not None:
+            other.close()
         command = runtime.tool_command(run.server.spec, "psql", args, env)
         if command is None:
             return None
@@ -92,11 +106,21 @@ class PsqlSession:
     def apply(self, run: StepRun, entry: str, log: Callable[[str, str], None]) -> ToolResult:
         """Run the file `entry` (as psql sees it) as the next step; psql's exit code when it
         stopped on an error, else 0."""
+        self.send(run, entry)
+        return self.receive(run, log)
+
+    def send(self, run: StepRun, entry: str) -> None:
+        """Give psql the step (the file `entry`) without waiting for it (`receive` does)."""
         reset = "" if not self.steps else RECONNECT if self.reconnect else RENEW
         self.steps += 1
         self.reconnect = any(SESSION_DEFAULTS.search(script.content) for script in run.step.files)
-        return self.host.request(run, f"{reset}\\i {psql_quote(entry)}\n\\echo {self.mark}0\n\\warn {self.mark}0",
-                                 log)
+        self.sent = run.index
+        self.host.send(f"{reset}\\i {psql_quote(entry)}\n\\echo {self.mark}0\n\\warn {self.mark}0")
+
+    def receive(self, run: StepRun, log: Callable[[str, str], None]) -> ToolResult:
+        """How the step sent last ended: psql's exit code when it stopped on an error, else 0."""
+        self.sent = None
+        return self.host.receive(run, log)
 
     @property
     def alive(self) -> bool:
