@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from unittest import mock
 
@@ -194,3 +195,40 @@ def test_the_first_steps_runner_starts_before_its_build_server() -> None:
             services.prepare.run(job_context(services), request)
             services.runners.close()
     assert seen == [("prestart", 1, None), ("apply", 1, True), ("apply", 2, True)]
+
+
+def test_a_job_waiting_for_another_jobs_build_starts_no_runner_ahead() -> None:
+    """When another job builds the first step (holds its state's lock), this job waits for it and
+    prestarts nothing: a runner would only take the CPU from that build."""
+    seen: list[str] = []
+
+    class Executor:
+        kind = "command"
+        state_kind = StateKind.PSQL
+
+        def prestart(self, run: StepRun) -> None:
+            seen.append("prestart")
+
+        def apply(self, run: StepRun) -> None:
+            seen.append(f"apply {run.index}")
+
+    with wired() as (services, _):
+        services.prepare.run(job_context(services), PrepareRequest(steps=(command("warm"),), build_only=True))
+        steps = (command("one"), command("two"))
+        plan = services.prepare.run(job_context(services), PrepareRequest(steps=steps, plan_only=True))["plan"]
+        other = services.catalog.locks.get(str(plan[1]["state_id"]))
+        other.acquire()  # another job builds step 1
+        ctx = job_context(services)
+        with mock.patch("sqlrs.services.states.build.executor_for", lambda kind: Executor()):
+            builder = threading.Thread(target=services.prepare.run,
+                                       args=(ctx, PrepareRequest(steps=steps, build_only=True)))
+            builder.start()
+            deadline = time.monotonic() + 60
+            while not any("waiting: another job" in str(event.data.get("text", ""))
+                          for event in services.jobs.events_after(ctx.job.id, 0)):
+                assert time.monotonic() < deadline and builder.is_alive()
+                time.sleep(0.01)
+            assert seen == []  # waiting, and nothing started ahead
+            other.release()
+            builder.join(60)
+    assert seen == ["apply 1", "apply 2"]
