@@ -139,7 +139,9 @@ class DeleteAndSpaceContract(SnapshotStoreHooks):
         volume = store.root / "v"
         store.create(volume)
         drops = []
-        for attempt in range(3):  # a plain directory shares its filesystem with other busy processes
+        # a plain directory shares its filesystem with other busy processes (a test suite's other
+        # workers write hundreds of MiB a second): one attempt whose window they left alone suffices
+        for attempt in range(8):
             self.settle(store)
             before = store.free_bytes()
             assert before > 0
@@ -156,7 +158,9 @@ class DeleteAndSpaceContract(SnapshotStoreHooks):
         settle_store = store.settle
         assert store.total_bytes() > store.free_bytes() > 0
         gains = []
-        for attempt in range(3):  # a plain directory shares its filesystem with other busy processes
+        # a plain directory shares its filesystem with other busy processes (a test suite's other
+        # workers write hundreds of MiB a second): one attempt whose window they left alone suffices
+        for attempt in range(8):
             source, clone = store.root / f"source{attempt}", store.root / f"clone{attempt}"
             store.create(source)
             write_random(source / "data", 64 * MiB)
@@ -169,4 +173,4 @@ class DeleteAndSpaceContract(SnapshotStoreHooks):
             gains.append(store.free_bytes() - before)
             if gains[-1] >= 48 * MiB:
                 break
-        assert gains[-1] >= 48 * MiB, gains
+        assert max(gains) >= 48 * MiB, gains

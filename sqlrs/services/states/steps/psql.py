@@ -52,12 +52,13 @@ class PsqlExecutor:
         server, step, options = run.server, run.step, run.options
         args, env = self._psql(run)
         humanize: Callable[[str], str] = lambda text: text  # noqa: E731
-        session = PsqlSession.kept(run, args, env) if session_safe(step, options) else None
-        if session is not None and session.sent == run.index and session.sent_humanize is not None:
-            humanize = session.sent_humanize  # sent ahead: its answer is all there is to wait for
-            result = session.receive(run, lambda stream, text: run.log(stream, humanize(text)))
-            self._check(run, result.exit_code, result.output, humanize)
+        ahead = PsqlSession.sent_ahead(run)
+        if ahead is not None:  # its answer is all there is to wait for, even if psql exited on it
+            sent_humanize = ahead.sent_humanize or humanize
+            result = ahead.receive(run, lambda stream, text: run.log(stream, sent_humanize(text)))
+            self._check(run, result.exit_code, result.output, sent_humanize)
             return
+        session = PsqlSession.kept(run, args, env) if session_safe(step, options) else None
         if step.kind == "file":
             directory = server.spec.scripts_dir / f"step{run.index}"
             materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))

@@ -77,6 +77,14 @@ class PsqlSession:
             return session
         return None
 
+    @classmethod
+    def sent_ahead(cls, run: StepRun) -> PsqlSession | None:
+        """The session this step was sent to ahead (PsqlExecutor.send_ahead), running or not: a
+        step that failed at once has ended psql by the time its answer is read, and must not be
+        sent again to a new one."""
+        session = run.sessions.get(SESSION_KEY)
+        return session if isinstance(session, cls) and session.sent == run.index else None
+
     @staticmethod
     def _key(run: StepRun, args: Sequence[str], env: dict[str, str]) -> str:
         return json.dumps([run.server.spec.port, run.server.ref, list(args), sorted(env.items())])
