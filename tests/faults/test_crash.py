@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Sqlrs, api, processes_mentioning, psql, wait_for, write
+from harness import Sqlrs, api, build_psql, processes_mentioning, psql, wait_for, write
 
 from sqlrs.adapters.pgfiles import pid_alive
 
@@ -43,7 +43,7 @@ def test_kill_during_build(sqlrs_native: Sqlrs, workspace: Path) -> None:
                          for t in api(sq, f"/v1/prepare-jobs/{job_id}")["tasks"]), what="step 2 running")
     # a scratch server runs (step 2 is marked running just before its server is up again)
     wait_for(lambda: processes_mentioning(str(sq.state_dir / "store" / "scratch")), what="the scratch server")
-    wait_for(lambda: build_tools(sq), what="the build's psql")  # (what must be gone at the end)
+    wait_for(lambda: build_psql(sq.state_dir), what="the build's psql")  # (what must be gone at the end)
     kill_engine(sq)
     # the next command starts a new engine, which cleans up after the dead one
     jobs = sq.json("ls", "--jobs")
@@ -54,21 +54,7 @@ def test_kill_during_build(sqlrs_native: Sqlrs, workspace: Path) -> None:
     # dead engine never published it
     plan = sq.plan("-f", "a.sql", "-f", "slow.sql", cwd=workspace)
     assert [p["cached"] for p in plan] == [True, False, False]
-    assert not build_tools(sq)
-
-
-def build_tools(sq: Sqlrs) -> list[str]:
-    """The psql processes still pointed at one of `sq`'s servers: a build's session psql names
-    nothing of the build on its command line (it reads its steps from stdin), its environment does."""
-    left = []
-    for pid, cmdline in processes_mentioning("psql"):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue
-        if any(v.startswith(f"PGHOST={sq.state_dir}/") for v in environ) or str(sq.state_dir) in cmdline:
-            left.append(f"pid {pid}: {cmdline}")
-    return left
+    assert not build_psql(sq.state_dir)
 
 
 @pytest.mark.parametrize("point", ["commit:cloned", "commit:renamed"])

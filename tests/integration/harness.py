@@ -211,6 +211,21 @@ def golden(dsn: str, dataset: str, dbname: str | None = None, ignore: tuple[str,
                                         "golden.expected", "actual"))
 
 
+def build_psql(state_dir: Path) -> list[str]:
+    """The host psql processes connected to one of this state dir's servers (a build's psql, on
+    native): its command line names nothing of the build (it reads its steps from stdin), its
+    PGHOST does. Other tests' psql processes are not counted."""
+    found = []
+    for pid, cmdline in processes_mentioning("psql"):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if any(v.startswith(f"PGHOST={state_dir}/") for v in environ) or str(state_dir) in cmdline:
+            found.append(f"pid {pid}: {cmdline}")
+    return found
+
+
 def psql(dsn: str, sql: str) -> str:
     result = subprocess.run(["psql", "-X", "-At", "-d", dsn, "-c", sql], capture_output=True, text=True,
                             check=False, timeout=120)

@@ -94,6 +94,11 @@ def volume_teardown(harness: Sqlrs) -> list[str]:
     image = state_dir / "store.img"
     image.unlink(missing_ok=True)
     shutil.rmtree(state_dir, ignore_errors=True)
+    # the kernel lets go of an autoclear loop device after the unmount returns (btrfs closes its
+    # devices from a worker): on a loaded machine that takes a moment
+    deadline = time.monotonic() + 30
+    while attached_loops(image) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if attached_loops(image):
         problems.append(f"loop devices still attached to {image}: {attached_loops(image)}")
     return problems

@@ -30,6 +30,7 @@ from harness import (
     DATASETS,
     TEST_IMAGE,
     Sqlrs,
+    build_psql,
     check_rebuild_of_last_step,
     golden,
     processes_mentioning,
@@ -336,7 +337,7 @@ def test_engine_crash_mid_build_leaves_no_server(sqlrs_runtime: Sqlrs, workspace
     def slow_step_running() -> bool:  # psql runs the slow step: the build's server is up and in use
         if sq.runtime != "native":  # psql runs in the container; its server is up once the container is
             return True
-        return any("psql" in cmd for _, cmd in processes_mentioning("ON_ERROR_STOP=1"))
+        return bool(build_psql(sq.state_dir))  # this build's, not another test's
 
     deadline = time.monotonic() + 120
     while not (scratch_servers() and slow_step_running()) and time.monotonic() < deadline:
