@@ -72,15 +72,21 @@ def load(group: str, kind: type) -> list[tuple[str, object]]:
 
 
 # -- the CLI's fast path -------------------------------------------------------------------------
+def cache_dir() -> str:
+    """sqlrs' cache files (what a new scan rebuilds: these entry points, Alembic's revision
+    orders): `$XDG_CACHE_HOME/sqlrs`, else ~/.cache/sqlrs."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sqlrs")
+
+
 def _cache_file(key: list[list[object]]) -> str:
     """One file per interpreter and set of metadata folders: two environments of one interpreter
     (another PYTHONPATH, a plugin on it) each keep theirs instead of rewriting one file in turn,
     which made every command of both read the entry points again."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     import binascii
 
     folders = "\0".join([sys.prefix, *(str(folder) for folder, _ in key)])
-    return os.path.join(base, "sqlrs", f"entry-points-{binascii.crc32(folders.encode()):08x}.json")
+    return os.path.join(cache_dir(), f"entry-points-{binascii.crc32(folders.encode()):08x}.json")
 
 
 def _fingerprint() -> list[list[object]]:

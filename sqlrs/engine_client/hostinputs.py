@@ -191,9 +191,10 @@ def _alembic_fingerprint(ini: Path, to: str | None, cwd: Path) -> str | None:
 
 
 def _alembic_cache_file(ini: Path, cwd: Path) -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    from sqlrs.extensions import cache_dir
+
     project = hashlib.sha256(f"{ini.resolve()}\0{cwd}".encode()).hexdigest()[:16]
-    return os.path.join(base, "sqlrs", f"alembic-{project}.json")
+    return os.path.join(cache_dir(), f"alembic-{project}.json")
 
 
 def _read_alembic_revisions(ini: Path, to: str | None, cwd: Path) -> AlembicRevisions:

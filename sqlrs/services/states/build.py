@@ -79,17 +79,25 @@ class ChainBuilder:
     # -- locks ---------------------------------------------------------------------------------
     def _acquire(self, run: BuildRun, item: PlanItem) -> bool:
         """Hold the state's lock for the rest of the build; True when another job held it."""
-        lock = self.locks.get(item.state_id)
-        if any(held is lock for held in run.held):  # taken by _prestart
+        if self._hold_if_free(run, item):  # (or held already: _prestart, _send_ahead)
             return False
-        waited = False
-        if not lock.acquire(blocking=False):
-            waited = True
-            run.ctx.emit("log", stream="engine", text=f"waiting: another job is building state {item.state_id[:12]}")
-            while not lock.acquire(timeout=0.2):
-                run.ctx.check_cancel()
+        lock = self.locks.get(item.state_id)
+        run.ctx.emit("log", stream="engine", text=f"waiting: another job is building state {item.state_id[:12]}")
+        while not lock.acquire(timeout=0.2):
+            run.ctx.check_cancel()
         run.held.append(lock)
-        return waited
+        return True
+
+    def _hold_if_free(self, run: BuildRun, item: PlanItem) -> bool:
+        """Hold the state's lock for the rest of the build if no other job holds it; True when
+        this build holds it (now or before)."""
+        lock = self.locks.get(item.state_id)
+        if any(held is lock for held in run.held):
+            return True
+        if not lock.acquire(blocking=False):
+            return False
+        run.held.append(lock)
+        return True
 
     def _deepest_kept(self, items: list[PlanItem], start: int) -> int:
         """The index of the deepest kept state among items[start:], or start - 1."""
@@ -225,11 +233,7 @@ class ChainBuilder:
         if first.step is None:
             return
         executor = executor_for(first.step.kind)
-        if isinstance(executor, Prestarting):
-            lock = self.locks.get(first.state_id)
-            if not lock.acquire(blocking=False):
-                return
-            run.held.append(lock)
+        if isinstance(executor, Prestarting) and self._hold_if_free(run, first):
             # no server yet: a prestart only starts the tool (its requests bring the connection)
             executor.prestart(StepRun(run.ctx, cast(Server, None), first.index, first.step, self.admin, run.sessions,
                                       run.options, run.superuser, self.runners))
@@ -244,11 +248,8 @@ class ChainBuilder:
         executor = executor_for(item.step.kind)
         if not isinstance(executor, SendsAhead):
             return
-        lock = self.locks.get(item.state_id)
-        if not any(held is lock for held in run.held):
-            if not lock.acquire(blocking=False):
-                return
-            run.held.append(lock)
+        if not self._hold_if_free(run, item):
+            return
         executor.send_ahead(StepRun(run.ctx, scratch.server, item.index, item.step, self.admin, run.sessions,
                                     run.options, run.superuser, self.runners))
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sqlrs.domain.errors import StepFailed
 from sqlrs.domain.model import StateKind
-from sqlrs.services.instances.scripts import command_args, first_error, materialize
+from sqlrs.services.instances.scripts import Materialized, command_args, first_error, materialize
 from sqlrs.services.states.steps.base import StepRun
 from sqlrs.services.states.steps.output import OutputCollector
 from sqlrs.services.states.steps.psql_session import PsqlSession, session_safe
@@ -41,27 +41,30 @@ class PsqlExecutor:
         session = PsqlSession.existing(run, *self._psql(run))
         if session is None or session.sent is not None:
             return False
-        server = run.server
-        materialized = materialize(run.step, server.spec.scripts_dir / f"step{run.index}",
-                                   lambda path: server.runtime.tool_path(server.spec, path))
-        session.send(run, materialized.entry)
-        session.sent_humanize = materialized.humanize
+        materialized = self._materialize(run)
+        session.send(run, materialized.entry, materialized.humanize)
         return True
+
+    @staticmethod
+    def _materialize(run: StepRun) -> Materialized:
+        """The step's files where psql reads them (services/instances/scripts.py)."""
+        server = run.server
+        return materialize(run.step, server.spec.scripts_dir / f"step{run.index}",
+                           lambda path: server.runtime.tool_path(server.spec, path))
 
     def apply(self, run: StepRun) -> None:
         server, step, options = run.server, run.step, run.options
-        args, env = self._psql(run)
-        humanize: Callable[[str], str] = lambda text: text  # noqa: E731
         ahead = PsqlSession.sent_ahead(run)
         if ahead is not None:  # its answer is all there is to wait for, even if psql exited on it
-            sent_humanize = ahead.sent_humanize or humanize
-            result = ahead.receive(run, lambda stream, text: run.log(stream, sent_humanize(text)))
-            self._check(run, result.exit_code, result.output, sent_humanize)
+            sent = ahead.humanize
+            result = ahead.receive(run, lambda stream, text: run.log(stream, sent(text)))
+            self._check(run, result.exit_code, result.output, sent)
             return
+        args, env = self._psql(run)
+        humanize: Callable[[str], str] = lambda text: text  # noqa: E731
         session = PsqlSession.kept(run, args, env) if session_safe(step, options) else None
         if step.kind == "file":
-            directory = server.spec.scripts_dir / f"step{run.index}"
-            materialized = materialize(step, directory, lambda path: server.runtime.tool_path(server.spec, path))
+            materialized = self._materialize(run)
             humanize = materialized.humanize
             args += ["-f", materialized.entry]
         else:  # -c, or a script that sends the SQL as -c does when it is too long for an argument

@@ -54,6 +54,10 @@ def session_safe(step: Step, options: PsqlOptions) -> bool:
                for script in step.files for match in META_COMMAND.finditer(script.content))
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 class PsqlSession:
     """The build's psql (see the module docstring); started with the first step that can use it,
     started again when the build server changed (a restart after a checkpoint)."""
@@ -67,7 +71,7 @@ class PsqlSession:
         self.steps = 0
         self.reconnect = False  # the step before set what a new session starts with
         self.sent: int | None = None  # the step sent and not yet answered (PsqlExecutor.send_ahead)
-        self.sent_humanize: Callable[[str], str] | None = None  # its output with the user's paths
+        self.humanize: Callable[[str], str] = _as_is  # that step's output with the user's paths
 
     @classmethod
     def existing(cls, run: StepRun, args: Sequence[str], env: dict[str, str]) -> PsqlSession | None:
@@ -117,12 +121,13 @@ class PsqlSession:
         self.send(run, entry)
         return self.receive(run, log)
 
-    def send(self, run: StepRun, entry: str) -> None:
-        """Give psql the step (the file `entry`) without waiting for it (`receive` does)."""
+    def send(self, run: StepRun, entry: str, humanize: Callable[[str], str] = _as_is) -> None:
+        """Give psql the step (the file `entry`) without waiting for it (`receive` does);
+        `humanize` puts the user's paths back into its output."""
         reset = "" if not self.steps else RECONNECT if self.reconnect else RENEW
         self.steps += 1
         self.reconnect = any(SESSION_DEFAULTS.search(script.content) for script in run.step.files)
-        self.sent = run.index
+        self.sent, self.humanize = run.index, humanize
         self.host.send(f"{reset}\\i {psql_quote(entry)}\n\\echo {self.mark}0\n\\warn {self.mark}0")
 
     def receive(self, run: StepRun, log: Callable[[str, str], None]) -> ToolResult:
